@@ -1,0 +1,78 @@
+"""The gateway application: one aiohttp app serving the OpenAI data plane and the control API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import state
+from gateway.auth import KeyTable
+from gateway.errors import error_middleware
+from inventiv.services import redis_client
+from inventiv.settings import Settings
+from sql.pool import create_pool
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[state.SETTINGS] = settings
+    app[state.LIFECYCLE] = state.Lifecycle()
+    app[state.KEYS] = KeyTable()
+    app.cleanup_ctx.extend([_database, _redis, _key_table])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+
+    from gateway.control import setup_control_api
+
+    setup_control_api(app)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[state.SETTINGS]
+    assert settings.database_url is not None
+    pool = await create_pool(settings.database_url, maxsize=10)
+    app[state.DB] = pool
+    yield
+    pool.close()
+    await pool.wait_closed()
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    client = redis_client(app[state.SETTINGS])
+    app[state.REDIS] = client
+    yield
+    await client.aclose()
+
+
+async def _key_table(app: web.Application) -> AsyncIterator[None]:
+    keys = app[state.KEYS]
+    await keys.reload(app[state.DB])
+    task = asyncio.create_task(keys.refresh_forever(app[state.DB], app[state.SETTINGS].keys_refresh_s))
+    app[state.LIFECYCLE].loaded = True
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    lifecycle = request.app[state.LIFECYCLE]
+    if lifecycle.draining:
+        return web.json_response({"status": "draining"}, status=503)
+    if not lifecycle.loaded:
+        return web.json_response({"status": "loading"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

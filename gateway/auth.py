@@ -1,0 +1,92 @@
+"""API key authentication against an in-memory table of SHA-256 hashes.
+
+The table is reloaded from Postgres every `keys_refresh_s` (1 s), so a key revoked on any process
+stops working everywhere within 2 s, and a request never waits on the database. Keys created or
+revoked through this process's API take effect here at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import cast
+
+import aiopg
+from aiohttp import web
+
+from gateway.errors import ApiError
+from sql.queries import fetch_all, queries
+
+log = logging.getLogger(__name__)
+
+_BEARER = "Bearer "
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    organization_id: str
+    organization_slug: str
+    scopes: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+
+class KeyTable:
+    def __init__(self) -> None:
+        self._by_hash: dict[str, Principal] = {}
+        self.loaded = False
+
+    def lookup(self, key: str) -> Principal | None:
+        return self._by_hash.get(hashlib.sha256(key.encode()).hexdigest())
+
+    def replace(self, rows: list[dict[str, object]]) -> None:
+        self._by_hash = {
+            str(r["key_hash"]): Principal(
+                key_id=str(r["id"]),
+                organization_id=str(r["organization_id"]),
+                organization_slug=str(r["organization_slug"]),
+                scopes=frozenset(cast(list[str], r["scopes"])),
+            )
+            for r in rows
+        }
+        self.loaded = True
+
+    def add(self, key_hash: str, principal: Principal) -> None:
+        self._by_hash = {**self._by_hash, key_hash: principal}
+
+    def revoke(self, key_id: str) -> None:
+        self._by_hash = {h: p for h, p in self._by_hash.items() if p.key_id != key_id}
+
+    async def reload(self, pool: aiopg.Pool) -> None:
+        async with pool.acquire() as conn:
+            self.replace(await fetch_all(queries.api_keys.list_active_api_keys(conn)))
+
+    async def refresh_forever(self, pool: aiopg.Pool, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.reload(pool)
+            except Exception:
+                # Keep serving with the last table: a database blip must not lock every client out.
+                log.warning("api key refresh failed; keeping the previous table", exc_info=True)
+
+
+def authenticate(keys: KeyTable, authorization: str | None) -> Principal:
+    if not authorization or not authorization.startswith(_BEARER):
+        raise ApiError(401, "Missing API key: send 'Authorization: Bearer <key>'.", "missing_api_key")
+    principal = keys.lookup(authorization[len(_BEARER):].strip())
+    if principal is None:
+        raise ApiError(401, "Invalid or revoked API key.", "invalid_api_key")
+    return principal
+
+
+def require_admin(keys: KeyTable, request: web.Request) -> Principal:
+    principal = authenticate(keys, request.headers.get("Authorization"))
+    if not principal.is_admin:
+        raise ApiError(403, "This API key has no admin scope.", "insufficient_scope")
+    return principal

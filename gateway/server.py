@@ -1,0 +1,106 @@
+"""Run the gateway: N processes on uvloop sharing the port with SO_REUSEPORT, draining on SIGTERM.
+
+The parent only supervises. Each child binds its own listening socket (the kernel spreads new
+connections across them), loads its caches, and on SIGTERM/SIGINT: /readyz turns 503, new requests
+get 503, requests in flight get up to `drain_timeout_s` to finish, then the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from types import FrameType
+
+from aiohttp import web
+
+from gateway import state
+from gateway.app import create_app
+from inventiv.logs import setup_logging
+from inventiv.services import ensure_services
+from inventiv.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A listen backlog for bursts of thousands of new connections (the kernel caps it at somaxconn).
+_BACKLOG = 4096
+
+
+def serve(settings: Settings) -> int:
+    workers = settings.gateway_workers or os.cpu_count() or 1
+    with ensure_services(settings) as resolved:
+        if workers == 1:
+            _worker_main(resolved)
+            return 0
+        return _run_workers(resolved, workers)
+
+
+def _run_workers(settings: Settings, count: int) -> int:
+    # spawn, not fork: each child starts its own clean event loop and connection pools.
+    ctx = multiprocessing.get_context("spawn")
+    children = [ctx.Process(target=_worker_main, args=(settings,), name=f"gateway-{i}") for i in range(count)]
+    for child in children:
+        child.start()
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    while not stopping and all(c.is_alive() for c in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.is_alive() and child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
+    for child in children:
+        child.join(settings.drain_timeout_s + 5)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    failed = [c.exitcode for c in children if c.exitcode not in (0, -signal.SIGTERM)]
+    return 1 if failed and not stopping else 0
+
+
+def _worker_main(settings: Settings) -> None:
+    import uvloop
+
+    setup_logging(settings.log_format, settings.log_level)
+    uvloop.run(run_app(settings))
+
+
+async def run_app(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop` is set), then drain and clean up."""
+    app = create_app(settings)
+    # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
+    # request at once (the GPU stops generating) even before the first byte was sent.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.gateway_host, settings.gateway_port, reuse_port=True, backlog=_BACKLOG
+    )
+    await site.start()
+    log.info("gateway listening", extra={"host": settings.gateway_host, "port": settings.gateway_port})
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await drain(app, settings.drain_timeout_s)
+    await runner.cleanup()
+
+
+async def drain(app: web.Application, timeout_s: float) -> None:
+    lifecycle = app[state.LIFECYCLE]
+    lifecycle.draining = True
+    log.info("draining", extra={"in_flight": lifecycle.in_flight})
+    if lifecycle.in_flight == 0:
+        return
+    try:
+        await asyncio.wait_for(lifecycle.idle.wait(), timeout_s)
+    except TimeoutError:
+        log.warning("drain timeout; closing requests still in flight", extra={"in_flight": lifecycle.in_flight})

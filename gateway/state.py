@@ -1,0 +1,40 @@
+"""Typed keys for what the gateway application holds (aiohttp AppKeys)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import aiopg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from gateway.auth import KeyTable
+from inventiv.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+DB = web.AppKey("db", aiopg.Pool)
+REDIS = web.AppKey("redis", aioredis.Redis)
+KEYS: web.AppKey[KeyTable] = web.AppKey("keys")
+
+
+@dataclass
+class Lifecycle:
+    """Readiness of this process: caches loaded, draining after SIGTERM, requests in flight."""
+
+    loaded: bool = False
+    draining: bool = False
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+
+
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)

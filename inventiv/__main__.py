@@ -1,0 +1,5 @@
+import sys
+
+from inventiv.cli import main
+
+sys.exit(main())

@@ -1,0 +1,177 @@
+"""The `inventiv` command: up, migrate, seed, gateway, scheduler, keys.
+
+Every expected failure (bad setting, unreachable service, port in use) ends with one line on stderr
+and exit status 2; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import socket
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from inventiv.embedded import EmbeddedServiceError
+from inventiv.logs import setup_logging
+from inventiv.services import ensure_services, open_pool
+from inventiv.settings import Settings, SettingsError, load_environment
+from sql.migrate import MigrationError
+from sql.pool import DatabaseUnavailable
+
+log = logging.getLogger("inventiv")
+
+EXPECTED_ERRORS = (SettingsError, DatabaseUnavailable, EmbeddedServiceError, MigrationError)
+
+
+class CommandError(RuntimeError):
+    """A one-line error for the operator."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inventiv", description="LLM inference gateway and GPU fleet scheduler")
+    parser.add_argument("--env-file", help="read settings from this file (a local .env is then ignored)")
+    parser.add_argument("--log-format", choices=["auto", "json", "kv"], help="log line format")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="services, migrate, seed, then gateway + scheduler until Ctrl-C")
+    up.add_argument("--workers", type=int, help="gateway processes (default: one per core)")
+    sub.add_parser("migrate", help="apply pending database migrations")
+    sub.add_parser("seed", help="load the demo catalog (idempotent) and print a new admin key if none exists")
+
+    gateway = sub.add_parser("gateway", help="run the HTTP gateway")
+    gateway.add_argument("--workers", type=int, help="processes sharing the port (default: one per core)")
+    gateway.add_argument("--host")
+    gateway.add_argument("--port", type=int)
+
+    scheduler = sub.add_parser("scheduler", help="run the scheduler daemon")
+    scheduler.add_argument("--dry-run", action="store_true", help="orphan sweeps report and delete nothing")
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("--org", required=True, help="organization slug")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", action="append", choices=["inference", "admin"],
+                        help="repeatable; default inference")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        setup_logging(settings.log_format, settings.log_level)
+        return _dispatch(args, settings)
+    except (*EXPECTED_ERRORS, CommandError) as exc:
+        print(f"inventiv: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    env = load_environment(args.env_file)
+    if args.log_format:
+        env["INVENTIV_LOG_FORMAT"] = args.log_format
+    if args.log_level:
+        env["INVENTIV_LOG_LEVEL"] = args.log_level
+    for option, name in (("host", "GATEWAY_HOST"), ("port", "GATEWAY_PORT"), ("workers", "GATEWAY_WORKERS")):
+        value = getattr(args, option, None)
+        if value is not None:
+            env[f"INVENTIV_{name}"] = str(value)
+    if getattr(args, "dry_run", False):
+        env["INVENTIV_ORPHAN_DRY_RUN"] = "true"
+    return Settings.from_env(env)
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "up":
+        from inventiv.supervisor import run_up
+
+        return run_up(settings)
+    if args.command == "gateway":
+        from gateway.server import serve
+
+        check_port_free(settings.gateway_host, settings.gateway_port)
+        return serve(settings)
+    if args.command == "scheduler":
+        from scheduler.daemon import run_daemon
+
+        return _with_services(settings, run_daemon)
+    commands: dict[str, Command] = {
+        "migrate": _migrate,
+        "seed": _seed,
+        "keys": lambda s: _create_key(s, args.org, args.name, args.scope or ["inference"]),
+    }
+    return _with_services(settings, commands[args.command], redis=False)
+
+
+Command = Callable[[Settings], Coroutine[Any, Any, int]]
+
+
+def _with_services(settings: Settings, fn: Command, *, redis: bool = True) -> int:
+    """Run fn with the configured services, starting the embedded ones when no URL is set."""
+    with ensure_services(settings, redis=redis) as resolved:
+        return _run(fn(resolved))
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    import uvloop
+
+    return uvloop.run(coro)
+
+
+async def _migrate(settings: Settings) -> int:
+    from sql.migrate import migrate
+
+    async with open_pool(settings) as pool:
+        applied = await migrate(pool)
+    names = ", ".join(m.name for m in applied)
+    print(f"applied {len(applied)} migration(s)" + (f": {names}" if applied else ""))
+    return 0
+
+
+async def _seed(settings: Settings) -> int:
+    from sql.migrate import migrate
+    from sql.seed import seed_demo_catalog
+
+    async with open_pool(settings) as pool:
+        await migrate(pool)
+        key = await seed_demo_catalog(pool)
+    print("demo catalog loaded")
+    if key is not None:
+        print(f"admin key for organization 'demo' (shown once): {key}")
+    return 0
+
+
+async def _create_key(settings: Settings, org: str, name: str, scopes: list[str]) -> int:
+    from gateway.api_keys import create_api_key
+    from sql.queries import queries
+
+    async with open_pool(settings) as pool, pool.acquire() as conn:
+        organization = await queries.organizations.get_organization_by_slug(conn, slug=org)
+        if organization is None:
+            raise CommandError(f"no organization with slug {org!r}")
+        created = await create_api_key(conn, organization["id"], name, sorted(set(scopes)))
+    print(created.key)
+    return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with one line if something already listens there.
+
+    The gateway's processes bind with SO_REUSEPORT, which would silently share the port with another
+    gateway; this plain bind does not, so it sees any listener.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CommandError(f"port {port} on {host} is already in use") from None
+            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -1,0 +1,170 @@
+"""Settings from the environment, as one frozen dataclass.
+
+Every field reads `INVENTIV_<FIELD>` (or the name in its metadata), and `<NAME>_FILE` for secrets: the
+value is then read from that file. Layering, lowest first: defaults < local `.env` < process environment
+< an env file given explicitly. When an env file is given explicitly the local `.env` is not read at
+all, so a developer's `.env` can never leak into a chosen environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from dotenv import dotenv_values
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it and fits on one line."""
+
+
+def _env(name: str) -> dict[str, str]:
+    return {"env": name}
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Services. None means "start the embedded default under data_dir".
+    database_url: str | None = None
+    redis_url: str | None = None
+    # Every Redis key starts with this, so several deployments (or test sessions) share one Redis.
+    redis_prefix: str = "inventiv:"
+    data_dir: str = ".inventiv"
+
+    # Gateway.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8003
+    # 0 = one process per core.
+    gateway_workers: int = 0
+    # Chat requests with long contexts reach a few MiB; 16 MiB leaves room and still bounds memory.
+    max_body_bytes: int = 16 * 1024 * 1024
+    # A worker whose last heartbeat is older than this gets no traffic (DESIGN: 5 minutes).
+    worker_stale_after_s: float = 300.0
+    # Sliding TTL of a session pin: a conversation idle for longer may land elsewhere.
+    affinity_ttl_s: int = 1800
+    upstream_connect_timeout_s: float = 5.0
+    # Non-streaming generations send nothing until done; 10 minutes covers long completions.
+    upstream_first_byte_timeout_s: float = 600.0
+    # Streams in flight get this long to finish after SIGTERM.
+    drain_timeout_s: float = 30.0
+    # Revoked keys must stop working within 2 s: refresh at twice that rate.
+    keys_refresh_s: float = 1.0
+    # The ready-worker view must be at most a second old.
+    workers_refresh_s: float = 1.0
+
+    # Scheduler.
+    deployment_tag: str = "inventiv"
+    worker_data_volume_gb: int | None = field(default=None, metadata=_env("WORKER_DATA_VOLUME_GB"))
+    scheduler_tick_s: float = 2.0
+    health_interval_s: float = 5.0
+    reconcile_interval_s: float = 60.0
+    orphan_sweep_interval_s: float = 300.0
+    orphan_grace_s: float = 900.0
+    orphan_dry_run: bool = False
+    provisioning_deadline_s: float = 1800.0
+
+    # Logging: "json" lines, "kv" (key=value for a terminal) or "auto" (kv on a tty, else json).
+    log_format: str = "auto"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata.get("env", f"INVENTIV_{f.name.upper()}")
+            raw = _read(env, name)
+            if raw is not None:
+                values[f.name] = _convert(name, raw, hints[f.name])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.log_format not in ("auto", "json", "kv"):
+            raise SettingsError(f"INVENTIV_LOG_FORMAT must be auto, json or kv, not {self.log_format!r}")
+        if not 0 < self.gateway_port < 65536:
+            raise SettingsError(f"INVENTIV_GATEWAY_PORT must be 1-65535, not {self.gateway_port}")
+        for url, name, schemes in (
+            (self.database_url, "INVENTIV_DATABASE_URL", ("postgresql://", "postgres://")),
+            (self.redis_url, "INVENTIV_REDIS_URL", ("redis://", "rediss://", "unix://")),
+        ):
+            if url is not None and not url.startswith(schemes):
+                raise SettingsError(f"{name} must start with {' or '.join(schemes)}")
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _read(env: Mapping[str, str], name: str) -> str | None:
+    direct = env.get(name)
+    path = env.get(f"{name}_FILE")
+    if direct is not None and path is not None:
+        raise SettingsError(f"set {name} or {name}_FILE, not both")
+    if path is None:
+        return direct if direct != "" else None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+
+
+def _convert(name: str, raw: str, hint: Any) -> Any:
+    kinds = [t for t in getattr(hint, "__args__", (hint,)) if t is not type(None)]
+    kind = kinds[0]
+    try:
+        if kind is bool:
+            return _parse_bool(raw)
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a {kind.__name__}, not {raw!r}") from None
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def load_environment(env_file: str | None, cwd: Path | None = None) -> dict[str, str]:
+    """The merged environment the settings are read from (see the module docstring for the order)."""
+    merged: dict[str, str] = {}
+    if env_file is None:
+        local = (cwd or Path.cwd()) / ".env"
+        if local.is_file():
+            merged.update(_values(local))
+    merged.update(os.environ)
+    if env_file is not None:
+        path = Path(env_file)
+        if not path.is_file():
+            raise SettingsError(f"--env-file {env_file}: no such file")
+        merged.update(_values(path))
+    return merged
+
+
+def _values(path: Path) -> dict[str, str]:
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process read exactly these settings."""
+    env: dict[str, str] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        name = f.metadata.get("env", f"INVENTIV_{f.name.upper()}")
+        env[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env

@@ -1,0 +1,15 @@
+"""Session-wide fixtures: a real Postgres database and a Redis key prefix per test session.
+
+The services come from INVENTIV_TEST_DATABASE_URL / INVENTIV_TEST_REDIS_URL (CI exports them); without
+them the embedded services are started under a temporary folder.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Test helpers (fake clouds, factories) live in tests/ and import as top-level modules.
+sys.path.insert(0, str(Path(__file__).parent))
+
+pytest_plugins = ["fixtures.services"]
