@@ -1,0 +1,31 @@
+"""Every Redis key, stream and channel the system uses, with its TTL, in one place.
+
+All names are relative: `key(settings, NAME)` prefixes them with `settings.redis_prefix`, so several
+deployments (or test sessions) share one Redis without seeing each other.
+"""
+
+from __future__ import annotations
+
+from inventiv.settings import Settings
+
+# Stream of scheduler commands. Entry fields: type=PROVISION|TERMINATE, instance_id, requested_at.
+# Commands only wake the scheduler; Postgres is the truth, so a lost command delays work, never loses it.
+SCHEDULER_COMMANDS = "scheduler:commands"
+SCHEDULER_GROUP = "scheduler"
+# Bounded so a scheduler that is down for days cannot grow Redis without limit (approximate trim).
+SCHEDULER_COMMANDS_MAXLEN = 100_000
+
+# Stream of usage records (one per inference request), consumed by the gateways' usage writers.
+USAGE_STREAM = "usage:records"
+USAGE_GROUP = "usage-writers"
+
+# Session pin: affinity:{model}:{session} -> instance id, sliding TTL (Settings.affinity_ttl_s).
+AFFINITY = "affinity:{model}:{session}"
+
+# Pub/sub channels that push changes to every gateway process at once (polling still backs them up).
+WORKERS_CHANGED = "events:workers"
+KEYS_CHANGED = "events:keys"
+
+
+def key(settings: Settings, name: str) -> str:
+    return settings.redis_prefix + name
