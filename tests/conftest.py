@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Test helpers (fake clouds, factories) live in tests/ and import as top-level modules.
-sys.path.insert(0, str(Path(__file__).parent))
+# Test helpers (fixtures, fake clouds, factories) live in tests/support/ and import as top-level modules.
+# Only that folder goes on sys.path: the test folders mirror the packages (tests/gateway, tests/sql, ...)
+# and would otherwise shadow them as namespace packages.
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 pytest_plugins = ["fixtures.services"]
