@@ -66,6 +66,27 @@ class Settings:
     orphan_grace_s: float = 900.0
     orphan_dry_run: bool = False
     provisioning_deadline_s: float = 1800.0
+    # A worker that fails this many health checks in a row gets no traffic until it answers again.
+    worker_health_failures: int = 3
+    # Each health request (/health, /v1/models, /metrics); short, so one hung worker cannot stall a poll.
+    health_timeout_s: float = 3.0
+    # Transient cloud errors: the first retry waits this long, doubling per attempt up to the cap, jittered.
+    scheduler_retry_base_s: float = 2.0
+    scheduler_retry_max_s: float = 60.0
+    # A claimed instance stays invisible to other claims this long: every step fits well within it, and a
+    # crashed scheduler's instances are picked up again once it runs out.
+    scheduler_lease_s: float = 300.0
+
+    # Providers. Scaleway credentials use Scaleway's own variable names, as its CLI and SDKs do.
+    scw_secret_key: str | None = field(default=None, metadata=_env("SCW_SECRET_KEY"))
+    scw_default_project_id: str | None = field(default=None, metadata=_env("SCW_DEFAULT_PROJECT_ID"))
+    # Tests point this at a local fake of the API.
+    scw_api_url: str = field(default="https://api.scaleway.com", metadata=_env("SCW_API_URL"))
+    # First retry delay of a failed Scaleway call (doubled each time, capped); tests against the fake
+    # server lower it so random 5xx do not make them sleep.
+    scw_retry_base_s: float = 1.0
+    # State of the mock cloud (its servers are local worker processes); None: <data_dir>/mock-cloud.
+    mock_cloud_dir: str | None = None
 
     # Logging: "json" lines, "kv" (key=value for a terminal) or "auto" (kv on a tty, else json).
     log_format: str = "auto"
@@ -100,6 +121,12 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def mock_cloud_path(self) -> Path:
+        if self.mock_cloud_dir is None:
+            return self.data_path / "mock-cloud"
+        return Path(self.mock_cloud_dir).expanduser().resolve()
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
