@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import state
+from gateway.affinity import Affinity
 from gateway.auth import KeyTable
 from gateway.errors import error_middleware
+from gateway.inference import setup_inference_routes
+from gateway.plane import DataPlane
+from gateway.upstream import UpstreamPool
+from gateway.usage import UsageRecorder, UsageWriter
+from gateway.workers import WorkerView
+from inventiv import redis_keys
 from inventiv.services import redis_client
 from inventiv.settings import Settings
 from sql.pool import create_pool
@@ -22,10 +28,11 @@ def create_app(settings: Settings) -> web.Application:
     app[state.SETTINGS] = settings
     app[state.LIFECYCLE] = state.Lifecycle()
     app[state.KEYS] = KeyTable()
-    app.cleanup_ctx.extend([_database, _redis, _key_table])
+    app.cleanup_ctx.extend([_database, _redis, _data_plane])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    setup_inference_routes(app)
 
     from gateway.control import setup_control_api
 
@@ -50,15 +57,35 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
-async def _key_table(app: web.Application) -> AsyncIterator[None]:
-    keys = app[state.KEYS]
-    await keys.reload(app[state.DB])
-    task = asyncio.create_task(keys.refresh_forever(app[state.DB], app[state.SETTINGS].keys_refresh_s))
+async def _data_plane(app: web.Application) -> AsyncIterator[None]:
+    settings = app[state.SETTINGS]
+    redis = app[state.REDIS]
+    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
+    plane = DataPlane(
+        settings=settings,
+        keys=app[state.KEYS],
+        lifecycle=app[state.LIFECYCLE],
+        affinity=Affinity(redis, settings),
+        usage=UsageRecorder(redis, stream),
+        upstream=UpstreamPool(settings.upstream_connect_timeout_s),
+        workers=WorkerView(settings.worker_stale_after_s),
+    )
+    app[state.PLANE] = plane
+    await plane.reload(app[state.DB])
+    writer = UsageWriter(redis, app[state.DB], stream, redis_keys.key(settings, redis_keys.USAGE_GROUP))
+    plane.usage.start()
+    tasks = [
+        asyncio.create_task(plane.refresh_forever(app[state.DB]), name="routing-refresh"),
+        asyncio.create_task(plane.listen_forever(redis), name="routing-notifications"),
+        asyncio.create_task(writer.run_forever(), name="usage-writer"),
+    ]
     app[state.LIFECYCLE].loaded = True
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await plane.usage.close()
+    plane.upstream.close()
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,25 +1,20 @@
 """API key authentication against an in-memory table of SHA-256 hashes.
 
-The table is reloaded from Postgres every `keys_refresh_s` (1 s), so a key revoked on any process
-stops working everywhere within 2 s, and a request never waits on the database. Keys created or
-revoked through this process's API take effect here at once.
+The table is reloaded from Postgres every second with the rest of the routing tables
+(`gateway.plane`), and at once when a key change is published, so a key revoked on any process stops
+working everywhere within 2 s, and a request never waits on the database. Keys created or revoked
+through this process's API take effect here at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
 from dataclasses import dataclass
 from typing import cast
 
-import aiopg
 from aiohttp import web
 
 from gateway.errors import ApiError
-from sql.queries import fetch_all, queries
-
-log = logging.getLogger(__name__)
 
 _BEARER = "Bearer "
 
@@ -61,19 +56,6 @@ class KeyTable:
 
     def revoke(self, key_id: str) -> None:
         self._by_hash = {h: p for h, p in self._by_hash.items() if p.key_id != key_id}
-
-    async def reload(self, pool: aiopg.Pool) -> None:
-        async with pool.acquire() as conn:
-            self.replace(await fetch_all(queries.api_keys.list_active_api_keys(conn)))
-
-    async def refresh_forever(self, pool: aiopg.Pool, every_s: float) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await self.reload(pool)
-            except Exception:
-                # Keep serving with the last table: a database blip must not lock every client out.
-                log.warning("api key refresh failed; keeping the previous table", exc_info=True)
 
 
 def authenticate(keys: KeyTable, authorization: str | None) -> Principal:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiopg
 import redis.asyncio as aioredis
@@ -11,6 +12,9 @@ from aiohttp import web
 
 from gateway.auth import KeyTable
 from inventiv.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.plane import DataPlane
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", aiopg.Pool)
@@ -38,3 +42,5 @@ class Lifecycle:
 
 
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+# The inference path's in-memory state (keys, catalog, workers, affinity, usage, upstream pool).
+PLANE: web.AppKey[DataPlane] = web.AppKey("plane")

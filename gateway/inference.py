@@ -1,0 +1,336 @@
+"""The OpenAI-compatible routes: POST /v1/chat/completions, /v1/completions, /v1/embeddings; GET /v1/models.
+
+One request: authenticate (in memory) → read and check the body → resolve the model → pick a worker
+(session affinity first) → forward, retrying once on another worker when nothing reached the client →
+relay → exactly one usage record, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway import metrics
+from gateway.affinity import MAX_SESSION_LEN, AffinityUnavailable, session_of
+from gateway.auth import Principal, authenticate
+from gateway.catalog import Resolved
+from gateway.errors import ApiError, bad_request
+from gateway.relay import Outcome, content_type, json_usage, relay_stream
+from gateway.request_body import InferenceRequest, forward_body, parse_request
+from gateway.state import PLANE
+from gateway.upstream import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamResponse,
+    build_head,
+)
+from gateway.usage import UsageRecord, now_iso
+from gateway.workers import Worker
+
+# Worker answers that mean "not me, not now": retried once on another worker, as a connect error is.
+_RETRY_STATUSES = frozenset((502, 503, 504))
+# Rough tokens per byte of prompt JSON, for the estimate recorded when a stream is cut before the
+# worker reported usage (English text averages about 4 bytes per token).
+_BYTES_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    path: str
+    streamable: bool
+
+    @property
+    def path_bytes(self) -> bytes:
+        return self.path.encode()
+
+
+CHAT = Route("/v1/chat/completions", streamable=True)
+COMPLETIONS = Route("/v1/completions", streamable=True)
+EMBEDDINGS = Route("/v1/embeddings", streamable=False)
+
+
+def setup_inference_routes(app: web.Application) -> None:
+    for route in (CHAT, COMPLETIONS, EMBEDDINGS):
+        app.router.add_post(route.path, _handler(route))
+    app.router.add_get("/v1/models", list_models)
+
+
+def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await InferenceCall(request, route).run()
+
+    return handle
+
+
+class InferenceCall:
+    """The state of one inference request, from authentication to its usage record."""
+
+    __slots__ = (
+        "plane", "principal", "record", "request", "request_id", "route", "session", "session_moved",
+        "started", "worker",
+    )  # fmt: skip
+
+    def __init__(self, request: web.Request, route: Route) -> None:
+        self.request = request
+        self.route = route
+        self.plane = request.app[PLANE]
+        self.request_id = uuid.uuid4().hex
+        self.started = time.perf_counter()
+        self.worker: Worker | None = None
+        self.session: str | None = None
+        self.session_moved = False
+
+    async def run(self) -> web.StreamResponse:
+        lifecycle = self.plane.lifecycle
+        if lifecycle.draining:
+            raise ApiError(503, "The gateway is shutting down; retry on another instance.", "draining")
+        self.principal: Principal = authenticate(self.plane.keys, self.request.headers.get("Authorization"))
+        self.record = UsageRecord(
+            request_id=self.request_id, created_at=now_iso(), route=self.route.path, model="-", stream=False,
+            api_key_id=self.principal.key_id, organization_id=self.principal.organization_id,
+        )  # fmt: skip
+        lifecycle.enter()
+        try:
+            return await self._serve()
+        except ApiError as exc:
+            self.record.http_status = exc.status
+            return exc.response(headers=self._headers())
+        except asyncio.CancelledError:
+            # The client went away (aiohttp cancels the handler): the upstream was closed on the way out.
+            self.record.status = "client_cancelled"
+            self.record.http_status = 499
+            raise
+        finally:
+            self._finish()
+            lifecycle.leave()
+
+    async def _serve(self) -> web.StreamResponse:
+        req = parse_request(await self._read_body(), streamable=self.route.streamable)
+        self.record.model, self.record.stream = req.model, req.stream
+        resolved = self.plane.catalog.resolve(req.model, self.principal)
+        self.record.model_id = resolved.model_id
+        self.worker = await self._select(resolved)
+        add_usage = req.stream and not req.wants_usage
+        up = await self._open(req, resolved, add_usage)
+        try:
+            if req.stream and up.status == 200:
+                return await self._relay_stream(up, req, strip_usage=add_usage)
+            return await self._relay_json(up, req)
+        finally:
+            up.close()
+
+    async def _read_body(self) -> bytes:
+        try:
+            return await self.request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.plane.settings.max_body_bytes
+            raise ApiError(413, f"The request body is larger than {limit} bytes.", "request_too_large") from None
+
+    # -- choosing the worker --------------------------------------------------------------------------
+
+    async def _select(self, resolved: Resolved) -> Worker:
+        workers = self.plane.workers
+        now = time.time()
+        session = session_of(self.request.headers)
+        if session is not None:
+            if len(session) > MAX_SESSION_LEN:
+                raise bad_request(f"The session id is longer than {MAX_SESSION_LEN} characters.", "X-Inventiv-Session")
+            pinned = await self._pinned(resolved.model_id, session)
+            if pinned is not None:
+                worker = workers.eligible(pinned, resolved.model_id, now)
+                if worker is not None:
+                    metrics.AFFINITY.labels("hit").inc()
+                    return worker
+                metrics.AFFINITY.labels("failover").inc()
+                self.session_moved = True
+        worker = workers.pick(resolved.model_id, now)
+        if worker is None:
+            raise _no_worker(self.record.model)
+        if self.session is not None:
+            await self._pin(resolved.model_id, worker)
+        return worker
+
+    async def _pinned(self, model_id: str, session: str) -> str | None:
+        try:
+            pinned = await self.plane.affinity.lookup(model_id, session)
+        except AffinityUnavailable:
+            metrics.AFFINITY.labels("unavailable").inc()
+            return None
+        self.session = session
+        if pinned is None:
+            metrics.AFFINITY.labels("miss").inc()
+        return pinned
+
+    async def _pin(self, model_id: str, worker: Worker) -> None:
+        assert self.session is not None
+        try:
+            await self.plane.affinity.pin(model_id, self.session, worker.instance_id)
+        except AffinityUnavailable:
+            metrics.AFFINITY.labels("unavailable").inc()
+
+    # -- forwarding -----------------------------------------------------------------------------------
+
+    async def _open(self, req: InferenceRequest, resolved: Resolved, add_usage: bool) -> UpstreamResponse:
+        """Send the request; on a failure before any byte reached the client, once more elsewhere."""
+        assert self.worker is not None
+        plane = self.plane
+        for attempt in (0, 1):
+            worker = self.worker
+            body = forward_body(req, worker.served_model or resolved.hf_repo_id, add_usage)
+            extra = b"X-Request-Id: %s\r\nAccept: %s\r\n" % (
+                self.request_id.encode(), b"text/event-stream" if req.stream else b"application/json",
+            )  # fmt: skip
+            head = build_head(b"POST", self.route.path_bytes, worker.address, len(body), extra)
+            plane.workers.acquire(worker)
+            metrics.IN_FLIGHT.labels(worker.instance_id).inc()
+            try:
+                up = await plane.upstream.request(
+                    worker.host, worker.port, head, body, first_byte_timeout=self._first_byte_timeout
+                )
+            except UpstreamError as exc:
+                metrics.UPSTREAM_ERRORS.labels(_error_kind(exc)).inc()
+                if attempt or not await self._move(resolved):
+                    raise _upstream_failed(exc) from None
+                continue
+            if up.status in _RETRY_STATUSES and attempt == 0 and await self._move(resolved):
+                metrics.UPSTREAM_ERRORS.labels(f"http_{up.status}").inc()
+                up.close()
+                continue
+            return up
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _move(self, resolved: Resolved) -> bool:
+        """Leave the current worker for another one, if there is one; re-pin the session to it."""
+        assert self.worker is not None
+        self._release()
+        other = self.plane.workers.pick(resolved.model_id, time.time(), exclude=self.worker.instance_id)
+        if other is None:
+            self.plane.workers.acquire(self.worker)  # released again in _finish
+            return False
+        metrics.RETRIES.inc()
+        self.worker = other
+        if self.session is not None:
+            self.session_moved = True
+            await self._pin(resolved.model_id, other)
+        return True
+
+    def _release(self) -> None:
+        if self.worker is not None:
+            self.plane.workers.release(self.worker)
+            metrics.IN_FLIGHT.labels(self.worker.instance_id).dec()
+
+    @property
+    def _first_byte_timeout(self) -> float:
+        return self.plane.settings.upstream_first_byte_timeout_s
+
+    # -- relaying -------------------------------------------------------------------------------------
+
+    async def _relay_json(self, up: UpstreamResponse, req: InferenceRequest) -> web.StreamResponse:
+        try:
+            body = await up.read_all()
+        except UpstreamError as exc:
+            metrics.UPSTREAM_ERRORS.labels(_error_kind(exc)).inc()
+            raise _upstream_failed(exc) from None
+        self.record.http_status = up.status
+        if up.status == 200:
+            self.record.status = "success"
+            self.record.set_usage(json_usage(body))
+        else:
+            self.record.status = "upstream_error" if up.status >= 500 else "error"
+        headers = self._headers()
+        headers["Content-Type"] = content_type(up, "application/json")
+        return web.Response(status=up.status, body=body, headers=headers)
+
+    async def _relay_stream(self, up: UpstreamResponse, req: InferenceRequest, strip_usage: bool) -> web.StreamResponse:
+        outcome = Outcome()
+        self.record.http_status = 200
+        up.watch_idle(self.plane.settings.upstream_first_byte_timeout_s)
+        headers = self._headers()
+        headers["Cache-Control"] = "no-cache"
+        # Tells nginx-like proxies in front of us not to buffer the stream.
+        headers["X-Accel-Buffering"] = "no"
+        try:
+            response = await relay_stream(
+                self.request, up, headers, outcome, strip_usage=strip_usage, clock=time.perf_counter
+            )
+        finally:
+            self._account_stream(outcome, req)
+        return response
+
+    def _account_stream(self, outcome: Outcome, req: InferenceRequest) -> None:
+        record = self.record
+        if outcome.first_byte_at is not None:
+            record.ttft_ms = int((outcome.first_byte_at - self.started) * 1000)
+            metrics.TTFT.labels(self.route.path).observe(outcome.first_byte_at - self.started)
+        if outcome.upstream_error is not None:
+            record.status = "upstream_error"
+            metrics.UPSTREAM_ERRORS.labels("stream_cut").inc()
+        elif outcome.complete:
+            record.status = "success"
+        # else: cancelled by the client, set by run()
+        if outcome.usage is not None:
+            record.set_usage(outcome.usage)
+        elif outcome.events:
+            # Cut before the worker's count: one streamed event per token, the prompt from its size.
+            estimate = {"prompt_tokens": max(1, len(req.raw) // _BYTES_PER_TOKEN), "completion_tokens": outcome.events}
+            record.set_usage(estimate, estimated=True)
+
+    # -- bookkeeping ----------------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"X-Request-Id": self.request_id}
+        if self.worker is not None:
+            headers["X-Inventiv-Instance"] = self.worker.instance_id
+        if self.session_moved:
+            headers["X-Inventiv-Session-Moved"] = "1"
+        return headers
+
+    def _finish(self) -> None:
+        self._release()
+        record = self.record
+        elapsed = time.perf_counter() - self.started
+        record.latency_ms = int(elapsed * 1000)
+        if self.worker is not None:
+            record.instance_id = self.worker.instance_id
+        self.plane.usage.record(record)
+        entry = self.plane.catalog.by_id.get(record.model_id) if record.model_id else None
+        model = entry.hf_repo_id if entry is not None else "-"
+        metrics.REQUESTS.labels(self.route.path, model, str(record.http_status or 0)).inc()
+        metrics.LATENCY.labels(self.route.path).observe(elapsed)
+        if record.prompt_tokens:
+            metrics.TOKENS.labels(model, "prompt").inc(record.prompt_tokens)
+        if record.completion_tokens:
+            metrics.TOKENS.labels(model, "completion").inc(record.completion_tokens)
+
+
+def _no_worker(model: str) -> ApiError:
+    return ApiError(
+        503, f"No ready worker serves the model `{model}` right now; retry shortly.", "no_ready_worker", "model"
+    )
+
+
+def _error_kind(exc: UpstreamError) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, UpstreamConnectError):
+        return "connect"
+    return "closed"
+
+
+def _upstream_failed(exc: UpstreamError) -> ApiError:
+    if isinstance(exc, TimeoutError):
+        return ApiError(504, f"The worker did not answer in time: {exc}", "upstream_timeout")
+    return ApiError(502, f"The worker could not be reached: {exc}", "upstream_unavailable")
+
+
+async def list_models(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    principal = authenticate(plane.keys, request.headers.get("Authorization"))
+    names = plane.catalog.visible_names(plane.workers.model_ids(time.time()), principal)
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "inventiv"} for name, _ in names]
+    return web.json_response({"object": "list", "data": data})

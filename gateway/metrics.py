@@ -1,0 +1,41 @@
+"""The gateway's Prometheus metrics, in the process's default registry (served at GET /metrics).
+
+Label values are bounded: `model` is a resolved model's repo id or "-", never the client's string.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Inference latencies run from milliseconds (embeddings, errors) to minutes (long generations).
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# Time to first token: a loaded GPU answers within a second, a queued one much later.
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+REQUESTS = Counter(
+    "inventiv_gateway_requests", "Inference requests by route, model and HTTP status", ["route", "model", "status"]
+)
+LATENCY = Histogram(
+    "inventiv_gateway_request_duration_seconds", "Request latency, to the last byte", ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+TTFT = Histogram(
+    "inventiv_gateway_ttft_seconds", "Time to the first streamed byte from the worker", ["route"],
+    buckets=_TTFT_BUCKETS,
+)
+TOKENS = Counter("inventiv_gateway_tokens", "Tokens by model and kind (prompt, completion)", ["model", "kind"])
+IN_FLIGHT = Gauge("inventiv_gateway_in_flight", "Requests in flight per worker instance", ["instance"])
+UPSTREAM_ERRORS = Counter(
+    "inventiv_gateway_upstream_errors", "Failures talking to workers, by kind", ["kind"]
+)
+RETRIES = Counter("inventiv_gateway_upstream_retries", "Requests retried on another worker")
+AFFINITY = Counter(
+    "inventiv_gateway_affinity", "Session affinity lookups by result (hit, miss, failover, unavailable)", ["result"]
+)
+USAGE_BACKLOG = Gauge(
+    "inventiv_gateway_usage_backlog", "Usage records not yet in Postgres (buffer: this process; stream: Redis)",
+    ["where"],
+)
+USAGE_DROPPED = Counter(
+    "inventiv_gateway_usage_dropped", "Usage records dropped because the local buffer overflowed"
+)

@@ -1,0 +1,92 @@
+"""The data plane's in-memory state and how it is kept fresh.
+
+Every gateway process holds: the API key table, the model catalog and the ready-worker view. One
+background task reloads all three from Postgres every `workers_refresh_s` (1 s), and at once when a
+change is published on Redis (`events:workers` by the scheduler and heartbeats, `events:keys` by the
+key API). A request never waits on Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import aiopg
+import redis.asyncio as aioredis
+
+from gateway.affinity import Affinity
+from gateway.auth import KeyTable
+from gateway.catalog import Catalog
+from gateway.state import Lifecycle
+from gateway.upstream import UpstreamPool
+from gateway.usage import UsageRecorder
+from gateway.workers import WorkerView, worker_from_row
+from inventiv import redis_keys
+from inventiv.settings import Settings
+from sql.queries import fetch_all, queries
+
+log = logging.getLogger(__name__)
+
+# Pause before re-subscribing after Redis pub/sub failed; polling keeps the view fresh meanwhile.
+_RESUBSCRIBE_S = 2.0
+
+
+@dataclass
+class DataPlane:
+    settings: Settings
+    keys: KeyTable
+    lifecycle: Lifecycle
+    affinity: Affinity
+    usage: UsageRecorder
+    upstream: UpstreamPool
+    workers: WorkerView
+    catalog: Catalog = field(default_factory=Catalog)
+    loaded_at: float = 0.0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def reload(self, pool: aiopg.Pool) -> None:
+        async with pool.acquire() as conn:
+            keys = await fetch_all(queries.api_keys.list_active_api_keys(conn))
+            models = await fetch_all(queries.models.list_models_for_routing(conn))
+            offerings = await fetch_all(queries.offerings.list_offerings_for_routing(conn))
+            workers = await fetch_all(queries.instances.list_routable_workers(conn))
+        self.keys.replace(keys)
+        self.catalog = Catalog.from_rows(models, offerings)
+        gone = self.workers.replace(worker_from_row(row) for row in workers)
+        for instance_id in gone:
+            log.info("worker left the routing table", extra={"instance_id": instance_id})
+        self.loaded_at = time.monotonic()
+
+    def changed(self) -> None:
+        """Reload now rather than at the next interval."""
+        self._wake.set()
+
+    async def refresh_forever(self, pool: aiopg.Pool) -> None:
+        every = self.settings.workers_refresh_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.reload(pool)
+            except Exception as exc:
+                # Keep routing on the last tables: a database blip must not stop inference.
+                log.warning("routing tables refresh failed; keeping the previous ones", extra={"error": str(exc)})
+
+    async def listen_forever(self, redis: aioredis.Redis) -> None:
+        channels = [redis_keys.key(self.settings, c) for c in (redis_keys.WORKERS_CHANGED, redis_keys.KEYS_CHANGED)]
+        while True:
+            try:
+                async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(*channels)
+                    async for _message in pubsub.listen():
+                        self.changed()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("change notifications unavailable; polling only", extra={"error": str(exc)})
+                await asyncio.sleep(_RESUBSCRIBE_S)

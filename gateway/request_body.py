@@ -1,0 +1,74 @@
+"""The inference request body: parsed once, checked for what routing needs, re-encoded only if it must be.
+
+The worker validates everything else (messages, sampling parameters) and answers in OpenAI's shape;
+the gateway checks only the fields it acts on, so it never refuses what the worker would accept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.errors import bad_request
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    raw: bytes
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    # The client asked for the usage chunk itself (`stream_options.include_usage`).
+    wants_usage: bool
+
+
+def parse_request(raw: bytes, *, streamable: bool) -> InferenceRequest:
+    """Parse and check a body; every problem is a 400 naming the field."""
+    if not raw:
+        raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    model = body.get("model")
+    if model is None:
+        raise bad_request("`model` is required.", "model", "missing_required_parameter")
+    if not isinstance(model, str) or not model.strip():
+        raise bad_request("`model` must be a non-empty string.", "model", "invalid_type")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise bad_request("`stream` must be a boolean.", "stream", "invalid_type")
+    if stream and not streamable:
+        raise bad_request("This endpoint does not stream; remove `stream`.", "stream", "invalid_value")
+    return InferenceRequest(raw, body, model, stream, _wants_usage(body.get("stream_options")))
+
+
+def _wants_usage(options: object) -> bool:
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise bad_request("`stream_options` must be an object.", "stream_options", "invalid_type")
+    include = options.get("include_usage")
+    if include is not None and not isinstance(include, bool):
+        raise bad_request(
+            "`stream_options.include_usage` must be a boolean.", "stream_options.include_usage", "invalid_type"
+        )
+    return include is True
+
+
+def forward_body(request: InferenceRequest, model: str, add_usage: bool) -> bytes:
+    """The bytes to send the worker: the client's own, unless the model name or usage must change."""
+    if model == request.model and not add_usage:
+        return request.raw
+    body = dict(request.body)
+    body["model"] = model
+    if add_usage:
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options or {}), "include_usage": True}
+    return orjson.dumps(body)

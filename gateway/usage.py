@@ -1,0 +1,261 @@
+"""Usage records: one per authenticated request, from the hot path to Postgres without losing any.
+
+Path of a record:
+1. `UsageRecorder.record()` (hot path, synchronous): encode it and append to a local buffer.
+2. The recorder's flusher sends the buffer to the Redis stream `usage:records` in pipelined `XADD`s
+   a few milliseconds later (one round trip for many requests). Redis down: the records stay in the
+   buffer and are retried; on shutdown the buffer is flushed before the process exits.
+3. `UsageWriter` (one consumer per gateway process, in the group `usage-writers`) reads batches and
+   writes them to `finops.inference_usage` and `instance_request_metrics` in one statement that is
+   idempotent on request_id, then `XACK`s and `XDEL`s them. Postgres down: nothing is acked, the
+   records wait in the stream and are written when it returns. A writer that dies leaves its entries
+   pending; another claims them after `claim_idle_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiopg
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from gateway import metrics
+from sql.queries import queries
+
+log = logging.getLogger(__name__)
+
+# Stream entry field holding the JSON record.
+_FIELD = b"r"
+# Wait this long after the first record before flushing: long enough to batch a burst, short enough
+# that a crash loses little and the stream stays near real time.
+_FLUSH_DELAY_S = 0.005
+# XADDs per pipeline round trip.
+_FLUSH_BATCH = 500
+# Records kept in memory while Redis is unreachable (~300 bytes each: about 30 MB); past this the
+# oldest are dropped and counted, so a long Redis outage cannot exhaust the gateway's memory.
+_MAX_BUFFER = 100_000
+_RETRY_MAX_S = 5.0
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    request_id: str
+    created_at: str
+    route: str
+    model: str
+    stream: bool
+    api_key_id: str | None = None
+    organization_id: str | None = None
+    instance_id: str | None = None
+    model_id: str | None = None
+    status: str = "error"  # success | client_cancelled | upstream_error | error
+    http_status: int | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    usage_estimated: bool = False
+    latency_ms: int | None = None
+    ttft_ms: int | None = None
+
+    def set_usage(self, usage: dict[str, Any] | None, estimated: bool = False) -> None:
+        if not usage:
+            return
+        self.prompt_tokens = _count(usage.get("prompt_tokens"))
+        self.completion_tokens = _count(usage.get("completion_tokens"))
+        self.total_tokens = _count(usage.get("total_tokens")) or self.prompt_tokens + self.completion_tokens
+        self.usage_estimated = estimated
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class UsageRecorder:
+    """The hot path's side: buffer locally, flush to the Redis stream in pipelines."""
+
+    def __init__(self, redis: aioredis.Redis, stream: str) -> None:
+        self._redis = redis
+        self._stream = stream
+        self._buffer: collections.deque[bytes] = collections.deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def record(self, record: UsageRecord) -> None:
+        if len(self._buffer) >= _MAX_BUFFER:
+            self._buffer.popleft()
+            self.dropped += 1
+            metrics.USAGE_DROPPED.inc()
+            log.error("usage buffer full while Redis is unreachable; dropping the oldest record")
+        self._buffer.append(orjson.dumps(asdict(record)))
+        if not self._wake.is_set():
+            self._wake.set()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-flusher")
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(_FLUSH_DELAY_S)
+            try:
+                await self.flush()
+                failures = 0
+            except (RedisError, OSError) as exc:
+                failures += 1
+                delay = min(_RETRY_MAX_S, 0.1 * 2**failures)
+                extra = {"error": str(exc), "buffered": self.buffered}
+                log.warning("usage flush to Redis failed; retrying", extra=extra)
+                await asyncio.sleep(delay)
+
+    async def flush(self) -> None:
+        """Send everything buffered; on failure what was not confirmed stays buffered, in order."""
+        while self._buffer:
+            batch = [self._buffer.popleft() for _ in range(min(_FLUSH_BATCH, len(self._buffer)))]
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for item in batch:
+                        pipe.xadd(self._stream, {_FIELD: item})
+                    await pipe.execute()
+            except BaseException:
+                # A partly executed pipeline may have added some: they are written once anyway, the
+                # writer being idempotent on request_id.
+                self._buffer.extendleft(reversed(batch))
+                raise
+            metrics.USAGE_BACKLOG.labels("buffer").set(len(self._buffer))
+        self._wake.clear()
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.flush()
+        except (RedisError, OSError, TimeoutError):
+            log.error("usage records could not be flushed at shutdown", extra={"lost": self.buffered})
+
+
+class UsageWriter:
+    """The consumer side: stream → Postgres in batches, acked only after the commit."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        pool: aiopg.Pool,
+        stream: str,
+        group: str,
+        *,
+        consumer: str | None = None,
+        batch: int = 500,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        self._redis = redis
+        self._pool = pool
+        self._stream = stream
+        self._group = group
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self._batch = batch
+        self._block_ms = block_ms
+        self._claim_idle_ms = claim_idle_ms
+        self._next_claim = 0.0
+        self.written = 0
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self._stream, self._group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run_forever(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self.ensure_group()
+                while True:
+                    await self.step()
+                    failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                delay = min(_RETRY_MAX_S, 0.2 * 2**failures)
+                log.warning("usage writer failed; records wait in the stream", extra={"error": repr(exc)})
+                await asyncio.sleep(delay)
+
+    async def step(self, block: bool = True) -> int:
+        """Write one batch: this consumer's pending entries first, then idle ones of dead consumers,
+        then new ones. Returns the number of entries handled."""
+        entries = await self._read("0", block_ms=None)
+        if not entries:
+            entries = await self._claim()
+        if not entries:
+            entries = await self._read(">", block_ms=self._block_ms if block else None)
+        if entries:
+            await self._write(entries)
+        await self._report_backlog()
+        return len(entries)
+
+    async def _read(self, start: str, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        reply: Any = await self._redis.xreadgroup(
+            self._group, self.consumer, {self._stream: start}, count=self._batch, block=block_ms
+        )
+        if not reply:
+            return []
+        # An entry deleted while still pending comes back with no fields: acked like a malformed one.
+        return [(entry_id, fields or {}) for entry_id, fields in reply[0][1]]
+
+    async def _claim(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        now = asyncio.get_running_loop().time()
+        if now < self._next_claim:
+            return []
+        self._next_claim = now + self._claim_idle_ms / 1000 / 2
+        reply: Any = await self._redis.xautoclaim(
+            self._stream, self._group, self.consumer, min_idle_time=self._claim_idle_ms, count=self._batch
+        )
+        return [(entry_id, fields or {}) for entry_id, fields in reply[1]]
+
+    async def _write(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        records = []
+        for entry_id, fields in entries:
+            try:
+                records.append(orjson.loads(fields[_FIELD]))
+            except (KeyError, orjson.JSONDecodeError):
+                # Kept out of the batch (it would fail every retry) and acked below: logged in full.
+                log.error("malformed usage entry skipped", extra={"entry": entry_id, "fields": repr(fields)})
+        if records:
+            async with self._pool.acquire() as conn:
+                inserted = await queries.usage.insert_usage_batch(conn, records=orjson.dumps(records).decode())
+                key_ids = sorted({r["api_key_id"] for r in records if r.get("api_key_id")})
+                if key_ids:
+                    await queries.api_keys.touch_api_keys(conn, key_ids=key_ids)
+            self.written += int(inserted or 0)
+        ids = [entry_id for entry_id, _ in entries]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self._stream, self._group, *ids)
+            pipe.xdel(self._stream, *ids)
+            await pipe.execute()
+
+    async def _report_backlog(self) -> None:
+        metrics.USAGE_BACKLOG.labels("stream").set(await self._redis.xlen(self._stream))

@@ -1,0 +1,52 @@
+-- name: insert-usage-batch(records)$
+-- One round trip per batch from the gateway's usage writer. Idempotent on request_id: a batch
+-- delivered twice (the writer died between COMMIT and XACK) inserts nothing the second time, and only
+-- rows actually inserted are added to instance_request_metrics, so nothing is counted twice.
+WITH batch AS (
+    SELECT *
+    FROM jsonb_to_recordset(:records::jsonb) AS r (
+        request_id text, created_at timestamptz, api_key_id uuid, organization_id uuid, instance_id uuid,
+        model_id uuid, model text, route text, stream boolean, status text, http_status integer,
+        prompt_tokens integer, completion_tokens integer, total_tokens integer, usage_estimated boolean,
+        latency_ms integer, ttft_ms integer
+    )
+), inserted AS (
+    INSERT INTO finops.inference_usage (
+        request_id, created_at, api_key_id, organization_id, instance_id, model_id, model, route, stream,
+        status, http_status, prompt_tokens, completion_tokens, total_tokens, usage_estimated, latency_ms,
+        ttft_ms
+    )
+    SELECT request_id, created_at, api_key_id, organization_id, instance_id, model_id, model, route, stream,
+           status, http_status, prompt_tokens, completion_tokens, total_tokens, usage_estimated, latency_ms,
+           ttft_ms
+    FROM batch
+    ON CONFLICT (request_id) DO NOTHING
+    RETURNING instance_id, status, prompt_tokens, completion_tokens, latency_ms, created_at
+), metrics AS (
+    INSERT INTO instance_request_metrics AS m (
+        instance_id, total_requests, successful_requests, failed_requests, cancelled_requests,
+        prompt_tokens, completion_tokens, total_latency_ms, first_request_at, last_request_at
+    )
+    SELECT instance_id, count(*), count(*) FILTER (WHERE status = 'success'),
+           count(*) FILTER (WHERE status IN ('upstream_error', 'error')),
+           count(*) FILTER (WHERE status = 'client_cancelled'),
+           sum(prompt_tokens), sum(completion_tokens), sum(coalesce(latency_ms, 0)),
+           min(created_at), max(created_at)
+    FROM inserted
+    -- An instance row that no longer exists must not make the whole batch fail on the foreign key.
+    WHERE instance_id IN (SELECT id FROM instances)
+    GROUP BY instance_id
+    ON CONFLICT (instance_id) DO UPDATE SET
+        total_requests = m.total_requests + EXCLUDED.total_requests,
+        successful_requests = m.successful_requests + EXCLUDED.successful_requests,
+        failed_requests = m.failed_requests + EXCLUDED.failed_requests,
+        cancelled_requests = m.cancelled_requests + EXCLUDED.cancelled_requests,
+        prompt_tokens = m.prompt_tokens + EXCLUDED.prompt_tokens,
+        completion_tokens = m.completion_tokens + EXCLUDED.completion_tokens,
+        total_latency_ms = m.total_latency_ms + EXCLUDED.total_latency_ms,
+        first_request_at = LEAST(m.first_request_at, EXCLUDED.first_request_at),
+        last_request_at = GREATEST(m.last_request_at, EXCLUDED.last_request_at),
+        updated_at = now()
+    RETURNING 1
+)
+SELECT count(*) FROM inserted;

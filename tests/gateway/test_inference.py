@@ -1,0 +1,411 @@
+"""The inference path end to end: a real gateway app, real mock workers, real Postgres and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import aiopg
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from fleet import SMALL, WorkerFactory, insert_ready_instance, new_key, refresh, set_instance
+
+from gateway import sse
+
+Gateway = Callable[..., Awaitable[TestClient]]
+CHAT = "/v1/chat/completions"
+MESSAGES = [{"role": "user", "content": "hello there"}]
+
+
+def auth(key: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", **extra}
+
+
+async def stats(worker: TestServer) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(worker.make_url("/mock/stats")) as resp:
+        return dict(await resp.json())
+
+
+async def fleet(db_pool: aiopg.Pool, *workers: TestServer, model: str = SMALL) -> list[str]:
+    return [await insert_ready_instance(db_pool, model, "127.0.0.1", w.port or 0) for w in workers]
+
+
+def events(body: bytes) -> list[Any]:
+    """The JSON payloads of a stream, ids and timestamps removed (they differ per request)."""
+    out = []
+    for block in body.split(b"\n\n"):
+        if not block.strip():
+            continue
+        payload = sse.event_json(block + b"\n\n")
+        if payload is None:
+            out.append(block.strip().decode())
+            continue
+        payload.pop("id", None)
+        payload.pop("created", None)
+        out.append(payload)
+    return out
+
+
+async def test_chat_json_is_the_workers_answer(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker(tokens=5)
+    [instance] = await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key)) as resp:
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+        assert resp.headers["X-Inventiv-Instance"] == instance
+        assert resp.headers["X-Request-Id"]
+    assert body["choices"][0]["message"]["content"] == "alpha bravo charlie delta echo "
+    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}
+    seen = (await stats(worker))["last_request"]
+    assert seen["body"] == {"model": SMALL, "messages": MESSAGES}
+    assert "authorization" not in seen["headers"]
+
+
+async def test_offering_name_is_rewritten_to_the_model(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker()
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    async with client.post(CHAT, json={"model": "demo/qwen-small", "messages": MESSAGES}, headers=auth(key)) as resp:
+        assert resp.status == 200
+    assert (await stats(worker))["last_request"]["body"]["model"] == SMALL
+
+
+async def test_stream_without_usage_asked_strips_the_usage_chunk(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker(tokens=4)
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    body = {"model": SMALL, "messages": MESSAGES, "stream": True}
+    async with client.post(CHAT, json=body, headers=auth(key)) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        assert resp.headers["X-Accel-Buffering"] == "no"
+        through = await resp.read()
+    # The gateway asked the worker for usage, to meter the request...
+    assert (await stats(worker))["last_request"]["body"]["stream_options"] == {"include_usage": True}
+    direct = await _direct(worker, body)
+    # ...and the client sees exactly what it would have seen without the gateway.
+    assert events(through) == events(direct)
+    assert b'"usage"' not in through
+
+
+async def test_stream_with_usage_asked_is_passed_through(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker(tokens=3, ping_every=1)
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    body = {"model": SMALL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    async with client.post(CHAT, json=body, headers=auth(key)) as resp:
+        through = await resp.read()
+    direct = await _direct(worker, body)
+    assert events(through) == events(direct)
+    assert events(through)[-2]["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    assert ": ping" in events(through)
+
+
+async def test_final_event_without_blank_line_is_forwarded(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker(tokens=2)
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    body = {"model": SMALL, "messages": MESSAGES, "stream": True, "mock": {"no_final_newline": True}}
+    async with client.post(CHAT, json=body, headers=auth(key)) as resp:
+        through = await resp.read()
+    assert through.endswith(b"data: [DONE]\n")
+    assert b'"usage"' not in through
+
+
+async def _direct(worker: TestServer, body: dict[str, Any]) -> bytes:
+    async with aiohttp.ClientSession() as session, session.post(worker.make_url(CHAT), json=body) as resp:
+        return await resp.read()
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "missing_api_key"),
+        ({"Authorization": "Bearer ik_nope"}, "invalid_api_key"),
+        ({"Authorization": "x"}, "missing_api_key"),
+    ],
+)
+async def test_unauthenticated_is_401(start_gateway: Gateway, headers: dict[str, str], code: str) -> None:
+    client = await start_gateway()
+    async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=headers) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"]["code"] == code
+
+
+async def test_revoked_key_stops_working(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker()
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key)) as resp:
+        assert resp.status == 200
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("UPDATE api_keys SET revoked_at = now()")
+    # Within 2 s without any help: the background refresh runs every second.
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key)) as resp:
+            if resp.status == 401:
+                break
+    assert resp.status == 401
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "param"),
+    [
+        (b"{not json", 400, None),
+        (b"[]", 400, None),
+        (b'{"messages": []}', 400, "model"),
+        (b'{"model": 7, "messages": []}', 400, "model"),
+        (b'{"model": "Qwen/Qwen2.5-0.5B-Instruct", "stream": "yes"}', 400, "stream"),
+        (b'{"model": "Qwen/Qwen2.5-0.5B-Instruct", "stream": true, "stream_options": 1}', 400, "stream_options"),
+        (b'{"model": "nope/none", "messages": []}', 404, "model"),
+        (b'{"model": "demo/qwen-7b", "messages": []}', 503, "model"),
+    ],
+)
+async def test_bad_requests_never_reach_a_worker(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool, raw: bytes, status: int, param: str | None
+) -> None:
+    worker = await start_worker()
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    async with client.post(CHAT, data=raw, headers=auth(key, **{"Content-Type": "application/json"})) as resp:
+        assert resp.status == status
+        error = (await resp.json())["error"]
+    assert error.get("param") == param
+    assert error["message"] and error["type"] and error["code"]
+    assert (await stats(worker))["requests"][CHAT] == 0
+
+
+async def test_body_over_the_limit_is_413(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker()
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway(max_body_bytes=1024)
+    body = {"model": SMALL, "messages": [{"role": "user", "content": "x" * 2000}]}
+    async with client.post(
+        CHAT, data=orjson.dumps(body), headers=auth(key, **{"Content-Type": "application/json"})
+    ) as resp:
+        assert resp.status == 413
+        assert (await resp.json())["error"]["code"] == "request_too_large"
+    assert (await stats(worker))["requests"][CHAT] == 0
+
+
+async def test_least_loaded_worker_is_chosen_and_stale_ones_never(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    busy, idle, stale = await start_worker(), await start_worker(), await start_worker()
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", busy.port or 0, queue_depth=5)
+    idle_id = await insert_ready_instance(db_pool, SMALL, "127.0.0.1", idle.port or 0, queue_depth=1)
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", stale.port or 0, heartbeat_age_s=400)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    for _ in range(5):
+        async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key)) as resp:
+            assert resp.headers["X-Inventiv-Instance"] == idle_id
+    assert (await stats(stale))["requests"][CHAT] == 0
+    assert (await stats(busy))["requests"][CHAT] == 0
+
+
+async def test_session_affinity_pins_and_fails_over(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    workers = [await start_worker() for _ in range(3)]
+    ids = await fleet(db_pool, *workers)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    served = set()
+    for _ in range(6):
+        async with client.post(
+            CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key, **{"X-Inventiv-Session": "conv-1"})
+        ) as resp:
+            assert resp.status == 200
+            assert "X-Inventiv-Session-Moved" not in resp.headers
+            served.add(resp.headers["X-Inventiv-Instance"])
+    assert len(served) == 1
+    pinned = served.pop()
+    await set_instance(db_pool, pinned, worker_status="unhealthy")
+    await refresh(client)
+    async with client.post(
+        CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key, **{"X-Session-Id": "conv-1"})
+    ) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Inventiv-Session-Moved"] == "1"
+        moved_to = resp.headers["X-Inventiv-Instance"]
+    assert moved_to != pinned and moved_to in ids
+    async with client.post(
+        CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key, **{"X-Inventiv-Session": "conv-1"})
+    ) as resp:
+        assert resp.headers["X-Inventiv-Instance"] == moved_to
+        assert "X-Inventiv-Session-Moved" not in resp.headers
+
+
+async def test_redis_down_still_serves_without_affinity(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker()
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    # Nothing listens on port 1: every Redis command fails at once.
+    client = await start_gateway(redis_url="redis://127.0.0.1:1/0")
+    async with client.post(
+        CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key, **{"X-Inventiv-Session": "s"})
+    ) as resp:
+        assert resp.status == 200
+
+
+async def test_connect_failure_is_retried_on_another_worker(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool, unused_tcp_port_factory: Any
+) -> None:
+    worker = await start_worker()
+    dead_port = unused_tcp_port_factory()
+    live = await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port or 0, queue_depth=3)
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", dead_port, queue_depth=0)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key)) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Inventiv-Instance"] == live
+
+
+async def test_no_reachable_worker_is_502(
+    start_gateway: Gateway, db_pool: aiopg.Pool, unused_tcp_port_factory: Any
+) -> None:
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", unused_tcp_port_factory())
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", unused_tcp_port_factory())
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key)) as resp:
+        assert resp.status == 502
+        assert (await resp.json())["error"]["code"] == "upstream_unavailable"
+
+
+async def test_worker_timeout_is_504(start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool) -> None:
+    worker = await start_worker()
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway(upstream_first_byte_timeout_s=0.3)
+    body = {"model": SMALL, "messages": MESSAGES, "mock": {"first_delay_ms": 3000}}
+    async with client.post(CHAT, json=body, headers=auth(key)) as resp:
+        assert resp.status == 504
+    # The gateway hung up, so the worker stopped working on it.
+    for _ in range(50):
+        if (await stats(worker))["disconnects"] == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert (await stats(worker))["disconnects"] == 1
+
+
+async def test_worker_dying_mid_stream_ends_with_an_error_event(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker(tokens=10)
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    body = {"model": SMALL, "messages": MESSAGES, "stream": True, "mock": {"abort_after": 3}}
+    async with client.post(CHAT, json=body, headers=auth(key)) as resp:
+        assert resp.status == 200
+        got = events(await resp.read())
+    assert len([e for e in got if isinstance(e, dict) and "choices" in e]) == 3
+    assert got[-2]["error"]["code"] == "upstream_error"
+    assert got[-1] == "data: [DONE]"
+
+
+async def test_client_disconnect_mid_stream_cancels_the_worker(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker(tokens=1000, token_delay_ms=10)
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    body = {"model": SMALL, "messages": MESSAGES, "stream": True}
+    resp = await client.post(CHAT, json=body, headers=auth(key))
+    assert resp.status == 200
+    await resp.content.readany()
+    resp.close()
+    for _ in range(100):
+        counters = await stats(worker)
+        if counters["disconnects"] == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert counters["disconnects"] == 1
+    assert counters["completed"] == 0
+
+
+async def test_client_disconnect_before_first_byte_cancels_the_worker(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker()
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    body = {"model": SMALL, "messages": MESSAGES, "mock": {"first_delay_ms": 5000}}
+    task = asyncio.ensure_future(client.post(CHAT, json=body, headers=auth(key)))
+    for _ in range(100):
+        if (await stats(worker))["in_flight"] == 1:
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    for _ in range(100):
+        counters = await stats(worker)
+        if counters["disconnects"] == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert counters["disconnects"] == 1
+
+
+async def test_models_lists_what_has_a_ready_worker_and_the_key_may_use(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    small, big = await start_worker(), await start_worker(model="Qwen/Qwen2.5-7B-Instruct")
+    await fleet(db_pool, small)
+    await fleet(db_pool, big, model="Qwen/Qwen2.5-7B-Instruct")
+    demo_key = await new_key(db_pool)
+    other_key = await new_key(db_pool, "other-org")
+    client = await start_gateway()
+    async with client.get("/v1/models", headers=auth(demo_key)) as resp:
+        demo = sorted(m["id"] for m in (await resp.json())["data"])
+    async with client.get("/v1/models", headers=auth(other_key)) as resp:
+        other = sorted(m["id"] for m in (await resp.json())["data"])
+    assert demo == ["Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-7B-Instruct", "demo/qwen-7b", "demo/qwen-small"]
+    # qwen-7b is a private offering of demo: other orgs see neither it nor its model.
+    assert other == ["Qwen/Qwen2.5-0.5B-Instruct", "demo/qwen-small"]
+    async with client.post(CHAT, json={"model": "demo/qwen-7b", "messages": MESSAGES}, headers=auth(other_key)) as resp:
+        assert resp.status == 403
+
+
+async def test_embeddings_are_proxied(start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool) -> None:
+    worker = await start_worker()
+    await fleet(db_pool, worker)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    async with client.post("/v1/embeddings", json={"model": SMALL, "input": ["a b", "c"]}, headers=auth(key)) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert [d["index"] for d in body["data"]] == [0, 1]
+    assert body["usage"]["prompt_tokens"] == 3
