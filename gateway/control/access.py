@@ -1,0 +1,30 @@
+"""Who may see and change what through the control API.
+
+The rule: an admin key manages its own organization. It sees that organization's instances (and their
+action logs), usage and API keys, and can create keys and offerings only for it. Instances with no
+organization (created by the scheduler or by hand) and action logs with no instance belong to the
+operator and are visible to every admin key. The shared catalog (providers, zones, instance types,
+models, every offering) is readable by any admin key, and models, being shared, are writable by any
+admin key: admin scope is meant for the operator's people, inference scope for tenants. There is no
+cross-organization "super admin" key.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import state
+from gateway.auth import Principal, require_admin
+from gateway.errors import ApiError
+
+
+def admin(request: web.Request) -> Principal:
+    """The admin principal of the request: 401 without a valid key, 403 for inference-only keys."""
+    return require_admin(request.app[state.KEYS], request)
+
+
+def own_organization(principal: Principal, requested: str | None, param: str = "organization_id") -> str:
+    """The organization a request acts on: the key's own, and no other (403)."""
+    if requested is not None and requested != principal.organization_id:
+        raise ApiError(403, "This API key can only act on its own organization.", "forbidden_organization", param)
+    return principal.organization_id

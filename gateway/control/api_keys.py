@@ -1,0 +1,81 @@
+"""POST /api_keys, GET /api_keys, DELETE /api_keys/{id} for the key's own organization.
+
+A new key is shown once. Creating or revoking updates this process's key table at once and publishes
+the key id so the other gateway processes reload theirs; they also reload every second, so a revoked
+key stops working everywhere within 2 s even when Redis is down.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway import state
+from gateway.api_keys import SCOPES, create_api_key, hash_key
+from gateway.auth import Principal
+from gateway.control import notify
+from gateway.control.access import admin, own_organization
+from gateway.control.pagination import PAGE_PARAMS, page_body, page_from
+from gateway.control.responses import json_response
+from gateway.control.validation import FieldSpec, check_body, check_query, path_uuid, read_json_object
+from gateway.errors import not_found
+from inventiv import redis_keys
+from sql.pool import transaction
+from sql.queries import fetch_all, queries
+
+BODY = {
+    "organization_id": FieldSpec("uuid", description="defaults to the calling key's organization"),
+    "name": FieldSpec("str", required=True),
+    "scopes": FieldSpec("str_list", required=True, choices=SCOPES),
+}
+LIST_QUERY = {**PAGE_PARAMS}
+
+
+def _view(row: dict[str, Any]) -> dict[str, Any]:
+    return {"object": "api_key", **row}
+
+
+async def create_key(request: web.Request) -> web.Response:
+    principal = admin(request)
+    body = check_body(await read_json_object(request), BODY)
+    organization_id = own_organization(principal, body.get("organization_id"))
+    async with transaction(request.app[state.DB]) as conn:
+        created = await create_api_key(conn, organization_id, body["name"], body["scopes"])
+    request.app[state.KEYS].add(hash_key(created.key), Principal(
+        key_id=str(created.row["id"]),
+        organization_id=organization_id,
+        organization_slug=principal.organization_slug,
+        scopes=frozenset(created.row["scopes"]),
+    ))
+    await _announce(request, str(created.row["id"]))
+    return json_response({**_view(created.row), "key": created.key}, status=201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    principal = admin(request)
+    params = check_query(request.query, LIST_QUERY)
+    page = page_from(params, ("datetime", "uuid"))
+    async with request.app[state.DB].acquire() as conn:
+        rows = await fetch_all(queries.api_keys.list_api_keys(
+            conn, organization_id=principal.organization_id, limit=page.limit + 1,
+            **page.key_params("created_at", "id"),
+        ))
+    return json_response(page_body(rows, page, lambda r: (r["created_at"], r["id"]), _view))
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    principal = admin(request)
+    key_id = path_uuid(request)
+    async with transaction(request.app[state.DB]) as conn:
+        row = await queries.api_keys.get_api_key(conn, key_id=key_id)
+        if row is None or str(row["organization_id"]) != principal.organization_id:
+            raise not_found("No such API key.", "api_key_not_found", "id")
+        row = await queries.api_keys.revoke_api_key(conn, key_id=key_id)
+    request.app[state.KEYS].revoke(key_id)
+    await _announce(request, key_id)
+    return json_response(_view(row))
+
+
+async def _announce(request: web.Request, key_id: str) -> None:
+    await notify.publish_change(request.app[state.REDIS], request.app[state.SETTINGS], redis_keys.KEYS_CHANGED, key_id)

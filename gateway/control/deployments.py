@@ -1,0 +1,113 @@
+"""POST /deployments: ask for a GPU instance serving a model.
+
+The instance row and its REQUEST_CREATE log are written in one transaction; only then is PROVISION
+sent to the scheduler's stream. If Redis is down the request still succeeds: the row is the request,
+and the scheduler's interval driver picks it up. An `Idempotency-Key` header makes retries safe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiopg
+from aiohttp import web
+
+from gateway import state
+from gateway.auth import Principal
+from gateway.control import notify
+from gateway.control.access import admin
+from gateway.control.instances import fetch_instance_detail
+from gateway.control.placement import check_placement, check_replay, scoped_idempotency_key
+from gateway.control.responses import dumps, json_response
+from gateway.control.validation import FieldSpec, check_body, read_json_object
+from sql.pool import transaction
+from sql.queries import queries
+
+# 100 TB: far above any GPU server's disk, far below the integer column's limit.
+MAX_DATA_VOLUME_GB = 100_000
+
+BODY = {
+    "instance_type_id": FieldSpec("uuid", required=True),
+    "zone_id": FieldSpec("uuid", required=True),
+    "model_id": FieldSpec("uuid", required=True),
+    "data_volume_gb": FieldSpec(
+        "int", nullable=True, minimum=0, maximum=MAX_DATA_VOLUME_GB,
+        description="data volume size; null or absent lets the scheduler decide, 0 means none",
+    ),
+}
+
+
+async def create_deployment(request: web.Request) -> web.Response:
+    principal = admin(request)
+    body = check_body(await read_json_object(request), BODY)
+    body.setdefault("data_volume_gb", None)
+    idempotency_key = scoped_idempotency_key(request.headers.get("Idempotency-Key"), principal.organization_id)
+    pool = request.app[state.DB]
+    instance_id, created = await _insert(pool, request.app[state.SETTINGS].provisioning_deadline_s,
+                                         principal, body, idempotency_key)
+    if created:
+        await notify.send_scheduler_command(
+            request.app[state.REDIS], request.app[state.SETTINGS], notify.PROVISION, instance_id
+        )
+    detail = await fetch_instance_detail(pool, instance_id, principal.organization_id)
+    headers = None if created else {"Idempotent-Replayed": "true"}
+    return json_response(detail, status=202, headers=headers)
+
+
+async def _insert(
+    pool: aiopg.Pool, deadline_s: float, principal: Principal, body: dict[str, Any], idempotency_key: str | None
+) -> tuple[str, bool]:
+    """The instance id, and whether this call created it (False: an Idempotency-Key replay)."""
+    async with transaction(pool) as conn:
+        replayed = await _replayed(conn, idempotency_key, body)
+        if replayed is not None:
+            return replayed, False
+        instance_type = await _check(conn, body)
+        row = await queries.instances.insert_requested_instance(
+            conn,
+            provider_id=instance_type["provider_id"],
+            zone_id=body["zone_id"],
+            instance_type_id=body["instance_type_id"],
+            model_id=body["model_id"],
+            organization_id=principal.organization_id,
+            worker_port=instance_type["worker_port"],
+            data_volume_gb=body["data_volume_gb"],
+            idempotency_key=idempotency_key,
+            deadline_s=deadline_s,
+        )
+        if row is None:
+            # A concurrent request with the same key committed first; ON CONFLICT waited for it.
+            replayed = await _replayed(conn, idempotency_key, body)
+            assert replayed is not None
+            return replayed, False
+        await queries.action_logs.insert_api_action_log(
+            conn,
+            instance_id=row["id"],
+            action_type="REQUEST_CREATE",
+            metadata=dumps({**body, "api_key_id": principal.key_id}).decode(),
+        )
+        return str(row["id"]), True
+
+
+async def _replayed(conn: aiopg.Connection, idempotency_key: str | None, body: dict[str, Any]) -> str | None:
+    if idempotency_key is None:
+        return None
+    existing = await queries.instances.get_instance_request_by_idempotency_key(conn, idempotency_key=idempotency_key)
+    if existing is None:
+        return None
+    check_replay(existing, body)
+    return str(existing["id"])
+
+
+async def _check(conn: aiopg.Connection, body: dict[str, Any]) -> dict[str, Any]:
+    """The instance type row, once type, zone and model are known to fit together."""
+    catalog = queries.catalog
+    instance_type = await catalog.get_catalog_instance_type(conn, instance_type_id=body["instance_type_id"])
+    zone = await catalog.get_catalog_zone(conn, zone_id=body["zone_id"])
+    offer = await catalog.get_instance_type_zone_offer(
+        conn, instance_type_id=body["instance_type_id"], zone_id=body["zone_id"]
+    )
+    model = await catalog.get_catalog_model(conn, model_id=body["model_id"])
+    check_placement(instance_type, zone, offer, model)
+    assert instance_type is not None
+    return instance_type

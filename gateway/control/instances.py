@@ -1,0 +1,122 @@
+"""GET /instances, GET /instances/{id}, DELETE /instances/{id}.
+
+Deleting asks the scheduler to terminate: the row turns `terminating` (logged as REQUEST_TERMINATE)
+and a TERMINATE command wakes the scheduler, which owns every state after that.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+import aiopg
+from aiohttp import web
+
+from gateway import state
+from gateway.control import notify
+from gateway.control.access import admin
+from gateway.control.instance_view import group_by_instance, instance_detail, instance_summary
+from gateway.control.pagination import PAGE_PARAMS, page_body, page_from
+from gateway.control.responses import dumps, json_response
+from gateway.control.validation import FieldSpec, check_query, path_uuid
+from gateway.errors import ApiError, not_found
+from sql.pool import transaction
+from sql.queries import fetch_all, queries
+
+STATUSES = ("provisioning", "booting", "ready", "terminating", "terminated", "failed")
+
+LIST_QUERY = {
+    "status": FieldSpec("str", choices=STATUSES),
+    "model": FieldSpec("str", description="model id or hf_repo_id"),
+    "provider": FieldSpec("str", description="provider id or code"),
+    "zone": FieldSpec("str", description="zone id or code"),
+    **PAGE_PARAMS,
+}
+
+
+class Termination(Enum):
+    REQUEST = "request"  # mark terminating, log, send TERMINATE
+    REPEAT = "repeat"  # already terminating: nothing to write; the command is sent again (harmless)
+    CONFLICT = "conflict"  # already terminated
+
+
+def termination_for(status: str) -> Termination:
+    """What DELETE does for an instance in `status`. Failed instances may still hold cloud resources,
+    so they can be terminated like any other."""
+    if status == "terminated":
+        return Termination.CONFLICT
+    if status == "terminating":
+        return Termination.REPEAT
+    return Termination.REQUEST
+
+
+async def fetch_instance_detail(pool: aiopg.Pool, instance_id: str, organization_id: str) -> dict[str, Any] | None:
+    async with pool.acquire() as conn:
+        row = await queries.instances.get_visible_instance(
+            conn, instance_id=instance_id, organization_id=organization_id
+        )
+        if row is None:
+            return None
+        volumes = await fetch_all(queries.instance_volumes.list_volumes_of_instances(conn, instance_ids=[instance_id]))
+    return instance_detail(row, volumes)
+
+
+async def list_instances(request: web.Request) -> web.Response:
+    principal = admin(request)
+    params = check_query(request.query, LIST_QUERY)
+    page = page_from(params, ("datetime", "uuid"))
+    async with request.app[state.DB].acquire() as conn:
+        rows = await fetch_all(queries.instances.list_visible_instances(
+            conn,
+            organization_id=principal.organization_id,
+            status=params.get("status"),
+            model=params.get("model"),
+            provider=params.get("provider"),
+            zone=params.get("zone"),
+            limit=page.limit + 1,
+            **page.key_params("created_at", "id"),
+        ))
+        ids = [r["id"] for r in rows[: page.limit]]
+        volumes = group_by_instance(
+            await fetch_all(queries.instance_volumes.list_volumes_of_instances(conn, instance_ids=ids))
+        )
+    return json_response(page_body(
+        rows, page, lambda r: (r["created_at"], r["id"]), lambda r: instance_summary(r, volumes.get(str(r["id"]), []))
+    ))
+
+
+async def get_instance(request: web.Request) -> web.Response:
+    principal = admin(request)
+    instance_id = path_uuid(request)
+    detail = await fetch_instance_detail(request.app[state.DB], instance_id, principal.organization_id)
+    if detail is None:
+        raise not_found("No such instance.", "instance_not_found", "id")
+    return json_response(detail)
+
+
+async def terminate_instance(request: web.Request) -> web.Response:
+    principal = admin(request)
+    instance_id = path_uuid(request)
+    pool = request.app[state.DB]
+    async with transaction(pool) as conn:
+        row = await queries.instances.lock_visible_instance(
+            conn, instance_id=instance_id, organization_id=principal.organization_id
+        )
+        if row is None:
+            raise not_found("No such instance.", "instance_not_found", "id")
+        action = termination_for(row["status"])
+        if action is Termination.CONFLICT:
+            raise ApiError(409, "The instance is already terminated.", "instance_terminated", "id")
+        if action is Termination.REQUEST:
+            await queries.instances.mark_instance_terminating(conn, instance_id=instance_id)
+            await queries.action_logs.insert_api_action_log(
+                conn,
+                instance_id=instance_id,
+                action_type="REQUEST_TERMINATE",
+                metadata=dumps({"api_key_id": principal.key_id, "previous_status": row["status"]}).decode(),
+            )
+    await notify.send_scheduler_command(
+        request.app[state.REDIS], request.app[state.SETTINGS], notify.TERMINATE, instance_id
+    )
+    detail = await fetch_instance_detail(pool, instance_id, principal.organization_id)
+    return json_response(detail, status=202)

@@ -1,0 +1,98 @@
+"""GET /models, POST /models, PATCH /models/{id}: the shared model catalog.
+
+Deactivating a model stops new deployments of it; `data_volume_gb` (null = let the scheduler size it)
+is what the scheduler gives new instances of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway import state
+from gateway.control.access import admin
+from gateway.control.pagination import PAGE_PARAMS, page_body, page_from
+from gateway.control.responses import json_response
+from gateway.control.validation import INT4_MAX, FieldSpec, check_body, check_query, path_uuid, read_json_object
+from gateway.errors import ApiError, bad_request, not_found
+from sql.queries import fetch_all, queries
+
+# Same bound as a deployment's data volume (gateway/control/deployments.py).
+_DATA_VOLUME = FieldSpec("int", nullable=True, minimum=0, maximum=100_000,
+                         description="null: sized by the scheduler; 0: no data volume")
+_PARAMETERS = FieldSpec("int", nullable=True, minimum=1, maximum=10**15)
+_CONTEXT = FieldSpec("int", nullable=True, minimum=1, maximum=INT4_MAX)
+
+LIST_QUERY = {"is_active": FieldSpec("bool"), **PAGE_PARAMS}
+CREATE_BODY = {
+    "hf_repo_id": FieldSpec("str", required=True, pattern=r"[A-Za-z0-9][A-Za-z0-9._/-]*"),
+    "name": FieldSpec("str", description="defaults to hf_repo_id"),
+    "is_active": FieldSpec("bool"),
+    "parameter_count": _PARAMETERS,
+    "context_length": _CONTEXT,
+    "data_volume_gb": _DATA_VOLUME,
+}
+UPDATE_BODY = {
+    "name": FieldSpec("str"),
+    "is_active": FieldSpec("bool"),
+    "parameter_count": _PARAMETERS,
+    "context_length": _CONTEXT,
+    "data_volume_gb": _DATA_VOLUME,
+}
+
+
+def _view(row: dict[str, Any]) -> dict[str, Any]:
+    return {"object": "model", **row}
+
+
+def update_params(body: dict[str, Any]) -> dict[str, Any]:
+    """`set_<field>` + value for each patchable field: sent fields change (null included), others stay."""
+    if not body:
+        raise bad_request("Send at least one field to change.", code="empty_update")
+    params: dict[str, Any] = {}
+    for name in UPDATE_BODY:
+        params[f"set_{name}"] = name in body
+        params[name] = body.get(name)
+    return params
+
+
+async def list_models(request: web.Request) -> web.Response:
+    admin(request)
+    params = check_query(request.query, LIST_QUERY)
+    page = page_from(params, ("str",))
+    async with request.app[state.DB].acquire() as conn:
+        rows = await fetch_all(queries.catalog.list_catalog_models(
+            conn, is_active=params.get("is_active"), limit=page.limit + 1, **page.key_params("hf_repo_id")
+        ))
+    return json_response(page_body(rows, page, lambda r: (r["hf_repo_id"],), _view))
+
+
+async def create_model(request: web.Request) -> web.Response:
+    admin(request)
+    body = check_body(await read_json_object(request), CREATE_BODY)
+    async with request.app[state.DB].acquire() as conn:
+        row = await queries.catalog.insert_catalog_model(
+            conn,
+            name=body.get("name") or body["hf_repo_id"],
+            hf_repo_id=body["hf_repo_id"],
+            is_active=body.get("is_active", True),
+            parameter_count=body.get("parameter_count"),
+            context_length=body.get("context_length"),
+            data_volume_gb=body.get("data_volume_gb"),
+        )
+    if row is None:
+        raise ApiError(409, f"A model with hf_repo_id {body['hf_repo_id']} exists already.", "model_exists",
+                       "hf_repo_id")
+    return json_response(_view(row), status=201)
+
+
+async def update_model(request: web.Request) -> web.Response:
+    admin(request)
+    model_id = path_uuid(request)
+    params = update_params(check_body(await read_json_object(request), UPDATE_BODY))
+    async with request.app[state.DB].acquire() as conn:
+        row = await queries.catalog.update_catalog_model(conn, model_id=model_id, **params)
+    if row is None:
+        raise not_found("No such model.", "model_not_found", "id")
+    return json_response(_view(row))

@@ -1,0 +1,68 @@
+"""GET /usage: sums over `finops.inference_usage` for one organization, by day, model or instance."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from gateway import state
+from gateway.control.access import admin, own_organization
+from gateway.control.responses import json_response
+from gateway.control.validation import FieldSpec, check_query
+from gateway.errors import bad_request
+from sql.queries import fetch_all, queries
+
+GROUPINGS = ("day", "model", "instance")
+# Without `from`, the last 30 days: a month is what an invoice covers.
+DEFAULT_WINDOW = timedelta(days=30)
+# A bound on one query's scan; longer reports are several requests.
+MAX_WINDOW = timedelta(days=366)
+
+QUERY = {
+    "organization_id": FieldSpec("uuid", description="defaults to the calling key's organization"),
+    "model": FieldSpec("str", description="model name as requested, or model id"),
+    "from": FieldSpec("datetime", description="inclusive; default: 30 days before `to`"),
+    "to": FieldSpec("datetime", description="exclusive; default: now"),
+    "group_by": FieldSpec("str", choices=GROUPINGS, description="default day"),
+}
+
+
+def usage_window(start: datetime | None, end: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+    """The [from, to) window asked for, with defaults, refused when empty or longer than a year."""
+    end = end or now
+    start = start or end - DEFAULT_WINDOW
+    if start >= end:
+        raise bad_request("'from' must be before 'to'.", "from")
+    if end - start > MAX_WINDOW:
+        raise bad_request(f"The window from 'from' to 'to' must be at most {MAX_WINDOW.days} days.", "from")
+    return start, end
+
+
+async def get_usage(request: web.Request) -> web.Response:
+    principal = admin(request)
+    params = check_query(request.query, QUERY)
+    organization_id = own_organization(principal, params.get("organization_id"))
+    start, end = usage_window(params.get("from"), params.get("to"), datetime.now(UTC))
+    group_by = params.get("group_by", "day")
+    sums = {
+        "day": queries.usage.sum_usage_by_day,
+        "model": queries.usage.sum_usage_by_model,
+        "instance": queries.usage.sum_usage_by_instance,
+    }[group_by]
+    async with request.app[state.DB].acquire() as conn:
+        rows = await fetch_all(sums(
+            conn, organization_id=organization_id, model=params.get("model"), from_ts=start, to_ts=end
+        ))
+    body: dict[str, Any] = {
+        "object": "usage",
+        "organization_id": organization_id,
+        "from": start,
+        "to": end,
+        "group_by": group_by,
+        "data": rows,
+        "totals": {name: sum(r[name] for r in rows) for name in
+                   ("requests", "successful_requests", "prompt_tokens", "completion_tokens", "total_tokens")},
+    }
+    return json_response(body)

@@ -1,0 +1,78 @@
+-- The control API's reads and writes of instances. Rows are shown with their catalog codes; the
+-- worker token hash is never selected here. Visibility: an admin key sees its organization's
+-- instances and those with no organization (see gateway/control/access.py).
+
+-- name: insert-requested-instance(provider_id, zone_id, instance_type_id, model_id, organization_id, worker_port, data_volume_gb, idempotency_key, deadline_s)^
+-- A repeated idempotency key inserts nothing and returns no row: the caller then reads the first one.
+INSERT INTO instances (provider_id, zone_id, instance_type_id, model_id, organization_id, status, worker_port,
+                       data_volume_gb, idempotency_key, provisioning_deadline_at)
+VALUES (:provider_id, :zone_id, :instance_type_id, :model_id, :organization_id, 'provisioning', :worker_port,
+        :data_volume_gb, :idempotency_key, now() + make_interval(secs => :deadline_s::float8))
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id;
+
+-- name: get-instance-request-by-idempotency-key(idempotency_key)^
+SELECT id, instance_type_id, zone_id, model_id, data_volume_gb
+FROM instances WHERE idempotency_key = :idempotency_key;
+
+-- name: get-visible-instance(instance_id, organization_id)^
+SELECT i.id, i.status, i.organization_id, i.provider_id, p.code AS provider_code, i.zone_id, z.code AS zone_code,
+       i.instance_type_id, t.code AS instance_type_code, i.model_id, m.hf_repo_id AS model_hf_repo_id,
+       i.provider_instance_id, i.provider_instance_name, i.ip_address, i.worker_port, i.worker_status,
+       i.worker_model_id, i.worker_queue_depth, i.worker_last_heartbeat_at, i.worker_consecutive_failures,
+       i.data_volume_gb, i.error_code, i.error_message, i.provisioning_deadline_at, i.created_at, i.updated_at,
+       i.ready_at, i.terminating_at, i.terminated_at
+FROM instances i
+JOIN providers p ON p.id = i.provider_id
+JOIN zones z ON z.id = i.zone_id
+JOIN instance_types t ON t.id = i.instance_type_id
+LEFT JOIN models m ON m.id = i.model_id
+WHERE i.id = :instance_id
+  AND (i.organization_id IS NULL OR i.organization_id = :organization_id::uuid);
+
+-- name: list-visible-instances(organization_id, status, model, provider, zone, after_created_at, after_id, limit)
+-- model, provider and zone match an id or a code (hf_repo_id for models).
+SELECT i.id, i.status, i.organization_id, i.provider_id, p.code AS provider_code, i.zone_id, z.code AS zone_code,
+       i.instance_type_id, t.code AS instance_type_code, i.model_id, m.hf_repo_id AS model_hf_repo_id,
+       i.provider_instance_id, i.provider_instance_name, i.ip_address, i.worker_port, i.worker_status,
+       i.worker_model_id, i.worker_queue_depth, i.worker_last_heartbeat_at, i.worker_consecutive_failures,
+       i.data_volume_gb, i.error_code, i.error_message, i.provisioning_deadline_at, i.created_at, i.updated_at,
+       i.ready_at, i.terminating_at, i.terminated_at
+FROM instances i
+JOIN providers p ON p.id = i.provider_id
+JOIN zones z ON z.id = i.zone_id
+JOIN instance_types t ON t.id = i.instance_type_id
+LEFT JOIN models m ON m.id = i.model_id
+WHERE (i.organization_id IS NULL OR i.organization_id = :organization_id::uuid)
+  AND (:status::text IS NULL OR i.status = :status)
+  AND (:model::text IS NULL OR i.model_id::text = :model OR m.hf_repo_id = :model)
+  AND (:provider::text IS NULL OR p.id::text = :provider OR p.code = :provider)
+  AND (:zone::text IS NULL OR z.id::text = :zone OR z.code = :zone)
+  AND (:after_created_at::timestamptz IS NULL OR (i.created_at, i.id) < (:after_created_at, :after_id::uuid))
+ORDER BY i.created_at DESC, i.id DESC
+LIMIT :limit;
+
+-- name: lock-visible-instance(instance_id, organization_id)^
+SELECT id, status FROM instances
+WHERE id = :instance_id AND (organization_id IS NULL OR organization_id = :organization_id::uuid)
+FOR UPDATE;
+
+-- name: mark-instance-terminating(instance_id)!
+UPDATE instances
+SET status = 'terminating', terminating_at = coalesce(terminating_at, now()), updated_at = now()
+WHERE id = :instance_id;
+
+-- name: get-instance-worker-credentials(instance_id)^
+SELECT id, status, worker_token_hash FROM instances WHERE id = :instance_id;
+
+-- name: record-worker-heartbeat(instance_id, worker_status, worker_model_id, worker_queue_depth)^
+-- A field the worker left out keeps its value; a heartbeat always resets the failure count.
+UPDATE instances
+SET worker_status = :worker_status,
+    worker_model_id = coalesce(:worker_model_id, worker_model_id),
+    worker_queue_depth = coalesce(:worker_queue_depth, worker_queue_depth),
+    worker_last_heartbeat_at = now(),
+    worker_consecutive_failures = 0,
+    updated_at = now()
+WHERE id = :instance_id
+RETURNING id, worker_status, worker_model_id, worker_queue_depth, worker_last_heartbeat_at;
