@@ -30,7 +30,12 @@ class DatabaseUnavailable(ConnectionError):
 
 async def create_pool(dsn: str, *, minsize: int = 1, maxsize: int = 10, connect_timeout: float = 10.0) -> aiopg.Pool:
     try:
-        return await aiopg.create_pool(dsn, minsize=minsize, maxsize=maxsize, timeout=connect_timeout)
+        # aiopg would otherwise register its own uuid, json and hstore casters on every connection,
+        # overriding the global ones above (and hstore costs a query per new connection).
+        return await aiopg.create_pool(
+            dsn, minsize=minsize, maxsize=maxsize, timeout=connect_timeout,
+            enable_uuid=False, enable_json=False, enable_hstore=False,
+        )
     except psycopg2.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
         raise DatabaseUnavailable(f"cannot connect to Postgres ({redact(dsn)}): {first}") from None
