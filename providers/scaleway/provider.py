@@ -1,0 +1,287 @@
+"""The Scaleway provider: Instance API for servers, Block API for volumes, Marketplace for images.
+
+Facts it relies on (SCALEWAY.md): a created server is stopped; `terminate` is only offered while it
+runs and deletes l_ssd/scratch volumes but only detaches sbs ones; a stopped server is removed with
+`DELETE`, which leaves every volume behind; sbs entries in a server body carry no size (the Block API
+has it); the root volume is slot "0" whatever its boot flag; a gone resource answers 404.
+Attach and detach are serialised per server: Scaleway rejects concurrent volume changes of one server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from inventiv.settings import Settings
+from providers.base import (
+    AttachedVolume,
+    Availability,
+    InvalidRequest,
+    NotFound,
+    Provider,
+    Server,
+    ServerSpec,
+    ServerState,
+    TransientError,
+    Volume,
+    VolumeState,
+)
+from providers.scaleway import mapping
+from providers.scaleway.client import RetryPolicy, ScalewayClient
+from providers.scaleway.images import DEFAULT_LABELS, BootImages
+
+SBS_VOLUME = "sbs_volume"
+# Block API volumes are created at 5000 IOPS, the class Scaleway gives boot volumes (sbs_5k).
+PERF_IOPS = 5000
+# States where the server is changing and a terminate or delete will be possible shortly.
+_WAIT_STATES = frozenset({ServerState.STARTING, ServerState.STOPPING, ServerState.LOCKED})
+# Volume states in which a delete must wait (still attached, detaching or busy).
+_NOT_DELETABLE = frozenset({VolumeState.IN_USE, VolumeState.BUSY, VolumeState.CREATING})
+
+
+class ScalewayProvider(Provider):
+    code = "scaleway"
+
+    def __init__(
+        self,
+        client: ScalewayClient,
+        project_id: str,
+        *,
+        default_image_labels: Sequence[str] = DEFAULT_LABELS,
+    ) -> None:
+        self.client = client
+        self.project_id = project_id
+        self._default_labels = tuple(default_image_labels)
+        self._images = BootImages(client)
+        self._server_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ScalewayProvider:
+        key, project = settings.scw_secret_key, settings.scw_default_project_id
+        if not key or not project:
+            given = {"SCW_SECRET_KEY": key, "SCW_DEFAULT_PROJECT_ID": project}
+            missing = [name for name, value in given.items() if not value]
+            raise InvalidRequest(
+                f"the scaleway provider needs {' and '.join(missing)} (or {missing[0]}_FILE) in the environment",
+                code="PROVIDER_NOT_CONFIGURED",
+            )
+        client = ScalewayClient(key, settings.scw_api_url, retry=RetryPolicy(base_s=settings.scw_retry_base_s))
+        return cls(client, project)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def _lock(self, server_id: str) -> asyncio.Lock:
+        lock = self._server_locks.get(server_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._server_locks[server_id] = lock
+        return lock
+
+    # -- servers -----------------------------------------------------------------------------------
+
+    async def create_server(self, spec: ServerSpec) -> Server:
+        image = spec.image or await self._default_image(spec.zone, spec.commercial_type)
+        body: dict[str, Any] = {
+            "name": spec.name,
+            "commercial_type": spec.commercial_type,
+            "image": image,
+            "project": self.project_id,
+            "tags": list(spec.tags),
+            "boot_type": "local",
+            # The worker must be reachable: a public IP from power-on to termination.
+            "dynamic_ip_required": True,
+        }
+        if spec.root_volume_bytes:
+            body["volumes"] = {"0": {"size": spec.root_volume_bytes, "volume_type": SBS_VOLUME}}
+        reply = await self.client.request("POST", _servers(spec.zone), body=body, idempotent=False)
+        return mapping.server_from_body(reply.data["server"])
+
+    async def _default_image(self, zone: str, commercial_type: str) -> str:
+        image = await self._images.resolve(zone, commercial_type, self._default_labels)
+        if image is None:
+            raise InvalidRequest(
+                f"no boot image for {commercial_type} in {zone} with labels {', '.join(self._default_labels)}",
+                code="SCW_DISKLESS_BOOT_IMAGE_REQUIRED",
+            )
+        return image
+
+    async def get_server(self, zone: str, server_id: str) -> Server | None:
+        body = await self._server_body(zone, server_id)
+        return None if body is None else mapping.server_from_body(body)
+
+    async def _server_body(self, zone: str, server_id: str) -> dict[str, Any] | None:
+        try:
+            reply = await self.client.request("GET", f"{_servers(zone)}/{server_id}")
+        except NotFound:
+            return None
+        server: dict[str, Any] = reply.data["server"]
+        return server
+
+    async def list_servers(self, zone: str, tags: Sequence[str]) -> list[Server]:
+        params = [("project", self.project_id)]
+        if tags:
+            params.append(("tags", ",".join(tags)))
+        bodies = await self.client.list_instance(_servers(zone), "servers", params)
+        servers = [mapping.server_from_body(body) for body in bodies]
+        # The API matches every tag exactly; checking again costs nothing and guards the sweeps.
+        return [s for s in servers if set(tags) <= set(s.tags)]
+
+    async def power_on(self, zone: str, server_id: str) -> None:
+        try:
+            await self.client.request("POST", f"{_servers(zone)}/{server_id}/action", body={"action": "poweron"})
+        except InvalidRequest:
+            # A retried poweron that went through the first time is refused ("should be stopped").
+            server = await self.get_server(zone, server_id)
+            if server is None or server.state not in (ServerState.STARTING, ServerState.RUNNING):
+                raise
+
+    async def terminate_server(self, zone: str, server_id: str) -> None:
+        server = await self.get_server(zone, server_id)
+        if server is None:
+            return
+        try:
+            if "terminate" in server.allowed_actions or server.state is ServerState.RUNNING:
+                await self.client.request("POST", f"{_servers(zone)}/{server_id}/action", body={"action": "terminate"})
+            elif server.vendor_state == "stopped":
+                await self.client.request("DELETE", f"{_servers(zone)}/{server_id}")
+            elif server.state in _WAIT_STATES:
+                raise TransientError(f"Scaleway server {server_id} is {server.vendor_state}; terminate it later")
+            else:
+                raise InvalidRequest(
+                    f"Scaleway server {server_id} is {server.vendor_state} (allowed: "
+                    f"{', '.join(server.allowed_actions) or 'nothing'}): power it on to terminate it"
+                )
+        except NotFound:
+            return
+
+    # -- volumes -----------------------------------------------------------------------------------
+
+    async def list_server_volumes(self, zone: str, server_id: str) -> list[AttachedVolume]:
+        body = await self._server_body(zone, server_id)
+        if body is None:
+            raise NotFound(f"Scaleway server {server_id} not found in {zone}")
+        volumes = mapping.attached_volumes(body)
+        return list(await asyncio.gather(*(self._with_size(zone, volume) for volume in volumes)))
+
+    async def _with_size(self, zone: str, volume: AttachedVolume) -> AttachedVolume:
+        if volume.size_bytes is not None:
+            return volume
+        block = await self._block_volume(zone, volume.id)
+        if block is None:
+            return volume
+        return AttachedVolume(volume.id, volume.slot, volume.volume_type, block.size_bytes, block.name)
+
+    async def create_volume(self, zone: str, name: str, size_bytes: int, tags: Sequence[str]) -> Volume:
+        if size_bytes <= 0:
+            raise InvalidRequest(f"volume size must be positive, not {size_bytes} bytes")
+        body = {
+            "name": name,
+            "project_id": self.project_id,
+            "tags": list(tags),
+            "perf_iops": PERF_IOPS,
+            "from_empty": {"size": size_bytes},
+        }
+        reply = await self.client.request("POST", _volumes(zone), body=body, idempotent=False)
+        return mapping.volume_from_body(reply.data)
+
+    async def get_volume(self, zone: str, volume_id: str) -> Volume | None:
+        block = await self._block_volume(zone, volume_id)
+        if block is not None:
+            return block
+        # Not a Block volume: maybe a local one (l_ssd, scratch) that a DELETE of its server left.
+        try:
+            reply = await self.client.request("GET", f"{_instance_volumes(zone)}/{volume_id}")
+        except NotFound:
+            return None
+        return mapping.volume_from_instance_body(reply.data["volume"])
+
+    async def _block_volume(self, zone: str, volume_id: str) -> Volume | None:
+        try:
+            reply = await self.client.request("GET", f"{_volumes(zone)}/{volume_id}")
+        except NotFound:
+            return None
+        return mapping.volume_from_body(reply.data)
+
+    async def list_volumes(self, zone: str, tags: Sequence[str]) -> list[Volume]:
+        params = [("project_id", self.project_id), *(("tags", tag) for tag in tags)]
+        bodies = await self.client.list_counted(_volumes(zone), "volumes", params)
+        return [mapping.volume_from_body(body) for body in bodies]
+
+    async def attach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
+        async with self._lock(server_id):
+            volume = await self._block_volume(zone, volume_id)
+            if volume is None:
+                raise NotFound(f"Scaleway volume {volume_id} not found in {zone}")
+            if volume.server_id == server_id:
+                return
+            if volume.server_id is not None:
+                raise InvalidRequest(f"Scaleway volume {volume_id} is attached to server {volume.server_id}")
+            await self.client.request(
+                "POST",
+                f"{_servers(zone)}/{server_id}/attach-volume",
+                body={"volume_id": volume_id, "volume_type": SBS_VOLUME},
+            )
+
+    async def detach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
+        async with self._lock(server_id):
+            volume = await self._block_volume(zone, volume_id)
+            if volume is None or volume.server_id is None:
+                return
+            if volume.server_id != server_id:
+                raise InvalidRequest(f"Scaleway volume {volume_id} is attached to server {volume.server_id}")
+            try:
+                await self.client.request(
+                    "POST", f"{_servers(zone)}/{server_id}/detach-volume", body={"volume_id": volume_id}
+                )
+            except NotFound:
+                return
+
+    async def delete_volume(self, zone: str, volume_id: str) -> None:
+        volume = await self._block_volume(zone, volume_id)
+        if volume is None:
+            await self._delete_instance_volume(zone, volume_id)
+            return
+        if volume.state in _NOT_DELETABLE or volume.server_id is not None:
+            raise TransientError(
+                f"Scaleway volume {volume_id} is {volume.state} (server {volume.server_id}); delete it once detached"
+            )
+        try:
+            await self.client.request("DELETE", f"{_volumes(zone)}/{volume_id}")
+        except NotFound:
+            return
+
+    async def _delete_instance_volume(self, zone: str, volume_id: str) -> None:
+        try:
+            await self.client.request("DELETE", f"{_instance_volumes(zone)}/{volume_id}")
+        except NotFound:
+            return
+
+    async def set_volume_tags(self, zone: str, volume_id: str, tags: Sequence[str]) -> None:
+        await self.client.request("PATCH", f"{_volumes(zone)}/{volume_id}", body={"tags": list(tags)})
+
+    # -- catalog -----------------------------------------------------------------------------------
+
+    async def needs_boot_image(self, zone: str, commercial_type: str) -> bool:
+        return await self._images.needs_boot_image(zone, commercial_type)
+
+    async def resolve_boot_image(self, zone: str, commercial_type: str, labels: Sequence[str]) -> str | None:
+        return await self._images.resolve(zone, commercial_type, labels)
+
+    async def availability(self, zone: str) -> dict[str, Availability]:
+        stock = await self.client.map_instance(f"/instance/v1/zones/{zone}/products/servers/availability", "servers")
+        return {name: mapping.availability(entry.get("availability", "")) for name, entry in stock.items()}
+
+
+def _servers(zone: str) -> str:
+    return f"/instance/v1/zones/{zone}/servers"
+
+
+def _instance_volumes(zone: str) -> str:
+    return f"/instance/v1/zones/{zone}/volumes"
+
+
+def _volumes(zone: str) -> str:
+    return f"/block/v1/zones/{zone}/volumes"

@@ -1,0 +1,635 @@
+"""A stateful fake of the Scaleway APIs the provider uses, built from the recorded bodies.
+
+Start it, point the settings at it, inspect it:
+
+    from fake_scaleway import run_fake_scaleway
+
+    async with run_fake_scaleway(polls_to_running=2) as fake:
+        settings = settings.replace(**fake.settings_changes())   # SCW_API_URL, key, project, fast retries
+        provider = create_provider("scaleway", settings)
+        ...
+        assert fake.servers == {} and fake.volumes == {}          # nothing leaked
+
+State, like the real cloud: create -> `stopped` with an sbs boot volume `"<image name>_sbs_volume_0"`
+(type sbs_5k, no tags) in slot "0"; `poweron` -> `starting` -> `running` (with `public_ip`, 127.0.0.1
+by default so health checks stay on this machine) after `polls_to_running` reads of the server or
+`seconds_to_running`; `terminate` (only while running) -> `stopping` for `polls_to_gone` reads, then
+the server is gone, its l_ssd/scratch volumes deleted and its sbs volumes detached (`available`,
+`references: []`); `DELETE` of a stopped server leaves every volume. Block volumes: create, get, list
+(`tags=` repeated, ANY), PATCH tags, delete (412 while in use); attach/detach through the Instance API.
+`products/servers` (the recorded fr-par-2 catalog), its `availability`, Marketplace `local-images`
+(the recorded GPU image plus a few derived ones: `images`). Both pagination styles.
+
+Inspect: `fake.servers`, `fake.volumes` (Block), `fake.local_volumes` (l_ssd/scratch), all dicts of
+API bodies by id; `fake.requests` ((method, path) of every call). `fake.add_scratch_volume(server_id)`
+gives a server a local volume, as the recorded L40S had.
+
+Faults (set them on the object at any time, or as keyword arguments):
+- `error_rate`: fraction of API calls answered 500 before anything happens (seeded: `seed`);
+  `error_after_rate`: fraction answered 500 after the change was made (a lost reply);
+- `refuse_poweron`: server ids or names whose poweron is refused (`poweron_error`: "out_of_stock",
+  "quota" or "invalid");
+- `create_errors`: commercial type -> "out_of_stock" or "quota" on server create;
+  `volume_create_error`: the same for Block volume creates;
+- `availability`: commercial type -> "available" / "scarce" / "shortage";
+- the `X-Auth-Token` header must equal `secret_key` (401 `denied_authentication` otherwise).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from scaleway_bodies import GPU_IMAGE_ID, GPU_IMAGE_NAME, products_servers, recorded
+
+SECRET_KEY = "fake-secret-key"
+PROJECT_ID = "105bdce1-64c0-48ab-899d-868455867ecf"
+GB = 10**9
+# Scaleway's GPU images default to a 20 GB sbs root volume (recorded: block_volume_boot_attached).
+DEFAULT_ROOT_BYTES = 20 * GB
+# Page sizes when the client gives none, and the Instance API's maximum.
+INSTANCE_DEFAULT_PER_PAGE = 50
+INSTANCE_MAX_PER_PAGE = 100
+COUNTED_DEFAULT_PAGE_SIZE = 20
+
+RUNNING_ACTIONS = ["poweroff", "terminate", "reboot", "stop_in_place", "backup"]
+STOPPED_ACTIONS = ["poweron", "backup"]
+STARTING_ACTIONS = ["stop_in_place", "backup"]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{status} {body}")
+        self.status = status
+        self.body = body
+
+
+def not_found(resource: str, resource_id: str) -> ApiError:
+    return ApiError(
+        404, {"type": "not_found", "message": "resource is not found", "resource": resource, "resource_id": resource_id}
+    )
+
+
+def invalid(message: str, status: int = 400) -> ApiError:
+    return ApiError(status, {"type": "invalid_request_error", "message": message})
+
+
+FAULTS: dict[str, ApiError] = {
+    "out_of_stock": ApiError(400, {"type": "out_of_stock", "message": "server type is out of stock"}),
+    "quota": ApiError(403, {"type": "invalid_request_error", "message": "Quota exceeded for this resource."}),
+    "invalid": invalid("server cannot be powered on"),
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _derived_images() -> list[dict[str, Any]]:
+    """The recorded GPU image, plus generic Ubuntu images derived from it (one arm64, to be filtered)."""
+    gpu = recorded("marketplace_local_images_gpu")["local_images"]
+    noble = {**copy.deepcopy(gpu[0]), "id": str(uuid.UUID(int=1)), "label": "ubuntu_noble"}
+    noble["compatible_commercial_types"] = ["PRO2-XXS", "PRO2-XS", "DEV1-S", "DEV1-M", "RENDER-S", "L4-1-24G"]
+    noble_arm = {**copy.deepcopy(noble), "id": str(uuid.UUID(int=2)), "arch": "arm64"}
+    noble_arm["compatible_commercial_types"] = ["BASIC2-A2C-4G", "PRO2-XXS"]
+    return [*gpu, noble_arm, noble]
+
+
+@dataclass
+class FakeScaleway:
+    secret_key: str = SECRET_KEY
+    project_id: str = PROJECT_ID
+    public_ip: str = "127.0.0.1"
+    polls_to_running: int = 2
+    seconds_to_running: float | None = None
+    polls_to_gone: int = 1
+    error_rate: float = 0.0
+    error_after_rate: float = 0.0
+    seed: int = 0
+    refuse_poweron: set[str] = field(default_factory=set)
+    poweron_error: str = "out_of_stock"
+    create_errors: dict[str, str] = field(default_factory=dict)
+    volume_create_error: str | None = None
+    availability: dict[str, str] = field(default_factory=dict)
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        self.servers: dict[str, dict[str, Any]] = {}
+        self.volumes: dict[str, dict[str, Any]] = {}
+        self.local_volumes: dict[str, dict[str, Any]] = {}
+        self.products: dict[str, Any] = products_servers()
+        self.images: list[dict[str, Any]] = _derived_images()
+        self.image_names: dict[str, str] = {GPU_IMAGE_ID: GPU_IMAGE_NAME}
+        self.requests: list[tuple[str, str]] = []
+        self.rng = random.Random(self.seed)
+        # server id -> (reads left, monotonic time) until its current transition completes
+        self._progress: dict[str, tuple[int, float]] = {}
+
+    def settings_changes(self) -> dict[str, Any]:
+        """Settings fields that point the Scaleway provider at this fake, with millisecond retries."""
+        return {
+            "scw_api_url": self.url,
+            "scw_secret_key": self.secret_key,
+            "scw_default_project_id": self.project_id,
+            "scw_retry_base_s": 0.001,
+        }
+
+    # -- servers -----------------------------------------------------------------------------------
+
+    def create_server(self, zone: str, body: dict[str, Any]) -> dict[str, Any]:
+        commercial_type = body.get("commercial_type", "")
+        if commercial_type not in self.products:
+            raise ApiError(400, {"type": "invalid_arguments", "message": "invalid commercial_type",
+                                 "fields": {"commercial_type": [f"{commercial_type!r} is not a server type"]}})
+        if not body.get("project"):
+            raise ApiError(400, {"type": "invalid_arguments", "message": "project is required"})
+        if commercial_type in self.create_errors:
+            raise FAULTS[self.create_errors[commercial_type]]
+        image = self._image(zone, str(body.get("image", "")), commercial_type)
+        server_id = str(uuid.uuid4())
+        server = recorded("create_server_response_L40S")["server"]
+        server.update(
+            id=server_id, name=body.get("name", ""), hostname=body.get("name", ""), commercial_type=commercial_type,
+            project=body["project"], organization=body["project"], tags=list(body.get("tags") or []),
+            zone=zone, state="stopped", state_detail="", allowed_actions=list(STOPPED_ACTIONS),
+            public_ip=None, public_ips=[], private_ip=None, location=None, creation_date=_now(),
+            modification_date=_now(), dns=f"{server_id}.pub.instances.scw.cloud",
+            dynamic_ip_required=bool(body.get("dynamic_ip_required", True)), volumes={},
+        )
+        server["image"].update(id=image["id"], name=self.image_names.get(image["id"], image["label"]), zone=zone)
+        self.servers[server_id] = server
+        requested = body.get("volumes") or {}
+        self._create_root(server, int((requested.get("0") or {}).get("size") or DEFAULT_ROOT_BYTES))
+        for slot, entry in sorted(requested.items()):
+            if slot != "0":
+                self._create_extra(server, slot, entry)
+        return server
+
+    def _image(self, zone: str, wanted: str, commercial_type: str) -> dict[str, Any]:
+        for image in self.images:
+            if wanted in (image["id"], image["label"]):
+                if commercial_type not in image["compatible_commercial_types"]:
+                    raise invalid(f"image {wanted} is not compatible with {commercial_type}")
+                return image
+        raise not_found("instance_image", wanted)
+
+    def _create_root(self, server: dict[str, Any], size: int) -> None:
+        volume = recorded("block_volume_boot_attached")
+        volume.update(
+            id=str(uuid.uuid4()), name=f"{server['image']['name']}_sbs_volume_0", size=size,
+            project_id=server["project"], created_at=_now(), updated_at=_now(), zone=server["zone"], tags=[],
+        )
+        volume["references"][0].update(id=str(uuid.uuid4()), product_resource_id=server["id"], created_at=_now())
+        self.volumes[volume["id"]] = volume
+        server["volumes"]["0"] = self._server_entry(volume["id"], server["zone"])
+
+    def _create_extra(self, server: dict[str, Any], slot: str, entry: dict[str, Any]) -> None:
+        if entry.get("id") in self.volumes:
+            self._attach(server, entry["id"], slot)
+        elif entry.get("volume_type") in ("scratch", "l_ssd"):
+            self.add_scratch_volume(server["id"], int(entry.get("size") or 0), entry["volume_type"], slot)
+        else:
+            raise invalid(f"volume {slot}: give an sbs volume id or a scratch/l_ssd volume_type and size")
+
+    @staticmethod
+    def _server_entry(volume_id: str, zone: str) -> dict[str, Any]:
+        return {"boot": False, "volume_type": "sbs_volume", "id": volume_id, "state": "available", "zone": zone}
+
+    def add_scratch_volume(
+        self, server_id: str, size: int = 1600 * GB, volume_type: str = "scratch", slot: str | None = None
+    ) -> dict[str, Any]:
+        """Give a server a local volume (deleted by terminate, left by DELETE), like the recorded one."""
+        server = self.servers[server_id]
+        template = recorded("create_server_response_L40S")["server"]["volumes"]["1"]
+        template.update(
+            id=str(uuid.uuid4()), name=f"{volume_type}-{server_id[:8]}", volume_type=volume_type, size=size,
+            project=server["project"], organization=server["project"], zone=server["zone"],
+            server={"id": server_id, "name": server["name"]}, creation_date=_now(), modification_date=_now(),
+        )
+        self.local_volumes[template["id"]] = template
+        server["volumes"][slot or self._next_slot(server)] = template
+        return template
+
+    @staticmethod
+    def _next_slot(server: dict[str, Any]) -> str:
+        slot = 0
+        while str(slot) in server["volumes"]:
+            slot += 1
+        return str(slot)
+
+    def get_server(self, zone: str, server_id: str) -> dict[str, Any]:
+        server = self.servers.get(server_id)
+        if server is None or server["zone"] != zone:
+            raise not_found("instance_server", server_id)
+        self._advance(server)
+        if server_id not in self.servers:
+            raise not_found("instance_server", server_id)
+        return server
+
+    def list_servers(self, zone: str, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        for server in list(self.servers.values()):
+            if server["zone"] == zone:
+                self._advance(server)
+        tags = set(",".join(query.get("tags", [])).split(",")) - {""}
+        found = [s for s in self.servers.values() if s["zone"] == zone and tags <= set(s["tags"])]
+        for name in ("project", "commercial_type", "state"):
+            if name in query:
+                found = [s for s in found if s[name] == query[name][0]]
+        if "name" in query:
+            found = [s for s in found if query["name"][0] in s["name"]]
+        return sorted(found, key=lambda s: s["creation_date"])
+
+    def delete_server(self, zone: str, server_id: str) -> None:
+        server = self.get_server(zone, server_id)
+        if server["state"] != "stopped":
+            raise invalid("server should be stopped")
+        for entry in server["volumes"].values():
+            if entry["id"] in self.volumes:
+                self._release(self.volumes[entry["id"]])
+            elif entry["id"] in self.local_volumes:
+                self.local_volumes[entry["id"]]["server"] = None
+        del self.servers[server_id]
+
+    def action(self, zone: str, server_id: str, action: str) -> dict[str, Any]:
+        server = self.get_server(zone, server_id)
+        handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "poweron": self._poweron, "terminate": self._terminate, "poweroff": self._poweroff,
+        }
+        if action not in handlers:
+            raise ApiError(400, {"type": "invalid_arguments", "message": f"unknown action {action!r}"})
+        handlers[action](server)
+        task = recorded("poweron_response")
+        href = f"/servers/{server_id}/action"
+        task["task"].update(id=str(uuid.uuid4()), href_from=href, started_at=_now(), zone=zone)
+        return task
+
+    def _poweron(self, server: dict[str, Any]) -> None:
+        if server["state"] != "stopped":
+            raise invalid("server should be stopped")
+        if server["id"] in self.refuse_poweron or server["name"] in self.refuse_poweron:
+            raise FAULTS[self.poweron_error]
+        self._set_state(server, "starting", "allocating node", STARTING_ACTIONS)
+        self._progress[server["id"]] = (self.polls_to_running, time.monotonic())
+        if self.polls_to_running == 0:
+            self._advance(server)
+
+    def _poweroff(self, server: dict[str, Any]) -> None:
+        if server["state"] != "running":
+            raise invalid("server should be running")
+        self._set_state(server, "stopped", "", STOPPED_ACTIONS)
+        server["public_ip"], server["public_ips"] = None, []
+
+    def _terminate(self, server: dict[str, Any]) -> None:
+        if server["state"] != "running":
+            raise invalid("server should be running")
+        self._set_state(server, "stopping", "terminating", [])
+        for entry in server["volumes"].values():
+            if entry["id"] in self.local_volumes:
+                entry["state"] = "deleting"
+        self._progress[server["id"]] = (self.polls_to_gone, time.monotonic())
+        if self.polls_to_gone == 0:
+            self._advance(server)
+
+    @staticmethod
+    def _set_state(server: dict[str, Any], state: str, detail: str, actions: list[str]) -> None:
+        server.update(state=state, state_detail=detail, allowed_actions=list(actions), modification_date=_now())
+
+    def _advance(self, server: dict[str, Any]) -> None:
+        """One read of a server in transition: count it, and finish the transition when due."""
+        progress = self._progress.get(server["id"])
+        if progress is None:
+            return
+        reads, since = progress
+        timed = self.seconds_to_running is not None and time.monotonic() - since >= self.seconds_to_running
+        if reads > 0 and not timed:
+            self._progress[server["id"]] = (reads - 1, since)
+            return
+        del self._progress[server["id"]]
+        if server["state"] == "starting":
+            self._set_state(server, "running", "booting kernel", RUNNING_ACTIONS)
+            address = {"id": str(uuid.uuid4()), "address": self.public_ip, "dynamic": True, "family": "inet"}
+            server["public_ip"], server["public_ips"] = dict(address), [address]
+        elif server["state"] == "stopping":
+            self._remove_terminated(server)
+
+    def _remove_terminated(self, server: dict[str, Any]) -> None:
+        for entry in server["volumes"].values():
+            if entry["id"] in self.local_volumes:
+                del self.local_volumes[entry["id"]]
+            elif entry["id"] in self.volumes:
+                self._release(self.volumes[entry["id"]])
+        del self.servers[server["id"]]
+
+    # -- volumes -----------------------------------------------------------------------------------
+
+    def _release(self, volume: dict[str, Any]) -> None:
+        volume.update(references=[], status="available", last_detached_at=_now(), updated_at=_now())
+
+    def _attach(self, server: dict[str, Any], volume_id: str, slot: str | None = None) -> None:
+        volume = self.volumes.get(volume_id)
+        if volume is None or volume["zone"] != server["zone"]:
+            raise not_found("volume", volume_id)
+        if volume["references"]:
+            raise invalid("volume is already attached to a server")
+        reference = copy.deepcopy(recorded("block_volume_boot_attached")["references"][0])
+        reference.update(id=str(uuid.uuid4()), product_resource_id=server["id"], created_at=_now())
+        volume.update(references=[reference], status="in_use", updated_at=_now())
+        server["volumes"][slot or self._next_slot(server)] = self._server_entry(volume_id, server["zone"])
+
+    def attach_volume(self, zone: str, server_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        server = self.get_server(zone, server_id)
+        if body.get("volume_type") not in (None, "sbs_volume"):
+            raise invalid(f"volume_type {body.get('volume_type')!r} cannot be attached")
+        self._attach(server, str(body.get("volume_id")))
+        return server
+
+    def detach_volume(self, zone: str, server_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        server = self.get_server(zone, server_id)
+        volume_id = str(body.get("volume_id"))
+        slots = [slot for slot, entry in server["volumes"].items() if entry["id"] == volume_id]
+        if not slots or volume_id not in self.volumes:
+            raise invalid(f"volume {volume_id} is not attached to server {server_id}")
+        del server["volumes"][slots[0]]
+        self._release(self.volumes[volume_id])
+        return server
+
+    def create_volume(self, zone: str, body: dict[str, Any]) -> dict[str, Any]:
+        size = int((body.get("from_empty") or {}).get("size") or 0)
+        if not 1 * GB <= size <= 10_000 * GB:
+            raise ApiError(400, {"type": "invalid_arguments", "message": "size must be between 1 GB and 10 TB"})
+        if not body.get("project_id"):
+            raise ApiError(400, {"type": "invalid_arguments", "message": "project_id is required"})
+        if self.volume_create_error:
+            raise FAULTS[self.volume_create_error]
+        volume = recorded("block_volume_after_terminate")
+        volume.update(
+            id=str(uuid.uuid4()), name=body.get("name", ""), type="sbs_5k", size=size, project_id=body["project_id"],
+            created_at=_now(), updated_at=_now(), tags=list(body.get("tags") or []), parent_snapshot_id=None,
+            last_detached_at=None, zone=zone, references=[], status="available",
+        )
+        volume["specs"]["perf_iops"] = int(body.get("perf_iops") or 5000)
+        self.volumes[volume["id"]] = volume
+        return volume
+
+    def get_volume(self, zone: str, volume_id: str) -> dict[str, Any]:
+        volume = self.volumes.get(volume_id)
+        if volume is None or volume["zone"] != zone:
+            raise not_found("volume", volume_id)
+        return volume
+
+    def list_volumes(self, zone: str, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        tags = set(query.get("tags", []))
+        found = [v for v in self.volumes.values() if v["zone"] == zone and (not tags or tags & set(v["tags"]))]
+        if "project_id" in query:
+            found = [v for v in found if v["project_id"] == query["project_id"][0]]
+        if "product_resource_id" in query:
+            server = query["product_resource_id"][0]
+            found = [v for v in found if any(r["product_resource_id"] == server for r in v["references"])]
+        return sorted(found, key=lambda v: v["created_at"])
+
+    def patch_volume(self, zone: str, volume_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        volume = self.get_volume(zone, volume_id)
+        for name in ("tags", "name"):
+            if name in body:
+                volume[name] = body[name]
+        volume["updated_at"] = _now()
+        return volume
+
+    def delete_volume(self, zone: str, volume_id: str) -> None:
+        volume = self.get_volume(zone, volume_id)
+        if volume["references"]:
+            raise ApiError(
+                412,
+                {"type": "precondition_failed", "precondition": "resource_still_in_use",
+                 "message": "resource is still in use"},
+            )
+        del self.volumes[volume_id]
+
+    def get_local_volume(self, zone: str, volume_id: str) -> dict[str, Any]:
+        volume = self.local_volumes.get(volume_id)
+        if volume is None or volume["zone"] != zone:
+            raise not_found("instance_volume", volume_id)
+        return volume
+
+    def delete_local_volume(self, zone: str, volume_id: str) -> None:
+        if self.get_local_volume(zone, volume_id).get("server"):
+            raise invalid("a volume attached to a server cannot be deleted")
+        del self.local_volumes[volume_id]
+
+    # -- catalog -----------------------------------------------------------------------------------
+
+    def list_images(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """The images with that label and type; every image is offered in every zone."""
+        found = self.images
+        for name, key in (("image_label", "label"), ("type", "type")):
+            if name in query:
+                found = [i for i in found if i[key] == query[name][0]]
+        zone = query.get("zone", [None])[0]
+        return [{**i, "zone": zone or i["zone"]} for i in found]
+
+    def stock(self) -> dict[str, Any]:
+        return {name: {"availability": self.availability.get(name, "available")} for name in self.products}
+
+
+# -- HTTP ----------------------------------------------------------------------------------------------
+
+FAKE: web.AppKey[FakeScaleway] = web.AppKey("fake_scaleway", FakeScaleway)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _query(request: web.Request) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in request.query.items():
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _instance_page(request: web.Request, items: list[Any] | dict[str, Any], key: str) -> web.Response:
+    page = int(request.query.get("page", "1"))
+    per_page = int(request.query.get("per_page", str(INSTANCE_DEFAULT_PER_PAGE)))
+    if not 1 <= per_page <= INSTANCE_MAX_PER_PAGE or page < 1:
+        raise ApiError(400, {"type": "invalid_arguments", "message": "per_page must be 1-100, page >= 1"})
+    names = list(items)
+    chunk = names[(page - 1) * per_page : page * per_page]
+    body: Any = {key: {n: items[n] for n in chunk} if isinstance(items, dict) else chunk}
+    return web.json_response(body, headers={"X-Total-Count": str(len(names))})
+
+
+def _counted_page(request: web.Request, items: list[Any], key: str) -> web.Response:
+    page = int(request.query.get("page", "1"))
+    size = int(request.query.get("page_size", str(COUNTED_DEFAULT_PAGE_SIZE)))
+    chunk = items[(page - 1) * size : page * size]
+    return web.json_response({key: chunk, "total_count": len(items)})
+
+
+@web.middleware
+async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    fake = request.app[FAKE]
+    fake.requests.append((request.method, request.path))
+    if request.headers.get("X-Auth-Token") != fake.secret_key:
+        return web.json_response(
+            {"message": "authentication is denied", "method": "api_key", "reason": "invalid_argument",
+             "type": "denied_authentication"},
+            status=401,
+        )
+    if fake.error_rate and fake.rng.random() < fake.error_rate:
+        return web.json_response({"message": "internal error (injected)", "type": "internal_error"}, status=500)
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        return web.json_response(exc.body, status=exc.status)
+    if fake.error_after_rate and fake.rng.random() < fake.error_after_rate:
+        return web.json_response({"message": "internal error (injected, after)", "type": "internal_error"}, status=500)
+    return response
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, {"type": "invalid_arguments", "message": "body is not JSON"}) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, {"type": "invalid_arguments", "message": "body must be an object"})
+    return body
+
+
+def create_app(fake: FakeScaleway) -> web.Application:
+    app = web.Application(middlewares=[_faults])
+    app[FAKE] = fake
+    instance = "/instance/v1/zones/{zone}"
+    block = "/block/v1/zones/{zone}"
+    r = app.router
+    r.add_post(f"{instance}/servers", _post_server)
+    r.add_get(f"{instance}/servers", _list_servers)
+    r.add_get(f"{instance}/servers/{{id}}", _get_server)
+    r.add_delete(f"{instance}/servers/{{id}}", _delete_server)
+    r.add_post(f"{instance}/servers/{{id}}/action", _action)
+    r.add_post(f"{instance}/servers/{{id}}/attach-volume", _attach_volume)
+    r.add_post(f"{instance}/servers/{{id}}/detach-volume", _detach_volume)
+    r.add_get(f"{instance}/volumes/{{id}}", _get_local_volume)
+    r.add_delete(f"{instance}/volumes/{{id}}", _delete_local_volume)
+    r.add_get(f"{instance}/products/servers", _products)
+    r.add_get(f"{instance}/products/servers/availability", _availability)
+    r.add_post(f"{block}/volumes", _post_volume)
+    r.add_get(f"{block}/volumes", _list_volumes)
+    r.add_get(f"{block}/volumes/{{id}}", _get_volume)
+    r.add_patch(f"{block}/volumes/{{id}}", _patch_volume)
+    r.add_delete(f"{block}/volumes/{{id}}", _delete_volume)
+    r.add_get("/marketplace/v2/local-images", _local_images)
+    return app
+
+
+def _ids(request: web.Request) -> tuple[FakeScaleway, str, str]:
+    return request.app[FAKE], request.match_info["zone"], request.match_info.get("id", "")
+
+
+async def _post_server(request: web.Request) -> web.Response:
+    fake, zone, _ = _ids(request)
+    return web.json_response({"server": fake.create_server(zone, await _body(request))}, status=201)
+
+
+async def _list_servers(request: web.Request) -> web.Response:
+    fake, zone, _ = _ids(request)
+    return _instance_page(request, fake.list_servers(zone, _query(request)), "servers")
+
+
+async def _get_server(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    return web.json_response({"server": fake.get_server(zone, server_id)})
+
+
+async def _delete_server(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    fake.delete_server(zone, server_id)
+    return web.Response(status=204)
+
+
+async def _action(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    body = await _body(request)
+    return web.json_response(fake.action(zone, server_id, str(body.get("action"))), status=202)
+
+
+async def _attach_volume(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    return web.json_response({"server": fake.attach_volume(zone, server_id, await _body(request))})
+
+
+async def _detach_volume(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    return web.json_response({"server": fake.detach_volume(zone, server_id, await _body(request))})
+
+
+async def _get_local_volume(request: web.Request) -> web.Response:
+    fake, zone, volume_id = _ids(request)
+    return web.json_response({"volume": fake.get_local_volume(zone, volume_id)})
+
+
+async def _delete_local_volume(request: web.Request) -> web.Response:
+    fake, zone, volume_id = _ids(request)
+    fake.delete_local_volume(zone, volume_id)
+    return web.Response(status=204)
+
+
+async def _products(request: web.Request) -> web.Response:
+    return _instance_page(request, request.app[FAKE].products, "servers")
+
+
+async def _availability(request: web.Request) -> web.Response:
+    return _instance_page(request, request.app[FAKE].stock(), "servers")
+
+
+async def _post_volume(request: web.Request) -> web.Response:
+    fake, zone, _ = _ids(request)
+    return web.json_response(fake.create_volume(zone, await _body(request)))
+
+
+async def _list_volumes(request: web.Request) -> web.Response:
+    fake, zone, _ = _ids(request)
+    return _counted_page(request, fake.list_volumes(zone, _query(request)), "volumes")
+
+
+async def _get_volume(request: web.Request) -> web.Response:
+    fake, zone, volume_id = _ids(request)
+    return web.json_response(fake.get_volume(zone, volume_id))
+
+
+async def _patch_volume(request: web.Request) -> web.Response:
+    fake, zone, volume_id = _ids(request)
+    return web.json_response(fake.patch_volume(zone, volume_id, await _body(request)))
+
+
+async def _delete_volume(request: web.Request) -> web.Response:
+    fake, zone, volume_id = _ids(request)
+    fake.delete_volume(zone, volume_id)
+    return web.Response(status=204)
+
+
+async def _local_images(request: web.Request) -> web.Response:
+    return _counted_page(request, request.app[FAKE].list_images(_query(request)), "local_images")
+
+
+@asynccontextmanager
+async def run_fake_scaleway(**options: Any) -> AsyncIterator[FakeScaleway]:
+    """The fake, listening on 127.0.0.1 (a free port) until the block ends; `fake.url` is its base URL."""
+    fake = FakeScaleway(**options)
+    runner = web.AppRunner(create_app(fake), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    fake.url = f"http://{host}:{port}"
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
