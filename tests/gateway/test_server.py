@@ -1,0 +1,149 @@
+"""Running the gateway: readiness, metrics, draining on SIGTERM, several processes on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import aiopg
+from aiohttp.test_utils import TestClient
+from fleet import SMALL, WorkerFactory, insert_ready_instance, new_key
+
+from gateway.server import run_app
+from inventiv.settings import Settings, settings_to_env
+
+Gateway = Callable[..., Awaitable[TestClient]]
+CHAT = "/v1/chat/completions"
+
+
+async def _wait_ready(base: str, session: aiohttp.ClientSession, timeout_s: float = 20.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        try:
+            async with session.get(f"{base}/readyz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{base} never became ready")
+
+
+async def test_health_readiness_and_metrics(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker()
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port or 0)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    async with client.get("/healthz") as resp:
+        assert resp.status == 200
+    async with client.get("/readyz") as resp:
+        assert resp.status == 200
+    body = {"model": SMALL, "messages": [{"role": "user", "content": "hi"}]}
+    async with client.post(
+        CHAT, json=body, headers={"Authorization": f"Bearer {key}", "X-Inventiv-Session": "m"}
+    ) as resp:
+        assert resp.status == 200
+    async with client.get("/metrics") as resp:
+        text = await resp.text()
+    assert f'inventiv_gateway_requests_total{{model="{SMALL}",route="{CHAT}",status="200"}}' in text
+    assert 'inventiv_gateway_affinity_total{result="miss"}' in text
+    assert "inventiv_gateway_request_duration_seconds_bucket" in text
+    assert 'inventiv_gateway_tokens_total{kind="completion"' in text
+
+
+async def test_sigterm_drains_streams_in_flight(
+    start_worker: WorkerFactory, db_pool: aiopg.Pool, gateway_settings: Settings, unused_tcp_port: int
+) -> None:
+    worker = await start_worker(tokens=20, token_delay_ms=50)
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port or 0)
+    key = await new_key(db_pool)
+    settings = gateway_settings.replace(gateway_port=unused_tcp_port, drain_timeout_s=10.0)
+    stop = asyncio.Event()
+    server = asyncio.create_task(run_app(settings, stop))
+    base = f"http://127.0.0.1:{unused_tcp_port}"
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"model": SMALL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    async with aiohttp.ClientSession() as session:
+        await _wait_ready(base, session)
+        async with session.post(f"{base}{CHAT}", json=body, headers=headers) as stream:
+            first = await stream.content.readline()
+            assert first.startswith(b"data: ")
+            stop.set()  # what SIGTERM does
+            await asyncio.sleep(0.1)
+            async with session.get(f"{base}/readyz") as resp:
+                assert resp.status == 503
+            async with session.post(f"{base}{CHAT}", json=body, headers=headers) as refused:
+                assert refused.status == 503
+                assert (await refused.json())["error"]["code"] == "draining"
+            rest = await stream.read()
+        # The stream in flight ran to its end.
+        assert rest.endswith(b"data: [DONE]\n\n")
+        assert rest.count(b"data: {") == 20
+    await asyncio.wait_for(server, 10)
+
+
+def test_workers_share_the_port_and_stop_on_sigterm(
+    database_url: str, redis_server_url: str, redis_prefix: str, unused_tcp_port: int, tmp_path: Any
+) -> None:
+    settings = Settings(
+        database_url=database_url, redis_url=redis_server_url, redis_prefix=redis_prefix,
+        data_dir=str(tmp_path), gateway_port=unused_tcp_port, gateway_workers=2, drain_timeout_s=2.0,
+    )  # fmt: skip
+    env = {**os.environ, **settings_to_env(settings), "INVENTIV_LOG_FORMAT": "json"}
+    proc = subprocess.Popen([sys.executable, "-m", "inventiv", "gateway"], env=env)
+    try:
+        asyncio.run(_check_serving(f"http://127.0.0.1:{unused_tcp_port}"))
+        children = _children(proc.pid)
+        assert len(children) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert not any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def _check_serving(base: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        await _wait_ready(base, session)
+        async with session.get(f"{base}/healthz") as resp:
+            assert resp.status == 200
+
+
+def _children(pid: int) -> list[int]:
+    """The gateway's worker processes (multiprocessing also starts a resource tracker: not counted)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and b"spawn_main" in _cmdline(int(entry)):
+                found.append(int(entry))
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
