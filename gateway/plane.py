@@ -1,7 +1,7 @@
 """The data plane's in-memory state and how it is kept fresh.
 
 Every gateway process holds: the API key table, the model catalog and the ready-worker view. One
-background task reloads all three from Postgres every `workers_refresh_s` (1 s), and at once when a
+background task reloads all three from Postgres every `routing_refresh_s` (1 s), and at once when a
 change is published on Redis (`events:workers` by the scheduler and heartbeats, `events:keys` by the
 key API). A request never waits on Postgres.
 """
@@ -65,7 +65,7 @@ class DataPlane:
         self._wake.set()
 
     async def refresh_forever(self, pool: aiopg.Pool) -> None:
-        every = self.settings.workers_refresh_s
+        every = self.settings.routing_refresh_s
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(every):

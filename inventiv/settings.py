@@ -51,10 +51,10 @@ class Settings:
     upstream_first_byte_timeout_s: float = 600.0
     # Streams in flight get this long to finish after SIGTERM.
     drain_timeout_s: float = 30.0
-    # Revoked keys must stop working within 2 s: refresh at twice that rate.
-    keys_refresh_s: float = 1.0
-    # The ready-worker view must be at most a second old.
-    workers_refresh_s: float = 1.0
+    # How often each gateway process reloads keys, catalog and ready workers from Postgres (changes
+    # published on Redis reload at once): revoked keys must stop working within 2 s, and the
+    # ready-worker view must be at most a second old.
+    routing_refresh_s: float = 1.0
 
     # Scheduler.
     deployment_tag: str = "inventiv"
