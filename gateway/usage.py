@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,7 +101,8 @@ class UsageRecorder:
             self.dropped += 1
             metrics.USAGE_DROPPED.inc()
             log.error("usage buffer full while Redis is unreachable; dropping the oldest record")
-        self._buffer.append(orjson.dumps(asdict(record)))
+        # orjson encodes the dataclass itself, several times faster than dataclasses.asdict + dumps.
+        self._buffer.append(orjson.dumps(record))
         if not self._wake.is_set():
             self._wake.set()
 
