@@ -153,7 +153,7 @@ class ScalewayClient:
 
     async def instance_pages(self, path: str, key: str, params: Params = ()) -> AsyncIterator[Any]:
         """Each page's `key` (a list, or a map for products) of an Instance listing: page + per_page,
-        the total only in the X-Total-Count header."""
+        the total only in the X-Total-Count header. Pages are read until the total or an empty page."""
         seen = 0
         for page in range(1, _MAX_PAGES + 1):
             paging = [("page", str(page)), ("per_page", str(PAGE_SIZE))]
@@ -161,8 +161,7 @@ class ScalewayClient:
             chunk = _items(reply.data, key, path)
             seen += len(chunk)
             yield chunk
-            total = _int(reply.headers.get("X-Total-Count"))
-            if len(chunk) < PAGE_SIZE or (total is not None and seen >= total):
+            if _last_page(chunk, seen, _int(reply.headers.get("X-Total-Count"))):
                 return
         raise ProviderError(f"Scaleway GET {path}: more than {_MAX_PAGES} pages")
 
@@ -175,8 +174,7 @@ class ScalewayClient:
             chunk = _items(reply.data, key, path)
             seen += len(chunk)
             yield chunk
-            total = _int(reply.data.get("total_count"))
-            if len(chunk) < PAGE_SIZE or (total is not None and seen >= total):
+            if _last_page(chunk, seen, _int(reply.data.get("total_count"))):
                 return
         raise ProviderError(f"Scaleway GET {path}: more than {_MAX_PAGES} pages")
 
@@ -191,6 +189,16 @@ class ScalewayClient:
 
     async def list_counted(self, path: str, key: str, params: Params = ()) -> list[Any]:
         return [item async for chunk in self.counted_pages(path, key, params) for item in chunk]
+
+
+def _last_page(chunk: Any, seen: int, total: int | None) -> bool:
+    if not chunk:
+        return True
+    if total is not None:
+        return seen >= total
+    # No total: a short page is the last. With a total, a short page may only mean the API caps the page
+    # size below what was asked, so the total decides.
+    return len(chunk) < PAGE_SIZE
 
 
 def _decode(raw: bytes) -> Any:
