@@ -32,7 +32,10 @@ QUERY = {
 def usage_window(start: datetime | None, end: datetime | None, now: datetime) -> tuple[datetime, datetime]:
     """The [from, to) window asked for, with defaults, refused when empty or longer than a year."""
     end = end or now
-    start = start or end - DEFAULT_WINDOW
+    try:
+        start = start or end - DEFAULT_WINDOW
+    except OverflowError:
+        raise bad_request("'to' is too early for the default window; send 'from' too.", "to") from None
     if start >= end:
         raise bad_request("'from' must be before 'to'.", "from")
     if end - start > MAX_WINDOW:
