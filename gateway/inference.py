@@ -8,8 +8,8 @@ relay → exactly one usage record, whatever happened.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -29,7 +29,7 @@ from gateway.upstream import (
     UpstreamResponse,
     build_head,
 )
-from gateway.usage import UsageRecord, now_iso
+from gateway.usage import UsageRecord
 from gateway.workers import Worker
 
 # Worker answers that mean "not me, not now": retried once on another worker, as a connect error is.
@@ -79,7 +79,7 @@ class InferenceCall:
         self.request = request
         self.route = route
         self.plane = request.app[PLANE]
-        self.request_id = uuid.uuid4().hex
+        self.request_id = os.urandom(16).hex()
         self.started = time.perf_counter()
         self.worker: Worker | None = None
         self.session: str | None = None
@@ -91,7 +91,7 @@ class InferenceCall:
             raise ApiError(503, "The gateway is shutting down; retry on another instance.", "draining")
         self.principal: Principal = authenticate(self.plane.keys, self.request.headers.get("Authorization"))
         self.record = UsageRecord(
-            request_id=self.request_id, created_at=now_iso(), route=self.route.path, model="-", stream=False,
+            request_id=self.request_id, created_at=time.time(), route=self.route.path, model="-", stream=False,
             api_key_id=self.principal.key_id, organization_id=self.principal.organization_id,
         )  # fmt: skip
         lifecycle.enter()
@@ -144,9 +144,9 @@ class InferenceCall:
             if pinned is not None:
                 worker = workers.eligible(pinned, resolved.model_id, now)
                 if worker is not None:
-                    metrics.AFFINITY.labels("hit").inc()
+                    metrics.affinity("hit").inc()
                     return worker
-                metrics.AFFINITY.labels("failover").inc()
+                metrics.affinity("failover").inc()
                 self.session_moved = True
         worker = workers.pick(resolved.model_id, now)
         if worker is None:
@@ -159,11 +159,11 @@ class InferenceCall:
         try:
             pinned = await self.plane.affinity.lookup(model_id, session)
         except AffinityUnavailable:
-            metrics.AFFINITY.labels("unavailable").inc()
+            metrics.affinity("unavailable").inc()
             return None
         self.session = session
         if pinned is None:
-            metrics.AFFINITY.labels("miss").inc()
+            metrics.affinity("miss").inc()
         return pinned
 
     async def _pin(self, model_id: str, worker: Worker) -> None:
@@ -171,7 +171,7 @@ class InferenceCall:
         try:
             await self.plane.affinity.pin(model_id, self.session, worker.instance_id)
         except AffinityUnavailable:
-            metrics.AFFINITY.labels("unavailable").inc()
+            metrics.affinity("unavailable").inc()
 
     # -- forwarding -----------------------------------------------------------------------------------
 
@@ -187,18 +187,18 @@ class InferenceCall:
             )  # fmt: skip
             head = build_head(b"POST", self.route.path_bytes, worker.address, len(body), extra)
             plane.workers.acquire(worker)
-            metrics.IN_FLIGHT.labels(worker.instance_id).inc()
+            metrics.in_flight(worker.instance_id).inc()
             try:
                 up = await plane.upstream.request(
                     worker.host, worker.port, head, body, first_byte_timeout=self._first_byte_timeout
                 )
             except UpstreamError as exc:
-                metrics.UPSTREAM_ERRORS.labels(_error_kind(exc)).inc()
+                metrics.upstream_errors(_error_kind(exc)).inc()
                 if attempt or not await self._move(resolved):
                     raise _upstream_failed(exc) from None
                 continue
             if up.status in _RETRY_STATUSES and attempt == 0 and await self._move(resolved):
-                metrics.UPSTREAM_ERRORS.labels(f"http_{up.status}").inc()
+                metrics.upstream_errors(f"http_{up.status}").inc()
                 up.close()
                 continue
             return up
@@ -222,7 +222,7 @@ class InferenceCall:
     def _release(self) -> None:
         if self.worker is not None:
             self.plane.workers.release(self.worker)
-            metrics.IN_FLIGHT.labels(self.worker.instance_id).dec()
+            metrics.in_flight(self.worker.instance_id).dec()
 
     @property
     def _first_byte_timeout(self) -> float:
@@ -234,7 +234,7 @@ class InferenceCall:
         try:
             body = await up.read_all()
         except UpstreamError as exc:
-            metrics.UPSTREAM_ERRORS.labels(_error_kind(exc)).inc()
+            metrics.upstream_errors(_error_kind(exc)).inc()
             raise _upstream_failed(exc) from None
         self.record.http_status = up.status
         if up.status == 200:
@@ -266,10 +266,10 @@ class InferenceCall:
         record = self.record
         if outcome.first_byte_at is not None:
             record.ttft_ms = int((outcome.first_byte_at - self.started) * 1000)
-            metrics.TTFT.labels(self.route.path).observe(outcome.first_byte_at - self.started)
+            metrics.ttft(self.route.path).observe(outcome.first_byte_at - self.started)
         if outcome.upstream_error is not None:
             record.status = "upstream_error"
-            metrics.UPSTREAM_ERRORS.labels("stream_cut").inc()
+            metrics.upstream_errors("stream_cut").inc()
         elif outcome.complete:
             record.status = "success"
         # else: cancelled by the client, set by run()
@@ -300,12 +300,12 @@ class InferenceCall:
         self.plane.usage.record(record)
         entry = self.plane.catalog.by_id.get(record.model_id) if record.model_id else None
         model = entry.hf_repo_id if entry is not None else "-"
-        metrics.REQUESTS.labels(self.route.path, model, str(record.http_status or 0)).inc()
-        metrics.LATENCY.labels(self.route.path).observe(elapsed)
+        metrics.requests(self.route.path, model, str(record.http_status or 0)).inc()
+        metrics.latency(self.route.path).observe(elapsed)
         if record.prompt_tokens:
-            metrics.TOKENS.labels(model, "prompt").inc(record.prompt_tokens)
+            metrics.tokens(model, "prompt").inc(record.prompt_tokens)
         if record.completion_tokens:
-            metrics.TOKENS.labels(model, "completion").inc(record.completion_tokens)
+            metrics.tokens(model, "completion").inc(record.completion_tokens)
 
 
 def _no_worker(model: str) -> ApiError:

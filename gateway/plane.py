@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import aiopg
 import redis.asyncio as aioredis
 
+from gateway import metrics
 from gateway.affinity import Affinity
 from gateway.auth import KeyTable
 from gateway.catalog import Catalog
@@ -58,6 +59,7 @@ class DataPlane:
         gone = self.workers.replace(worker_from_row(row) for row in workers)
         for instance_id in gone:
             log.info("worker left the routing table", extra={"instance_id": instance_id})
+            metrics.forget_instance(instance_id)
         self.loaded_at = time.monotonic()
 
     def changed(self) -> None:

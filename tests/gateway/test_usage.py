@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
@@ -17,7 +18,7 @@ from fleet import SMALL, WorkerFactory, insert_ready_instance, new_key
 from redis.exceptions import RedisError
 from tcp_proxy import TcpProxy
 
-from gateway.usage import UsageRecord, UsageRecorder, UsageWriter, now_iso
+from gateway.usage import UsageRecord, UsageRecorder, UsageWriter
 from inventiv import redis_keys
 from inventiv.settings import Settings
 
@@ -45,7 +46,7 @@ async def wait_for(pool: aiopg.Pool, sql: str, expected: Any, timeout_s: float =
 
 def _record(request_id: str, instance_id: str | None, **fields: Any) -> UsageRecord:
     return UsageRecord(
-        request_id=request_id, created_at=now_iso(), route=CHAT, model=SMALL, stream=False,
+        request_id=request_id, created_at=time.time(), route=CHAT, model=SMALL, stream=False,
         instance_id=instance_id, status="success", http_status=200, **fields,
     )  # fmt: skip
 

@@ -5,7 +5,7 @@
 WITH batch AS (
     SELECT *
     FROM jsonb_to_recordset(:records::jsonb) AS r (
-        request_id text, created_at timestamptz, api_key_id uuid, organization_id uuid, instance_id uuid,
+        request_id text, created_at float8, api_key_id uuid, organization_id uuid, instance_id uuid,
         model_id uuid, model text, route text, stream boolean, status text, http_status integer,
         prompt_tokens integer, completion_tokens integer, total_tokens integer, usage_estimated boolean,
         latency_ms integer, ttft_ms integer
@@ -16,8 +16,8 @@ WITH batch AS (
         status, http_status, prompt_tokens, completion_tokens, total_tokens, usage_estimated, latency_ms,
         ttft_ms
     )
-    SELECT request_id, created_at, api_key_id, organization_id, instance_id, model_id, model, route, stream,
-           status, http_status, prompt_tokens, completion_tokens, total_tokens, usage_estimated, latency_ms,
+    SELECT request_id, to_timestamp(created_at), api_key_id, organization_id, instance_id, model_id, model,
+           route, stream, status, http_status, prompt_tokens, completion_tokens, total_tokens, usage_estimated, latency_ms,
            ttft_ms
     FROM batch
     ON CONFLICT (request_id) DO NOTHING
