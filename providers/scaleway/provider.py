@@ -10,6 +10,7 @@ Attach and detach are serialised per server: Scaleway rejects concurrent volume 
 from __future__ import annotations
 
 import asyncio
+import enum
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,24 @@ PERF_IOPS = 5000
 _WAIT_STATES = frozenset({ServerState.STARTING, ServerState.STOPPING, ServerState.LOCKED})
 # Volume states in which a delete must wait (still attached, detaching or busy).
 _NOT_DELETABLE = frozenset({VolumeState.IN_USE, VolumeState.BUSY, VolumeState.CREATING})
+
+
+class Termination(enum.Enum):
+    TERMINATE = "terminate"  # action terminate: the server and its local volumes go, sbs volumes detach
+    DELETE = "delete"  # DELETE a stopped server: every volume stays
+    WAIT = "wait"  # changing state: try again shortly
+    REFUSE = "refuse"  # e.g. stopped in place: the caller must power it on first
+
+
+def termination(server: Server) -> Termination:
+    """How to make this server go away now."""
+    if "terminate" in server.allowed_actions or server.state is ServerState.RUNNING:
+        return Termination.TERMINATE
+    if server.vendor_state == "stopped":
+        return Termination.DELETE
+    if server.state in _WAIT_STATES:
+        return Termination.WAIT
+    return Termination.REFUSE
 
 
 class ScalewayProvider(Provider):
@@ -142,12 +161,13 @@ class ScalewayProvider(Provider):
         server = await self.get_server(zone, server_id)
         if server is None:
             return
+        how = termination(server)
         try:
-            if "terminate" in server.allowed_actions or server.state is ServerState.RUNNING:
+            if how is Termination.TERMINATE:
                 await self.client.request("POST", f"{_servers(zone)}/{server_id}/action", body={"action": "terminate"})
-            elif server.vendor_state == "stopped":
+            elif how is Termination.DELETE:
                 await self.client.request("DELETE", f"{_servers(zone)}/{server_id}")
-            elif server.state in _WAIT_STATES:
+            elif how is Termination.WAIT:
                 raise TransientError(f"Scaleway server {server_id} is {server.vendor_state}; terminate it later")
             else:
                 raise InvalidRequest(

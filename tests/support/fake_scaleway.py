@@ -21,8 +21,8 @@ the server is gone, its l_ssd/scratch volumes deleted and its sbs volumes detach
 (the recorded GPU image plus a few derived ones: `images`). Both pagination styles.
 
 Inspect: `fake.servers`, `fake.volumes` (Block), `fake.local_volumes` (l_ssd/scratch), all dicts of
-API bodies by id; `fake.requests` ((method, path) of every call). `fake.add_scratch_volume(server_id)`
-gives a server a local volume, as the recorded L40S had.
+API bodies by id; `fake.requests` ((method, path) of every call); `fake.injected_errors` (500s
+answered). `fake.add_scratch_volume(server_id)` gives a server a local volume, as the recorded L40S had.
 
 Faults (set them on the object at any time, or as keyword arguments):
 - `error_rate`: fraction of API calls answered 500 before anything happens (seeded: `seed`);
@@ -129,6 +129,7 @@ class FakeScaleway:
         self.images: list[dict[str, Any]] = _derived_images()
         self.image_names: dict[str, str] = {GPU_IMAGE_ID: GPU_IMAGE_NAME}
         self.requests: list[tuple[str, str]] = []
+        self.injected_errors = 0
         self.rng = random.Random(self.seed)
         # server id -> (reads left, monotonic time) until its current transition completes
         self._progress: dict[str, tuple[int, float]] = {}
@@ -481,12 +482,14 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
             status=401,
         )
     if fake.error_rate and fake.rng.random() < fake.error_rate:
+        fake.injected_errors += 1
         return web.json_response({"message": "internal error (injected)", "type": "internal_error"}, status=500)
     try:
         response = await handler(request)
     except ApiError as exc:
         return web.json_response(exc.body, status=exc.status)
     if fake.error_after_rate and fake.rng.random() < fake.error_after_rate:
+        fake.injected_errors += 1
         return web.json_response({"message": "internal error (injected, after)", "type": "internal_error"}, status=500)
     return response
 

@@ -1,0 +1,273 @@
+"""The Scaleway provider end to end against the fake Scaleway API."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+from fake_scaleway import FakeScaleway, run_fake_scaleway
+from scaleway_bodies import GPU_IMAGE_ID, GPU_IMAGE_LABEL
+
+from inventiv.settings import Settings
+from providers.base import (
+    GB,
+    AuthError,
+    Availability,
+    InvalidRequest,
+    NotFound,
+    OutOfStock,
+    QuotaExceeded,
+    Server,
+    ServerSpec,
+    ServerState,
+    TransientError,
+    VolumeState,
+)
+from providers.registry import create_provider
+from providers.scaleway.provider import ScalewayProvider
+
+ZONE = "fr-par-2"
+TAGS = ("inventiv", "instance=11111111-2222-3333-4444-555555555555")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeScaleway]:
+    async with run_fake_scaleway(polls_to_running=2, polls_to_gone=1) as running:
+        yield running
+
+
+@pytest.fixture
+async def provider(fake: FakeScaleway) -> AsyncIterator[ScalewayProvider]:
+    made = create_provider("scaleway", Settings().replace(**fake.settings_changes()))
+    assert isinstance(made, ScalewayProvider)
+    yield made
+    await made.close()
+
+
+def spec(name: str = "inventiv-1", commercial_type: str = "L40S-1-48G", image: str | None = GPU_IMAGE_ID) -> ServerSpec:
+    return ServerSpec(name=name, zone=ZONE, commercial_type=commercial_type, tags=TAGS, image=image)
+
+
+async def until(provider: ScalewayProvider, server_id: str, state: ServerState) -> Server:
+    for _ in range(20):
+        server = await provider.get_server(ZONE, server_id)
+        assert server is not None
+        if server.state is state:
+            return server
+    raise AssertionError(f"server {server_id} never reached {state}")
+
+
+async def until_gone(provider: ScalewayProvider, server_id: str) -> None:
+    for _ in range(20):
+        if await provider.get_server(ZONE, server_id) is None:
+            return
+    raise AssertionError(f"server {server_id} never went away")
+
+
+async def running_server(provider: ScalewayProvider) -> Server:
+    server = await provider.create_server(spec())
+    await provider.power_on(ZONE, server.id)
+    return await until(provider, server.id, ServerState.RUNNING)
+
+
+async def test_create_power_on_and_run(provider: ScalewayProvider, fake: FakeScaleway) -> None:
+    server = await provider.create_server(spec())
+    assert server.state is ServerState.STOPPED and server.tags == TAGS
+    [boot] = server.volumes
+    assert (boot.slot, boot.volume_type, boot.size_bytes) == ("0", "sbs_volume", None)
+    body = next(iter(fake.servers.values()))
+    assert body["image"]["id"] == GPU_IMAGE_ID and body["dynamic_ip_required"] is True
+    assert body["project"] == fake.project_id
+
+    await provider.power_on(ZONE, server.id)
+    starting = await provider.get_server(ZONE, server.id)
+    assert starting is not None and starting.state is ServerState.STARTING and starting.ip_address is None
+    running = await until(provider, server.id, ServerState.RUNNING)
+    assert running.ip_address == "127.0.0.1" and "terminate" in running.allowed_actions
+    await provider.power_on(ZONE, server.id)  # a repeated poweron of a running server is done
+
+
+async def test_server_volumes_get_their_size_from_the_block_api(provider: ScalewayProvider) -> None:
+    server = await provider.create_server(ServerSpec(
+        name="big-root", zone=ZONE, commercial_type="L4-1-24G", tags=TAGS, image=GPU_IMAGE_ID,
+        root_volume_bytes=50 * GB))
+    [boot] = await provider.list_server_volumes(ZONE, server.id)
+    assert (boot.slot, boot.size_bytes, boot.name) == ("0", 50 * GB, "Ubuntu Jammy GPU OS 12 passthrough_sbs_volume_0")
+    with pytest.raises(NotFound):
+        await provider.list_server_volumes(ZONE, "00000000-0000-0000-0000-000000000000")
+
+
+async def test_boot_volume_is_untagged_until_tagged(provider: ScalewayProvider) -> None:
+    server = await provider.create_server(spec())
+    boot_id = server.volumes[0].id
+    assert await provider.list_volumes(ZONE, ["inventiv"]) == []
+    await provider.set_volume_tags(ZONE, boot_id, [*TAGS, "boot"])
+    [tagged] = await provider.list_volumes(ZONE, ["inventiv"])
+    assert (tagged.id, tagged.tags, tagged.state, tagged.server_id) == (
+        boot_id, (*TAGS, "boot"), VolumeState.IN_USE, server.id)
+    with pytest.raises(NotFound):
+        await provider.set_volume_tags(ZONE, "00000000-0000-0000-0000-000000000000", [])
+
+
+async def test_data_volume_create_attach_detach_delete(provider: ScalewayProvider, fake: FakeScaleway) -> None:
+    server = await running_server(provider)
+    volume = await provider.create_volume(ZONE, "inventiv-data", 200 * GB, TAGS)
+    assert (volume.size_bytes, volume.state, volume.volume_type, volume.tags) == (
+        200 * GB, VolumeState.AVAILABLE, "sbs_5k", TAGS)
+    assert fake.volumes[volume.id]["project_id"] == fake.project_id
+
+    await asyncio.gather(provider.attach_volume(ZONE, server.id, volume.id),
+                         provider.attach_volume(ZONE, server.id, volume.id))  # serialised: one attach
+    attached = await provider.list_server_volumes(ZONE, server.id)
+    assert [(v.slot, v.size_bytes) for v in attached] == [("0", 20 * GB), ("1", 200 * GB)]
+    with pytest.raises(TransientError, match="detached"):
+        await provider.delete_volume(ZONE, volume.id)
+
+    await provider.detach_volume(ZONE, server.id, volume.id)
+    await provider.detach_volume(ZONE, server.id, volume.id)  # already detached: done
+    assert [v.slot for v in await provider.list_server_volumes(ZONE, server.id)] == ["0"]
+    await provider.delete_volume(ZONE, volume.id)
+    await provider.delete_volume(ZONE, volume.id)  # gone: done
+    assert await provider.get_volume(ZONE, volume.id) is None
+    with pytest.raises(NotFound):
+        await provider.attach_volume(ZONE, server.id, volume.id)
+
+
+async def test_a_volume_of_another_server_is_refused(provider: ScalewayProvider) -> None:
+    first = await provider.create_server(spec("a"))
+    second = await provider.create_server(spec("b"))
+    volume = await provider.create_volume(ZONE, "data", 10 * GB, [])
+    await provider.attach_volume(ZONE, first.id, volume.id)
+    with pytest.raises(InvalidRequest, match="attached to server"):
+        await provider.attach_volume(ZONE, second.id, volume.id)
+    with pytest.raises(InvalidRequest, match="attached to server"):
+        await provider.detach_volume(ZONE, second.id, volume.id)
+
+
+async def test_terminate_running_leaves_sbs_volumes_detached(provider: ScalewayProvider, fake: FakeScaleway) -> None:
+    server = await running_server(provider)
+    data = await provider.create_volume(ZONE, "data", 200 * GB, TAGS)
+    await provider.attach_volume(ZONE, server.id, data.id)
+    scratch = fake.add_scratch_volume(server.id)
+    await provider.terminate_server(ZONE, server.id)
+    stopping = await provider.get_server(ZONE, server.id)
+    assert stopping is not None and stopping.state is ServerState.STOPPING
+    await provider.terminate_server(ZONE, server.id)  # already terminating: it will go away, wait
+    await until_gone(provider, server.id)
+    await provider.terminate_server(ZONE, server.id)  # gone: done
+
+    assert scratch["id"] not in fake.local_volumes
+    left = {v.id: v for v in await provider.list_volumes(ZONE, [])}
+    assert set(left) == {server.volumes[0].id, data.id}
+    assert all(v.state is VolumeState.AVAILABLE and v.server_id is None for v in left.values())
+    for volume_id in left:
+        await provider.delete_volume(ZONE, volume_id)
+    assert fake.servers == {} and fake.volumes == {}
+
+
+async def test_delete_of_a_stopped_server_leaves_every_volume(provider: ScalewayProvider, fake: FakeScaleway) -> None:
+    server = await provider.create_server(spec())
+    scratch = fake.add_scratch_volume(server.id)
+    await provider.terminate_server(ZONE, server.id)
+    assert await provider.get_server(ZONE, server.id) is None
+    assert ("DELETE", f"/instance/v1/zones/{ZONE}/servers/{server.id}") in fake.requests
+    [boot] = await provider.list_volumes(ZONE, [])
+    assert boot.state is VolumeState.AVAILABLE
+    local = await provider.get_volume(ZONE, scratch["id"])
+    assert local is not None and (local.volume_type, local.state) == ("scratch", VolumeState.AVAILABLE)
+    await provider.delete_volume(ZONE, boot.id)
+    await provider.delete_volume(ZONE, scratch["id"])  # through the Instance API
+    assert fake.volumes == {} and fake.local_volumes == {}
+
+
+async def test_terminate_waits_while_starting(provider: ScalewayProvider) -> None:
+    server = await provider.create_server(spec())
+    await provider.power_on(ZONE, server.id)
+    with pytest.raises(TransientError, match="starting"):
+        await provider.terminate_server(ZONE, server.id)
+
+
+async def test_listing_by_tags_matches_all(provider: ScalewayProvider) -> None:
+    first = await provider.create_server(spec("a"))
+    await provider.create_server(ServerSpec(name="other", zone=ZONE, commercial_type="L4-1-24G", tags=("other",),
+                                            image=GPU_IMAGE_ID))
+    assert [s.id for s in await provider.list_servers(ZONE, list(TAGS))] == [first.id]
+    assert len(await provider.list_servers(ZONE, [])) == 2
+    assert await provider.list_servers("nl-ams-1", []) == []
+
+
+async def test_many_servers_are_listed_across_pages(provider: ScalewayProvider, fake: FakeScaleway) -> None:
+    await asyncio.gather(*(provider.create_server(spec(f"s{i}", "L4-1-24G")) for i in range(105)))
+    assert len(await provider.list_servers(ZONE, ["inventiv"])) == 105
+    volumes = await provider.list_volumes(ZONE, [])
+    assert len(volumes) == 105
+    assert sum(1 for _, path in fake.requests if path == f"/block/v1/zones/{ZONE}/volumes") == 2
+
+
+async def test_faults_become_typed_errors(provider: ScalewayProvider, fake: FakeScaleway) -> None:
+    fake.create_errors["L40S-2-48G"] = "out_of_stock"
+    with pytest.raises(OutOfStock):
+        await provider.create_server(spec(commercial_type="L40S-2-48G"))
+    fake.create_errors["L40S-2-48G"] = "quota"
+    with pytest.raises(QuotaExceeded):
+        await provider.create_server(spec(commercial_type="L40S-2-48G"))
+    fake.volume_create_error = "quota"
+    with pytest.raises(QuotaExceeded):
+        await provider.create_volume(ZONE, "data", 10 * GB, [])
+    server = await provider.create_server(spec("refused"))
+    fake.refuse_poweron.add("refused")
+    with pytest.raises(OutOfStock):
+        await provider.power_on(ZONE, server.id)
+    assert (await provider.get_server(ZONE, server.id)).state is ServerState.STOPPED  # type: ignore[union-attr]
+    with pytest.raises(InvalidRequest):
+        await provider.create_server(spec(commercial_type="GPU-9000"))
+    with pytest.raises(InvalidRequest, match="not compatible"):
+        await provider.create_server(spec(commercial_type="PRO2-XXS"))
+
+
+async def test_random_server_errors_are_retried(provider: ScalewayProvider, fake: FakeScaleway) -> None:
+    server = await provider.create_server(spec())
+    volume = await provider.create_volume(ZONE, "data", 10 * GB, TAGS)
+    fake.error_rate, fake.rng = 0.2, random.Random(1)
+    await provider.power_on(ZONE, server.id)
+    await until(provider, server.id, ServerState.RUNNING)
+    await provider.attach_volume(ZONE, server.id, volume.id)
+    assert len(await provider.list_server_volumes(ZONE, server.id)) == 2
+    await provider.terminate_server(ZONE, server.id)
+    await until_gone(provider, server.id)
+    for left in await provider.list_volumes(ZONE, []):
+        await provider.delete_volume(ZONE, left.id)
+    assert fake.injected_errors > 0
+    assert fake.servers == {} and fake.volumes == {}
+
+
+async def test_a_wrong_key_is_an_auth_error(fake: FakeScaleway) -> None:
+    settings = Settings().replace(**{**fake.settings_changes(), "scw_secret_key": "wrong"})
+    provider = create_provider("scaleway", settings)
+    try:
+        with pytest.raises(AuthError, match="denied_authentication"):
+            await provider.list_servers(ZONE, [])
+    finally:
+        await provider.close()
+
+
+async def test_catalog(provider: ScalewayProvider, fake: FakeScaleway) -> None:
+    assert await provider.needs_boot_image(ZONE, "L40S-1-48G") is True
+    assert await provider.needs_boot_image(ZONE, "RENDER-S") is False
+    assert await provider.resolve_boot_image(ZONE, "L40S-1-48G", [GPU_IMAGE_LABEL]) == GPU_IMAGE_ID
+    assert await provider.resolve_boot_image(ZONE, "L40S-1-48G", ["ubuntu_noble"]) is None
+    fake.availability["L40S-1-48G"] = "shortage"
+    stock = await provider.availability(ZONE)
+    assert len(stock) == len(fake.products)
+    assert stock["L40S-1-48G"] is Availability.SHORTAGE and stock["L4-1-24G"] is Availability.AVAILABLE
+
+
+async def test_create_without_image_resolves_the_default(provider: ScalewayProvider, fake: FakeScaleway) -> None:
+    await provider.create_server(spec(image=None))
+    assert next(iter(fake.servers.values()))["image"]["id"] == GPU_IMAGE_ID
+    fake.images.clear()
+    with pytest.raises(InvalidRequest, match="no boot image for H100-1-80G") as caught:
+        await provider.create_server(spec(commercial_type="H100-1-80G", image=None))
+    assert caught.value.code == "SCW_DISKLESS_BOOT_IMAGE_REQUIRED"
