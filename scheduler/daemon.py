@@ -17,6 +17,7 @@ from scheduler.leader import LeaderLock
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
+Closer = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Daemon:
     settings: Settings
     leader: LeaderLock
     jobs: dict[str, tuple[Job, float]] = field(default_factory=dict)
+    # Run in order on exit, after the jobs stopped: what the jobs opened (passes, providers, sessions).
+    closers: list[Closer] = field(default_factory=list)
     is_leader: bool = False
 
     async def elect(self) -> None:
@@ -45,14 +48,26 @@ class Daemon:
 
         return run
 
+    async def close(self) -> None:
+        for closer in self.closers:
+            try:
+                await closer()
+            except Exception:
+                log.exception("closing the scheduler failed")
+
     def schedule(self, scheduler: AsyncIOScheduler) -> None:
         tick = self.settings.scheduler_tick_s
         scheduler.add_job(self.elect, "interval", seconds=tick, id="elect", max_instances=1, coalesce=True)
         for name, (job, every) in self.jobs.items():
             # Jitter spreads several schedulers' polls; a tenth of the interval keeps the cadence.
             scheduler.add_job(
-                self.guarded(name, job), "interval", seconds=every, jitter=every / 10,
-                id=name, max_instances=1, coalesce=True,
+                self.guarded(name, job),
+                "interval",
+                seconds=every,
+                jitter=every / 10,
+                id=name,
+                max_instances=1,
+                coalesce=True,
             )
 
 
@@ -77,6 +92,7 @@ async def run_daemon(settings: Settings) -> int:
             await stop.wait()
             scheduler.shutdown(wait=False)
         finally:
+            await daemon.close()
             await daemon.leader.release()
             await redis.aclose()
     return 0

@@ -4,12 +4,52 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import aiohttp
 import aiopg
 import redis.asyncio as aioredis
+
+from scheduler.commands import CommandConsumer
+from scheduler.driver import Driver
+from scheduler.health import check_ready_workers
+from scheduler.reconcile import reconcile_volumes
+from scheduler.runtime import ProviderFactory, ProviderSet, Runtime
+from scheduler.sweep import sweep_orphans
 
 if TYPE_CHECKING:
     from scheduler.daemon import Daemon
 
 
-async def register_jobs(daemon: Daemon, pool: aiopg.Pool, redis: aioredis.Redis) -> None:
-    """Register every interval job on the daemon (none yet: provisioning lands with the providers)."""
+async def register_jobs(
+    daemon: Daemon, pool: aiopg.Pool, redis: aioredis.Redis, provider_factory: ProviderFactory | None = None
+) -> Runtime:
+    """Register every interval job on the daemon, and what to close on exit; returns the shared runtime."""
+    settings = daemon.settings
+    rt = Runtime(settings, pool, redis, ProviderSet(settings, provider_factory), aiohttp.ClientSession())
+    driver = Driver(rt)
+    commands = CommandConsumer(rt, driver)
+
+    async def drive() -> None:
+        await driver.start_due()
+
+    async def consume() -> None:
+        await commands.poll()
+
+    async def health() -> None:
+        await check_ready_workers(rt)
+
+    async def reconcile() -> None:
+        await reconcile_volumes(rt)
+
+    async def sweep() -> None:
+        await sweep_orphans(rt)
+
+    daemon.jobs.update(
+        provisioning=(drive, settings.scheduler_tick_s),
+        commands=(consume, settings.scheduler_tick_s),
+        health=(health, settings.health_interval_s),
+        reconcile=(reconcile, settings.reconcile_interval_s),
+        orphan_sweep=(sweep, settings.orphan_sweep_interval_s),
+    )
+    # Passes first (they use the providers), then the providers and the HTTP session.
+    daemon.closers += [driver.close, rt.close]
+    return rt

@@ -1,0 +1,109 @@
+"""The scheduler's command stream: PROVISION and TERMINATE entries, read through a consumer group.
+
+A command only wakes an instance: the pass it triggers reads everything from Postgres, and the interval
+driver finds the same work if a command is lost. An entry is acknowledged once its pass has run (its
+steps are recorded), so a scheduler that dies mid-command leaves it pending, and whoever leads next
+claims it after a while and runs it again, which is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from inventiv import redis_keys
+from scheduler.driver import Driver
+from scheduler.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+COMMAND_TYPES = ("PROVISION", "TERMINATE")
+# Entries read per call: a burst of deployments is handled in one go.
+_BATCH = 64
+# How long one read blocks waiting for a command; below the Redis client's 2 s socket timeout.
+_BLOCK_MS = 1000
+# Pending entries of a consumer silent this long (a dead scheduler) are taken over.
+_RECLAIM_IDLE_MS = 60_000
+
+
+class BadCommand(ValueError):
+    pass
+
+
+def parse_command(fields: dict[Any, Any]) -> tuple[str, str]:
+    """(type, instance id) from a stream entry's fields; BadCommand says what is wrong."""
+    decoded = {_text(k): _text(v) for k, v in fields.items()}
+    kind = decoded.get("type")
+    if kind not in COMMAND_TYPES:
+        raise BadCommand(f"unknown command type {kind!r}")
+    raw_id = decoded.get("instance_id", "")
+    try:
+        return kind, str(uuid.UUID(raw_id))
+    except ValueError:
+        raise BadCommand(f"instance_id {raw_id!r} is not a UUID") from None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class CommandConsumer:
+    def __init__(self, rt: Runtime, driver: Driver, name: str | None = None, block_ms: int = _BLOCK_MS) -> None:
+        self.rt = rt
+        self.driver = driver
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.block_ms = block_ms
+        self.stream = redis_keys.key(rt.settings, redis_keys.SCHEDULER_COMMANDS)
+        self.group = redis_keys.SCHEDULER_GROUP
+        self._group_ready = False
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.rt.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def poll(self) -> int:
+        """Handle what was left pending by a dead consumer, then wait briefly for new commands."""
+        try:
+            if not self._group_ready:
+                await self.ensure_group()
+            handled = await self._handle(await self._reclaimed())
+            response: Any = await self.rt.redis.xreadgroup(
+                self.group, self.name, {self.stream: ">"}, count=_BATCH, block=self.block_ms
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("command stream unavailable", extra={"error": str(exc)})
+            return 0
+        for _stream, entries in response or []:
+            handled += await self._handle(entries)
+        return handled
+
+    async def _reclaimed(self) -> list[tuple[Any, dict[Any, Any]]]:
+        result: Any = await self.rt.redis.xautoclaim(
+            self.stream, self.group, self.name, min_idle_time=_RECLAIM_IDLE_MS, start_id="0-0", count=_BATCH
+        )
+        return [entry for entry in result[1] if entry[1] is not None]
+
+    async def _handle(self, entries: list[tuple[Any, dict[Any, Any]]]) -> int:
+        # One command per instance per batch: a PROVISION then TERMINATE of one instance is one pass.
+        wanted: dict[str, str] = {}
+        for entry_id, fields in entries:
+            try:
+                kind, instance_id = parse_command(fields)
+            except BadCommand as exc:
+                log.warning("ignoring a bad scheduler command", extra={"entry": _text(entry_id), "error": str(exc)})
+                continue
+            wanted[instance_id] = kind
+        await asyncio.gather(*(self.driver.wake(instance_id) for instance_id in wanted))
+        if entries:
+            await self.rt.redis.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+        return len(wanted)

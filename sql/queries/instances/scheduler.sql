@@ -1,0 +1,156 @@
+-- The scheduler's reads and writes of instances. Work is claimed by pushing next_attempt_at past a
+-- lease under FOR UPDATE SKIP LOCKED, so two schedulers never work on one instance at once; every status
+-- transition names the status it leaves, so an operator's DELETE during provisioning is never undone.
+
+-- name: claim-due-instances(lease_s, limit, exclude)
+-- Work left: provisioning, booting, terminating, and failed instances not yet cleaned up.
+UPDATE instances SET next_attempt_at = now() + make_interval(secs => :lease_s::float8)
+WHERE id IN (
+    SELECT id FROM instances
+    WHERE (status IN ('provisioning', 'booting', 'terminating') OR (status = 'failed' AND deleted_at IS NULL))
+      AND next_attempt_at <= now()
+      AND NOT (id = ANY(coalesce(:exclude::uuid[], '{}')))
+    ORDER BY next_attempt_at
+    LIMIT :limit::integer
+    FOR UPDATE SKIP LOCKED)
+RETURNING id;
+
+-- name: claim-instance-now(instance_id, lease_s)$
+-- A command woke this instance: claim it whatever its next_attempt_at (a backoff or an expired lease of
+-- a dead scheduler), unless another transaction holds it.
+UPDATE instances SET next_attempt_at = now() + make_interval(secs => :lease_s::float8)
+WHERE id IN (
+    SELECT id FROM instances
+    WHERE id = :instance_id
+      AND (status IN ('provisioning', 'booting', 'terminating') OR (status = 'failed' AND deleted_at IS NULL))
+    FOR UPDATE SKIP LOCKED)
+RETURNING id;
+
+-- name: get-instance-for-scheduler(instance_id, default_deadline_s)^
+-- Everything a step decides on: the row, its catalog entries, and whether the deadline has passed
+-- (by the database's clock, the one every scheduler shares).
+SELECT i.id, i.status, i.provider_id, p.code AS provider_code, p.is_active AS provider_active,
+       i.zone_id, z.code AS zone_code, z.is_active AS zone_active,
+       i.instance_type_id, t.code AS instance_type_code, t.is_active AS type_active,
+       t.allocation_params, t.worker_port AS type_worker_port,
+       coalesce(itz.is_available, false) AS type_offered_in_zone,
+       i.model_id, m.hf_repo_id AS model_hf_repo_id, m.is_active AS model_active,
+       m.data_volume_gb AS model_data_volume_gb, m.parameter_count AS model_parameter_count,
+       ps.worker_data_volume_gb_default AS provider_data_volume_gb_default,
+       coalesce(ps.boot_image_labels, '{}') AS boot_image_labels,
+       i.provider_instance_id, i.ip_address, i.worker_port, i.data_volume_gb, i.data_volume_delete_on_terminate,
+       i.attempts, i.deleted_at,
+       now() >= coalesce(i.provisioning_deadline_at,
+                         i.created_at + make_interval(secs => :default_deadline_s::float8)) AS deadline_passed
+FROM instances i
+JOIN providers p ON p.id = i.provider_id
+JOIN zones z ON z.id = i.zone_id
+JOIN instance_types t ON t.id = i.instance_type_id
+LEFT JOIN instance_type_zones itz ON itz.instance_type_id = i.instance_type_id AND itz.zone_id = i.zone_id
+LEFT JOIN models m ON m.id = i.model_id
+LEFT JOIN provider_settings ps ON ps.provider_id = i.provider_id
+WHERE i.id = :instance_id;
+
+-- name: set-instance-data-volume-gb(instance_id, data_volume_gb)!
+UPDATE instances SET data_volume_gb = :data_volume_gb::integer, updated_at = now() WHERE id = :instance_id;
+
+-- name: set-instance-worker-token-hash(instance_id, worker_token_hash)!
+UPDATE instances SET worker_token_hash = :worker_token_hash, updated_at = now() WHERE id = :instance_id;
+
+-- name: record-instance-server(instance_id, provider_instance_id, provider_instance_name)!
+-- Written whatever the status: a server created while the operator asked to terminate must be known.
+UPDATE instances
+SET provider_instance_id = :provider_instance_id, provider_instance_name = :provider_instance_name,
+    updated_at = now()
+WHERE id = :instance_id;
+
+-- name: mark-instance-booting(instance_id)!
+UPDATE instances SET status = 'booting', worker_status = 'starting', updated_at = now()
+WHERE id = :instance_id AND status = 'provisioning';
+
+-- name: record-instance-address(instance_id, ip_address, worker_port)!
+UPDATE instances SET ip_address = :ip_address, worker_port = :worker_port::integer, updated_at = now()
+WHERE id = :instance_id AND status = 'booting';
+
+-- name: mark-instance-ready(instance_id, worker_model_id, worker_queue_depth)!
+UPDATE instances
+SET status = 'ready', ready_at = now(), worker_status = 'ready', worker_model_id = :worker_model_id,
+    worker_queue_depth = :worker_queue_depth::integer, worker_last_heartbeat_at = now(),
+    worker_consecutive_failures = 0, attempts = 0, error_code = NULL, error_message = NULL, updated_at = now()
+WHERE id = :instance_id AND status = 'booting';
+
+-- name: mark-instance-failed(instance_id, error_code, error_message)!
+-- Failed instances are then cleaned up by the release steps (deleted_at stays NULL until they are done).
+UPDATE instances
+SET status = 'failed', error_code = :error_code, error_message = :error_message, next_attempt_at = now(),
+    updated_at = now()
+WHERE id = :instance_id AND status IN ('provisioning', 'booting', 'ready');
+
+-- name: record-instance-retry(instance_id, error_code, error_message)!
+-- While provisioning, the last transient error stays visible until the retry (cleared once ready); a
+-- failed instance keeps the error it failed with, whatever its cleanup runs into.
+UPDATE instances
+SET attempts = attempts + 1,
+    error_code = CASE WHEN status IN ('provisioning', 'booting') THEN :error_code ELSE error_code END,
+    error_message = CASE WHEN status IN ('provisioning', 'booting') THEN :error_message ELSE error_message END,
+    updated_at = now()
+WHERE id = :instance_id;
+
+-- name: release-instance-claim(instance_id, status, delay_s)!
+-- Due again after delay_s; at once if the status changed under the pass (a DELETE during provisioning).
+UPDATE instances
+SET next_attempt_at = CASE WHEN status = :status THEN now() + make_interval(secs => :delay_s::float8)
+                           ELSE now() END
+WHERE id = :instance_id;
+
+-- name: finish-instance-release(instance_id)!
+UPDATE instances
+SET deleted_at = now(),
+    status = CASE WHEN status = 'terminating' THEN 'terminated' ELSE status END,
+    terminated_at = CASE WHEN status = 'terminating' THEN now() ELSE terminated_at END,
+    updated_at = now()
+WHERE id = :instance_id AND status IN ('terminating', 'failed') AND deleted_at IS NULL;
+
+-- name: list-instances-to-probe()
+-- Ready workers, polled by the health job (booting ones are polled by their provisioning pass).
+SELECT i.id, i.ip_address, i.worker_port, m.hf_repo_id AS model_hf_repo_id, i.worker_status,
+       i.worker_consecutive_failures,
+       extract(epoch FROM now() - i.worker_last_heartbeat_at)::float8 AS heartbeat_age_s
+FROM instances i
+LEFT JOIN models m ON m.id = i.model_id
+WHERE i.status = 'ready' AND i.ip_address IS NOT NULL AND i.worker_port IS NOT NULL;
+
+-- name: record-worker-probe(instance_id, worker_status, worker_model_id, worker_queue_depth, answered, consecutive_failures)!
+-- A probe that got no answer leaves the model, queue depth and heartbeat as they were.
+UPDATE instances
+SET worker_status = :worker_status,
+    worker_model_id = CASE WHEN :answered::boolean THEN :worker_model_id ELSE worker_model_id END,
+    worker_queue_depth = coalesce(:worker_queue_depth::integer, worker_queue_depth),
+    worker_last_heartbeat_at = CASE WHEN :answered::boolean THEN now() ELSE worker_last_heartbeat_at END,
+    worker_consecutive_failures = :consecutive_failures::integer,
+    updated_at = now()
+WHERE id = :instance_id AND status = 'ready';
+
+-- name: list-instances-to-reconcile()
+SELECT i.id, p.code AS provider_code, z.code AS zone_code, i.provider_instance_id,
+       i.data_volume_delete_on_terminate
+FROM instances i
+JOIN providers p ON p.id = i.provider_id
+JOIN zones z ON z.id = i.zone_id
+WHERE i.status = 'ready' AND i.provider_instance_id IS NOT NULL;
+
+-- name: list-sweep-zones()
+-- Where this deployment may hold resources: every zone an instance was ever placed in, active or not
+-- (it creates nothing anywhere else, and a provider never used needs no credentials to be swept).
+SELECT DISTINCT p.code AS provider_code, z.code AS zone_code
+FROM zones z JOIN providers p ON p.id = z.provider_id
+WHERE EXISTS (SELECT 1 FROM instances i WHERE i.zone_id = z.id)
+ORDER BY 1, 2;
+
+-- name: list-live-instance-resources()
+-- What the sweep must leave alone: live instance rows (cleanup not finished) and their servers.
+SELECT id, provider_instance_id FROM instances WHERE deleted_at IS NULL;
+
+-- name: list-existing-instance-ids(instance_ids)
+-- Which of these ids have a row at all (action_logs may only reference existing instances).
+SELECT id FROM instances WHERE id = ANY(:instance_ids::uuid[]);
