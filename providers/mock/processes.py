@@ -89,7 +89,8 @@ def start_time(pid: int) -> int | None:
 def is_alive(ref: ProcessRef) -> bool:
     child = _children.get(ref.pid)
     if child is not None and child.poll() is not None:
-        del _children[ref.pid]
+        # pop, not del: a stop outside the state lock may have reaped it in another thread meanwhile.
+        _children.pop(ref.pid, None)
         return False
     if not Path("/proc").is_dir():
         return _signal_alive(ref.pid)
