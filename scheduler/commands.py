@@ -54,11 +54,19 @@ def _text(value: Any) -> str:
 
 
 class CommandConsumer:
-    def __init__(self, rt: Runtime, driver: Driver, name: str | None = None, block_ms: int = _BLOCK_MS) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        driver: Driver,
+        name: str | None = None,
+        block_ms: int = _BLOCK_MS,
+        reclaim_idle_ms: int = _RECLAIM_IDLE_MS,
+    ) -> None:
         self.rt = rt
         self.driver = driver
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.block_ms = block_ms
+        self.reclaim_idle_ms = reclaim_idle_ms
         self.stream = redis_keys.key(rt.settings, redis_keys.SCHEDULER_COMMANDS)
         self.group = redis_keys.SCHEDULER_GROUP
         self._group_ready = False
@@ -89,7 +97,7 @@ class CommandConsumer:
 
     async def _reclaimed(self) -> list[tuple[Any, dict[Any, Any]]]:
         result: Any = await self.rt.redis.xautoclaim(
-            self.stream, self.group, self.name, min_idle_time=_RECLAIM_IDLE_MS, start_id="0-0", count=_BATCH
+            self.stream, self.group, self.name, min_idle_time=self.reclaim_idle_ms, start_id="0-0", count=_BATCH
         )
         return [entry for entry in result[1] if entry[1] is not None]
 

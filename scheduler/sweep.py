@@ -147,7 +147,7 @@ async def _delete(rt: Runtime, provider: Provider, zone: str, orphan: Resource, 
         "provider": provider.code,
         "zone": zone,
         "resource_id": orphan.id,
-        "name": orphan.name,
+        "resource_name": orphan.name,
         "tags": list(orphan.tags),
         "dry_run": dry_run,
     }

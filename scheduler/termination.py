@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from providers.base import AttachedVolume, NotFound, Provider, Server, ServerState, Volume, VolumeState
+from providers.base import AttachedVolume, InvalidRequest, NotFound, Provider, Server, ServerState, Volume, VolumeState
 from scheduler import action_log
 from scheduler.lifecycle import ReleaseFacts, ReleaseStep, next_release_step
 from scheduler.naming import data_volume_name, instance_tag, is_ours, resource_tags
@@ -209,10 +209,20 @@ async def _terminate(ctx: _Context, view: _View) -> bool:
     for server in view.servers:
         if server.state is ServerState.STOPPING:
             continue
-        async with action_log.logged(
-            ctx.rt.pool, ctx.work.id, "PROVIDER_TERMINATE", server_id=server.id, server_state=server.state.value
-        ):
-            await ctx.provider.terminate_server(ctx.zone, server.id)
+        try:
+            async with action_log.logged(
+                ctx.rt.pool, ctx.work.id, "PROVIDER_TERMINATE", server_id=server.id, server_state=server.state.value
+            ):
+                await ctx.provider.terminate_server(ctx.zone, server.id)
+        except InvalidRequest:
+            # Some states allow neither terminate nor delete (Scaleway's "stopped in place"): power the
+            # server on, and a later pass terminates it once it runs.
+            if "poweron" not in server.allowed_actions:
+                raise
+            async with action_log.logged(
+                ctx.rt.pool, ctx.work.id, "PROVIDER_START", server_id=server.id, reason="terminate"
+            ):
+                await ctx.provider.power_on(ctx.zone, server.id)
     return True
 
 

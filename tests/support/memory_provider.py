@@ -29,6 +29,7 @@ from providers.base import (
     GB,
     AttachedVolume,
     Availability,
+    InvalidRequest,
     NotFound,
     Provider,
     Server,
@@ -60,6 +61,8 @@ class MemServer:
     extra: dict[str, str]
     state: ServerState = ServerState.STOPPED
     polls_left: int = 0
+    # Scaleway's `stopped in place`: neither terminate nor delete until it runs again.
+    stopped_in_place: bool = False
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -168,6 +171,10 @@ class MemoryProvider(Provider):
         server = self.servers.get(server_id)
         if server is None or server.state is ServerState.STOPPING:
             return
+        if server.stopped_in_place:
+            if server.state is not ServerState.RUNNING:
+                raise InvalidRequest(f"server {server_id} is stopped in place: power it on to terminate it")
+            server.stopped_in_place = False
         if server.state is ServerState.STOPPED:
             self._remove(server, keep_local=True)
         else:
@@ -216,7 +223,8 @@ class MemoryProvider(Provider):
             ip_address=address[0] if address else ("10.0.0.1" if running else None),
             worker_port=address[1] if address else None,
             created_at=server.created_at,
-            vendor_state=server.state.value,
+            vendor_state="stopped in place" if server.stopped_in_place else server.state.value,
+            allowed_actions=("poweron",) if server.state is ServerState.STOPPED else ("terminate",),
         )
 
     # -- volumes ---------------------------------------------------------------------------------------
