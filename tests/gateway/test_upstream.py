@@ -1,0 +1,648 @@
+"""gateway.upstream, the keep-alive client of the gateway -> worker hop, against raw local HTTP servers.
+
+Each server is a few lines of asyncio streams, so a test says byte for byte what the worker sends and
+when it hangs up. Every test runs on asyncio's own loop and on uvloop (the gateway's): the client is a
+bare protocol, and the two loops' transports differ in how they report EOF and pause reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
+
+import pytest
+import uvloop
+
+from gateway import upstream
+from gateway.upstream import (
+    UpstreamClosed,
+    UpstreamConnectError,
+    UpstreamPool,
+    UpstreamProtocolError,
+    UpstreamResponse,
+    UpstreamTimeout,
+    build_head,
+)
+
+HOST = "127.0.0.1"
+PATH = b"/v1/chat/completions"
+# The pool pauses reading at 256 KiB buffered; one socket read (up to 256 KiB on both loops) can
+# overshoot that before the pause takes effect. 1 MiB is a comfortable bound that is still far from
+# the body sizes the backpressure test sends.
+BUFFER_BOUND = 1024 * 1024
+# Bounded polling for what the server sees after the client acts (no fixed sleeps).
+WAIT_S = 5.0
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+def run_on(loop: str, coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` on a new loop of that kind; an error a loop callback swallowed fails the test too."""
+    swallowed: list[str] = []
+
+    def note(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # Only text is kept: holding the exception would keep its frames, and the transports they
+        # reference, alive past the test.
+        swallowed.append(f"{context.get('message')}: {context.get('exception')!r}")
+
+    try:
+        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+            runner.get_loop().set_exception_handler(note)
+            runner.run(coro)
+    finally:
+        # A transport leaked by a failure is reported now, against this test, not a later one.
+        gc.collect()
+    assert not swallowed, f"the event loop swallowed errors: {swallowed}"
+
+
+def on_both_loops(scenario: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[str], None]:
+    @pytest.mark.parametrize("loop", list(LOOPS))
+    def test(loop: str) -> None:
+        run_on(loop, scenario())
+
+    test.__name__ = scenario.__name__
+    test.__doc__ = scenario.__doc__
+    return test
+
+
+Run = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@pytest.fixture(params=list(LOOPS))
+def run(request: pytest.FixtureRequest) -> Run:
+    """Runs a coroutine to the end on each loop in turn (for tests that are parametrized themselves)."""
+
+    def run(coro: Coroutine[Any, Any, None]) -> None:
+        run_on(request.param, coro)
+
+    return run
+
+
+# -- a raw HTTP/1.1 server -------------------------------------------------------------------------
+
+Reader: TypeAlias = asyncio.StreamReader
+Writer: TypeAlias = asyncio.StreamWriter
+Script = Callable[["Server", int, Reader, Writer], Awaitable[None]]
+
+
+class Server:
+    """Runs `script(server, connection_number, reader, writer)` for every connection it accepts."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests: list[tuple[bytes, bytes]] = []
+        self.hangups = 0
+        self.sent = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def __aenter__(self) -> Server:
+        self._server = await asyncio.start_server(self._handle, HOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        # Connections still open end here, before their loop does.
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks)
+
+    async def _handle(self, reader: Reader, writer: Writer) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self.script(self, self.connections, reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            # Cancelled by __aexit__: a handler task must not end cancelled (asyncio's streams report
+            # that as an unhandled error).
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    async def read_request(self, reader: Reader) -> tuple[bytes, bytes] | None:
+        """The next request (head, body), or None when the client hung up."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            match = re.search(rb"(?i)\r\ncontent-length: *(\d+)\r\n", head)
+            body = await reader.readexactly(int(match.group(1)) if match else 0)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.hangups += 1
+            return None
+        self.requests.append((head, body))
+        return head, body
+
+    async def wait_hangup(self, reader: Reader) -> None:
+        """Block until the client drops the connection (EOF or reset)."""
+        try:
+            while await reader.read(65536):
+                pass
+        except ConnectionError:
+            pass
+        self.hangups += 1
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Poll, bounded: the conditions mix what the server saw with the client's state."""
+        async with asyncio.timeout(WAIT_S):
+            while not condition():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+
+
+def reply(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        len(body), extra, body,
+    )
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+async def echo(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+    """A well-behaved keep-alive worker: answers every request with `conn <n>: <body>`."""
+    while (request := await server.read_request(reader)) is not None:
+        writer.write(reply(b"conn %d: %s" % (n, request[1])))
+        await writer.drain()
+
+
+@asynccontextmanager
+async def open_pool() -> AsyncIterator[UpstreamPool]:
+    pool = UpstreamPool(connect_timeout=1.0)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+async def post(pool: UpstreamPool, server: Server, body: bytes = b'{"n":1}', head_s: float = WAIT_S
+               ) -> UpstreamResponse:
+    head = build_head(b"POST", PATH, b"%s:%d" % (HOST.encode(), server.port), len(body))
+    return await pool.request(HOST, server.port, head, body, first_byte_timeout=head_s)
+
+
+async def read_until_error(response: UpstreamResponse) -> tuple[bytes, Exception | None]:
+    """The body bytes read before `read()` raised, and what it raised."""
+    parts = []
+    try:
+        while data := await response.read():
+            parts.append(data)
+    except Exception as exc:
+        return b"".join(parts), exc
+    return b"".join(parts), None
+
+
+# -- keep-alive and body framing -------------------------------------------------------------------
+
+
+@on_both_loops
+async def test_keep_alive_reuses_one_connection() -> None:
+    async with Server(echo) as server, open_pool() as pool:
+        first = await post(pool, server, b'{"n":1}')
+        assert (first.status, await first.read_all(), first.complete) == (200, b'conn 1: {"n":1}', True)
+        second = await post(pool, server, b'{"n":2}')
+        assert await second.read_all() == b'conn 1: {"n":2}'
+        assert server.connections == 1
+        head, body = server.requests[1]
+        assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        assert b"\r\nContent-Length: 7\r\n" in head and body == b'{"n":2}'
+
+
+@on_both_loops
+async def test_large_request_body_arrives_whole() -> None:
+    body = b'{"prompt":"' + b"x" * 100_000 + b'"}'
+    async with Server(echo) as server, open_pool() as pool:
+        response = await post(pool, server, body)
+        assert await response.read_all() == b"conn 1: " + body
+        assert server.requests[0][1] == body
+
+
+async def sse_in_chunks(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+    while await server.read_request(reader) is not None:
+        writer.write(CHUNKED_HEAD)
+        for event in (b"data: 1\n\n", b"data: 2\n\n", b": ping\n\n", b"data: [DONE]\n\n"):
+            writer.write(chunk(event))
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        writer.write(LAST_CHUNK)
+        await writer.drain()
+
+
+@on_both_loops
+async def test_chunked_body_then_the_connection_is_reused() -> None:
+    async with Server(sse_in_chunks) as server, open_pool() as pool:
+        for _ in range(2):
+            response = await post(pool, server)
+            assert response.header(b"transfer-encoding") == b"chunked"
+            assert response.header(b"CONTENT-TYPE") == b"text/event-stream"
+            assert response.header(b"content-length") is None
+            assert await response.read_all() == b"data: 1\n\ndata: 2\n\n: ping\n\ndata: [DONE]\n\n"
+            assert response.complete
+            assert await response.read() == b""
+        assert server.connections == 1
+
+
+async def close_delimited(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+    await server.read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"ok\":")
+    await writer.drain()
+    writer.write(b"true}")
+    await writer.drain()
+
+
+@on_both_loops
+async def test_body_delimited_by_connection_close() -> None:
+    # HTTP/1.1 allows a response with neither Content-Length nor chunked framing: the body ends when
+    # the server closes the connection (RFC 9112, 6.3 rule 8).
+    async with Server(close_delimited) as server, open_pool() as pool:
+        response = await post(pool, server)
+        assert await read_until_error(response) == (b'{"ok":true}', None)
+        assert response.complete
+
+
+# -- connections the server drops ------------------------------------------------------------------
+
+
+async def answer_then_close(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+    """Answers one request as keep-alive, then closes the idle connection (an idle timeout)."""
+    if (request := await server.read_request(reader)) is not None:
+        writer.write(reply(b"conn %d: %s" % (n, request[1])))
+        await writer.drain()
+
+
+@on_both_loops
+async def test_an_idle_connection_closed_by_the_server_is_replaced() -> None:
+    async with Server(answer_then_close) as server, open_pool() as pool:
+        assert await (await post(pool, server)).read_all() == b'conn 1: {"n":1}'
+        await server.until(lambda: server.connections == 1 and server.requests != [])
+        assert await (await post(pool, server)).read_all() == b'conn 2: {"n":1}'
+        assert server.connections == 2
+
+
+async def drop_second_request(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+    """The first connection answers one request, then closes on the next one without a byte of answer:
+    the race of a reused connection against the server's idle timeout."""
+    if n > 1:
+        await echo(server, n, reader, writer)
+        return
+    request = await server.read_request(reader)
+    assert request is not None
+    writer.write(reply(b"conn 1: " + request[1]))
+    await writer.drain()
+    await server.read_request(reader)
+
+
+def test_an_idle_connection_past_its_ttl_is_not_reused(monkeypatch: pytest.MonkeyPatch, run: Run) -> None:
+    # Workers drop idle connections after their own timeout; the pool retires them first.
+    monkeypatch.setattr(upstream, "_IDLE_TTL_S", 0.05)
+
+    async def scenario() -> None:
+        async with Server(echo) as server, open_pool() as pool:
+            await (await post(pool, server)).read_all()
+            await asyncio.sleep(0.1)
+            assert await (await post(pool, server)).read_all() == b'conn 2: {"n":1}'
+            # The retired connection is closed, not just forgotten.
+            await server.until(lambda: server.hangups == 1)
+
+    run(scenario())
+
+
+@on_both_loops
+async def test_a_reused_connection_dropped_before_any_byte_is_retried_on_a_fresh_one() -> None:
+    async with Server(drop_second_request) as server, open_pool() as pool:
+        assert await (await post(pool, server, b'{"n":1}')).read_all() == b'conn 1: {"n":1}'
+        assert await (await post(pool, server, b'{"n":2}')).read_all() == b'conn 2: {"n":2}'
+        assert server.connections == 2
+        # The request reached the server twice: once on the dropped connection, once on the new one.
+        assert [body for _, body in server.requests] == [b'{"n":1}', b'{"n":2}', b'{"n":2}']
+
+
+async def answer_first_only(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+    """Answers the very first request; every later request is read and its connection closed unanswered."""
+    while (request := await server.read_request(reader)) is not None:
+        if len(server.requests) > 1:
+            return
+        writer.write(reply(b"conn %d: %s" % (n, request[1])))
+        await writer.drain()
+
+
+@on_both_loops
+async def test_the_stale_connection_retry_happens_once() -> None:
+    async with Server(answer_first_only) as server, open_pool() as pool:
+        await (await post(pool, server)).read_all()
+        with pytest.raises(UpstreamClosed):
+            await post(pool, server)
+        assert server.connections == 2
+        assert len(server.requests) == 3
+
+
+@on_both_loops
+async def test_a_fresh_connection_dropped_without_an_answer_is_not_retried() -> None:
+    async def drop(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+        await server.read_request(reader)
+
+    async with Server(drop) as server, open_pool() as pool:
+        with pytest.raises(UpstreamClosed) as caught:
+            await post(pool, server)
+        assert isinstance(caught.value, ConnectionResetError)
+        assert server.connections == 1
+
+
+@on_both_loops
+async def test_a_connection_that_dies_after_part_of_the_head_is_not_retried() -> None:
+    async def half_head(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+        while await server.read_request(reader) is not None:
+            if len(server.requests) == 1:
+                writer.write(reply(b"ok"))
+            else:
+                # Part of a response reached us: the worker may have done the work, so no silent retry.
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Le")
+                await writer.drain()
+                return
+
+    async with Server(half_head) as server, open_pool() as pool:
+        await (await post(pool, server)).read_all()
+        with pytest.raises(UpstreamClosed):
+            await post(pool, server)
+        assert (server.connections, len(server.requests)) == (1, 2)
+
+
+@on_both_loops
+async def test_connection_refused() -> None:
+    async with Server(echo) as server:
+        port = server.port
+    head = build_head(b"POST", PATH, b"worker", 2)
+    async with open_pool() as pool:
+        with pytest.raises(UpstreamConnectError) as caught:
+            await pool.request(HOST, port, head, b"{}", first_byte_timeout=1.0)
+    assert isinstance(caught.value, ConnectionError)
+    assert f"{HOST}:{port}" in str(caught.value)
+
+
+# -- timeouts, death mid-body, garbage -------------------------------------------------------------
+
+
+async def silent(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+    """Reads the request, never answers, and notes when the client hangs up."""
+    await server.read_request(reader)
+    await server.wait_hangup(reader)
+
+
+@on_both_loops
+async def test_no_head_within_the_limit_times_out_and_drops_the_connection() -> None:
+    async with Server(silent) as server, open_pool() as pool:
+        with pytest.raises(UpstreamTimeout) as caught:
+            await post(pool, server, head_s=0.1)
+        assert isinstance(caught.value, TimeoutError)
+        # The worker sees the hang-up (vLLM aborts the generation on it).
+        await server.until(lambda: server.hangups == 1)
+
+
+@on_both_loops
+async def test_cancelling_the_wait_for_the_head_drops_the_connection() -> None:
+    async with Server(silent) as server, open_pool() as pool:
+        waiting = asyncio.ensure_future(post(pool, server))
+        await server.until(lambda: len(server.requests) == 1)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await server.until(lambda: server.hangups == 1)
+
+
+@on_both_loops
+async def test_a_stream_that_goes_quiet_times_out_on_read() -> None:
+    async def stall(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+        await server.read_request(reader)
+        writer.write(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
+        await writer.drain()
+        await server.wait_hangup(reader)
+
+    async with Server(stall) as server, open_pool() as pool:
+        response = await post(pool, server)
+        response.watch_idle(0.1)
+        body, error = await read_until_error(response)
+        assert body == b"data: 1\n\n"
+        assert isinstance(error, UpstreamTimeout)
+        await server.until(lambda: server.hangups == 1)
+
+
+
+
+async def dies_mid_body(sent: bytes, received: bytes) -> None:
+    async def die(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+        await server.read_request(reader)
+        writer.write(sent)
+        await writer.drain()
+
+    async with Server(die) as server, open_pool() as pool:
+        response = await post(pool, server)
+        body, error = await read_until_error(response)
+        assert body == received
+        assert isinstance(error, UpstreamClosed)
+        assert not response.complete
+        # The failure stays: a second read raises it again rather than looking like a clean end.
+        with pytest.raises(UpstreamClosed):
+            await response.read()
+
+
+@pytest.mark.parametrize(
+    ("sent", "received"),
+    [
+        (reply(b"0123456789")[:-6], b"0123"),
+        (CHUNKED_HEAD + chunk(b"data: 1\n\n") + chunk(b"data: 2\n\n"), b"data: 1\n\ndata: 2\n\n"),
+        (CHUNKED_HEAD + chunk(b"data: 1\n\n") + b"9\r\ndata:", b"data: 1\n\ndata:"),
+    ],
+    ids=["content-length", "chunked-no-last-chunk", "chunked-cut-mid-chunk"],
+)
+def test_a_server_that_dies_mid_body(sent: bytes, received: bytes, run: Run) -> None:
+    run(dies_mid_body(sent, received))
+
+
+async def malformed_head(garbage: bytes) -> None:
+    async def nonsense(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+        await server.read_request(reader)
+        writer.write(garbage)
+        await writer.drain()
+        await server.wait_hangup(reader)
+
+    async with Server(nonsense) as server, open_pool() as pool:
+        with pytest.raises(UpstreamProtocolError) as caught:
+            await post(pool, server)
+        assert isinstance(caught.value, ValueError)
+        await server.until(lambda: server.hangups == 1)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"SSH-2.0-OpenSSH_9.6\r\n\r\n", b"HTTP/1.1 abc OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"],
+    ids=["not-http", "bad-status", "bad-content-length"],
+)
+def test_a_malformed_head_is_a_protocol_error(garbage: bytes, run: Run) -> None:
+    run(malformed_head(garbage))
+
+
+@on_both_loops
+async def test_a_malformed_chunk_is_a_protocol_error_and_the_connection_is_not_reused() -> None:
+    async def bad_chunk(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+        if n > 1:
+            await echo(server, n, reader, writer)
+            return
+        await server.read_request(reader)
+        writer.write(CHUNKED_HEAD + chunk(b"data: 1\n\n") + b"zz\r\nhello\r\n")
+        await writer.drain()
+        await server.wait_hangup(reader)
+
+    async with Server(bad_chunk) as server, open_pool() as pool:
+        response = await post(pool, server)
+        body, error = await read_until_error(response)
+        assert body == b"data: 1\n\n"
+        assert isinstance(error, UpstreamProtocolError)
+        await server.until(lambda: server.hangups == 1)
+        assert await (await post(pool, server)).read_all() == b'conn 2: {"n":1}'
+
+
+@on_both_loops
+async def test_an_unsolicited_extra_response_does_not_poison_the_pool() -> None:
+    async def double(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+        if n > 1:
+            await echo(server, n, reader, writer)
+            return
+        # One request, two responses in one write: this connection is out of step with its client.
+        request = await server.read_request(reader)
+        assert request is not None
+        writer.write(reply(b"conn 1: " + request[1]) + reply(b"nobody asked"))
+        await writer.drain()
+        await echo(server, n, reader, writer)
+
+    async with Server(double) as server, open_pool() as pool:
+        assert await (await post(pool, server, b"0")).read_all() == b"conn 1: 0"
+        # Two requests at once must each get their own answer, whatever connection they use.
+        answers = await asyncio.gather(post(pool, server, b"1", head_s=1.0), post(pool, server, b"2", head_s=1.0))
+        bodies = [await response.read_all() for response in answers]
+        assert [body.split(b": ")[1] for body in bodies] == [b"1", b"2"]
+
+
+# -- abandoning a response, backpressure -----------------------------------------------------------
+
+
+@on_both_loops
+async def test_close_mid_body_aborts_the_connection() -> None:
+    async def stream(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+        if n > 1:
+            await echo(server, n, reader, writer)
+            return
+        await server.read_request(reader)
+        writer.write(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
+        await writer.drain()
+        await server.wait_hangup(reader)
+
+    async with Server(stream) as server, open_pool() as pool:
+        response = await post(pool, server)
+        assert await response.read() == b"data: 1\n\n"
+        response.close()
+        await server.until(lambda: server.hangups == 1)
+        with pytest.raises(UpstreamClosed):
+            await response.read()
+        assert not response.complete
+        # The abandoned connection is never handed to the next request.
+        assert await (await post(pool, server)).read_all() == b'conn 2: {"n":1}'
+
+
+@on_both_loops
+async def test_close_after_the_end_keeps_the_connection() -> None:
+    async with Server(echo) as server, open_pool() as pool:
+        response = await post(pool, server)
+        await response.read_all()
+        response.close()
+        await (await post(pool, server)).read_all()
+        assert server.connections == 1
+
+
+BIG = 32 * 1024 * 1024
+
+
+async def firehose(server: Server, n: int, reader: Reader, writer: Writer) -> None:
+    """Sends a 32 MiB body as fast as the client lets it (bytes 0..255 repeating, to check order)."""
+    await server.read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG)
+    piece = bytes(range(256)) * 256
+    while server.sent < BIG:
+        writer.write(piece)
+        server.sent += len(piece)
+        await writer.drain()
+
+
+@on_both_loops
+async def test_a_slow_reader_pauses_the_worker_instead_of_buffering() -> None:
+    async with Server(firehose) as server, open_pool() as pool:
+        response = await post(pool, server)
+        # Nobody reads for a while: the client buffer fills up to its mark, then the socket stops being read.
+        await server.until(lambda: response.buffered > 256 * 1024)
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+            assert response.buffered <= BUFFER_BOUND
+        # So the kernel's buffers fill and the worker cannot send the rest.
+        assert server.sent < BIG
+        received = 0
+        pattern = bytes(range(256))
+        while data := await response.read():
+            assert data[:16] == pattern[received % 256 :][:16] or len(data) < 16
+            received += len(data)
+            await asyncio.sleep(0)
+            assert response.buffered <= BUFFER_BOUND
+        assert received == BIG
+        assert response.complete
+
+
+# -- forgetting a worker, closing the pool ---------------------------------------------------------
+
+
+@on_both_loops
+async def test_forget_closes_the_idle_connections_of_that_worker_only() -> None:
+    async with Server(echo) as kept, Server(echo) as gone, open_pool() as pool:
+        await (await post(pool, kept)).read_all()
+        await (await post(pool, gone)).read_all()
+        pool.forget(HOST, gone.port)
+        await gone.until(lambda: gone.hangups == 1)
+        assert await (await post(pool, gone)).read_all() == b'conn 2: {"n":1}'
+        # The other worker's idle connection is still there to reuse.
+        assert await (await post(pool, kept)).read_all() == b'conn 1: {"n":1}'
+        assert kept.hangups == 0
+        pool.forget(HOST, 1)  # a worker the pool never talked to
+
+
+@on_both_loops
+async def test_close_drops_every_idle_connection_and_keeps_none_after() -> None:
+    async with Server(echo) as one, Server(echo) as two, open_pool() as pool:
+        await (await post(pool, one)).read_all()
+        await (await post(pool, two)).read_all()
+        pool.close()
+        await one.until(lambda: one.hangups == 1 and two.hangups == 1)
+        # A request finishing after close() does not park its connection in the closed pool.
+        assert await (await post(pool, one)).read_all() == b'conn 2: {"n":1}'
+        await one.until(lambda: one.hangups == 2)
+
+
+def test_build_head() -> None:
+    head = build_head(b"POST", b"/v1/embeddings", b"10.0.0.5:8000", 42, b"X-Request-Id: r1\r\n")
+    assert head == (
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: 10.0.0.5:8000\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 42\r\nX-Request-Id: r1\r\n\r\n"
+    )
