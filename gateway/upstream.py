@@ -18,6 +18,7 @@ import asyncio
 import socket
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 import httptools
 
@@ -227,8 +228,8 @@ class _Connection(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport implements asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Small SSE events must leave at once, not wait for Nagle's algorithm.
