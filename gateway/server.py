@@ -32,10 +32,22 @@ _BACKLOG = 4096
 def serve(settings: Settings) -> int:
     workers = settings.gateway_workers or os.cpu_count() or 1
     with ensure_services(settings) as resolved:
+        import uvloop
+
+        # One clear line for an unmigrated database, rather than a traceback from every process.
+        uvloop.run(_check_schema(resolved))
         if workers == 1:
             _worker_main(resolved)
             return 0
         return _run_workers(resolved, workers)
+
+
+async def _check_schema(settings: Settings) -> None:
+    from inventiv.services import open_pool
+    from sql.migrate import require_current
+
+    async with open_pool(settings, maxsize=1) as pool:
+        await require_current(pool)
 
 
 def _run_workers(settings: Settings, count: int) -> int:

@@ -97,3 +97,18 @@ async def _apply(cur: aiopg.Cursor, migration: Migration) -> None:
         await cur.execute("ROLLBACK")
         raise
     await cur.execute("COMMIT")
+
+
+async def require_current(pool: aiopg.Pool, directory: Path = MIGRATIONS_DIR) -> None:
+    """Raise MigrationError naming what to run when the schema lags behind the code."""
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        row = await cur.fetchone()
+        done: set[int] = set()
+        if row and row[0]:
+            await cur.execute("SELECT version FROM schema_migrations")
+            done = {version for (version,) in await cur.fetchall()}
+    missing = [m for m in discover(directory) if m.version not in done]
+    if missing:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+        raise MigrationError(f"the database lacks {len(missing)} migration(s) ({names}): run `inventiv migrate`")

@@ -63,3 +63,12 @@ def test_badly_named_migration_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "1_init.sql").write_text("SELECT 1")
     with pytest.raises(MigrationError, match=r"0001_name\.sql"):
         discover(tmp_path)
+
+
+async def test_require_current_names_what_is_missing(db_pool: aiopg.Pool, tmp_path: Path) -> None:
+    from sql.migrate import require_current
+
+    await require_current(db_pool)  # the session database is fully migrated
+    (tmp_path / "9999_later.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match=r"9999_later.*inventiv migrate"):
+        await require_current(db_pool, tmp_path)
