@@ -254,8 +254,15 @@ async def _attach_data_volume(ctx: _Context) -> bool:
         return True
     async with action_log.logged(
         rt.pool, work.id, "PROVIDER_ATTACH_VOLUME", server_id=ctx.server_id, volume_id=volume.id
-    ):
-        await ctx.provider.attach_volume(work.zone_code, ctx.server_id, volume.id)
+    ) as action:
+        try:
+            await ctx.provider.attach_volume(work.zone_code, ctx.server_id, volume.id)
+        except InvalidRequest:
+            # A retried attach whose first reply was lost is refused as "already attached": look.
+            again = await ctx.provider.get_volume(work.zone_code, volume.id)
+            if again is None or again.server_id != ctx.server_id:
+                raise
+            action.metadata["already_attached"] = True
         async with rt.pool.acquire() as conn:
             await queries.instance_volumes.mark_volume_attached(conn, instance_id=work.id, provider_volume_id=volume.id)
     return False

@@ -1,0 +1,218 @@
+"""The scheduler end to end through the real Scaleway provider against the stateful fake Scaleway API.
+
+Health checks reach a real mock worker: the fake gives servers the address 127.0.0.1 and the Scaleway
+types' worker_port is pointed at the worker's port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from fake_scaleway import FakeScaleway, run_fake_scaleway
+from memory_provider import Crash, serve_worker
+
+from inventiv.settings import Settings
+from providers.base import GB, ServerSpec
+from scheduler.driver import Driver
+from scheduler.runtime import ProviderSet, Runtime
+
+ZONE = "fr-par-2"
+L40S = "L40S-1-48G"
+MODEL_7B = "Qwen/Qwen2.5-7B-Instruct"
+TAG = "inventiv"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeScaleway]:
+    async with run_fake_scaleway(polls_to_running=2, polls_to_gone=1) as running:
+        yield running
+
+
+@pytest.fixture
+async def rt(fast_settings: Settings, db_pool: Any, redis: Any, fake: FakeScaleway) -> AsyncIterator[Runtime]:
+    settings = fast_settings.replace(**fake.settings_changes())
+    async with serve_worker(MODEL_7B) as (_, port):
+        async with db_pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "UPDATE instance_types SET worker_port = %s "
+                "WHERE provider_id = (SELECT id FROM providers WHERE code = 'scaleway')",
+                (port,),
+            )
+        # The registry's providers: the real Scaleway provider, pointed at the fake.
+        runtime = Runtime(settings, db_pool, redis, ProviderSet(settings), aiohttp.ClientSession())
+        try:
+            yield runtime
+        finally:
+            await runtime.close()
+
+
+@pytest.fixture
+def scw_instance(make_instance: Any) -> Any:
+    async def make(**kw: Any) -> str:
+        instance_id: str = await make_instance(provider="scaleway", zone=ZONE, instance_type=L40S, **kw)
+        return instance_id
+
+    return make
+
+
+def assert_empty(fake: FakeScaleway) -> None:
+    assert fake.servers == {}, "no server left"
+    assert fake.volumes == {}, "no block volume left"
+    assert fake.local_volumes == {}, "no local volume left"
+
+
+async def test_l40s_resolves_its_image_becomes_ready_and_leaves_nothing(
+    scw_instance: Any, drive: Any, db: Any, fake: FakeScaleway, terminate: Any
+) -> None:
+    instance_id = await scw_instance()
+
+    row = await drive(instance_id, "ready")
+
+    assert row["worker_status"] == "ready" and row["worker_model_id"] == MODEL_7B
+    (params,) = await db.rows("SELECT allocation_params FROM instance_types WHERE code = %s", L40S)
+    image_id = params["allocation_params"]["scaleway"]["boot_image_id"]
+    assert params["allocation_params"]["scaleway"]["boot_image_zone"] == ZONE
+    (server,) = fake.servers.values()
+    assert server["image"]["id"] == image_id and server["state"] == "running"
+    assert server["name"] == f"inventiv-{instance_id[:8]}" and server["tags"] == [TAG, f"instance={instance_id}"]
+    assert await db.storage_sizes_gb(instance_id) == [20, 200]
+    assert all(v["tags"] == [TAG, f"instance={instance_id}"] for v in fake.volumes.values()), "boot volume tagged"
+
+    await terminate(instance_id)
+    await drive(instance_id, "terminated")
+
+    assert_empty(fake)
+
+
+@pytest.mark.parametrize(
+    ("asked", "persistent", "sizes", "left_gb"),
+    [(0, False, [20], []), (500, False, [20, 500], []), (300, True, [20, 300], [300])],
+)
+async def test_data_volume_zero_500_and_persistent(
+    scw_instance: Any, drive: Any, db: Any, fake: FakeScaleway, terminate: Any,
+    asked: int, persistent: bool, sizes: list[int], left_gb: list[int],
+) -> None:  # fmt: skip
+    instance_id = await scw_instance(data_volume_gb=asked, delete_on_terminate=not persistent)
+    await drive(instance_id, "ready")
+    assert await db.storage_sizes_gb(instance_id) == sizes
+
+    await terminate(instance_id)
+    await drive(instance_id, "terminated")
+
+    assert fake.servers == {}
+    assert [v["size"] // GB for v in fake.volumes.values()] == left_gb
+    for volume in fake.volumes.values():
+        assert volume["status"] == "available" and volume["references"] == [], "kept detached"
+    kept = [v for v in await db.volumes(instance_id) if v["deleted_at"] is None]
+    assert [(v["provider_volume_id"], v["detached_at"] is not None) for v in kept] == [
+        (vid, True) for vid in fake.volumes
+    ]
+
+
+async def test_terminate_tracks_and_deletes_volumes_it_never_created(
+    scw_instance: Any, drive: Any, db: Any, fake: FakeScaleway, rt: Runtime, terminate: Any
+) -> None:
+    instance_id = await scw_instance(data_volume_gb=0)
+    row = await drive(instance_id, "ready")
+    server_id = row["provider_instance_id"]
+    scratch = fake.add_scratch_volume(server_id, 100 * GB)
+    provider = rt.providers.get("scaleway")
+    by_hand = await provider.create_volume(ZONE, "attached-by-hand", 50 * GB, ["operator"])
+    await provider.attach_volume(ZONE, server_id, by_hand.id)
+    await terminate(instance_id)
+
+    await drive(instance_id, "terminated")
+
+    assert_empty(fake)
+    tracked = {v["provider_volume_id"]: v for v in await db.volumes(instance_id)}
+    assert {scratch["id"], by_hand.id} <= set(tracked)
+    assert all(v["deleted_at"] is not None for v in tracked.values())
+
+
+async def test_a_crash_between_create_and_record_adopts_the_server(
+    scw_instance: Any, drive: Any, driver: Driver, db: Any, db_pool: Any, fake: FakeScaleway, rt: Runtime
+) -> None:
+    instance_id = await scw_instance()
+    provider = rt.providers.get("scaleway")
+    create = provider.create_server
+
+    async def create_then_die(spec: ServerSpec) -> Any:
+        await create(spec)
+        raise Crash("after create_server")
+
+    provider.create_server = create_then_die  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        await driver._pass(instance_id)
+    provider.create_server = create  # type: ignore[method-assign]
+    async with db_pool.acquire() as conn, conn.cursor() as cur:  # the dead scheduler's lease runs out
+        await cur.execute("UPDATE instances SET next_attempt_at = now() WHERE id = %s", (instance_id,))
+
+    row = await drive(instance_id, "ready")
+
+    assert [(m, p) for m, p in fake.requests if m == "POST" and p.endswith("/servers")] == [
+        ("POST", f"/instance/v1/zones/{ZONE}/servers")
+    ], "created once"
+    assert list(fake.servers) == [row["provider_instance_id"]]
+
+
+async def test_a_server_that_cannot_be_powered_on_is_cleaned_up(
+    scw_instance: Any, drive: Any, db: Any, fake: FakeScaleway
+) -> None:
+    instance_id = await scw_instance()
+    fake.refuse_poweron.add(f"inventiv-{instance_id[:8]}")
+
+    row = await drive(instance_id, "failed")
+
+    assert row["error_code"] == "PROVIDER_OUT_OF_STOCK"
+    assert_empty(fake)
+    start = next(a for a in await db.actions(instance_id) if a["action_type"] == "PROVIDER_START")
+    assert start["status"] == "failed" and start["error_code"] == "PROVIDER_OUT_OF_STOCK"
+
+
+async def test_twenty_instances_created_and_terminated_concurrently_through_random_500s(
+    scw_instance: Any, driver: Driver, db: Any, fake: FakeScaleway, terminate: Any
+) -> None:
+    rng = random.Random(5)
+    sizes: list[int | None] = [None, 0, 100, 500]
+    ids = [await scw_instance(data_volume_gb=rng.choice(sizes), delete_on_terminate=True) for _ in range(20)]
+    fake.error_rate, fake.error_after_rate, fake.rng = 0.1, 0.05, random.Random(7)
+    # Half are terminated while they are still being provisioned, half once they are ready.
+    early, late = ids[:10], ids[10:]
+
+    await run_until(driver, db, lambda rows: all(r["provider_instance_id"] for r in rows.values()), early)
+    for instance_id in early:
+        await terminate(instance_id)
+    await run_until(driver, db, lambda rows: all(r["status"] == "ready" for r in rows.values()), late)
+    for instance_id in late:
+        await terminate(instance_id)
+    await run_until(
+        driver, db, lambda rows: all(r["status"] == "terminated" and r["deleted_at"] for r in rows.values()), ids
+    )
+
+    assert fake.injected_errors > 10, "the fake did fail calls"
+    assert_empty(fake)
+    (count,) = await db.rows(
+        "SELECT count(*) AS n FROM instance_volumes WHERE instance_id = ANY(%s::uuid[]) AND deleted_at IS NULL", ids
+    )
+    assert count["n"] == 0
+    creates = [p for m, p in fake.requests if m == "POST" and p.endswith("/servers")]
+    assert len(creates) >= 20
+
+
+async def run_until(driver: Driver, db: Any, done: Any, ids: list[str], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        await driver.run_due()
+        rows = {i: await db.instance(i) for i in ids}
+        if done(rows):
+            return
+        if time.monotonic() > deadline:
+            lagging = {i: r for i, r in rows.items() if not done({i: r})}
+            raise AssertionError({i: (r["status"], r["error_code"], r["error_message"]) for i, r in lagging.items()})
+        await asyncio.sleep(0.01)
