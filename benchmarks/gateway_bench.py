@@ -1,0 +1,115 @@
+"""Benchmark of the gateway against direct-to-worker and sglang-router, side by side in one run.
+
+    python -m benchmarks.gateway_bench [--quick] [--no-peer] [--reps N] [--json PATH]
+
+Starts its own Postgres database, Redis prefix, mock workers, the gateway (one process, `taskset -c
+1`) and sglang-router (also on CPU 1), then runs (a) non-streaming max RPS, (b) latency at a fixed
+rate, (c) streaming throughput, (d) TTFT with paced streams, (e) memory with 1,000 open streams; every
+answer is compared byte for byte with the worker's. Prints a markdown table and the issue's targets,
+each met or not. See benchmarks/RESULTS.md for a recorded run and how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvloop
+
+from benchmarks import peer, report, scenarios
+from benchmarks.processes import ProcessFailed
+from benchmarks.stack import LOAD_CPU, PROXY_CPU, running_stack, worker_specs
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, one repetition: a smoke run of ~2 minutes")
+    parser.add_argument("--no-peer", action="store_true", help="skip sglang-router (no ratios then)")
+    parser.add_argument("--reps", type=int, help="repetitions of (a)-(d) (default 3, or 1 with --quick)")
+    parser.add_argument("--json", type=Path, help="also write the figures and checks as JSON to this file")
+    return parser
+
+
+def _pin_to_load_cpu() -> None:
+    cpus = os.sched_getaffinity(0)
+    if not {LOAD_CPU, PROXY_CPU} <= cpus:
+        raise SystemExit(f"the benchmark needs CPUs {LOAD_CPU} and {PROXY_CPU}; this process may use {sorted(cpus)}")
+    # The orchestrator and load driver share CPU 0 with the workers; CPU 1 is the proxies' alone.
+    os.sched_setaffinity(0, {LOAD_CPU})
+
+
+def _peer_binary(no_peer: bool) -> Path | None:
+    if no_peer:
+        print(f"{peer.NAME}: skipped (--no-peer); no ratios will be computed", file=sys.stderr)
+        return None
+    try:
+        return peer.ensure_installed()
+    except peer.PeerUnavailable as exc:
+        print(f"{peer.NAME}: skipped, it could not be installed: {exc}", file=sys.stderr)
+        return None
+
+
+async def _run(plan: scenarios.Plan, peer_binary: Path | None, run_dir: Path) -> scenarios.Results:
+    results = scenarios.Results(plan)
+    specs = worker_specs(plan.d_delay_ms, plan.e_delay_ms)
+    started = time.monotonic()
+    async with running_stack(run_dir, specs, peer_binary) as stack:
+        print(f"stack up in {time.monotonic() - started:.0f} s; logs in {run_dir}", file=sys.stderr, flush=True)
+        steps = [
+            ("warm-up", scenarios.warm_up), ("integrity checks", scenarios.check_bodies),
+            ("(a) non-streaming max RPS", scenarios.run_a), ("(b) latency at a fixed rate", scenarios.run_b),
+            ("(c) streaming throughput", scenarios.run_c), ("(d) TTFT, paced streams", scenarios.run_d),
+            ("(e) memory, streams held open", scenarios.run_e),
+        ]  # fmt: skip
+        for title, step in steps:
+            print(f"== {title} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+            await step(stack, results)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    plan = scenarios.QUICK if args.quick else scenarios.FULL
+    if args.reps is not None:
+        if args.reps < 1:
+            raise SystemExit("--reps must be at least 1")
+        plan = dataclasses.replace(plan, reps=args.reps)
+    _pin_to_load_cpu()
+    peer_binary = _peer_binary(args.no_peer)
+    run_dir = Path(tempfile.mkdtemp(prefix="inventiv-bench-"))
+    began = time.monotonic()
+    try:
+        results = uvloop.run(_run(plan, peer_binary, run_dir))
+    except ProcessFailed as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    figures = report.figures(results)
+    checks = report.checks({f.key: f for f in figures}, plan.e_streams)
+    elapsed = time.monotonic() - began
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"\n{stamp}, {elapsed:.0f} s, plan {plan}\n")
+    print(report.render(figures, checks))
+    for name, problem in report.first_problems(results).items():
+        print(f"\nfirst problem through {name}: {problem}")
+    if args.json is not None:
+        payload = {
+            "date": stamp,
+            "elapsed_s": round(elapsed),
+            "plan": dataclasses.asdict(plan),
+            "figures": [dataclasses.asdict(f) for f in figures],
+            "checks": [dataclasses.asdict(c) for c in checks],
+        }
+        args.json.write_text(json.dumps(payload, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
