@@ -80,7 +80,8 @@ class Catalog:
         )
 
     def resolve(self, name: str, principal: Principal) -> Resolved:
-        model = self.by_id.get(name) if _is_uuid(name) else self.by_repo.get(name)
+        # UUIDs are case-insensitive on input; Postgres prints them lower-case.
+        model = self.by_id.get(name.lower()) if _is_uuid(name) else self.by_repo.get(name)
         if model is not None:
             if not model.is_active:
                 raise _unknown(name)

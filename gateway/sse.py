@@ -7,6 +7,7 @@ of a stream over its last bytes.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ import orjson
 # `"usage":null`, which OpenAI repeats in every chunk when usage is asked for, matches neither.
 USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _DATA = b"data:"
+_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n")
 
 
 def has_usage(chunk: bytes) -> bool:
@@ -37,12 +39,14 @@ def split_complete(buffer: bytes) -> tuple[bytes, bytes]:
 
 
 def _events(block: bytes) -> list[bytes]:
-    """Events of a block of complete events, each with its own trailing blank line."""
-    normalised = block.replace(b"\r\n", b"\n") if b"\r" in block else block
-    parts = normalised.split(b"\n\n")
-    events = [p + b"\n\n" for p in parts[:-1]]
-    if parts[-1]:
-        events.append(parts[-1])
+    """Events of a block of complete events, each with its own blank line, bytes kept as they were."""
+    events = []
+    start = 0
+    for match in _BLANK_LINE.finditer(block):
+        events.append(block[start : match.end()])
+        start = match.end()
+    if start < len(block):
+        events.append(block[start:])
     return events
 
 
@@ -94,8 +98,9 @@ def usage_in_tail(tail: bytes) -> dict[str, Any] | None:
         at = tail.rfind(marker)
         if at < 0:
             continue
-        start = tail.rfind(_DATA, 0, at)
-        if start < 0:
+        # The `data:` that starts the line, not one inside the event's text.
+        start = tail.rfind(b"\n", 0, at) + 1
+        if not tail.startswith(_DATA, start):
             continue
         end = tail.find(b"\n", at)
         payload = _usage_of(event_json(tail[start : end if end >= 0 else len(tail)]))

@@ -258,11 +258,22 @@ class _Connection(asyncio.Protocol):
     def _lost(self, exc: Exception | None) -> None:
         self.closed = True
         response, self.response = self.response, None
-        if response is not None:
-            reason = f": {exc}" if exc else ""
-            response._fail(UpstreamClosed(f"the worker closed the connection mid-response{reason}"))
+        if response is None:
+            return
+        if exc is None and response.status and not _delimited(response):
+            # A body with neither Content-Length nor chunked encoding ends when the server closes
+            # the connection (RFC 9112, 6.3): that close is the normal end, not a failure.
+            response._on_complete()
+            return
+        reason = f": {exc}" if exc else ""
+        response._fail(UpstreamClosed(f"the worker closed the connection mid-response{reason}"))
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.response is None:
+            # A second response in the same read, to no request of ours: the stream is out of step.
+            self.abort()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.response is not None:
             self.response.headers.append((name, value))
@@ -278,9 +289,11 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         response, self.response = self.response, None
+        if response is None:
+            self.abort()
+            return
         keep_alive = self.parser.should_keep_alive()
-        if response is not None:
-            response._on_complete()
+        response._on_complete()
         if keep_alive and not self.closed:
             self.resume()
             self._pool._release(self)
@@ -408,6 +421,14 @@ class UpstreamPool:
             for conn in idle:
                 conn.abort()
         self._idle.clear()
+
+
+def _delimited(response: UpstreamResponse) -> bool:
+    """True when the response says where its body ends (Content-Length or chunked)."""
+    if response.header(b"content-length") is not None:
+        return True
+    encoding = response.header(b"transfer-encoding")
+    return encoding is not None and b"chunked" in encoding.lower()
 
 
 def build_head(method: bytes, path: bytes, host: bytes, body_len: int, extra: bytes = b"") -> bytes:
