@@ -3,7 +3,8 @@
 A command only wakes an instance: the pass it triggers reads everything from Postgres, and the interval
 driver finds the same work if a command is lost. An entry is acknowledged once its pass has run (its
 steps are recorded), so a scheduler that dies mid-command leaves it pending, and whoever leads next
-claims it after a while and runs it again, which is harmless.
+claims it after a while and runs it again, which is harmless. Passes run in the background: reading
+the stream never waits on a cloud.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class CommandConsumer:
         self.stream = redis_keys.key(rt.settings, redis_keys.SCHEDULER_COMMANDS)
         self.group = redis_keys.SCHEDULER_GROUP
         self._group_ready = False
+        # Kept referenced until done: the event loop holds only weak references to tasks.
+        self._acks: set[asyncio.Task[None]] = set()
 
     async def ensure_group(self) -> None:
         try:
@@ -102,6 +105,12 @@ class CommandConsumer:
         return [entry for entry in result[1] if entry[1] is not None]
 
     async def _handle(self, entries: list[tuple[Any, dict[Any, Any]]]) -> int:
+        """Start a pass for each commanded instance; the entries are acked once those passes are done.
+
+        The job returns at once, so a slow cloud call never holds up the next read.
+        """
+        if not entries:
+            return 0
         # One command per instance per batch: a PROVISION then TERMINATE of one instance is one pass.
         wanted: dict[str, str] = {}
         for entry_id, fields in entries:
@@ -111,7 +120,24 @@ class CommandConsumer:
                 log.warning("ignoring a bad scheduler command", extra={"entry": _text(entry_id), "error": str(exc)})
                 continue
             wanted[instance_id] = kind
-        await asyncio.gather(*(self.driver.wake(instance_id) for instance_id in wanted))
-        if entries:
-            await self.rt.redis.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+        passes = [task for task in [await self.driver.start(i) for i in wanted] if task is not None]
+        self._acks.add(self._spawn_ack(passes, [entry_id for entry_id, _ in entries]))
         return len(wanted)
+
+    def _spawn_ack(self, passes: list[asyncio.Task[None]], entry_ids: list[Any]) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._ack_after(passes, entry_ids))
+        task.add_done_callback(self._acks.discard)
+        return task
+
+    async def _ack_after(self, passes: list[asyncio.Task[None]], entry_ids: list[Any]) -> None:
+        await asyncio.gather(*passes, return_exceptions=True)
+        try:
+            await self.rt.redis.xack(self.stream, self.group, *entry_ids)
+        except (RedisError, OSError) as exc:
+            # Left pending: taken over again later, which only wakes the instances once more.
+            log.warning("could not ack scheduler commands", extra={"error": str(exc)})
+
+    async def settle(self) -> None:
+        """Wait until every command read so far has been handled and acked."""
+        while self._acks:
+            await asyncio.gather(*list(self._acks))

@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -15,6 +16,10 @@ from inventiv.settings import Settings
 from scheduler.leader import LeaderLock
 
 log = logging.getLogger(__name__)
+
+# On SIGTERM, running jobs get this long to finish before they are cancelled (a cancelled pass resumes
+# on the next leader's claim; the commands job blocks at most a second).
+STOP_GRACE_S = 10.0
 
 Job = Callable[[], Awaitable[None]]
 Closer = Callable[[], Awaitable[None]]
@@ -28,6 +33,7 @@ class Daemon:
     # Run in order on exit, after the jobs stopped: what the jobs opened (passes, providers, sessions).
     closers: list[Closer] = field(default_factory=list)
     is_leader: bool = False
+    _running: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def elect(self) -> None:
         was = self.is_leader
@@ -41,12 +47,22 @@ class Daemon:
         async def run() -> None:
             if not self.is_leader:
                 return
+            task = asyncio.current_task()
+            assert task is not None, "APScheduler runs coroutine jobs as tasks"
+            self._running.add(task)
             try:
                 await job()
             except Exception:
                 log.exception("job failed", extra={"job": name})
+            finally:
+                self._running.discard(task)
 
         return run
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait for the jobs running now to finish (no new ones start once the scheduler is paused)."""
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=timeout_s)
 
     async def close(self) -> None:
         for closer in self.closers:
@@ -90,6 +106,8 @@ async def run_daemon(settings: Settings) -> int:
             scheduler.start()
             log.info("scheduler running", extra={"leader": daemon.is_leader, "jobs": sorted(daemon.jobs)})
             await stop.wait()
+            scheduler.pause()
+            await daemon.drain(STOP_GRACE_S)
             scheduler.shutdown(wait=False)
         finally:
             await daemon.close()

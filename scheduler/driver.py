@@ -64,18 +64,24 @@ class Driver:
         await self.wait(ids)
         return ids
 
-    async def wake(self, instance_id: str) -> bool:
-        """Run a pass on this instance now (a command asked); False if it is busy or has nothing to do."""
+    async def start(self, instance_id: str) -> asyncio.Task[None] | None:
+        """Start a pass on this instance now (a command asked); None if it is busy or has nothing to do."""
         if instance_id in self._running:
-            return False
+            return None
         async with self.rt.pool.acquire() as conn:
             claimed = await queries.instances.claim_instance_now(
                 conn, instance_id=instance_id, lease_s=self.rt.settings.scheduler_lease_s
             )
         if claimed is None:
+            return None
+        return self._spawn(instance_id)
+
+    async def wake(self, instance_id: str) -> bool:
+        """Run a pass on this instance now and wait for it; False if it is busy or has nothing to do."""
+        task = await self.start(instance_id)
+        if task is None:
             return False
-        self._spawn(instance_id)
-        await self.wait([instance_id])
+        await asyncio.gather(task, return_exceptions=True)
         return True
 
     async def wait(self, ids: list[str]) -> None:
@@ -92,10 +98,11 @@ class Driver:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    def _spawn(self, instance_id: str) -> None:
+    def _spawn(self, instance_id: str) -> asyncio.Task[None]:
         task = asyncio.create_task(self._pass(instance_id), name=f"pass-{instance_id}")
         self._running[instance_id] = task
         task.add_done_callback(lambda _: self._running.pop(instance_id, None))
+        return task
 
     async def _pass(self, instance_id: str) -> None:
         token = correlation_id.set(instance_id)

@@ -26,7 +26,8 @@ async def register_jobs(
     settings = daemon.settings
     rt = Runtime(settings, pool, redis, ProviderSet(settings, provider_factory), aiohttp.ClientSession())
     driver = Driver(rt)
-    commands = CommandConsumer(rt, driver)
+    # A read blocks at most half a tick, so the job is done before its next run is due.
+    commands = CommandConsumer(rt, driver, block_ms=max(1, min(1000, int(settings.scheduler_tick_s * 500))))
 
     async def drive() -> None:
         await driver.start_due()
@@ -51,5 +52,5 @@ async def register_jobs(
         orphan_sweep=(sweep, settings.orphan_sweep_interval_s),
     )
     # Passes first (they use the providers), then the providers and the HTTP session.
-    daemon.closers += [driver.close, rt.close]
+    daemon.closers += [driver.close, commands.settle, rt.close]
     return rt

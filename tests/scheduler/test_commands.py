@@ -77,6 +77,7 @@ async def test_a_provision_command_runs_a_pass_then_is_acked(
     await send(redis, rt.settings, "PROVISION", instance_id)
 
     assert await consumer.poll() == 1
+    await consumer.settle()
 
     assert (await db.instance(instance_id))["status"] == "ready"
     assert await pending(redis, consumer) == 0
@@ -95,6 +96,7 @@ async def test_a_terminate_command_cuts_a_backoff_short(
     await send(redis, rt.settings, "TERMINATE", instance_id)
 
     await consumer.poll()
+    await consumer.settle()
 
     row = await db.instance(instance_id)
     assert row["status"] == "terminating", "the pass terminated the server and now waits for the cloud"
@@ -111,6 +113,7 @@ async def test_bad_commands_are_logged_and_acked(
 
     with caplog.at_level(logging.WARNING, logger="scheduler.commands"):
         assert await consumer.poll() == 1
+    await consumer.settle()
 
     assert await pending(redis, consumer) == 0
     assert [r.message for r in caplog.records] == ["ignoring a bad scheduler command"] * 2
@@ -129,6 +132,7 @@ async def test_entries_left_pending_by_a_dead_consumer_are_taken_over(
 
     alive = CommandConsumer(rt, driver, name="alive", block_ms=10, reclaim_idle_ms=0)
     assert await alive.poll() == 1
+    await alive.settle()
 
     assert await pending(redis, alive) == 0
     assert (await db.instance(instance_id))["status"] == "ready"
