@@ -117,6 +117,18 @@ class Settings:
         ):
             if url is not None and not url.startswith(schemes):
                 raise SettingsError(f"{name} must start with {' or '.join(schemes)}")
+        self._validate_scheduler()
+
+    def _validate_scheduler(self) -> None:
+        # A zero interval or timeout would spin or give up at once.
+        for name in _SCHEDULER_DURATIONS:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"INVENTIV_{name.upper()} must be positive, not {getattr(self, name)}")
+        failures, volume_gb = self.worker_health_failures, self.worker_data_volume_gb
+        if failures < 1:
+            raise SettingsError(f"INVENTIV_WORKER_HEALTH_FAILURES must be at least 1, not {failures}")
+        if volume_gb is not None and volume_gb < 0:
+            raise SettingsError(f"WORKER_DATA_VOLUME_GB must be 0 (no data volume) or more, not {volume_gb}")
 
     @property
     def data_path(self) -> Path:
@@ -130,6 +142,13 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+_SCHEDULER_DURATIONS = (
+    "scheduler_tick_s", "health_interval_s", "reconcile_interval_s", "orphan_sweep_interval_s",
+    "provisioning_deadline_s", "health_timeout_s", "scheduler_retry_base_s", "scheduler_retry_max_s",
+    "scheduler_lease_s",
+)  # fmt: skip
 
 
 def _read(env: Mapping[str, str], name: str) -> str | None:

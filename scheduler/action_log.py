@@ -34,6 +34,10 @@ class Action:
         return self.elapsed_before_ms + int((time.monotonic() - self.started) * 1000)
 
 
+# Steps logged as one row across many passes (see open_span); every other open row dies with its pass.
+SPAN_TYPES = ("HEALTH_CHECK", "EXECUTE_TERMINATE", "EXECUTE_CLEANUP")
+
+
 def _json(metadata: dict[str, Any] | None) -> str | None:
     return orjson.dumps(metadata, default=str).decode() if metadata else None
 
@@ -119,4 +123,12 @@ async def record(
             error_message=message,
             metadata=_json(metadata),
             duration_ms=duration_ms,
+        )
+
+
+async def close_interrupted(pool: aiopg.Pool, instance_id: str) -> None:
+    """Fail the step rows a dead pass left open (called as a pass starts, while it owns the instance)."""
+    async with pool.acquire() as conn:
+        await queries.action_logs.close_interrupted_scheduler_actions(
+            conn, instance_id=instance_id, span_types=list(SPAN_TYPES)
         )

@@ -110,6 +110,7 @@ class Driver:
             work = await load_work(self.rt.pool, self.rt.settings, instance_id)
             if work is None:
                 return
+            await action_log.close_interrupted(self.rt.pool, instance_id)
             try:
                 outcome = await _run(self.rt, work)
             except Exception as exc:

@@ -26,7 +26,7 @@ from sql.queries import queries
 
 log = logging.getLogger(__name__)
 
-# The long step each kind of release is logged as, open from its first pass to its last.
+# The long step each kind of release is logged as, open from its first pass to its last (a span type).
 _SPAN = {"terminating": "EXECUTE_TERMINATE", "failed": "EXECUTE_CLEANUP"}
 # Tagged volumes the cloud is already removing are not worth tracking.
 _GOING = (VolumeState.DELETING, VolumeState.DELETED)

@@ -108,7 +108,8 @@ async def test_crash_between_create_and_record_adopts_the_server(
     assert provider.count("create_server") == 1 and len(provider.servers) == 1
     assert row["provider_instance_id"] == next(iter(provider.servers))
     creates = [a for a in await db.actions(instance_id) if a["action_type"] == "PROVIDER_CREATE"]
-    assert creates[-1]["status"] == "success" and creates[-1]["metadata"]["adopted"] is True
+    assert [(a["status"], a["error_code"]) for a in creates] == [("failed", "INTERRUPTED"), ("success", None)]
+    assert creates[-1]["metadata"]["adopted"] is True
     # The token the adopted server was created with is the one whose hash is stored.
     server = next(iter(provider.servers.values()))
     assert hashlib.sha256(server.extra["worker_token"].encode()).hexdigest() == row["worker_token_hash"]

@@ -28,3 +28,12 @@ INSERT INTO action_logs (instance_id, action_type, component, status, error_code
                          duration_ms, completed_at)
 VALUES (:instance_id::uuid, :action_type, 'scheduler', :status, :error_code, :error_message,
         coalesce(:metadata::jsonb, '{}'), :duration_ms::integer, now());
+
+-- name: close-interrupted-scheduler-actions(instance_id, span_types)!
+-- A pass owns its instance (claimed), so a step row still open when the next pass starts belongs to a
+-- scheduler that died during it. Spans (steps that outlive passes) stay open.
+UPDATE action_logs
+SET status = 'failed', error_code = 'INTERRUPTED', error_message = 'the scheduler stopped during this step',
+    completed_at = now()
+WHERE instance_id = :instance_id AND component = 'scheduler' AND status = 'in_progress'
+  AND NOT (action_type = ANY(:span_types::text[]));
