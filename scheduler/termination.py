@@ -13,8 +13,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from providers.base import AttachedVolume, InvalidRequest, NotFound, Provider, Server, ServerState, Volume, VolumeState
+from providers.base import (
+    AttachedVolume,
+    InvalidRequest,
+    NotFound,
+    Provider,
+    ProviderError,
+    Server,
+    ServerState,
+    Volume,
+    VolumeState,
+)
 from scheduler import action_log
 from scheduler.lifecycle import ReleaseFacts, ReleaseStep, next_release_step
 from scheduler.naming import data_volume_name, instance_tag, is_ours, resource_tags
@@ -60,13 +71,23 @@ class _Context:
 
 async def advance(rt: Runtime, work: InstanceWork) -> Pass:
     """Take release steps until the instance must wait for the cloud, or is released."""
-    ctx = _Context(rt, work, rt.providers.get(work.provider_code))
     await action_log.open_span(rt.pool, work.id, _SPAN[work.status])
+    try:
+        provider = rt.providers.get(work.provider_code)
+    except (ProviderError, ValueError) as exc:
+        # No provider object can be made (credentials missing, code unknown), so none created anything,
+        # unless something was recorded: then the cloud must be reached, and this keeps retrying.
+        if work.provider_instance_id is None and not work.live_volumes:
+            return await _finish(rt, work, provider_unavailable=str(exc))
+        raise
+    ctx = _Context(rt, work, provider)
     for _ in range(MAX_STEPS_PER_PASS):
         view = await _observe(ctx)
         step = next_release_step(_facts(ctx, view))
         if step is ReleaseStep.FINISH:
-            return await _finish(ctx)
+            return await _finish(
+                rt, ctx.work, kept_volumes=[v.provider_volume_id for v in ctx.work.live_volumes if _kept(ctx, v)]
+            )
         if step is ReleaseStep.WAIT or await _PERFORM[step](ctx, view):
             return Pass(ctx.work.status, rt.settings.scheduler_tick_s)
         reloaded = await load_work(rt.pool, rt.settings, work.id)
@@ -248,17 +269,15 @@ async def _settle_volumes(ctx: _Context, view: _View) -> bool:
     return False
 
 
-async def _finish(ctx: _Context) -> Pass:
-    rt, work = ctx.rt, ctx.work
+async def _finish(rt: Runtime, work: InstanceWork, **metadata: Any) -> Pass:
     async with rt.pool.acquire() as conn:
         await queries.instances.finish_instance_release(conn, instance_id=work.id)
-    kept = [v.provider_volume_id for v in work.live_volumes if _kept(ctx, v)]
     await action_log.close_span(
         rt.pool, work.id, "HEALTH_CHECK", StepFailed("INSTANCE_RELEASED", "released before its worker was ready")
     )
-    await action_log.close_span(rt.pool, work.id, _SPAN[work.status], kept_volumes=kept)
+    await action_log.close_span(rt.pool, work.id, _SPAN[work.status], **metadata)
     await rt.workers_changed(work.id)
-    log.info("instance released", extra={"instance_id": work.id, "status": work.status, "kept_volumes": kept})
+    log.info("instance released", extra={"instance_id": work.id, "status": work.status, **metadata})
     return Pass("terminated" if work.status == "terminating" else work.status, 0.0)
 
 

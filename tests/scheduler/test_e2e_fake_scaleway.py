@@ -216,3 +216,27 @@ async def run_until(driver: Driver, db: Any, done: Any, ids: list[str], timeout_
             lagging = {i: r for i, r in rows.items() if not done({i: r})}
             raise AssertionError({i: (r["status"], r["error_code"], r["error_message"]) for i, r in lagging.items()})
         await asyncio.sleep(0.01)
+
+
+async def test_without_credentials_the_instance_fails_and_is_released_at_once(
+    fast_settings: Settings, db_pool: Any, redis: Any, scw_instance: Any, db: Any
+) -> None:
+    settings = fast_settings.replace(scw_secret_key=None, scw_default_project_id=None)
+    runtime = Runtime(settings, db_pool, redis, ProviderSet(settings), aiohttp.ClientSession())
+    driver = Driver(runtime)
+    instance_id = await scw_instance()
+    try:
+        for _ in range(20):
+            await driver.run_due()
+            row = await db.instance(instance_id)
+            if row["deleted_at"] is not None:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await driver.close()
+        await runtime.close()
+
+    assert (row["status"], row["error_code"]) == ("failed", "PROVIDER_NOT_CONFIGURED")
+    assert row["deleted_at"] is not None
+    cleanup = next(a for a in await db.actions(instance_id) if a["action_type"] == "EXECUTE_CLEANUP")
+    assert cleanup["status"] == "success" and "provider_unavailable" in cleanup["metadata"]

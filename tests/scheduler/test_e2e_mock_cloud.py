@@ -115,9 +115,11 @@ async def test_a_server_that_cannot_be_powered_on_is_cleaned_up(
 
 
 async def test_the_sweep_removes_what_a_lost_instance_left_in_the_mock_cloud(
-    make_instance: Any, db: Any, rt: Runtime, cloud: MockCloud
+    make_instance: Any, db: Any, db_pool: Any, rt: Runtime, cloud: MockCloud
 ) -> None:
-    await make_instance(model=SMALL)  # puts the zone on the sweep list
+    used = await make_instance(model=SMALL)
+    async with db_pool.acquire() as conn, conn.cursor() as cur:  # it asked for a server in this zone
+        await cur.execute("UPDATE instances SET worker_token_hash = repeat('0', 64) WHERE id = %s", (used,))
     tags = ("inventiv", f"instance={DEAD}")
     server = await cloud.create_server(ServerSpec("inventiv-33333333", ZONE, "MOCK-GPU-S", tags, model=SMALL))
     data = await cloud.create_volume(ZONE, "inventiv-33333333-data", 10 * GB, tags)

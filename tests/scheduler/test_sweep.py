@@ -45,6 +45,13 @@ async def provider() -> AsyncIterator[MemoryProvider]:
         yield MemoryProvider("mock", worker_address=address)
 
 
+async def use_zone(make_instance: Any, db_pool: Any) -> None:
+    """An instance that got as far as asking for a server: its zone is on the sweep list."""
+    instance_id = await make_instance()
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("UPDATE instances SET worker_token_hash = repeat('0', 64) WHERE id = %s", (instance_id,))
+
+
 @pytest.fixture
 def sweep_rt(rt: Any) -> Any:
     rt.settings = rt.settings.replace(orphan_grace_s=0)
@@ -84,9 +91,9 @@ async def test_sweep_deletes_only_our_orphans(
 
 
 async def test_dry_run_only_reports(
-    make_instance: Any, drive: Any, db: Any, sweep_rt: Any, provider: MemoryProvider
+    make_instance: Any, db_pool: Any, db: Any, sweep_rt: Any, provider: MemoryProvider
 ) -> None:
-    await make_instance()  # puts the zone on the sweep list
+    await use_zone(make_instance, db_pool)
     sweep_rt.settings = sweep_rt.settings.replace(orphan_dry_run=True)
     orphan = provider.add_server("local-1", "leftover", ["inventiv"])
 
@@ -123,8 +130,17 @@ async def test_orphans_of_a_known_instance_are_logged_against_it_and_attached_vo
     assert "ORPHAN_SERVER_DELETE" in await db.action_types(instance_id)
 
 
-async def test_the_grace_period_protects_young_resources(make_instance: Any, rt: Any, provider: MemoryProvider) -> None:
-    await make_instance()
+async def test_the_grace_period_protects_young_resources(
+    make_instance: Any, db_pool: Any, rt: Any, provider: MemoryProvider
+) -> None:
+    await use_zone(make_instance, db_pool)
     young = provider.add_server("local-1", "young", ["inventiv"], created_at=datetime.now(UTC))
     assert await sweep_orphans(rt) == []
     assert young.id in provider.servers
+
+
+async def test_zones_never_used_are_not_swept(make_instance: Any, rt: Any, provider: MemoryProvider) -> None:
+    await make_instance()  # never got as far as asking for a server
+    provider.add_server("local-1", "leftover", ["inventiv"])
+    assert await sweep_orphans(rt) == []
+    assert provider.calls == []

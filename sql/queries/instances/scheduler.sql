@@ -140,11 +140,12 @@ JOIN zones z ON z.id = i.zone_id
 WHERE i.status = 'ready' AND i.provider_instance_id IS NOT NULL;
 
 -- name: list-sweep-zones()
--- Where this deployment may hold resources: every zone an instance was ever placed in, active or not
--- (it creates nothing anywhere else, and a provider never used needs no credentials to be swept).
+-- Where this deployment may hold resources: every zone where a server was ever asked for (the worker
+-- token hash is written just before the create call), active or not. It creates nothing anywhere else,
+-- and a provider never reached (no credentials) is never asked.
 SELECT DISTINCT p.code AS provider_code, z.code AS zone_code
 FROM zones z JOIN providers p ON p.id = z.provider_id
-WHERE EXISTS (SELECT 1 FROM instances i WHERE i.zone_id = z.id)
+WHERE EXISTS (SELECT 1 FROM instances i WHERE i.zone_id = z.id AND i.worker_token_hash IS NOT NULL)
 ORDER BY 1, 2;
 
 -- name: list-live-instance-resources()
