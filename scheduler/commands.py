@@ -92,6 +92,8 @@ class CommandConsumer:
                 self.group, self.name, {self.stream: ">"}, count=_BATCH, block=self.block_ms
             )
         except (RedisError, OSError) as exc:
+            # A stream deleted under us (FLUSHALL, a new Redis) loses its group: make it again next time.
+            self._group_ready = self._group_ready and "NOGROUP" not in str(exc)
             log.warning("command stream unavailable", extra={"error": str(exc)})
             return 0
         for _stream, entries in response or []:

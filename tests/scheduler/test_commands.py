@@ -151,3 +151,18 @@ async def test_redis_down_is_a_warning_not_a_crash(rt: Any, driver: Driver, capl
     finally:
         await broken.aclose()
     assert "command stream unavailable" in caplog.text
+
+
+async def test_a_stream_deleted_under_the_consumer_is_made_again(
+    consumer: CommandConsumer, redis: Any, rt: Any, make_instance: Any, db: Any
+) -> None:
+    await consumer.ensure_group()
+    await redis.delete(consumer.stream)
+    assert await consumer.poll() == 0  # NOGROUP: noted
+    instance_id = await make_instance()
+    await consumer.poll()  # the group is made again
+    await send(redis, rt.settings, "PROVISION", instance_id)
+
+    assert await consumer.poll() == 1
+    await consumer.settle()
+    assert await pending(redis, consumer) == 0
