@@ -34,13 +34,18 @@ BODY = {
         "int", nullable=True, minimum=0, maximum=MAX_DATA_VOLUME_GB,
         description="data volume size; null or absent lets the scheduler decide, 0 means none",
     ),
+    "data_volume_delete_on_terminate": FieldSpec(
+        "bool", description="whether terminating the instance deletes its data volume (true) or keeps it detached",
+    ),
 }
+# What an absent optional field means; the OpenAPI document shows the same values.
+DEFAULTS: dict[str, Any] = {"data_volume_gb": None, "data_volume_delete_on_terminate": True}
 
 
 async def create_deployment(request: web.Request) -> web.Response:
     principal = admin(request)
     body = check_body(await read_json_object(request), BODY)
-    body.setdefault("data_volume_gb", None)
+    body = {**DEFAULTS, **body}
     idempotency_key = scoped_idempotency_key(request.headers.get("Idempotency-Key"), principal.organization_id)
     pool = request.app[state.DB]
     instance_id, created = await _insert(pool, request.app[state.SETTINGS].provisioning_deadline_s,
@@ -72,6 +77,7 @@ async def _insert(
             organization_id=principal.organization_id,
             worker_port=instance_type["worker_port"],
             data_volume_gb=body["data_volume_gb"],
+            data_volume_delete_on_terminate=body["data_volume_delete_on_terminate"],
             idempotency_key=idempotency_key,
             deadline_s=deadline_s,
         )

@@ -91,6 +91,13 @@ def _array(kind: str | Schema) -> Schema:
     return {"type": "array", "items": _t(kind) if isinstance(kind, str) else kind}
 
 
+def _with_defaults(schema: Schema, defaults: dict[str, Any]) -> Schema:
+    """A body schema whose optional properties show what their absence means."""
+    for name, value in defaults.items():
+        schema["properties"][name]["default"] = value
+    return schema
+
+
 # Operations --------------------------------------------------------------------------------------
 
 
@@ -128,7 +135,7 @@ def _control_paths() -> dict[str, Schema]:
     return {
         "/deployments": {"post": _op(
             "deployments", "Ask for a GPU instance serving a model", (202, _ref("InstanceDetail")),
-            body=body_schema(deployments.BODY), errors=(400, 401, 403, 404, 409),
+            body=_with_defaults(body_schema(deployments.BODY), deployments.DEFAULTS), errors=(400, 401, 403, 404, 409),
         ) | {"parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                              "schema": {"type": "string", "maxLength": 200},
                              "description": "repeating a key returns the first instance"}]}},
@@ -235,7 +242,8 @@ def _resource_schemas() -> dict[str, Schema]:
         instance_type_code="str", model_id="uuid?", model="str?", provider_instance_id="str?",
         provider_instance_name="str?", ip_address="str?", worker_port="int?", worker_url="str?",
         worker_status="str", worker_model_id="str?", worker_queue_depth="int", worker_last_heartbeat_at="datetime?",
-        worker_consecutive_failures="int", data_volume_gb="int?", error_code="str?", error_message="str?",
+        worker_consecutive_failures="int", data_volume_gb="int?", data_volume_delete_on_terminate="bool",
+        error_code="str?", error_message="str?",
         provisioning_deadline_at="datetime?", created_at="datetime", updated_at="datetime", ready_at="datetime?",
         terminating_at="datetime?", terminated_at="datetime?", storage_count="int",
         storage_sizes_gb=_array("int?"),

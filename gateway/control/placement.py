@@ -54,7 +54,7 @@ def scoped_idempotency_key(header: str | None, organization_id: str) -> str | No
 
 def check_replay(existing: dict[str, Any], requested: dict[str, Any]) -> None:
     """A repeated Idempotency-Key must repeat the request; reusing it for another one is a 409."""
-    for name in ("instance_type_id", "zone_id", "model_id", "data_volume_gb"):
+    for name in ("instance_type_id", "zone_id", "model_id", "data_volume_gb", "data_volume_delete_on_terminate"):
         if _text(existing[name]) != _text(requested.get(name)):
             raise ApiError(409, f"This Idempotency-Key was used for a deployment with another {name}.",
                            "idempotency_key_reused", name)

@@ -2,17 +2,18 @@
 -- worker token hash is never selected here. Visibility: an admin key sees its organization's
 -- instances and those with no organization (see gateway/control/access.py).
 
--- name: insert-requested-instance(provider_id, zone_id, instance_type_id, model_id, organization_id, worker_port, data_volume_gb, idempotency_key, deadline_s)^
+-- name: insert-requested-instance(provider_id, zone_id, instance_type_id, model_id, organization_id, worker_port, data_volume_gb, data_volume_delete_on_terminate, idempotency_key, deadline_s)^
 -- A repeated idempotency key inserts nothing and returns no row: the caller then reads the first one.
 INSERT INTO instances (provider_id, zone_id, instance_type_id, model_id, organization_id, status, worker_port,
-                       data_volume_gb, idempotency_key, provisioning_deadline_at)
+                       data_volume_gb, data_volume_delete_on_terminate, idempotency_key, provisioning_deadline_at)
 VALUES (:provider_id, :zone_id, :instance_type_id, :model_id, :organization_id, 'provisioning', :worker_port,
-        :data_volume_gb, :idempotency_key, now() + make_interval(secs => :deadline_s::float8))
+        :data_volume_gb, :data_volume_delete_on_terminate, :idempotency_key,
+        now() + make_interval(secs => :deadline_s::float8))
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id;
 
 -- name: get-instance-request-by-idempotency-key(idempotency_key)^
-SELECT id, instance_type_id, zone_id, model_id, data_volume_gb
+SELECT id, instance_type_id, zone_id, model_id, data_volume_gb, data_volume_delete_on_terminate
 FROM instances WHERE idempotency_key = :idempotency_key;
 
 -- name: get-visible-instance(instance_id, organization_id)^
@@ -20,8 +21,8 @@ SELECT i.id, i.status, i.organization_id, i.provider_id, p.code AS provider_code
        i.instance_type_id, t.code AS instance_type_code, i.model_id, m.hf_repo_id AS model_hf_repo_id,
        i.provider_instance_id, i.provider_instance_name, i.ip_address, i.worker_port, i.worker_status,
        i.worker_model_id, i.worker_queue_depth, i.worker_last_heartbeat_at, i.worker_consecutive_failures,
-       i.data_volume_gb, i.error_code, i.error_message, i.provisioning_deadline_at, i.created_at, i.updated_at,
-       i.ready_at, i.terminating_at, i.terminated_at
+       i.data_volume_gb, i.data_volume_delete_on_terminate, i.error_code, i.error_message, i.provisioning_deadline_at,
+       i.created_at, i.updated_at, i.ready_at, i.terminating_at, i.terminated_at
 FROM instances i
 JOIN providers p ON p.id = i.provider_id
 JOIN zones z ON z.id = i.zone_id
@@ -36,8 +37,8 @@ SELECT i.id, i.status, i.organization_id, i.provider_id, p.code AS provider_code
        i.instance_type_id, t.code AS instance_type_code, i.model_id, m.hf_repo_id AS model_hf_repo_id,
        i.provider_instance_id, i.provider_instance_name, i.ip_address, i.worker_port, i.worker_status,
        i.worker_model_id, i.worker_queue_depth, i.worker_last_heartbeat_at, i.worker_consecutive_failures,
-       i.data_volume_gb, i.error_code, i.error_message, i.provisioning_deadline_at, i.created_at, i.updated_at,
-       i.ready_at, i.terminating_at, i.terminated_at
+       i.data_volume_gb, i.data_volume_delete_on_terminate, i.error_code, i.error_message, i.provisioning_deadline_at,
+       i.created_at, i.updated_at, i.ready_at, i.terminating_at, i.terminated_at
 FROM instances i
 JOIN providers p ON p.id = i.provider_id
 JOIN zones z ON z.id = i.zone_id

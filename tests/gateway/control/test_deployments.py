@@ -33,6 +33,21 @@ async def test_deployment_writes_instance_log_and_command(api: Api) -> None:
     assert commands[0]["requested_at"]
 
 
+async def test_data_volume_is_deleted_on_terminate_unless_asked_otherwise(api: Api) -> None:
+    _, kept = await api.call("POST", "/deployments", json=api.deployment(data_volume_delete_on_terminate=False),
+                             expect=202)
+    _, default = await api.call("POST", "/deployments", json=api.deployment(), expect=202)
+    assert (kept["data_volume_delete_on_terminate"], default["data_volume_delete_on_terminate"]) == (False, True)
+    rows = await api.sql("SELECT id::text, data_volume_delete_on_terminate FROM instances")
+    assert dict(rows) == {kept["id"]: False, default["id"]: True}
+    assert (await api.get(f"/instances/{kept['id']}"))["data_volume_delete_on_terminate"] is False
+    listed = {i["id"]: i["data_volume_delete_on_terminate"] for i in (await api.get("/instances"))["data"]}
+    assert listed == {kept["id"]: False, default["id"]: True}
+    logs = await api.sql("SELECT metadata->>'data_volume_delete_on_terminate' FROM action_logs"
+                         " WHERE instance_id = %(i)s", {"i": kept["id"]})
+    assert logs == [("false",)]
+
+
 async def test_deadline_follows_the_setting(api: Api) -> None:
     _, body = await api.call("POST", "/deployments", json=api.deployment(), expect=202)
     rows = await api.sql("SELECT provisioning_deadline_at - created_at FROM instances WHERE id = %(i)s",
@@ -73,6 +88,19 @@ async def test_reusing_an_idempotency_key_for_another_request_is_a_conflict(api:
     assert body["error"]["code"] == "idempotency_key_reused"
 
 
+async def test_replaying_with_another_delete_on_terminate_is_a_conflict(api: Api) -> None:
+    headers = {"Idempotency-Key": "keep"}
+    keep = api.deployment(data_volume_delete_on_terminate=False)
+    _, first = await api.call("POST", "/deployments", json=keep, headers=headers, expect=202)
+    _, again = await api.call("POST", "/deployments", json=keep, headers=headers, expect=202)
+    assert again["id"] == first["id"]
+    for other in (api.deployment(), api.deployment(data_volume_delete_on_terminate=True)):
+        _, body = await api.call("POST", "/deployments", json=other, headers=headers, expect=409)
+        assert (body["error"]["code"], body["error"]["param"]) == ("idempotency_key_reused",
+                                                                   "data_volume_delete_on_terminate")
+    assert (await api.sql("SELECT count(*) FROM instances"))[0][0] == 1
+
+
 @pytest.mark.parametrize(
     ("change", "status", "param"),
     [
@@ -84,6 +112,9 @@ async def test_reusing_an_idempotency_key_for_another_request_is_a_conflict(api:
         ({"data_volume_gb": -1}, 400, "data_volume_gb"),
         ({"data_volume_gb": "big"}, 400, "data_volume_gb"),
         ({"data_volume_gb": 10**12}, 400, "data_volume_gb"),
+        ({"data_volume_delete_on_terminate": "false"}, 400, "data_volume_delete_on_terminate"),
+        ({"data_volume_delete_on_terminate": 0}, 400, "data_volume_delete_on_terminate"),
+        ({"data_volume_delete_on_terminate": None}, 400, "data_volume_delete_on_terminate"),
         ({"gpu": 2}, 400, "gpu"),
     ],
 )

@@ -58,6 +58,12 @@ async def test_request_schemas_come_from_the_enforced_specs(api: Api) -> None:
     assert deployment["additionalProperties"] is False
     assert set(deployment["required"]) == {"instance_type_id", "zone_id", "model_id"}
     assert deployment["properties"]["data_volume_gb"]["minimum"] == 0
+    keep = deployment["properties"]["data_volume_delete_on_terminate"]
+    assert (keep["type"], keep["default"]) == ("boolean", True)
+    assert deployment["properties"]["data_volume_gb"]["default"] is None
+    instance = document["components"]["schemas"]["Instance"]
+    assert instance["properties"]["data_volume_delete_on_terminate"] == {"type": "boolean"}
+    assert "data_volume_delete_on_terminate" in instance["required"]
     params = {p["name"] for p in document["paths"]["/instances"]["get"]["parameters"]}
     assert params == {"status", "model", "provider", "zone", "limit", "cursor"}
     schemas = document["components"]["schemas"]

@@ -53,9 +53,25 @@ def test_idempotency_keys_are_scoped_to_the_organization() -> None:
         assert caught.value.param == "Idempotency-Key"
 
 
-def test_a_replay_must_repeat_the_request() -> None:
-    existing = {"id": "i", "instance_type_id": "t", "zone_id": "z", "model_id": "m", "data_volume_gb": None}
-    check_replay(existing, {"instance_type_id": "t", "zone_id": "z", "model_id": "m", "data_volume_gb": None})
+_REQUEST = {"instance_type_id": "t", "zone_id": "z", "model_id": "m", "data_volume_gb": None,
+            "data_volume_delete_on_terminate": True}
+
+
+def test_a_replay_repeating_the_request_passes() -> None:
+    check_replay({"id": "i", **_REQUEST}, dict(_REQUEST))
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"instance_type_id": "t2"}, "instance_type_id"),
+        ({"zone_id": "z2"}, "zone_id"),
+        ({"model_id": "m2"}, "model_id"),
+        ({"data_volume_gb": 50}, "data_volume_gb"),
+        ({"data_volume_delete_on_terminate": False}, "data_volume_delete_on_terminate"),
+    ],
+)
+def test_a_replay_must_repeat_the_request(change: dict[str, Any], param: str) -> None:
     with pytest.raises(ApiError) as caught:
-        check_replay(existing, {"instance_type_id": "t", "zone_id": "z", "model_id": "m", "data_volume_gb": 50})
-    assert (caught.value.status, caught.value.param) == (409, "data_volume_gb")
+        check_replay({"id": "i", **_REQUEST}, {**_REQUEST, **change})
+    assert (caught.value.status, caught.value.param, caught.value.code) == (409, param, "idempotency_key_reused")
