@@ -117,6 +117,8 @@ def figures(results: Results) -> list[Figure]:
                  lambda r: _ms(percentile(r.load.latencies_s, 50))),
         _per_run(results, "b", f"(b) latency p99 ms at {plan.rate:.0f} req/s", "b_p99",
                  lambda r: _ms(percentile(r.load.latencies_s, 99))),
+        _per_run(results, "b", f"(b) proxy CPU ms per request at {plan.rate:.0f} req/s", "b_cpu_ms",
+                 cpu_ms_per_request, 3, ratio=True),
         _per_run(results, "c", f"(c) streamed chunks/s ({chunks} per stream)", "c_chunks_s",
                  lambda r: _rate(r.load.ok * chunks, r.load.wall_s), 0),
         _per_run(results, "c", "(c) proxy CPU ms per 1,000 chunks", "c_cpu_ms_1k",

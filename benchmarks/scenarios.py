@@ -183,14 +183,23 @@ async def measure(target: Target, run: Callable[[], Awaitable[LoadResult]]) -> M
     )
 
 
-def _rotated(targets: list[Target], rep: int) -> list[Target]:
-    shift = rep % len(targets)
-    return targets[shift:] + targets[:shift]
+# One measured run: the scenario it counts for, where the load goes, and how it is made.
+Entry = tuple[str, Target, RunFor]
 
 
-async def _repeat(results: Results, scenario: str, targets: list[Target], run_for: RunFor) -> None:
+def rotated(entries: list[Entry], rep: int) -> list[Entry]:
+    """The entries starting one further along each repetition, so no target always runs first."""
+    shift = rep % len(entries)
+    return entries[shift:] + entries[:shift]
+
+
+def _each(scenario: str, targets: list[Target], run_for: RunFor) -> list[Entry]:
+    return [(scenario, target, run_for) for target in targets]
+
+
+async def _repeat(results: Results, entries: list[Entry]) -> None:
     for rep in range(results.plan.reps):
-        for target in _rotated(targets, rep):
+        for scenario, target, run_for in rotated(entries, rep):
             measured = await measure(target, run_for(target))
             results.add(scenario, target.name, measured)
             load = measured.load
@@ -268,22 +277,23 @@ async def check_bodies(stack: Stack, results: Results) -> None:
 async def run_a(stack: Stack, results: Results) -> None:
     """(a) Non-streaming, `concurrency` connections back to back: max RPS and CPU per request.
 
-    Then the gateway alone without a session header, which shows what session affinity costs."""
+    Interleaved with it, the gateway without a session header: what session affinity costs."""
     plan = results.plan
     body = chat_body(stack.specs["fast"].model, stream=False)
-    for scenario, session, targets in (
-        ("a", "bench-a", stack.targets("fast")),
-        ("a_no_session", None, [t for t in stack.targets("fast") if t.name == GATEWAY]),
-    ):
-        load = await make_load(stack, "fast", body, session)
-        await _repeat(results, scenario, targets, _closed(load, plan.concurrency, plan.a_duration_s))
+    with_session = await make_load(stack, "fast", body, "bench-a")
+    without = await make_load(stack, "fast", body, None)
+    gateway = [t for t in stack.targets("fast") if t.name == GATEWAY]
+    await _repeat(results, [
+        *_each("a", stack.targets("fast"), _closed(with_session, plan.concurrency, plan.a_duration_s)),
+        *_each("a_no_session", gateway, _closed(without, plan.concurrency, plan.a_duration_s)),
+    ])  # fmt: skip
 
 
 async def run_b(stack: Stack, results: Results) -> None:
     """(b) Non-streaming at a fixed offered rate: latency percentiles, direct against each proxy."""
     plan = results.plan
     load = await make_load(stack, "fast", chat_body(stack.specs["fast"].model, stream=False), "bench-b")
-    await _repeat(results, "b", stack.targets("fast"), _open(load, plan.rate, plan.b_duration_s))
+    await _repeat(results, _each("b", stack.targets("fast"), _open(load, plan.rate, plan.b_duration_s)))
 
 
 async def run_c(stack: Stack, results: Results) -> None:
@@ -294,7 +304,7 @@ async def run_c(stack: Stack, results: Results) -> None:
     plan = results.plan
     body = chat_body(stack.specs["fast"].model, stream=True, max_tokens=plan.chunks)
     load = await make_load(stack, "fast", body, "bench-c")
-    await _repeat(results, "c", stack.targets("fast"), _closed(load, plan.concurrency, plan.c_duration_s))
+    await _repeat(results, _each("c", stack.targets("fast"), _closed(load, plan.concurrency, plan.c_duration_s)))
 
 
 async def run_d(stack: Stack, results: Results) -> None:
@@ -304,7 +314,8 @@ async def run_d(stack: Stack, results: Results) -> None:
     load = await make_load(stack, "paced", body, "bench-d")
     # Starts spread over one stream's length, so the chunks of different streams do not tick together.
     stagger_s = plan.chunks * plan.d_delay_ms / 1000
-    await _repeat(results, "d", stack.targets("paced"), _closed(load, plan.d_streams, plan.d_duration_s, stagger_s))
+    run_for = _closed(load, plan.d_streams, plan.d_duration_s, stagger_s)
+    await _repeat(results, _each("d", stack.targets("paced"), run_for))
 
 
 async def run_e(stack: Stack, results: Results) -> None:
