@@ -26,8 +26,9 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+# `make bench BENCH_ARGS=--quick` for a smoke run; see benchmarks/RESULTS.md.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.gateway_bench
+	$(BIN)/python -m benchmarks.gateway_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -86,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     peer_binary = _peer_binary(args.no_peer)
     run_dir = Path(tempfile.mkdtemp(prefix="inventiv-bench-"))
     began = time.monotonic()
+    # Other work on this machine shows here first: compare it between runs before their figures.
+    load_before = os.getloadavg()
     try:
         results = uvloop.run(_run(plan, peer_binary, run_dir))
     except ProcessFailed as exc:
@@ -95,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks = report.checks({f.key: f for f in figures}, plan.e_streams)
     elapsed = time.monotonic() - began
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"\n{stamp}, {elapsed:.0f} s, plan {plan}\n")
+    load_after = os.getloadavg()
+    print(f"\n{stamp}, {elapsed:.0f} s, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    print(f"plan {plan}\n")
     print(report.render(figures, checks))
     for name, problem in report.first_problems(results).items():
         print(f"\nfirst problem through {name}: {problem}")
@@ -103,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = {
             "date": stamp,
             "elapsed_s": round(elapsed),
+            "load_average": [load_before[0], load_after[0]],
             "plan": dataclasses.asdict(plan),
             "figures": [dataclasses.asdict(f) for f in figures],
             "checks": [dataclasses.asdict(c) for c in checks],
