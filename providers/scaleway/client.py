@@ -4,7 +4,9 @@ Scaleway's own Python SDK blocks the event loop (it calls `requests`), so this i
 Retries: 429, 5xx and connection errors, with capped exponential backoff and jitter, honouring
 `Retry-After`. A request that may have been carried out (a 5xx or a broken connection after sending)
 is retried only when repeating it is harmless: creates are not, so their caller decides (the scheduler
-looks for the server by tag before creating again). The delays go through an injectable `sleep`.
+looks for the server by tag before creating again). A repeat of a call that did run may be refused
+(attach: "already attached"); the provider reads the resource again to tell that from a real refusal.
+The delays go through an injectable `sleep`.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ runs and deletes l_ssd/scratch volumes but only detaches sbs ones; a stopped ser
 `DELETE`, which leaves every volume behind; sbs entries in a server body carry no size (the Block API
 has it); the root volume is slot "0" whatever its boot flag; a gone resource answers 404.
 Attach and detach are serialised per server: Scaleway rejects concurrent volume changes of one server.
+The client repeats attach, detach and terminate after a 5xx; when the first call went through and only
+its reply was lost, the repeat is refused (400). Each of them then reads the volume or server again and
+counts the change as done when that state shows it, whatever the refusal's message says.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ PERF_IOPS = 5000
 _WAIT_STATES = frozenset({ServerState.STARTING, ServerState.STOPPING, ServerState.LOCKED})
 # Volume states in which a delete must wait (still attached, detaching or busy).
 _NOT_DELETABLE = frozenset({VolumeState.IN_USE, VolumeState.BUSY, VolumeState.CREATING})
+# Block volume reference statuses that mean an attach to that server was accepted; any other status
+# (detaching, detached) or no reference at all means a detach was.
+_ATTACHED_REFERENCES = frozenset({"attaching", "attached"})
 
 
 class Termination(enum.Enum):
@@ -58,6 +64,26 @@ def termination(server: Server) -> Termination:
     if server.state in _WAIT_STATES:
         return Termination.WAIT
     return Termination.REFUSE
+
+
+def terminate_accepted(server_body: dict[str, Any] | None) -> bool:
+    """Whether a server read after a refused terminate shows that an earlier terminate went through:
+    it is gone, or stopping on its way out (recorded: `stopping` / `terminating`, no actions left)."""
+    if server_body is None:
+        return True
+    return server_body.get("state") == "stopping" and server_body.get("state_detail") == "terminating"
+
+
+def attached_to(volume_body: dict[str, Any] | None, server_id: str) -> bool:
+    """Whether a Block volume is attached, or attaching, to this server (detaching counts as detached)."""
+    for ref in (volume_body or {}).get("references") or ():
+        if (
+            ref.get("product_resource_type") == "instance_server"
+            and ref.get("product_resource_id") == server_id
+            and ref.get("status") in _ATTACHED_REFERENCES
+        ):
+            return True
+    return False
 
 
 class ScalewayProvider(Provider):
@@ -164,7 +190,7 @@ class ScalewayProvider(Provider):
         how = termination(server)
         try:
             if how is Termination.TERMINATE:
-                await self.client.request("POST", f"{_servers(zone)}/{server_id}/action", body={"action": "terminate"})
+                await self._terminate_action(zone, server_id)
             elif how is Termination.DELETE:
                 await self.client.request("DELETE", f"{_servers(zone)}/{server_id}")
             elif how is Termination.WAIT:
@@ -176,6 +202,15 @@ class ScalewayProvider(Provider):
                 )
         except NotFound:
             return
+
+    async def _terminate_action(self, zone: str, server_id: str) -> None:
+        try:
+            await self.client.request("POST", f"{_servers(zone)}/{server_id}/action", body={"action": "terminate"})
+        except InvalidRequest:
+            # A retried terminate whose first reply was lost is refused ("server should be running"):
+            # the server itself says whether the first one went through.
+            if not terminate_accepted(await self._server_body(zone, server_id)):
+                raise
 
     # -- volumes -----------------------------------------------------------------------------------
 
@@ -219,11 +254,16 @@ class ScalewayProvider(Provider):
         return mapping.volume_from_instance_body(reply.data["volume"])
 
     async def _block_volume(self, zone: str, volume_id: str) -> Volume | None:
+        body = await self._block_volume_body(zone, volume_id)
+        return None if body is None else mapping.volume_from_body(body)
+
+    async def _block_volume_body(self, zone: str, volume_id: str) -> dict[str, Any] | None:
         try:
             reply = await self.client.request("GET", f"{_volumes(zone)}/{volume_id}")
         except NotFound:
             return None
-        return mapping.volume_from_body(reply.data)
+        volume: dict[str, Any] = reply.data
+        return volume
 
     async def list_volumes(self, zone: str, tags: Sequence[str]) -> list[Volume]:
         params = [("project_id", self.project_id), *(("tags", tag) for tag in tags)]
@@ -239,11 +279,17 @@ class ScalewayProvider(Provider):
                 return
             if volume.server_id is not None:
                 raise InvalidRequest(f"Scaleway volume {volume_id} is attached to server {volume.server_id}")
-            await self.client.request(
-                "POST",
-                f"{_servers(zone)}/{server_id}/attach-volume",
-                body={"volume_id": volume_id, "volume_type": SBS_VOLUME},
-            )
+            try:
+                await self.client.request(
+                    "POST",
+                    f"{_servers(zone)}/{server_id}/attach-volume",
+                    body={"volume_id": volume_id, "volume_type": SBS_VOLUME},
+                )
+            except InvalidRequest:
+                # A retried attach whose first reply was lost is refused ("already attached"): the
+                # volume says whether it is attached to this server now.
+                if not attached_to(await self._block_volume_body(zone, volume_id), server_id):
+                    raise
 
     async def detach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
         async with self._lock(server_id):
@@ -258,6 +304,11 @@ class ScalewayProvider(Provider):
                 )
             except NotFound:
                 return
+            except InvalidRequest:
+                # A retried detach whose first reply was lost is refused ("volume is not attached"):
+                # detaching or detached, the volume is no longer this server's.
+                if attached_to(await self._block_volume_body(zone, volume_id), server_id):
+                    raise
 
     async def delete_volume(self, zone: str, volume_id: str) -> None:
         volume = await self._block_volume(zone, volume_id)

@@ -27,6 +27,8 @@ answered). `fake.add_scratch_volume(server_id)` gives a server a local volume, a
 Faults (set them on the object at any time, or as keyword arguments):
 - `error_rate`: fraction of API calls answered 500 before anything happens (seeded: `seed`);
   `error_after_rate`: fraction answered 500 after the change was made (a lost reply);
+  `fault_paths`: path suffixes (e.g. "/attach-volume", "/action") those two rates are limited to;
+  empty: every call. A lost reply's retry then meets the changed state, as on the real API;
 - `refuse_poweron`: server ids or names whose poweron is refused (`poweron_error`: "out_of_stock",
   "quota" or "invalid");
 - `create_errors`: commercial type -> "out_of_stock" or "quota" on server create;
@@ -113,6 +115,7 @@ class FakeScaleway:
     polls_to_gone: int = 1
     error_rate: float = 0.0
     error_after_rate: float = 0.0
+    fault_paths: tuple[str, ...] = ()
     seed: int = 0
     refuse_poweron: set[str] = field(default_factory=set)
     poweron_error: str = "out_of_stock"
@@ -481,14 +484,15 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
              "type": "denied_authentication"},
             status=401,
         )
-    if fake.error_rate and fake.rng.random() < fake.error_rate:
+    faulty = not fake.fault_paths or request.path.endswith(fake.fault_paths)
+    if faulty and fake.error_rate and fake.rng.random() < fake.error_rate:
         fake.injected_errors += 1
         return web.json_response({"message": "internal error (injected)", "type": "internal_error"}, status=500)
     try:
         response = await handler(request)
     except ApiError as exc:
         return web.json_response(exc.body, status=exc.status)
-    if fake.error_after_rate and fake.rng.random() < fake.error_after_rate:
+    if faulty and fake.error_after_rate and fake.rng.random() < fake.error_after_rate:
         fake.injected_errors += 1
         return web.json_response({"message": "internal error (injected, after)", "type": "internal_error"}, status=500)
     return response

@@ -90,6 +90,17 @@ async def test_a_lost_reply_still_made_the_change(http: aiohttp.ClientSession, f
     assert status == 500 and len(fake.volumes) == 1 and fake.injected_errors == 1
 
 
+async def test_faults_can_be_limited_to_some_paths(http: aiohttp.ClientSession, fake: FakeScaleway) -> None:
+    fake.error_rate, fake.error_after_rate, fake.fault_paths = 1.0, 1.0, ("/action",)
+    status, body = await call(http, "POST", VOLUMES, {"name": "v", "project_id": fake.project_id,
+                                                      "from_empty": {"size": 10**10}})
+    assert status == 200 and fake.volumes == {body["id"]: body} and fake.injected_errors == 0
+    server = await create(http)
+    status, _ = await call(http, "POST", f"{SERVERS}/{server['id']}/action", {"action": "poweron"})
+    assert status == 500 and fake.injected_errors == 1
+    assert fake.servers[server["id"]]["state"] == "stopped", "refused before the change"
+
+
 async def test_running_after_some_time(fake: FakeScaleway, http: aiohttp.ClientSession) -> None:
     fake.polls_to_running, fake.seconds_to_running = 1000, 0.05
     server = await create(http)

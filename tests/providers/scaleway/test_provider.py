@@ -243,6 +243,60 @@ async def test_random_server_errors_are_retried(provider: ScalewayProvider, fake
     assert fake.servers == {} and fake.volumes == {}
 
 
+LOSSY = ("/attach-volume", "/detach-volume", "/action")
+
+
+async def test_lost_replies_of_attach_detach_and_terminate_count_as_done(
+    provider: ScalewayProvider, fake: FakeScaleway
+) -> None:
+    server = await running_server(provider)
+    volume = await provider.create_volume(ZONE, "data", 10 * GB, TAGS)
+    # Every reply of these calls is lost after the change is made; the retry meets the changed state.
+    fake.error_after_rate, fake.fault_paths, fake.polls_to_gone = 1.0, LOSSY, 3
+    start = len(fake.requests)
+
+    await provider.attach_volume(ZONE, server.id, volume.id)
+    assert [v.id for v in await provider.list_server_volumes(ZONE, server.id)] == [server.volumes[0].id, volume.id]
+    await provider.detach_volume(ZONE, server.id, volume.id)
+    assert (await provider.get_volume(ZONE, volume.id)).server_id is None  # type: ignore[union-attr]
+    await provider.terminate_server(ZONE, server.id)
+    assert fake.servers[server.id]["state_detail"] == "terminating"
+
+    base = f"/instance/v1/zones/{ZONE}/servers/{server.id}"
+    tries = [p for m, p in fake.requests[start:] if m == "POST" and p.startswith(base)]
+    assert tries == [f"{base}/attach-volume"] * 2 + [f"{base}/detach-volume"] * 2 + [f"{base}/action"] * 2
+    assert fake.injected_errors == 3
+    await until_gone(provider, server.id)
+
+
+async def test_a_retried_terminate_that_finds_the_server_gone_is_done(
+    provider: ScalewayProvider, fake: FakeScaleway
+) -> None:
+    server = await running_server(provider)
+    fake.error_after_rate, fake.fault_paths, fake.polls_to_gone = 1.0, LOSSY, 1
+    await provider.terminate_server(ZONE, server.id)
+    assert fake.servers == {}
+
+
+async def test_random_lost_replies_never_fail_attach_detach_or_terminate(
+    provider: ScalewayProvider, fake: FakeScaleway
+) -> None:
+    servers = [await running_server(provider) for _ in range(3)]
+    volumes = [await provider.create_volume(ZONE, f"data-{i}", 10 * GB, TAGS) for i in range(6)]
+    fake.error_after_rate, fake.fault_paths, fake.rng = 0.5, LOSSY, random.Random(3)
+    for i, volume in enumerate(volumes):
+        await provider.attach_volume(ZONE, servers[i % 3].id, volume.id)
+    for i, volume in enumerate(volumes[:3]):
+        await provider.detach_volume(ZONE, servers[i % 3].id, volume.id)
+    for server in servers:
+        await provider.terminate_server(ZONE, server.id)
+        await until_gone(provider, server.id)
+    assert fake.injected_errors >= 3, "some replies were lost"
+    left = await provider.list_volumes(ZONE, [])
+    assert {v.id for v in volumes} <= {v.id for v in left}
+    assert all(v.server_id is None for v in left)
+
+
 async def test_a_wrong_key_is_an_auth_error(fake: FakeScaleway) -> None:
     settings = Settings().replace(**{**fake.settings_changes(), "scw_secret_key": "wrong"})
     provider = create_provider("scaleway", settings)
