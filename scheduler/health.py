@@ -7,14 +7,15 @@ requests. One that stops answering keeps its traffic for a blip, loses it after 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from scheduler.fanout import fan_out
 from scheduler.runtime import Runtime
 from sql.queries import fetch_all, queries
 
@@ -121,13 +122,7 @@ async def check_ready_workers(rt: Runtime) -> int:
     """Probe every ready instance's worker once and record the result; returns how many were probed."""
     async with rt.pool.acquire() as conn:
         rows = await fetch_all(queries.instances.list_instances_to_probe(conn))
-    limit = asyncio.Semaphore(_CONCURRENT_PROBES)
-
-    async def one(row: dict[str, Any]) -> None:
-        async with limit:
-            await _check(rt, row)
-
-    await asyncio.gather(*(one(row) for row in rows))
+    await fan_out(rows, partial(_check, rt), limit=_CONCURRENT_PROBES)
     return len(rows)
 
 

@@ -23,6 +23,7 @@ from scheduler.lifecycle import BootingFacts, ProvisioningFacts, Step, next_boot
 from scheduler.naming import data_volume_name, instance_tag, is_ours, resource_tags, server_name
 from scheduler.retry import StepFailed
 from scheduler.runtime import Runtime
+from scheduler.tracking import track_volume
 from scheduler.validation import validation_error
 from scheduler.work import MAX_STEPS_PER_PASS, PROVISIONING_STATUSES, InstanceWork, Pass, load_work
 from sql.queries import queries
@@ -192,18 +193,7 @@ async def _discover_volumes(ctx: _Context) -> bool:
         async with rt.pool.acquire() as conn:
             for volume in attached:
                 # Volumes that came with the server (root, local scratch) go with it.
-                await queries.instance_volumes.track_volume(
-                    conn,
-                    instance_id=work.id,
-                    provider_volume_id=volume.id,
-                    name=volume.name,
-                    volume_type=volume.volume_type,
-                    size_bytes=volume.size_bytes,
-                    slot=volume.slot,
-                    is_boot=volume.is_root,
-                    delete_on_terminate=True,
-                    attached=True,
-                )
+                await track_volume(conn, work.id, volume, delete_on_terminate=True)
         action.metadata["volumes"] = [
             {"id": v.id, "slot": v.slot, "type": v.volume_type, "size_bytes": v.size_bytes} for v in attached
         ]
@@ -222,18 +212,7 @@ async def _create_data_volume(ctx: _Context) -> bool:
             existing[0] if existing else await ctx.provider.create_volume(work.zone_code, name, size_gb * GB, ctx.tags)
         )
         async with rt.pool.acquire() as conn:
-            await queries.instance_volumes.track_volume(
-                conn,
-                instance_id=work.id,
-                provider_volume_id=volume.id,
-                name=name,
-                volume_type=volume.volume_type,
-                size_bytes=volume.size_bytes,
-                slot=None,
-                is_boot=False,
-                delete_on_terminate=work.data_volume_delete_on_terminate,
-                attached=False,
-            )
+            await track_volume(conn, work.id, volume, delete_on_terminate=work.data_volume_delete_on_terminate)
         action.metadata.update(volume_id=volume.id, adopted=bool(existing))
     return False
 

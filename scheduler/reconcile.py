@@ -7,15 +7,17 @@ volume any more. A ready instance whose server vanished is failed (and so releas
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from functools import partial
 from typing import Any
 
 from providers.base import Provider, ProviderError
 from scheduler import action_log
 from scheduler.driver import fail_instance
+from scheduler.fanout import fan_out
 from scheduler.retry import StepFailed
 from scheduler.runtime import Runtime
+from scheduler.tracking import track_volume
 from scheduler.volumes import TrackedVolume, delete_on_terminate_for, untracked, vanished
 from sql.queries import fetch_all, queries
 
@@ -29,20 +31,19 @@ async def reconcile_volumes(rt: Runtime) -> int:
     """Reconcile every ready instance; returns how many changes were recorded."""
     async with rt.pool.acquire() as conn:
         rows = await fetch_all(queries.instances.list_instances_to_reconcile(conn))
-    limit = asyncio.Semaphore(_CONCURRENT)
+    return sum(await fan_out(rows, partial(_reconcile_or_skip, rt), limit=_CONCURRENT))
 
-    async def one(row: dict[str, Any]) -> int:
-        async with limit:
-            try:
-                return await _reconcile(rt, row)
-            except ProviderError as exc:
-                log.warning(
-                    "reconciliation skipped an instance",
-                    extra={"instance_id": row["id"], "error_code": exc.code, "error": exc.message},
-                )
-                return 0
 
-    return sum(await asyncio.gather(*(one(row) for row in rows)))
+async def _reconcile_or_skip(rt: Runtime, row: dict[str, Any]) -> int:
+    # One instance's cloud trouble must not stop the others from being reconciled.
+    try:
+        return await _reconcile(rt, row)
+    except ProviderError as exc:
+        log.warning(
+            "reconciliation skipped an instance",
+            extra={"instance_id": row["id"], "error_code": exc.code, "error": exc.message},
+        )
+        return 0
 
 
 async def _reconcile(rt: Runtime, row: dict[str, Any]) -> int:
@@ -62,18 +63,7 @@ async def _reconcile(rt: Runtime, row: dict[str, Any]) -> int:
     for volume in untracked(tracked, attached):
         delete = delete_on_terminate_for(volume, row["data_volume_delete_on_terminate"])
         async with rt.pool.acquire() as conn:
-            await queries.instance_volumes.track_volume(
-                conn,
-                instance_id=instance_id,
-                provider_volume_id=volume.id,
-                name=volume.name,
-                volume_type=volume.volume_type,
-                size_bytes=volume.size_bytes,
-                slot=volume.slot,
-                is_boot=volume.is_root,
-                delete_on_terminate=delete,
-                attached=True,
-            )
+            await track_volume(conn, instance_id, volume, delete_on_terminate=delete)
         await action_log.record(
             rt.pool,
             instance_id,

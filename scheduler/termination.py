@@ -31,6 +31,7 @@ from scheduler.lifecycle import ReleaseFacts, ReleaseStep, next_release_step
 from scheduler.naming import data_volume_name, instance_tag, is_ours, resource_tags
 from scheduler.retry import StepFailed
 from scheduler.runtime import Runtime
+from scheduler.tracking import track_volume
 from scheduler.volumes import TrackedVolume, VolumeAction, delete_on_terminate_for, release_action, untracked
 from scheduler.work import MAX_STEPS_PER_PASS, InstanceWork, Pass, load_work
 from sql.queries import queries
@@ -182,34 +183,14 @@ async def _track_volumes(ctx: _Context, view: _View) -> bool:
         ctx.rt.pool.acquire() as conn,
     ):
         for a in view.untracked_attached:
-            await queries.instance_volumes.track_volume(
-                conn,
-                instance_id=work.id,
-                provider_volume_id=a.id,
-                name=a.name,
-                volume_type=a.volume_type,
-                size_bytes=a.size_bytes,
-                slot=a.slot,
-                is_boot=a.is_root,
-                delete_on_terminate=delete_on_terminate_for(a, work.data_volume_delete_on_terminate),
-                attached=True,
-            )
+            delete = delete_on_terminate_for(a, work.data_volume_delete_on_terminate)
+            await track_volume(conn, work.id, a, delete_on_terminate=delete)
         for v in view.untracked_tagged:
             # Tagged for this instance but never recorded: its data volume (kept if asked), or its boot
             # volume left behind by a server deleted before discovery (always deleted).
             keepable = v.name == data_volume_name(work.id)
-            await queries.instance_volumes.track_volume(
-                conn,
-                instance_id=work.id,
-                provider_volume_id=v.id,
-                name=v.name,
-                volume_type=v.volume_type,
-                size_bytes=v.size_bytes,
-                slot=None,
-                is_boot=False,
-                delete_on_terminate=work.data_volume_delete_on_terminate if keepable else True,
-                attached=False,
-            )
+            delete = work.data_volume_delete_on_terminate if keepable else True
+            await track_volume(conn, work.id, v, delete_on_terminate=delete)
     return False
 
 
