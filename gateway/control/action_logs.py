@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import state
 from gateway.control.access import admin
-from gateway.control.pagination import PAGE_PARAMS, page_body, page_from
+from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, page_body
 from gateway.control.responses import json_response
-from gateway.control.validation import FieldSpec, check_query
-from sql.queries import fetch_all, queries
+from gateway.control.validation import FieldSpec
+from sql.queries import queries
 
 LIST_QUERY = {
     "instance_id": FieldSpec("uuid"),
@@ -22,20 +21,11 @@ LIST_QUERY = {
 
 async def list_action_logs(request: web.Request) -> web.Response:
     principal = admin(request)
-    params = check_query(request.query, LIST_QUERY)
-    page = page_from(params, ("datetime", "uuid"))
-    async with request.app[state.DB].acquire() as conn:
-        rows = await fetch_all(queries.action_logs.list_visible_action_logs(
-            conn,
-            organization_id=principal.organization_id,
-            instance_id=params.get("instance_id"),
-            action_type=params.get("action_type"),
-            status=params.get("status"),
-            component=params.get("component"),
-            limit=page.limit + 1,
-            **page.key_params("created_at", "id"),
-        ))
-    return json_response(page_body(rows, page, lambda r: (r["created_at"], r["id"]), _view))
+    rows, page = await fetch_page(
+        request, LIST_QUERY, BY_CREATED_AT, queries.action_logs.list_visible_action_logs,
+        organization_id=principal.organization_id,
+    )
+    return json_response(page_body(rows, page, BY_CREATED_AT.of, _view))
 
 
 def _view(row: dict[str, object]) -> dict[str, object]:

@@ -16,13 +16,13 @@ from gateway.api_keys import SCOPES, create_api_key, hash_key
 from gateway.auth import Principal
 from gateway.control import notify
 from gateway.control.access import admin, own_organization
-from gateway.control.pagination import PAGE_PARAMS, page_body, page_from
+from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, page_body
 from gateway.control.responses import json_response
-from gateway.control.validation import FieldSpec, check_body, check_query, path_uuid, read_json_object
+from gateway.control.validation import FieldSpec, check_body, path_uuid, read_json_object
 from gateway.errors import not_found
 from inventiv import redis_keys
 from sql.pool import transaction
-from sql.queries import fetch_all, queries
+from sql.queries import queries
 
 BODY = {
     "organization_id": FieldSpec("uuid", description="defaults to the calling key's organization"),
@@ -54,14 +54,10 @@ async def create_key(request: web.Request) -> web.Response:
 
 async def list_keys(request: web.Request) -> web.Response:
     principal = admin(request)
-    params = check_query(request.query, LIST_QUERY)
-    page = page_from(params, ("datetime", "uuid"))
-    async with request.app[state.DB].acquire() as conn:
-        rows = await fetch_all(queries.api_keys.list_api_keys(
-            conn, organization_id=principal.organization_id, limit=page.limit + 1,
-            **page.key_params("created_at", "id"),
-        ))
-    return json_response(page_body(rows, page, lambda r: (r["created_at"], r["id"]), _view))
+    rows, page = await fetch_page(
+        request, LIST_QUERY, BY_CREATED_AT, queries.api_keys.list_api_keys, organization_id=principal.organization_id
+    )
+    return json_response(page_body(rows, page, BY_CREATED_AT.of, _view))
 
 
 async def revoke_key(request: web.Request) -> web.Response:

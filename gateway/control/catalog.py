@@ -5,16 +5,13 @@ Instance types carry their availability in every zone they are offered in.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
-from gateway import state
 from gateway.control.access import admin
-from gateway.control.pagination import PAGE_PARAMS, page_body, page_from
+from gateway.control.pagination import PAGE_PARAMS, Keyset, ListQuery, fetch_page, page_body
 from gateway.control.responses import json_response
-from gateway.control.validation import FieldSpec, check_query
-from sql.queries import fetch_all, queries
+from gateway.control.validation import FieldSpec, Spec
+from sql.queries import queries
 
 PROVIDERS_QUERY = {**PAGE_PARAMS}
 ZONES_QUERY = {
@@ -28,42 +25,26 @@ INSTANCE_TYPES_QUERY = {
     "is_active": FieldSpec("bool"),
     **PAGE_PARAMS,
 }
+BY_CODE = Keyset(("code", "str"))
+# Zones and instance types are listed by provider, then by their own code.
+BY_PROVIDER_CODE = Keyset(("provider_code", "str"), ("code", "str"))
 
 
-def _viewer(kind: str) -> Any:
-    return lambda row: {"object": kind, **row}
+async def _list(request: web.Request, spec: Spec, keyset: Keyset, query: ListQuery, kind: str) -> web.Response:
+    admin(request)
+    rows, page = await fetch_page(request, spec, keyset, query)
+    return json_response(page_body(rows, page, keyset.of, lambda row: {"object": kind, **row}))
 
 
 async def list_providers(request: web.Request) -> web.Response:
-    admin(request)
-    params = check_query(request.query, PROVIDERS_QUERY)
-    page = page_from(params, ("str",))
-    async with request.app[state.DB].acquire() as conn:
-        rows = await fetch_all(queries.catalog.list_catalog_providers(
-            conn, limit=page.limit + 1, **page.key_params("code")
-        ))
-    return json_response(page_body(rows, page, lambda r: (r["code"],), _viewer("provider")))
+    return await _list(request, PROVIDERS_QUERY, BY_CODE, queries.catalog.list_catalog_providers, "provider")
 
 
 async def list_zones(request: web.Request) -> web.Response:
-    admin(request)
-    params = check_query(request.query, ZONES_QUERY)
-    page = page_from(params, ("str", "str"))
-    async with request.app[state.DB].acquire() as conn:
-        rows = await fetch_all(queries.catalog.list_catalog_zones(
-            conn, provider=params.get("provider"), is_active=params.get("is_active"), limit=page.limit + 1,
-            **page.key_params("provider_code", "code"),
-        ))
-    return json_response(page_body(rows, page, lambda r: (r["provider_code"], r["code"]), _viewer("zone")))
+    return await _list(request, ZONES_QUERY, BY_PROVIDER_CODE, queries.catalog.list_catalog_zones, "zone")
 
 
 async def list_instance_types(request: web.Request) -> web.Response:
-    admin(request)
-    params = check_query(request.query, INSTANCE_TYPES_QUERY)
-    page = page_from(params, ("str", "str"))
-    async with request.app[state.DB].acquire() as conn:
-        rows = await fetch_all(queries.catalog.list_catalog_instance_types(
-            conn, provider=params.get("provider"), zone=params.get("zone"), is_active=params.get("is_active"),
-            limit=page.limit + 1, **page.key_params("provider_code", "code"),
-        ))
-    return json_response(page_body(rows, page, lambda r: (r["provider_code"], r["code"]), _viewer("instance_type")))
+    return await _list(
+        request, INSTANCE_TYPES_QUERY, BY_PROVIDER_CODE, queries.catalog.list_catalog_instance_types, "instance_type"
+    )

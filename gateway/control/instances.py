@@ -16,9 +16,9 @@ from gateway import state
 from gateway.control import notify
 from gateway.control.access import admin
 from gateway.control.instance_view import group_by_instance, instance_detail, instance_summary
-from gateway.control.pagination import PAGE_PARAMS, page_body, page_from
+from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, page_body
 from gateway.control.responses import dumps, json_response
-from gateway.control.validation import FieldSpec, check_query, path_uuid
+from gateway.control.validation import FieldSpec, path_uuid
 from gateway.errors import ApiError, not_found
 from sql.pool import transaction
 from sql.queries import fetch_all, queries
@@ -63,25 +63,17 @@ async def fetch_instance_detail(pool: aiopg.Pool, instance_id: str, organization
 
 async def list_instances(request: web.Request) -> web.Response:
     principal = admin(request)
-    params = check_query(request.query, LIST_QUERY)
-    page = page_from(params, ("datetime", "uuid"))
+    rows, page = await fetch_page(
+        request, LIST_QUERY, BY_CREATED_AT, queries.instances.list_visible_instances,
+        organization_id=principal.organization_id,
+    )
+    ids = [r["id"] for r in rows[: page.limit]]
     async with request.app[state.DB].acquire() as conn:
-        rows = await fetch_all(queries.instances.list_visible_instances(
-            conn,
-            organization_id=principal.organization_id,
-            status=params.get("status"),
-            model=params.get("model"),
-            provider=params.get("provider"),
-            zone=params.get("zone"),
-            limit=page.limit + 1,
-            **page.key_params("created_at", "id"),
-        ))
-        ids = [r["id"] for r in rows[: page.limit]]
         volumes = group_by_instance(
             await fetch_all(queries.instance_volumes.list_volumes_of_instances(conn, instance_ids=ids))
         )
     return json_response(page_body(
-        rows, page, lambda r: (r["created_at"], r["id"]), lambda r: instance_summary(r, volumes.get(str(r["id"]), []))
+        rows, page, BY_CREATED_AT.of, lambda r: instance_summary(r, volumes.get(str(r["id"]), []))
     ))
 
 

@@ -12,11 +12,11 @@ from aiohttp import web
 
 from gateway import state
 from gateway.control.access import admin
-from gateway.control.pagination import PAGE_PARAMS, page_body, page_from
+from gateway.control.pagination import PAGE_PARAMS, Keyset, fetch_page, page_body
 from gateway.control.responses import json_response
-from gateway.control.validation import INT4_MAX, FieldSpec, check_body, check_query, path_uuid, read_json_object
+from gateway.control.validation import INT4_MAX, FieldSpec, check_body, path_uuid, read_json_object
 from gateway.errors import ApiError, bad_request, not_found
-from sql.queries import fetch_all, queries
+from sql.queries import queries
 
 # Same bound as a deployment's data volume (gateway/control/deployments.py).
 _DATA_VOLUME = FieldSpec("int", nullable=True, minimum=0, maximum=100_000,
@@ -25,6 +25,7 @@ _PARAMETERS = FieldSpec("int", nullable=True, minimum=1, maximum=10**15)
 _CONTEXT = FieldSpec("int", nullable=True, minimum=1, maximum=INT4_MAX)
 
 LIST_QUERY = {"is_active": FieldSpec("bool"), **PAGE_PARAMS}
+LIST_ORDER = Keyset(("hf_repo_id", "str"))
 CREATE_BODY = {
     "hf_repo_id": FieldSpec("str", required=True, pattern=r"[A-Za-z0-9][A-Za-z0-9._/-]*"),
     "name": FieldSpec("str", description="defaults to hf_repo_id"),
@@ -59,13 +60,8 @@ def update_params(body: dict[str, Any]) -> dict[str, Any]:
 
 async def list_models(request: web.Request) -> web.Response:
     admin(request)
-    params = check_query(request.query, LIST_QUERY)
-    page = page_from(params, ("str",))
-    async with request.app[state.DB].acquire() as conn:
-        rows = await fetch_all(queries.catalog.list_catalog_models(
-            conn, is_active=params.get("is_active"), limit=page.limit + 1, **page.key_params("hf_repo_id")
-        ))
-    return json_response(page_body(rows, page, lambda r: (r["hf_repo_id"],), _view))
+    rows, page = await fetch_page(request, LIST_QUERY, LIST_ORDER, queries.catalog.list_catalog_models)
+    return json_response(page_body(rows, page, LIST_ORDER.of, _view))
 
 
 async def create_model(request: web.Request) -> web.Response:

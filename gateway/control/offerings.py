@@ -14,12 +14,12 @@ from aiohttp import web
 from gateway import state
 from gateway.auth import Principal
 from gateway.control.access import admin, own_organization
-from gateway.control.pagination import PAGE_PARAMS, page_body, page_from
+from gateway.control.pagination import PAGE_PARAMS, Keyset, fetch_page, page_body
 from gateway.control.responses import json_response
-from gateway.control.validation import FieldSpec, check_body, check_query, path_uuid, read_json_object
+from gateway.control.validation import FieldSpec, check_body, path_uuid, read_json_object
 from gateway.errors import ApiError, bad_request, not_found
 from sql.pool import transaction
-from sql.queries import fetch_all, queries
+from sql.queries import queries
 
 VISIBILITIES = ("public", "private")
 # The schema's CHECK on offerings.model_code, enforced here first so a bad code is a 400, not a 500.
@@ -32,6 +32,7 @@ LIST_QUERY = {
     "visibility": FieldSpec("str", choices=VISIBILITIES),
     **PAGE_PARAMS,
 }
+LIST_ORDER = Keyset(("organization_slug", "str"), ("model_code", "str"))
 _GRANTS = FieldSpec("uuid_list", description="organizations allowed to use a private offering (the full set)")
 CREATE_BODY = {
     "model_id": FieldSpec("uuid", required=True),
@@ -54,19 +55,8 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
 
 async def list_offerings(request: web.Request) -> web.Response:
     admin(request)
-    params = check_query(request.query, LIST_QUERY)
-    page = page_from(params, ("str", "str"))
-    async with request.app[state.DB].acquire() as conn:
-        rows = await fetch_all(queries.catalog.list_catalog_offerings(
-            conn,
-            organization_id=params.get("organization_id"),
-            model_id=params.get("model_id"),
-            is_active=params.get("is_active"),
-            visibility=params.get("visibility"),
-            limit=page.limit + 1,
-            **page.key_params("organization_slug", "model_code"),
-        ))
-    return json_response(page_body(rows, page, lambda r: (r["organization_slug"], r["model_code"]), _view))
+    rows, page = await fetch_page(request, LIST_QUERY, LIST_ORDER, queries.catalog.list_catalog_offerings)
+    return json_response(page_body(rows, page, LIST_ORDER.of, _view))
 
 
 async def create_offering(request: web.Request) -> web.Response:

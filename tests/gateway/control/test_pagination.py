@@ -1,4 +1,6 @@
-"""Cursors round-trip the sort key; anything else given as a cursor is a 400."""
+"""Cursors round-trip the sort key; anything else given as a cursor is a 400. A keyset names the key.
+
+`fetch_page` itself is exercised by every list endpoint's tests."""
 
 from __future__ import annotations
 
@@ -6,7 +8,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.control.pagination import Page, decode_cursor, encode_cursor, page_body, page_from
+from gateway.control.pagination import (
+    BY_CREATED_AT,
+    Keyset,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    page_body,
+    page_from,
+)
 from gateway.errors import ApiError
 
 UUID = "6f1c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
@@ -47,3 +57,28 @@ def test_page_body_trims_the_look_ahead_row(fetched: int, has_more: bool) -> Non
     assert (body["next_cursor"] is not None) is has_more
     if has_more:
         assert decode_cursor(body["next_cursor"], ("str",)) == ("k1",)
+
+
+@pytest.mark.parametrize(
+    ("keyset", "row", "key"),
+    [
+        (BY_CREATED_AT, {"id": UUID, "created_at": WHEN, "name": "x"}, (WHEN, UUID)),
+        (Keyset(("provider_code", "str"), ("code", "str")), {"code": "L4-1", "provider_code": "scw"}, ("scw", "L4-1")),
+        (Keyset(("hf_repo_id", "str")), {"hf_repo_id": "Qwen/Qwen2.5-7B-Instruct"}, ("Qwen/Qwen2.5-7B-Instruct",)),
+    ],
+)
+def test_keyset_reads_the_sort_key_in_its_column_order(
+    keyset: Keyset, row: dict[str, object], key: tuple[object, ...]
+) -> None:
+    assert keyset.of(row) == key
+    assert decode_cursor(encode_cursor(keyset.of(row)), keyset.kinds) == key
+
+
+def test_keyset_names_the_after_parameters() -> None:
+    page = page_from({"cursor": encode_cursor([WHEN, UUID])}, BY_CREATED_AT.kinds)
+    assert page.key_params(*BY_CREATED_AT.names) == {"after_created_at": WHEN, "after_id": UUID}
+
+
+def test_a_keyset_without_columns_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one column"):
+        Keyset()
