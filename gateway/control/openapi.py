@@ -9,6 +9,7 @@ have a key.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,7 @@ from gateway.control import (
 )
 from gateway.control.responses import dumps
 from gateway.control.validation import Spec, body_schema, query_parameters
+from gateway.errors import Handler
 
 Schema = dict[str, Any]
 
@@ -130,61 +132,83 @@ def _op(
     return op
 
 
-def _control_paths() -> dict[str, Schema]:
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A control API route with its OpenAPI operation: the app serves and the document describes this one
+    table, so no route is served undescribed or described but not served."""
+
+    method: str
+    path: str
+    handler: Handler
+    operation: Schema
+
+
+def _list_route(path: str, handler: Handler, tag: str, summary: str, item: str, query: Spec) -> Route:
+    """A paged list endpoint: GET with filters and limit/cursor, answering a list envelope of `item`."""
+    return Route("GET", path, handler, _op(tag, summary, (200, _list_of(item)), query=query))
+
+
+@functools.cache
+def control_routes() -> tuple[Route, ...]:
     mine = (400, 401, 403, 404)
-    return {
-        "/deployments": {"post": _op(
+    return (
+        Route("POST", "/deployments", deployments.create_deployment, _op(
             "deployments", "Ask for a GPU instance serving a model", (202, _ref("InstanceDetail")),
             body=_with_defaults(body_schema(deployments.BODY), deployments.DEFAULTS), errors=(400, 401, 403, 404, 409),
         ) | {"parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                              "schema": {"type": "string", "maxLength": 200},
-                             "description": "repeating a key returns the first instance"}]}},
-        "/instances": {"get": _op("instances", "List instances with their storage summary",
-                                  (200, _list_of("Instance")), query=instances.LIST_QUERY)},
-        "/instances/{id}": {
-            "get": _op("instances", "One instance with every tracked volume", (200, _ref("InstanceDetail")),
-                       errors=mine, path_id=True),
-            "delete": _op("instances", "Terminate an instance", (202, _ref("InstanceDetail")),
-                          errors=(400, 401, 403, 404, 409), path_id=True),
-        },
-        "/action_logs": {"get": _op("action_logs", "Action logs, newest first", (200, _list_of("ActionLog")),
-                                    query=action_logs.LIST_QUERY)},
-        "/api_keys": {
-            "get": _op("api_keys", "The organization's API keys (never the keys themselves)",
-                       (200, _list_of("ApiKey")), query=api_keys.LIST_QUERY),
-            "post": _op("api_keys", "Create an API key; the key is shown once", (201, _ref("CreatedApiKey")),
-                        body=body_schema(api_keys.BODY)),
-        },
-        "/api_keys/{id}": {"delete": _op("api_keys", "Revoke an API key", (200, _ref("ApiKey")),
-                                         errors=mine, path_id=True)},
-        "/providers": {"get": _op("catalog", "Cloud providers", (200, _list_of("Provider")),
-                                  query=catalog.PROVIDERS_QUERY)},
-        "/zones": {"get": _op("catalog", "Zones", (200, _list_of("Zone")), query=catalog.ZONES_QUERY)},
-        "/instance_types": {"get": _op("catalog", "Instance types with their availability by zone",
-                                       (200, _list_of("InstanceType")), query=catalog.INSTANCE_TYPES_QUERY)},
-        "/models": {
-            "get": _op("catalog", "Models", (200, _list_of("Model")), query=models.LIST_QUERY),
-            "post": _op("catalog", "Add a model", (201, _ref("Model")), body=body_schema(models.CREATE_BODY),
-                        errors=(400, 401, 403, 409)),
-        },
-        "/models/{id}": {"patch": _op("catalog", "Change a model (activate, deactivate, data_volume_gb)",
-                                      (200, _ref("Model")), body=body_schema(models.UPDATE_BODY),
-                                      errors=mine, path_id=True)},
-        "/offerings": {
-            "get": _op("catalog", "Offerings", (200, _list_of("Offering")), query=offerings.LIST_QUERY),
-            "post": _op("catalog", "Publish a model as org_slug/model_code", (201, _ref("Offering")),
-                        body=body_schema(offerings.CREATE_BODY), errors=(400, 401, 403, 404, 409)),
-        },
-        "/offerings/{id}": {"patch": _op("catalog", "Change an offering", (200, _ref("Offering")),
-                                         body=body_schema(offerings.UPDATE_BODY), errors=mine, path_id=True)},
-        "/usage": {"get": _op("usage", "Usage sums of an organization", (200, _ref("UsageReport")),
-                              query=usage.QUERY)},
-        "/internal/workers/heartbeat": {"post": _op(
+                             "description": "repeating a key returns the first instance"}]}),
+        _list_route("/instances", instances.list_instances, "instances", "List instances with their storage summary",
+                    "Instance", instances.LIST_QUERY),
+        Route("GET", "/instances/{id}", instances.get_instance, _op(
+            "instances", "One instance with every tracked volume", (200, _ref("InstanceDetail")),
+            errors=mine, path_id=True)),
+        Route("DELETE", "/instances/{id}", instances.terminate_instance, _op(
+            "instances", "Terminate an instance", (202, _ref("InstanceDetail")),
+            errors=(400, 401, 403, 404, 409), path_id=True)),
+        _list_route("/action_logs", action_logs.list_action_logs, "action_logs", "Action logs, newest first",
+                    "ActionLog", action_logs.LIST_QUERY),
+        _list_route("/api_keys", api_keys.list_keys, "api_keys",
+                    "The organization's API keys (never the keys themselves)", "ApiKey", api_keys.LIST_QUERY),
+        Route("POST", "/api_keys", api_keys.create_key, _op(
+            "api_keys", "Create an API key; the key is shown once", (201, _ref("CreatedApiKey")),
+            body=body_schema(api_keys.BODY))),
+        Route("DELETE", "/api_keys/{id}", api_keys.revoke_key, _op(
+            "api_keys", "Revoke an API key", (200, _ref("ApiKey")), errors=mine, path_id=True)),
+        _list_route("/providers", catalog.list_providers, "catalog", "Cloud providers", "Provider",
+                    catalog.PROVIDERS_QUERY),
+        _list_route("/zones", catalog.list_zones, "catalog", "Zones", "Zone", catalog.ZONES_QUERY),
+        _list_route("/instance_types", catalog.list_instance_types, "catalog",
+                    "Instance types with their availability by zone", "InstanceType", catalog.INSTANCE_TYPES_QUERY),
+        _list_route("/models", models.list_models, "catalog", "Models", "Model", models.LIST_QUERY),
+        Route("POST", "/models", models.create_model, _op(
+            "catalog", "Add a model", (201, _ref("Model")), body=body_schema(models.CREATE_BODY),
+            errors=(400, 401, 403, 409))),
+        Route("PATCH", "/models/{id}", models.update_model, _op(
+            "catalog", "Change a model (activate, deactivate, data_volume_gb)", (200, _ref("Model")),
+            body=body_schema(models.UPDATE_BODY), errors=mine, path_id=True)),
+        _list_route("/offerings", offerings.list_offerings, "catalog", "Offerings", "Offering", offerings.LIST_QUERY),
+        Route("POST", "/offerings", offerings.create_offering, _op(
+            "catalog", "Publish a model as org_slug/model_code", (201, _ref("Offering")),
+            body=body_schema(offerings.CREATE_BODY), errors=(400, 401, 403, 404, 409))),
+        Route("PATCH", "/offerings/{id}", offerings.update_offering, _op(
+            "catalog", "Change an offering", (200, _ref("Offering")), body=body_schema(offerings.UPDATE_BODY),
+            errors=mine, path_id=True)),
+        Route("GET", "/usage", usage.get_usage, _op(
+            "usage", "Usage sums of an organization", (200, _ref("UsageReport")), query=usage.QUERY)),
+        Route("POST", "/internal/workers/heartbeat", heartbeat.record_heartbeat, _op(
             "workers", "A worker agent reports its state", (200, _ref("WorkerHeartbeat")),
-            body=body_schema(heartbeat.BODY), errors=(400, 401, 409), security="workerToken",
-        )},
-        "/openapi.json": {"get": _op("meta", "This document", (200, {"type": "object"}), errors=(), security=None)},
-    }
+            body=body_schema(heartbeat.BODY), errors=(400, 401, 409), security="workerToken")),
+        Route("GET", "/openapi.json", openapi_json, _op(
+            "meta", "This document", (200, {"type": "object"}), errors=(), security=None)),
+    )
+
+
+def _control_paths() -> dict[str, Schema]:
+    paths: dict[str, Schema] = {}
+    for route in control_routes():
+        paths.setdefault(route.path, {})[route.method.lower()] = route.operation
+    return paths
 
 
 def _sse_or_json(schema: Schema) -> Schema:
