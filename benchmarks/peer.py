@@ -1,8 +1,9 @@
 """The peer the gateway is measured against: sglang-router (Rust), from its own venv outside the repo.
 
-Run as ../bench-peers ran it: round robin over one worker, logging at warn (at its default level it
-writes two lines per request, which nginx and our gateway do not). It probes the worker's
-/server_info and /model_info at start; the mock worker lacks them, which it only warns about.
+Run as the peer harness the issue cites (bench-peers) runs it: round robin over one worker, logging at
+warn (at its default level it writes two lines per request, which nginx and our gateway do not). It
+probes the worker's /server_info and /model_info at start; the mock worker lacks them, which it only
+warns about.
 """
 
 from __future__ import annotations
