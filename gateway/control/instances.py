@@ -52,20 +52,21 @@ def termination_for(status: str) -> Termination:
 
 async def fetch_instance_detail(pool: aiopg.Pool, instance_id: str, organization_id: str) -> dict[str, Any] | None:
     async with pool.acquire() as conn:
-        row = await queries.instances.get_visible_instance(
-            conn, instance_id=instance_id, organization_id=organization_id
-        )
-        if row is None:
+        rows = await fetch_all(queries.instances.list_visible_instances(
+            conn, organization_id=organization_id, instance_id=instance_id, status=None, model=None, provider=None,
+            zone=None, after_created_at=None, after_id=None, limit=1,
+        ))
+        if not rows:
             return None
         volumes = await fetch_all(queries.instance_volumes.list_volumes_of_instances(conn, instance_ids=[instance_id]))
-    return instance_detail(row, volumes)
+    return instance_detail(rows[0], volumes)
 
 
 async def list_instances(request: web.Request) -> web.Response:
     principal = admin(request)
     rows, page = await fetch_page(
         request, LIST_QUERY, BY_CREATED_AT, queries.instances.list_visible_instances,
-        organization_id=principal.organization_id,
+        organization_id=principal.organization_id, instance_id=None,
     )
     ids = [r["id"] for r in rows[: page.limit]]
     async with request.app[state.DB].acquire() as conn:

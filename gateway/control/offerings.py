@@ -19,7 +19,7 @@ from gateway.control.responses import json_response
 from gateway.control.validation import FieldSpec, check_body, path_uuid, read_json_object
 from gateway.errors import ApiError, bad_request, not_found
 from sql.pool import transaction
-from sql.queries import queries
+from sql.queries import fetch_all, queries
 
 VISIBILITIES = ("public", "private")
 # The schema's CHECK on offerings.model_code, enforced here first so a bad code is a 400, not a 500.
@@ -55,7 +55,9 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
 
 async def list_offerings(request: web.Request) -> web.Response:
     admin(request)
-    rows, page = await fetch_page(request, LIST_QUERY, LIST_ORDER, queries.catalog.list_catalog_offerings)
+    rows, page = await fetch_page(
+        request, LIST_QUERY, LIST_ORDER, queries.catalog.list_catalog_offerings, offering_id=None
+    )
     return json_response(page_body(rows, page, LIST_ORDER.of, _view))
 
 
@@ -79,7 +81,7 @@ async def create_offering(request: web.Request) -> web.Response:
                 raise ApiError(409, f"This organization already offers a model as {body['model_code']}.",
                                "offering_exists", "model_code")
             await _replace_grants(conn, offering_id, body)
-            row = await queries.catalog.get_catalog_offering(conn, offering_id=offering_id)
+            row = await _get_offering(conn, offering_id)
     except psycopg2.errors.ForeignKeyViolation:
         raise _unknown_grantee() from None
     return json_response(_view(row), status=201)
@@ -98,16 +100,25 @@ async def update_offering(request: web.Request) -> web.Response:
                 conn, offering_id=offering_id, is_active=body.get("is_active"), visibility=body.get("visibility")
             )
             await _replace_grants(conn, offering_id, body)
-            row = await queries.catalog.get_catalog_offering(conn, offering_id=offering_id)
+            row = await _get_offering(conn, offering_id)
     except psycopg2.errors.ForeignKeyViolation:
         raise _unknown_grantee() from None
     return json_response(_view(row))
 
 
-async def _check_owner(conn: Any, offering_id: str, principal: Principal) -> None:
-    row = await queries.catalog.get_catalog_offering(conn, offering_id=offering_id)
-    if row is None:
+async def _get_offering(conn: Any, offering_id: str) -> dict[str, Any]:
+    """The offering as the list shows it (the list query narrowed to one id); 404 when there is none."""
+    rows = await fetch_all(queries.catalog.list_catalog_offerings(
+        conn, offering_id=offering_id, organization_id=None, model_id=None, is_active=None, visibility=None,
+        after_organization_slug=None, after_model_code=None, limit=1,
+    ))
+    if not rows:
         raise not_found("No such offering.", "offering_not_found", "id")
+    return rows[0]
+
+
+async def _check_owner(conn: Any, offering_id: str, principal: Principal) -> None:
+    row = await _get_offering(conn, offering_id)
     if str(row["organization_id"]) != principal.organization_id:
         raise ApiError(403, "This API key can only change its own organization's offerings.",
                        "forbidden_organization", "id")

@@ -14,7 +14,10 @@ from gateway.control.validation import FieldSpec, check_query
 from gateway.errors import bad_request
 from sql.queries import fetch_all, queries
 
-GROUPINGS = ("day", "model", "instance")
+# Each grouping's key columns: the one usage query returns them all, NULL outside the grouping asked for.
+GROUP_KEYS = {"day": ("day",), "model": ("model_id", "model"), "instance": ("instance_id",)}
+GROUPINGS = tuple(GROUP_KEYS)
+_ALL_KEYS = frozenset(key for keys in GROUP_KEYS.values() for key in keys)
 # Without `from`, the last 30 days: a month is what an invoice covers.
 DEFAULT_WINDOW = timedelta(days=30)
 # A bound on one query's scan; longer reports are several requests.
@@ -43,21 +46,23 @@ def usage_window(start: datetime | None, end: datetime | None, now: datetime) ->
     return start, end
 
 
+def grouped_rows(rows: list[dict[str, Any]], group_by: str) -> list[dict[str, Any]]:
+    """The rows with only the key columns of `group_by`, and every sum."""
+    drop = _ALL_KEYS.difference(GROUP_KEYS[group_by])
+    return [{name: value for name, value in row.items() if name not in drop} for row in rows]
+
+
 async def get_usage(request: web.Request) -> web.Response:
     principal = admin(request)
     params = check_query(request.query, QUERY)
     organization_id = own_organization(principal, params.get("organization_id"))
     start, end = usage_window(params.get("from"), params.get("to"), datetime.now(UTC))
     group_by = params.get("group_by", "day")
-    sums = {
-        "day": queries.usage.sum_usage_by_day,
-        "model": queries.usage.sum_usage_by_model,
-        "instance": queries.usage.sum_usage_by_instance,
-    }[group_by]
     async with request.app[state.DB].acquire() as conn:
-        rows = await fetch_all(sums(
-            conn, organization_id=organization_id, model=params.get("model"), from_ts=start, to_ts=end
-        ))
+        rows = grouped_rows(await fetch_all(queries.usage.sum_usage(
+            conn, organization_id=organization_id, model=params.get("model"), from_ts=start, to_ts=end,
+            group_by=group_by,
+        )), group_by)
     body: dict[str, Any] = {
         "object": "usage",
         "organization_id": organization_id,

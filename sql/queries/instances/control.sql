@@ -16,22 +16,8 @@ RETURNING id;
 SELECT id, instance_type_id, zone_id, model_id, data_volume_gb, data_volume_delete_on_terminate
 FROM instances WHERE idempotency_key = :idempotency_key;
 
--- name: get-visible-instance(instance_id, organization_id)^
-SELECT i.id, i.status, i.organization_id, i.provider_id, p.code AS provider_code, i.zone_id, z.code AS zone_code,
-       i.instance_type_id, t.code AS instance_type_code, i.model_id, m.hf_repo_id AS model_hf_repo_id,
-       i.provider_instance_id, i.provider_instance_name, i.ip_address, i.worker_port, i.worker_status,
-       i.worker_model_id, i.worker_queue_depth, i.worker_last_heartbeat_at, i.worker_consecutive_failures,
-       i.data_volume_gb, i.data_volume_delete_on_terminate, i.error_code, i.error_message, i.provisioning_deadline_at,
-       i.created_at, i.updated_at, i.ready_at, i.terminating_at, i.terminated_at
-FROM instances i
-JOIN providers p ON p.id = i.provider_id
-JOIN zones z ON z.id = i.zone_id
-JOIN instance_types t ON t.id = i.instance_type_id
-LEFT JOIN models m ON m.id = i.model_id
-WHERE i.id = :instance_id
-  AND (i.organization_id IS NULL OR i.organization_id = :organization_id::uuid);
-
--- name: list-visible-instances(organization_id, status, model, provider, zone, after_created_at, after_id, limit)
+-- name: list-visible-instances(organization_id, instance_id, status, model, provider, zone, after_created_at, after_id, limit)
+-- Every filter is optional (NULL: any). instance_id narrows the list to one instance (GET /instances/{id});
 -- model, provider and zone match an id or a code (hf_repo_id for models).
 SELECT i.id, i.status, i.organization_id, i.provider_id, p.code AS provider_code, i.zone_id, z.code AS zone_code,
        i.instance_type_id, t.code AS instance_type_code, i.model_id, m.hf_repo_id AS model_hf_repo_id,
@@ -45,6 +31,7 @@ JOIN zones z ON z.id = i.zone_id
 JOIN instance_types t ON t.id = i.instance_type_id
 LEFT JOIN models m ON m.id = i.model_id
 WHERE (i.organization_id IS NULL OR i.organization_id = :organization_id::uuid)
+  AND (:instance_id::uuid IS NULL OR i.id = :instance_id)
   AND (:status::text IS NULL OR i.status = :status)
   AND (:model::text IS NULL OR i.model_id::text = :model OR m.hf_repo_id = :model)
   AND (:provider::text IS NULL OR p.id::text = :provider OR p.code = :provider)

@@ -69,6 +69,20 @@ async def test_by_model_and_instance(api: Api) -> None:
     assert only["totals"]["requests"] == 1
 
 
+_SUMS = ["requests", "successful_requests", "prompt_tokens", "completion_tokens", "total_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("group_by", "keys"),
+    [("day", ["day"]), ("model", ["model_id", "model"]), ("instance", ["instance_id"])],
+)
+async def test_rows_carry_only_their_grouping_key_and_the_sums(api: Api, group_by: str, keys: list[str]) -> None:
+    await _seed(api)
+    body = await api.get(f"/usage?{WINDOW}&group_by={group_by}")
+    assert body["data"], "the seed has usage in the window"
+    assert {tuple(row) for row in body["data"]} == {tuple(keys + _SUMS)}
+
+
 async def test_organizations_see_only_their_usage(api: Api) -> None:
     await _seed(api)
     other = await api.get(f"/usage?{WINDOW}", key=api.other_admin_key)
