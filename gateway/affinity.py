@@ -27,6 +27,13 @@ MAX_SESSION_LEN = 256
 _TIMEOUT_S = 0.25
 # After a failure, skip Redis this long: one slow request per second instead of every request.
 _BREAKER_S = 1.0
+# A pin is remembered in this process for this long before Redis is asked again. A Redis round trip
+# per request cost more CPU than a whole request through a Rust router; with this, an active session
+# costs one GETEX per 5 s per process, the sliding TTL (minutes) still slides, and a failover decided
+# by another process reaches this one within 5 s (one decided here applies at once).
+_LOCAL_S = 5.0
+# Sessions remembered per process (about 200 bytes each); the oldest are forgotten first.
+_LOCAL_MAX = 100_000
 
 
 class Affinity:
@@ -35,6 +42,7 @@ class Affinity:
         self._prefix = settings.redis_prefix
         self._ttl = settings.affinity_ttl_s
         self._down_until = 0.0
+        self._local: dict[str, tuple[str, float]] = {}
 
     def _key(self, model_id: str, session: str) -> str:
         return self._prefix + redis_keys.AFFINITY.format(model=model_id, session=session)
@@ -45,13 +53,30 @@ class Affinity:
 
     async def lookup(self, model_id: str, session: str) -> str | None:
         """The pinned instance id (refreshing the TTL), or None; raises AffinityUnavailable."""
-        value = await self._call(self._redis.getex(self._key(model_id, session), ex=self._ttl))
+        key = self._key(model_id, session)
+        now = time.monotonic()
+        remembered = self._local.get(key)
+        if remembered is not None and now - remembered[1] < _LOCAL_S:
+            return remembered[0]
+        value = await self._call(self._redis.getex(key, ex=self._ttl))
         if isinstance(value, bytes):
-            return value.decode()
-        return value if isinstance(value, str) else None
+            value = value.decode()
+        if not isinstance(value, str):
+            self._local.pop(key, None)
+            return None
+        self._remember(key, value, now)
+        return value
 
     async def pin(self, model_id: str, session: str, instance_id: str) -> None:
-        await self._call(self._redis.set(self._key(model_id, session), instance_id, ex=self._ttl))
+        key = self._key(model_id, session)
+        self._remember(key, instance_id, time.monotonic())
+        await self._call(self._redis.set(key, instance_id, ex=self._ttl))
+
+    def _remember(self, key: str, instance_id: str, now: float) -> None:
+        self._local.pop(key, None)
+        if len(self._local) >= _LOCAL_MAX:
+            del self._local[next(iter(self._local))]
+        self._local[key] = (instance_id, now)
 
     async def _call(self, command: object) -> object:
         if not self.available:

@@ -38,9 +38,26 @@ async def test_lookup_slides_the_ttl(pins: Affinity, redis: aioredis.Redis, sett
     await pins.pin("model-1", "conv-1", "instance-a")
     name = key(settings, "model-1", "conv-1")
     await redis.expire(name, 5)
-    assert await pins.lookup("model-1", "conv-1") == "instance-a"
+    # Another gateway process, which has not seen this session yet, asks Redis.
+    other = Affinity(redis, settings.replace(affinity_ttl_s=TTL_S))
+    assert await other.lookup("model-1", "conv-1") == "instance-a"
     # Back to the full TTL: a conversation that keeps talking keeps its instance.
     assert await redis.ttl(name) > 5
+
+
+async def test_a_recent_pin_is_answered_from_memory_then_from_redis_again(
+    pins: Affinity, redis: aioredis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await pins.pin("model-1", "conv-1", "instance-a")
+    name = key(settings, "model-1", "conv-1")
+    # Another process moved the session: within the local window this one still answers from memory...
+    await redis.set(name, "instance-b")
+    assert await pins.lookup("model-1", "conv-1") == "instance-a"
+    # ...and once the window has passed it reads Redis again.
+    monkeypatch.setattr(affinity, "_LOCAL_S", 0.0)
+    assert await pins.lookup("model-1", "conv-1") == "instance-b"
+    await redis.delete(name)
+    assert await pins.lookup("model-1", "conv-1") is None
 
 
 async def test_unknown_session_is_none_and_creates_nothing(
@@ -144,8 +161,10 @@ async def test_a_redis_that_hangs_is_cut_short_and_then_not_asked_again(
     for _ in range(3):
         with pytest.raises(AffinityUnavailable, match="circuit open"):
             await pins.lookup("model-1", "conv-1")
-        with pytest.raises(AffinityUnavailable, match="circuit open"):
-            await pins.pin("model-1", "conv-1", "instance-a")
+    with pytest.raises(AffinityUnavailable, match="circuit open"):
+        await pins.pin("model-1", "conv-1", "instance-a")
+    # The pin still holds within this process while Redis is away.
+    assert await pins.lookup("model-1", "conv-1") == "instance-a"
     # While the breaker is open no command leaves the gateway: nothing to wait for.
     assert (hole.connections, hole.received) == asked
     gc.collect()
