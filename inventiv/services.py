@@ -45,6 +45,8 @@ async def open_pool(settings: Settings, *, maxsize: int = 10) -> AsyncIterator[a
 def redis_client(settings: Settings) -> aioredis.Redis:
     assert settings.redis_url is not None, "ensure_services() resolves the URL first"
     # Short timeouts: Redis is on the hot path, and a Redis outage must degrade, not hang, requests.
+    # redis-py's default pool of 100 connections ran out when a thousand streams opened at once.
     return aioredis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=30
+        settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=30,
+        max_connections=1000,
     )
