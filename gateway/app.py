@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway import state
 from gateway.affinity import Affinity
@@ -21,6 +23,9 @@ from inventiv import redis_keys
 from inventiv.services import redis_client
 from inventiv.settings import Settings
 from sql.pool import create_pool
+
+# prometheus_client's switch to multiprocess mode, read when it is imported (gateway.server sets it).
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -102,4 +107,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    registry = REGISTRY
+    if os.environ.get(MULTIPROCESS_DIR_ENV):
+        # Several gateway processes: answer with every process's values, from their shared files.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

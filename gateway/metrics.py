@@ -1,6 +1,9 @@
-"""The gateway's Prometheus metrics, in the process's default registry (served at GET /metrics).
+"""The gateway's Prometheus metrics (served at GET /metrics).
 
 Label values are bounded: `model` is a resolved model's repo id or "-", never the client's string.
+With several gateway processes (`--workers N`), each writes its values to files in a shared folder
+(prometheus_client's multiprocess mode, set up by `gateway.server`) and any process answers a scrape
+with the sum over all of them; gauges say how they combine.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ TTFT = Histogram(
     buckets=_TTFT_BUCKETS,
 )
 TOKENS = Counter("inventiv_gateway_tokens", "Tokens by model and kind (prompt, completion)", ["model", "kind"])
-IN_FLIGHT = Gauge("inventiv_gateway_in_flight", "Requests in flight per worker instance", ["instance"])
+IN_FLIGHT = Gauge(
+    "inventiv_gateway_in_flight", "Requests in flight per worker instance", ["instance"], multiprocess_mode="livesum"
+)
 UPSTREAM_ERRORS = Counter(
     "inventiv_gateway_upstream_errors", "Failures talking to workers, by kind", ["kind"]
 )
@@ -34,9 +39,13 @@ RETRIES = Counter("inventiv_gateway_upstream_retries", "Requests retried on anot
 AFFINITY = Counter(
     "inventiv_gateway_affinity", "Session affinity lookups by result (hit, miss, failover, unavailable)", ["result"]
 )
+USAGE_BUFFERED = Gauge(
+    "inventiv_gateway_usage_buffered", "Usage records buffered in gateway processes, not yet in Redis",
+    multiprocess_mode="livesum",
+)
 USAGE_BACKLOG = Gauge(
-    "inventiv_gateway_usage_backlog", "Usage records not yet in Postgres (buffer: this process; stream: Redis)",
-    ["where"],
+    "inventiv_gateway_usage_backlog", "Usage records in the Redis stream, not yet written to Postgres",
+    multiprocess_mode="livemax",
 )
 USAGE_DROPPED = Counter(
     "inventiv_gateway_usage_dropped", "Usage records dropped because the local buffer overflowed"

@@ -8,12 +8,16 @@ get 503, requests in flight get up to `drain_timeout_s` to finish, then the proc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 import time
+from collections.abc import Iterator
 from types import FrameType
 
 from aiohttp import web
@@ -42,7 +46,29 @@ def serve(settings: Settings) -> int:
         if workers == 1:
             _worker_main(resolved)
             return 0
-        return _run_workers(resolved, workers)
+        with _shared_metrics():
+            return _run_workers(resolved, workers)
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """A fresh folder where every gateway process writes its metric values, for the life of the group.
+
+    The children are spawned, so they import prometheus_client with the variable already set.
+    """
+    from gateway.app import MULTIPROCESS_DIR_ENV
+
+    folder = tempfile.mkdtemp(prefix="inventiv-metrics-")
+    previous = os.environ.get(MULTIPROCESS_DIR_ENV)
+    os.environ[MULTIPROCESS_DIR_ENV] = folder
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROCESS_DIR_ENV, None)
+        else:
+            os.environ[MULTIPROCESS_DIR_ENV] = previous
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _check_schema(settings: Settings) -> None:

@@ -145,7 +145,7 @@ class UsageRecorder:
                 # writer being idempotent on request_id.
                 self._buffer.extendleft(reversed(batch))
                 raise
-            metrics.USAGE_BACKLOG.labels("buffer").set(len(self._buffer))
+            metrics.USAGE_BUFFERED.set(len(self._buffer))
         self._wake.clear()
 
     async def close(self, timeout_s: float = 5.0) -> None:
@@ -273,4 +273,4 @@ class UsageWriter:
         now = asyncio.get_running_loop().time()
         if now >= self._next_backlog:
             self._next_backlog = now + _BACKLOG_EVERY_S
-            metrics.USAGE_BACKLOG.labels("stream").set(await self._redis.xlen(self._stream))
+            metrics.USAGE_BACKLOG.set(await self._redis.xlen(self._stream))

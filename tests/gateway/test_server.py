@@ -108,6 +108,11 @@ async def test_workers_share_the_port_serve_on_uvloop_and_stop_on_sigterm(
                 async with session.post(f"{base}{CHAT}", json=body, headers=headers) as resp:
                     assert resp.status == 200, await resp.text()
                     assert b"charlie" in await resp.read()
+            # Whichever process answers the scrape counts both requests, wherever they were served.
+            served = f'inventiv_gateway_requests_total{{model="{SMALL}",route="{CHAT}",status="200"}} 2.0'
+            for _ in range(6):
+                async with session.get(f"{base}/metrics", headers={"Connection": "close"}) as resp:
+                    assert served in await resp.text()
         children = _children(proc.pid)
         assert len(children) == 2
         proc.send_signal(signal.SIGTERM)
