@@ -9,7 +9,7 @@ import aiopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from fleet import SMALL, WorkerFactory
+from fleet import SMALL, ServeOne, WorkerFactory, insert_ready_instance, new_key
 
 from gateway.app import create_app
 from inventiv.settings import Settings
@@ -44,3 +44,18 @@ def start_gateway(
         return await aiohttp_client(app)
 
     return start
+
+
+@pytest.fixture
+def serve_one(
+    start_worker: WorkerFactory, start_gateway: Callable[..., Awaitable[TestClient]], db_pool: aiopg.Pool
+) -> ServeOne:
+    """A mock worker started with `config`, its ready instance, an inference key, then the gateway."""
+
+    async def serve(**config: Any) -> tuple[TestServer, TestClient, str, str]:
+        worker = await start_worker(**config)
+        instance = await insert_ready_instance(db_pool, config.get("model", SMALL), "127.0.0.1", worker.port or 0)
+        key = await new_key(db_pool)
+        return worker, await start_gateway(), key, instance
+
+    return serve

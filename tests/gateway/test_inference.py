@@ -11,7 +11,7 @@ import aiopg
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from fleet import SMALL, WorkerFactory, insert_ready_instance, new_key, refresh, set_instance
+from fleet import SMALL, ServeOne, WorkerFactory, insert_ready_instance, new_key, refresh, set_instance
 
 from gateway import sse
 
@@ -49,13 +49,8 @@ def events(body: bytes) -> list[Any]:
     return out
 
 
-async def test_chat_json_is_the_workers_answer(
-    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
-) -> None:
-    worker = await start_worker(tokens=5)
-    [instance] = await fleet(db_pool, worker)
-    key = await new_key(db_pool)
-    client = await start_gateway()
+async def test_chat_json_is_the_workers_answer(serve_one: ServeOne) -> None:
+    worker, client, key, instance = await serve_one(tokens=5)
     async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key)) as resp:
         assert resp.status == 200, await resp.text()
         body = await resp.json()
@@ -68,25 +63,15 @@ async def test_chat_json_is_the_workers_answer(
     assert "authorization" not in seen["headers"]
 
 
-async def test_offering_name_is_rewritten_to_the_model(
-    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
-) -> None:
-    worker = await start_worker()
-    await fleet(db_pool, worker)
-    key = await new_key(db_pool)
-    client = await start_gateway()
+async def test_offering_name_is_rewritten_to_the_model(serve_one: ServeOne) -> None:
+    worker, client, key, _ = await serve_one()
     async with client.post(CHAT, json={"model": "demo/qwen-small", "messages": MESSAGES}, headers=auth(key)) as resp:
         assert resp.status == 200
     assert (await stats(worker))["last_request"]["body"]["model"] == SMALL
 
 
-async def test_stream_without_usage_asked_strips_the_usage_chunk(
-    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
-) -> None:
-    worker = await start_worker(tokens=4)
-    await fleet(db_pool, worker)
-    key = await new_key(db_pool)
-    client = await start_gateway()
+async def test_stream_without_usage_asked_strips_the_usage_chunk(serve_one: ServeOne) -> None:
+    worker, client, key, _ = await serve_one(tokens=4)
     body = {"model": SMALL, "messages": MESSAGES, "stream": True}
     async with client.post(CHAT, json=body, headers=auth(key)) as resp:
         assert resp.status == 200
@@ -101,13 +86,8 @@ async def test_stream_without_usage_asked_strips_the_usage_chunk(
     assert b'"usage"' not in through
 
 
-async def test_stream_with_usage_asked_is_passed_through(
-    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
-) -> None:
-    worker = await start_worker(tokens=3, ping_every=1)
-    await fleet(db_pool, worker)
-    key = await new_key(db_pool)
-    client = await start_gateway()
+async def test_stream_with_usage_asked_is_passed_through(serve_one: ServeOne) -> None:
+    worker, client, key, _ = await serve_one(tokens=3, ping_every=1)
     body = {"model": SMALL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
     async with client.post(CHAT, json=body, headers=auth(key)) as resp:
         through = await resp.read()
@@ -117,13 +97,8 @@ async def test_stream_with_usage_asked_is_passed_through(
     assert ": ping" in events(through)
 
 
-async def test_final_event_without_blank_line_is_forwarded(
-    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
-) -> None:
-    worker = await start_worker(tokens=2)
-    await fleet(db_pool, worker)
-    key = await new_key(db_pool)
-    client = await start_gateway()
+async def test_final_event_without_blank_line_is_forwarded(serve_one: ServeOne) -> None:
+    _, client, key, _ = await serve_one(tokens=2)
     body = {"model": SMALL, "messages": MESSAGES, "stream": True, "mock": {"no_final_newline": True}}
     async with client.post(CHAT, json=body, headers=auth(key)) as resp:
         through = await resp.read()
@@ -151,13 +126,8 @@ async def test_unauthenticated_is_401(start_gateway: Gateway, headers: dict[str,
         assert (await resp.json())["error"]["code"] == code
 
 
-async def test_revoked_key_stops_working(
-    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
-) -> None:
-    worker = await start_worker()
-    await fleet(db_pool, worker)
-    key = await new_key(db_pool)
-    client = await start_gateway()
+async def test_revoked_key_stops_working(serve_one: ServeOne, db_pool: aiopg.Pool) -> None:
+    _, client, key, _ = await serve_one()
     async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key)) as resp:
         assert resp.status == 200
     async with db_pool.acquire() as conn, conn.cursor() as cur:
@@ -185,12 +155,9 @@ async def test_revoked_key_stops_working(
     ],
 )
 async def test_bad_requests_never_reach_a_worker(
-    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool, raw: bytes, status: int, param: str | None
+    serve_one: ServeOne, raw: bytes, status: int, param: str | None
 ) -> None:
-    worker = await start_worker()
-    await fleet(db_pool, worker)
-    key = await new_key(db_pool)
-    client = await start_gateway()
+    worker, client, key, _ = await serve_one()
     async with client.post(CHAT, data=raw, headers=auth(key, **{"Content-Type": "application/json"})) as resp:
         assert resp.status == status
         error = (await resp.json())["error"]
@@ -320,13 +287,8 @@ async def test_worker_timeout_is_504(start_worker: WorkerFactory, start_gateway:
     assert (await stats(worker))["disconnects"] == 1
 
 
-async def test_worker_dying_mid_stream_ends_with_an_error_event(
-    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
-) -> None:
-    worker = await start_worker(tokens=10)
-    await fleet(db_pool, worker)
-    key = await new_key(db_pool)
-    client = await start_gateway()
+async def test_worker_dying_mid_stream_ends_with_an_error_event(serve_one: ServeOne) -> None:
+    _, client, key, _ = await serve_one(tokens=10)
     body = {"model": SMALL, "messages": MESSAGES, "stream": True, "mock": {"abort_after": 3}}
     async with client.post(CHAT, json=body, headers=auth(key)) as resp:
         assert resp.status == 200
@@ -336,13 +298,8 @@ async def test_worker_dying_mid_stream_ends_with_an_error_event(
     assert got[-1] == "data: [DONE]"
 
 
-async def test_client_disconnect_mid_stream_cancels_the_worker(
-    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
-) -> None:
-    worker = await start_worker(tokens=1000, token_delay_ms=10)
-    await fleet(db_pool, worker)
-    key = await new_key(db_pool)
-    client = await start_gateway()
+async def test_client_disconnect_mid_stream_cancels_the_worker(serve_one: ServeOne) -> None:
+    worker, client, key, _ = await serve_one(tokens=1000, token_delay_ms=10)
     body = {"model": SMALL, "messages": MESSAGES, "stream": True}
     resp = await client.post(CHAT, json=body, headers=auth(key))
     assert resp.status == 200
@@ -357,13 +314,8 @@ async def test_client_disconnect_mid_stream_cancels_the_worker(
     assert counters["completed"] == 0
 
 
-async def test_client_disconnect_before_first_byte_cancels_the_worker(
-    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
-) -> None:
-    worker = await start_worker()
-    await fleet(db_pool, worker)
-    key = await new_key(db_pool)
-    client = await start_gateway()
+async def test_client_disconnect_before_first_byte_cancels_the_worker(serve_one: ServeOne) -> None:
+    worker, client, key, _ = await serve_one()
     body = {"model": SMALL, "messages": MESSAGES, "mock": {"first_delay_ms": 5000}}
     task = asyncio.ensure_future(client.post(CHAT, json=body, headers=auth(key)))
     for _ in range(100):
@@ -399,11 +351,8 @@ async def test_models_lists_what_has_a_ready_worker_and_the_key_may_use(
         assert resp.status == 403
 
 
-async def test_embeddings_are_proxied(start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool) -> None:
-    worker = await start_worker()
-    await fleet(db_pool, worker)
-    key = await new_key(db_pool)
-    client = await start_gateway()
+async def test_embeddings_are_proxied(serve_one: ServeOne) -> None:
+    _, client, key, _ = await serve_one()
     async with client.post("/v1/embeddings", json={"model": SMALL, "input": ["a b", "c"]}, headers=auth(key)) as resp:
         assert resp.status == 200
         body = await resp.json()

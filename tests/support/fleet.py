@@ -14,6 +14,8 @@ from gateway.api_keys import create_api_key
 SMALL = "Qwen/Qwen2.5-0.5B-Instruct"
 
 WorkerFactory = Callable[..., Awaitable[TestServer]]
+# One mock worker, its ready instance, a gateway and an inference key: (worker, client, key, instance id).
+ServeOne = Callable[..., Awaitable[tuple[TestServer, TestClient, str, str]]]
 
 
 async def insert_ready_instance(
