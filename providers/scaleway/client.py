@@ -6,7 +6,7 @@ Retries: 429, 5xx and connection errors, with capped exponential backoff and jit
 is retried only when repeating it is harmless: creates are not, so their caller decides (the scheduler
 looks for the server by tag before creating again). A repeat of a call that did run may be refused
 (attach: "already attached"); the provider reads the resource again to tell that from a real refusal.
-The delays go through an injectable `sleep`.
+The delays go through an injectable `sleep`. Bodies are JSON, except `PlainText` ones (server user data).
 """
 
 from __future__ import annotations
@@ -69,6 +69,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True, slots=True)
+class PlainText:
+    """A request body sent as is with `Content-Type: text/plain` (server user data), not as JSON."""
+
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +153,15 @@ class ScalewayClient:
     async def _send(self, method: str, path: str, params: Params, body: Any) -> Reply:
         if self._session is None:
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
-        data = None if body is None else json.dumps(body)
-        async with self._session.request(method, self.api_url + path, params=list(params), data=data) as resp:
+        data: str | None = None
+        headers = None
+        if isinstance(body, PlainText):
+            data, headers = body.text, {"Content-Type": "text/plain"}
+        elif body is not None:
+            data = json.dumps(body)
+        async with self._session.request(
+            method, self.api_url + path, params=list(params), data=data, headers=headers
+        ) as resp:
             raw = await resp.read()
             return Reply(resp.status, CIMultiDict(resp.headers), _decode(raw))
 

@@ -19,10 +19,14 @@ the server is gone, its l_ssd/scratch volumes deleted and its sbs volumes detach
 (`tags=` repeated, ANY), PATCH tags, delete (412 while in use); attach/detach through the Instance API.
 `products/servers` (the recorded fr-par-2 catalog), its `availability`, Marketplace `local-images`
 (the recorded GPU image plus a few derived ones: `images`). Both pagination styles.
+Server user data: `GET .../user_data` lists the keys, `GET|PATCH|DELETE .../user_data/{key}` read,
+write (text/plain body only, 204) and delete one value; it goes with its server.
 
 Inspect: `fake.servers`, `fake.volumes` (Block), `fake.local_volumes` (l_ssd/scratch), all dicts of
 API bodies by id; `fake.requests` ((method, path) of every call); `fake.injected_errors` (500s
-answered). `fake.add_scratch_volume(server_id)` gives a server a local volume, as the recorded L40S had.
+answered); `fake.user_data` (server id -> key -> value); `fake.first_boot_cloud_init` (server id -> its
+`cloud-init` user data when it was first powered on, None if it had none; kept after the server is
+gone). `fake.add_scratch_volume(server_id)` gives a server a local volume, as the recorded L40S had.
 
 Faults (set them on the object at any time, or as keyword arguments):
 - `error_rate`: fraction of API calls answered 500 before anything happens (seeded: `seed`);
@@ -132,6 +136,8 @@ class FakeScaleway:
         self.images: list[dict[str, Any]] = _derived_images()
         self.image_names: dict[str, str] = {GPU_IMAGE_ID: GPU_IMAGE_NAME}
         self.requests: list[tuple[str, str]] = []
+        self.user_data: dict[str, dict[str, str]] = {}
+        self.first_boot_cloud_init: dict[str, str | None] = {}
         self.injected_errors = 0
         self.rng = random.Random(self.seed)
         # server id -> (reads left, monotonic time) until its current transition completes
@@ -261,6 +267,7 @@ class FakeScaleway:
             elif entry["id"] in self.local_volumes:
                 self.local_volumes[entry["id"]]["server"] = None
         del self.servers[server_id]
+        self.user_data.pop(server_id, None)
 
     def action(self, zone: str, server_id: str, action: str) -> dict[str, Any]:
         server = self.get_server(zone, server_id)
@@ -280,6 +287,8 @@ class FakeScaleway:
             raise invalid("server should be stopped")
         if server["id"] in self.refuse_poweron or server["name"] in self.refuse_poweron:
             raise FAULTS[self.poweron_error]
+        if server["id"] not in self.first_boot_cloud_init:
+            self.first_boot_cloud_init[server["id"]] = self.user_data.get(server["id"], {}).get("cloud-init")
         self._set_state(server, "starting", "allocating node", STARTING_ACTIONS)
         self._progress[server["id"]] = (self.polls_to_running, time.monotonic())
         if self.polls_to_running == 0:
@@ -331,6 +340,28 @@ class FakeScaleway:
             elif entry["id"] in self.volumes:
                 self._release(self.volumes[entry["id"]])
         del self.servers[server["id"]]
+        self.user_data.pop(server["id"], None)
+
+    def user_data_keys(self, zone: str, server_id: str) -> list[str]:
+        self.get_server(zone, server_id)
+        return sorted(self.user_data.get(server_id, {}))
+
+    def get_user_data(self, zone: str, server_id: str, key: str) -> str:
+        self.get_server(zone, server_id)
+        values = self.user_data.get(server_id, {})
+        if key not in values:
+            raise not_found("instance_user_data", key)
+        return values[key]
+
+    def set_user_data(self, zone: str, server_id: str, key: str, content_type: str, value: str) -> None:
+        self.get_server(zone, server_id)
+        if content_type != "text/plain":
+            raise invalid(f"user data must be sent as text/plain, not {content_type or 'nothing'}")
+        self.user_data.setdefault(server_id, {})[key] = value
+
+    def delete_user_data(self, zone: str, server_id: str, key: str) -> None:
+        self.get_user_data(zone, server_id, key)
+        del self.user_data[server_id][key]
 
     # -- volumes -----------------------------------------------------------------------------------
 
@@ -523,6 +554,10 @@ def create_app(fake: FakeScaleway) -> web.Application:
     r.add_post(f"{instance}/servers/{{id}}/action", _action)
     r.add_post(f"{instance}/servers/{{id}}/attach-volume", _attach_volume)
     r.add_post(f"{instance}/servers/{{id}}/detach-volume", _detach_volume)
+    r.add_get(f"{instance}/servers/{{id}}/user_data", _list_user_data)
+    r.add_get(f"{instance}/servers/{{id}}/user_data/{{key}}", _get_user_data)
+    r.add_patch(f"{instance}/servers/{{id}}/user_data/{{key}}", _set_user_data)
+    r.add_delete(f"{instance}/servers/{{id}}/user_data/{{key}}", _delete_user_data)
     r.add_get(f"{instance}/volumes/{{id}}", _get_local_volume)
     r.add_delete(f"{instance}/volumes/{{id}}", _delete_local_volume)
     r.add_get(f"{instance}/products/servers", _products)
@@ -575,6 +610,29 @@ async def _attach_volume(request: web.Request) -> web.Response:
 async def _detach_volume(request: web.Request) -> web.Response:
     fake, zone, server_id = _ids(request)
     return web.json_response({"server": fake.detach_volume(zone, server_id, await _body(request))})
+
+
+async def _list_user_data(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    return web.json_response({"user_data": fake.user_data_keys(zone, server_id)})
+
+
+async def _get_user_data(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    return web.Response(text=fake.get_user_data(zone, server_id, request.match_info["key"]))
+
+
+async def _set_user_data(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    value = await request.text()
+    fake.set_user_data(zone, server_id, request.match_info["key"], request.content_type, value)
+    return web.Response(status=204)
+
+
+async def _delete_user_data(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    fake.delete_user_data(zone, server_id, request.match_info["key"])
+    return web.Response(status=204)
 
 
 async def _get_local_volume(request: web.Request) -> web.Response:

@@ -108,3 +108,29 @@ async def test_running_after_some_time(fake: FakeScaleway, http: aiohttp.ClientS
     assert (await call(http, "GET", f"{SERVERS}/{server['id']}"))[1]["server"]["state"] == "starting"
     await asyncio.sleep(0.06)
     assert (await call(http, "GET", f"{SERVERS}/{server['id']}"))[1]["server"]["state"] == "running"
+
+
+async def test_user_data_is_text_kept_per_server_and_gone_with_it(
+    http: aiohttp.ClientSession, fake: FakeScaleway
+) -> None:
+    server = await create(http)
+    base = f"{SERVERS}/{server['id']}/user_data"
+    async with http.patch(f"{base}/cloud-init", json={"a": 1}) as resp:
+        assert resp.status == 400, "only text/plain bodies"
+    async with http.patch(f"{base}/cloud-init", data="#cloud-config\n", headers={"Content-Type": "text/plain"}) as resp:
+        assert resp.status == 204
+    assert await call(http, "GET", base) == (200, {"user_data": ["cloud-init"]})
+    async with http.get(f"{base}/cloud-init") as resp:
+        assert (resp.status, resp.content_type, await resp.text()) == (200, "text/plain", "#cloud-config\n")
+    assert (await call(http, "DELETE", f"{base}/cloud-init"))[0] == 204
+    assert (await call(http, "GET", f"{base}/cloud-init"))[0] == 404
+    assert await call(http, "GET", base) == (200, {"user_data": []})
+
+    assert (await call(http, "PATCH", f"{base}/other", {"not": "text"}))[0] == 400
+    async with http.patch(f"{base}/cloud-init", data="late", headers={"Content-Type": "text/plain"}) as resp:
+        assert resp.status == 204
+    await call(http, "POST", f"{SERVERS}/{server['id']}/action", {"action": "poweron"})
+    assert fake.first_boot_cloud_init == {server["id"]: "late"}
+    await call(http, "POST", f"{SERVERS}/{server['id']}/action", {"action": "terminate"})
+    assert (await call(http, "GET", base))[0] == 404
+    assert fake.user_data == {} and fake.first_boot_cloud_init == {server["id"]: "late"}
