@@ -85,6 +85,9 @@ class Settings:
     # First retry delay of a failed Scaleway call (doubled each time, capped); tests against the fake
     # server lower it so random 5xx do not make them sleep.
     scw_retry_base_s: float = 1.0
+    # The container Scaleway GPU servers run at first boot to serve their model. `latest` moves under a
+    # running fleet: operators should pin a tag (or a digest) so every worker runs the same server.
+    scw_worker_image: str = "vllm/vllm-openai:latest"
     # State of the mock cloud (its servers are local worker processes); None: <data_dir>/mock-cloud.
     mock_cloud_dir: str | None = None
 

@@ -8,6 +8,17 @@ Attach and detach are serialised per server: Scaleway rejects concurrent volume 
 The client repeats attach, detach and terminate after a 5xx; when the first call went through and only
 its reply was lost, the repeat is refused (400). Each of them then reads the volume or server again and
 counts the change as done when that state shows it, whatever the refusal's message says.
+
+Worker boot: a server created for a model (`ServerSpec.model`) carries it in a `model=<repo id>` tag and
+gets the `cloud-init` user data (`cloud_init.py`) right after the POST, while it is still stopped: cloud-init
+reads it at the first boot only. When that write fails the server exists, so `create_server` raises
+TransientError; the scheduler's retry finds the server by its tags and adopts it without calling
+`create_server` again. So `power_on` makes sure of it: on a stopped server with a model tag and no
+`cloud-init` key it writes the user data, then powers on. The tag is set by the POST itself, so this also
+covers a scheduler that died between the POST and the write. Chosen over a separate provider method
+because it changes neither the provider interface nor the scheduler, and every server passes through
+`power_on` before its first boot. The worker token stays out of user data: any process on the instance
+can read user data without authentication.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from providers.base import (
     InvalidRequest,
     NotFound,
     Provider,
+    ProviderError,
     Server,
     ServerSpec,
     ServerState,
@@ -33,7 +45,8 @@ from providers.base import (
     VolumeState,
 )
 from providers.scaleway import mapping
-from providers.scaleway.client import RetryPolicy, ScalewayClient
+from providers.scaleway.client import PlainText, RetryPolicy, ScalewayClient
+from providers.scaleway.cloud_init import CloudInitError, worker_cloud_config
 from providers.scaleway.images import DEFAULT_LABELS, BootImages
 
 SBS_VOLUME = "sbs_volume"
@@ -46,6 +59,16 @@ _NOT_DELETABLE = frozenset({VolumeState.IN_USE, VolumeState.BUSY, VolumeState.CR
 # Block volume reference statuses that mean an attach to that server was accepted; any other status
 # (detaching, detached) or no reference at all means a detach was.
 _ATTACHED_REFERENCES = frozenset({"attaching", "attached"})
+# The user data key cloud-init reads on Scaleway's images.
+CLOUD_INIT_KEY = "cloud-init"
+# The server tag naming the model its user data serves (see the module docstring).
+MODEL_TAG = "model="
+# Host port of the worker: instance_types.worker_port's default, which the scheduler health-checks.
+# ServerSpec carries no port, so a Scaleway type with another worker_port would need one added there.
+WORKER_PORT = 8000
+# Where Scaleway's sbs volumes appear (udev by-id links): a local scratch disk, wiped at power-off,
+# is never taken for the data volume. The root volume matches too; the boot script skips it.
+DATA_DEVICES = "/dev/disk/by-id/scsi-0SCW_sbs_volume-*"
 
 
 class Termination(enum.Enum):
@@ -74,6 +97,14 @@ def terminate_accepted(server_body: dict[str, Any] | None) -> bool:
     return server_body.get("state") == "stopping" and server_body.get("state_detail") == "terminating"
 
 
+def tagged_model(tags: Sequence[str]) -> str | None:
+    """The model a `model=` tag names, or None."""
+    for tag in tags:
+        if tag.startswith(MODEL_TAG) and len(tag) > len(MODEL_TAG):
+            return tag[len(MODEL_TAG) :]
+    return None
+
+
 def attached_to(volume_body: dict[str, Any] | None, server_id: str) -> bool:
     """Whether a Block volume is attached, or attaching, to this server (detaching counts as detached)."""
     for ref in (volume_body or {}).get("references") or ():
@@ -95,9 +126,11 @@ class ScalewayProvider(Provider):
         project_id: str,
         *,
         default_image_labels: Sequence[str] = DEFAULT_LABELS,
+        worker_image: str = Settings.scw_worker_image,
     ) -> None:
         self.client = client
         self.project_id = project_id
+        self.worker_image = worker_image
         self._default_labels = tuple(default_image_labels)
         self._images = BootImages(client)
         self._server_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -113,7 +146,7 @@ class ScalewayProvider(Provider):
                 code="PROVIDER_NOT_CONFIGURED",
             )
         client = ScalewayClient(key, settings.scw_api_url, retry=RetryPolicy(base_s=settings.scw_retry_base_s))
-        return cls(client, project)
+        return cls(client, project, worker_image=settings.scw_worker_image)
 
     async def close(self) -> None:
         await self.client.close()
@@ -128,13 +161,15 @@ class ScalewayProvider(Provider):
     # -- servers -----------------------------------------------------------------------------------
 
     async def create_server(self, spec: ServerSpec) -> Server:
+        # Built first: a model id that cannot go into user data is refused before anything exists.
+        user_data = self._user_data(spec.model) if spec.model else None
         image = spec.image or await self._default_image(spec.zone, spec.commercial_type)
         body: dict[str, Any] = {
             "name": spec.name,
             "commercial_type": spec.commercial_type,
             "image": image,
             "project": self.project_id,
-            "tags": list(spec.tags),
+            "tags": [*spec.tags, MODEL_TAG + spec.model] if spec.model else list(spec.tags),
             "boot_type": "local",
             # The worker must be reachable: a public IP from power-on to termination.
             "dynamic_ip_required": True,
@@ -142,7 +177,41 @@ class ScalewayProvider(Provider):
         if spec.root_volume_bytes:
             body["volumes"] = {"0": {"size": spec.root_volume_bytes, "volume_type": SBS_VOLUME}}
         reply = await self.client.request("POST", _servers(spec.zone), body=body, idempotent=False)
-        return mapping.server_from_body(reply.data["server"])
+        server = mapping.server_from_body(reply.data["server"])
+        if user_data is not None:
+            try:
+                await self._set_cloud_init(spec.zone, server.id, user_data)
+            except ProviderError as exc:
+                raise TransientError(
+                    f"Scaleway server {server.id} was created but its cloud-init user data could not be set "
+                    f"({exc.message}); power-on sets it before the first boot"
+                ) from exc
+        return server
+
+    def _user_data(self, model: str) -> str:
+        try:
+            return worker_cloud_config(model, port=WORKER_PORT, image=self.worker_image, data_device_hint=DATA_DEVICES)
+        except CloudInitError as exc:
+            raise InvalidRequest(f"cannot boot a Scaleway worker: {exc}") from None
+
+    async def _set_cloud_init(self, zone: str, server_id: str, user_data: str) -> None:
+        # A PUT in all but name: writing the same value again changes nothing, so retries are safe.
+        await self.client.request(
+            "PATCH", f"{_servers(zone)}/{server_id}/user_data/{CLOUD_INIT_KEY}", body=PlainText(user_data)
+        )
+
+    async def _ensure_cloud_init(self, zone: str, server_id: str) -> None:
+        """Write the user data of a server created for a model if it has none yet (see the module docstring)."""
+        body = await self._server_body(zone, server_id)
+        if body is None:
+            raise NotFound(f"Scaleway server {server_id} not found in {zone}")
+        model = tagged_model(body.get("tags") or ())
+        # cloud-init reads it at the first boot: a server starting or running is past that point.
+        if model is None or body.get("state") != "stopped":
+            return
+        reply = await self.client.request("GET", f"{_servers(zone)}/{server_id}/user_data")
+        if CLOUD_INIT_KEY not in (reply.data or {}).get("user_data", ()):
+            await self._set_cloud_init(zone, server_id, self._user_data(model))
 
     async def _default_image(self, zone: str, commercial_type: str) -> str:
         image = await self._images.resolve(zone, commercial_type, self._default_labels)
@@ -175,6 +244,7 @@ class ScalewayProvider(Provider):
         return [s for s in servers if set(tags) <= set(s.tags)]
 
     async def power_on(self, zone: str, server_id: str) -> None:
+        await self._ensure_cloud_init(zone, server_id)
         try:
             await self.client.request("POST", f"{_servers(zone)}/{server_id}/action", body={"action": "poweron"})
         except InvalidRequest:

@@ -80,8 +80,11 @@ async def test_l40s_resolves_its_image_becomes_ready_and_leaves_nothing(
     assert params["allocation_params"]["scaleway"]["boot_image_zone"] == ZONE
     (server,) = fake.servers.values()
     assert server["image"]["id"] == image_id and server["state"] == "running"
-    assert server["name"] == f"inventiv-{instance_id[:8]}" and server["tags"] == [TAG, f"instance={instance_id}"]
+    assert server["name"] == f"inventiv-{instance_id[:8]}"
+    assert server["tags"] == [TAG, f"instance={instance_id}", f"model={MODEL_7B}"]
     assert await db.storage_sizes_gb(instance_id) == [20, 200]
+    booted_with = fake.first_boot_cloud_init[server["id"]]
+    assert booted_with is not None and f"MODEL={MODEL_7B}\n" in booted_with, "cloud-init set before power-on"
     assert all(v["tags"] == [TAG, f"instance={instance_id}"] for v in fake.volumes.values()), "boot volume tagged"
 
     await terminate(instance_id)
@@ -159,6 +162,29 @@ async def test_a_crash_between_create_and_record_adopts_the_server(
         ("POST", f"/instance/v1/zones/{ZONE}/servers")
     ], "created once"
     assert list(fake.servers) == [row["provider_instance_id"]]
+
+
+async def test_a_server_whose_user_data_could_not_be_written_is_adopted_and_boots_with_it(
+    scw_instance: Any, drive: Any, driver: Driver, db: Any, db_pool: Any, fake: FakeScaleway
+) -> None:
+    instance_id = await scw_instance()
+    fake.error_rate, fake.fault_paths = 1.0, ("/user_data/cloud-init",)
+    await driver._pass(instance_id)
+    create = next(a for a in await db.actions(instance_id) if a["action_type"] == "PROVIDER_CREATE")
+    assert (create["status"], create["error_code"]) == ("failed", "PROVIDER_TRANSIENT")
+    fake.error_rate = 0.0
+    async with db_pool.acquire() as conn, conn.cursor() as cur:  # no need to wait for the backoff
+        await cur.execute("UPDATE instances SET next_attempt_at = now() WHERE id = %s", (instance_id,))
+
+    row = await drive(instance_id, "ready")
+
+    [server_id] = fake.servers
+    assert row["provider_instance_id"] == server_id
+    assert [p for m, p in fake.requests if m == "POST" and p.endswith("/servers")] == [
+        f"/instance/v1/zones/{ZONE}/servers"
+    ], "created once, then adopted"
+    booted_with = fake.first_boot_cloud_init[server_id]
+    assert booted_with is not None and f"MODEL={MODEL_7B}\n" in booted_with
 
 
 async def test_a_server_that_cannot_be_powered_on_is_cleaned_up(

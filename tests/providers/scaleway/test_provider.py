@@ -325,3 +325,99 @@ async def test_create_without_image_resolves_the_default(provider: ScalewayProvi
     with pytest.raises(InvalidRequest, match="no boot image for H100-1-80G") as caught:
         await provider.create_server(spec(commercial_type="H100-1-80G", image=None))
     assert caught.value.code == "SCW_DISKLESS_BOOT_IMAGE_REQUIRED"
+
+
+# -- worker boot: cloud-init user data -------------------------------------------------------------------
+
+MODEL = "Qwen/Qwen2.5-7B-Instruct"
+TOKEN = "worker-token-that-must-stay-out-of-user-data"
+
+
+def model_spec(name: str = "inventiv-1", model: str = MODEL) -> ServerSpec:
+    return ServerSpec(name=name, zone=ZONE, commercial_type="L40S-1-48G", tags=TAGS, image=GPU_IMAGE_ID,
+                      model=model, extra={"worker_token": TOKEN})  # fmt: skip
+
+
+def user_data_calls(fake: FakeScaleway, server_id: str) -> list[str]:
+    """The calls that wrote user data or powered on this server, in order."""
+    base = f"/instance/v1/zones/{ZONE}/servers/{server_id}"
+    return [f"{m} {p[len(base):]}" for m, p in fake.requests if p.startswith(f"{base}/") and m in ("PATCH", "POST")]
+
+
+async def test_a_server_for_a_model_boots_with_its_cloud_init(provider: ScalewayProvider, fake: FakeScaleway) -> None:
+    server = await provider.create_server(model_spec())
+
+    assert server.state is ServerState.STOPPED and server.tags == (*TAGS, f"model={MODEL}")
+    cloud_init = fake.user_data[server.id]["cloud-init"]
+    assert cloud_init.startswith("#cloud-config\n") and f"MODEL={MODEL}\n" in cloud_init
+    assert "HOST_PORT=8000\n" in cloud_init and "IMAGE=vllm/vllm-openai:latest\n" in cloud_init
+    assert TOKEN not in cloud_init, "user data is readable by any process on the server"
+
+    await provider.power_on(ZONE, server.id)
+
+    assert fake.first_boot_cloud_init == {server.id: cloud_init}
+    assert user_data_calls(fake, server.id) == ["PATCH /user_data/cloud-init", "POST /action"], "written once"
+
+
+async def test_a_server_without_a_model_gets_no_user_data(provider: ScalewayProvider, fake: FakeScaleway) -> None:
+    server = await provider.create_server(spec())
+    await provider.power_on(ZONE, server.id)
+    assert fake.user_data == {} and fake.first_boot_cloud_init == {server.id: None}
+
+
+async def test_the_worker_image_comes_from_the_settings(fake: FakeScaleway) -> None:
+    settings = Settings().replace(**fake.settings_changes(), scw_worker_image="registry.example.com/vllm:v0.6.3")
+    provider = create_provider("scaleway", settings)
+    try:
+        server = await provider.create_server(model_spec())
+    finally:
+        await provider.close()
+    assert "IMAGE=registry.example.com/vllm:v0.6.3\n" in fake.user_data[server.id]["cloud-init"]
+
+
+@pytest.mark.parametrize("model", ["Qwen/Qwen2.5; reboot", "../models/qwen", "Qwen/$(id)"])
+async def test_a_bad_model_id_is_refused_before_anything_is_created(
+    provider: ScalewayProvider, fake: FakeScaleway, model: str
+) -> None:
+    with pytest.raises(InvalidRequest, match="cannot boot a Scaleway worker"):
+        await provider.create_server(model_spec(model=model))
+    assert fake.servers == {} and fake.requests == []
+
+
+async def test_when_the_user_data_cannot_be_written_the_adopted_server_gets_it_at_power_on(
+    provider: ScalewayProvider, fake: FakeScaleway
+) -> None:
+    fake.error_rate, fake.fault_paths = 1.0, ("/user_data/cloud-init",)
+    with pytest.raises(TransientError, match="created but its cloud-init user data could not be set"):
+        await provider.create_server(model_spec())
+    # The server exists, stopped, without user data; what the scheduler's retry does: find it by tags.
+    fake.error_rate = 0.0
+    [adopted] = await provider.list_servers(ZONE, TAGS)
+    assert adopted.state is ServerState.STOPPED and fake.user_data == {}
+
+    await provider.power_on(ZONE, adopted.id)
+
+    booted_with = fake.first_boot_cloud_init[adopted.id]
+    assert booted_with is not None and f"MODEL={MODEL}\n" in booted_with
+    assert user_data_calls(fake, adopted.id)[-2:] == ["PATCH /user_data/cloud-init", "POST /action"]
+
+
+async def test_a_repeated_power_on_writes_nothing_once_the_server_started(
+    provider: ScalewayProvider, fake: FakeScaleway
+) -> None:
+    server = await provider.create_server(model_spec())
+    fake.error_after_rate, fake.fault_paths = 1.0, ("/action",)
+    await provider.power_on(ZONE, server.id)  # its reply lost: the client's retry is refused, the server is starting
+    fake.error_after_rate = 0.0
+    del fake.user_data[server.id]
+
+    await provider.power_on(ZONE, server.id)  # the scheduler repeats the step
+
+    # Past its first boot, nothing more is written, even with the key gone.
+    assert user_data_calls(fake, server.id) == ["PATCH /user_data/cloud-init"] + ["POST /action"] * 3
+    assert fake.first_boot_cloud_init[server.id] is not None and server.id not in fake.user_data
+
+
+async def test_power_on_of_a_missing_server_is_not_found(provider: ScalewayProvider) -> None:
+    with pytest.raises(NotFound):
+        await provider.power_on(ZONE, "00000000-0000-0000-0000-000000000000")
