@@ -272,6 +272,9 @@ class InferenceCall:
             metrics.upstream_errors("stream_cut").inc()
         elif outcome.complete:
             record.status = "success"
+        elif outcome.client_gone:
+            record.status = "client_cancelled"
+            record.http_status = 499
         # else: cancelled by the client, set by run()
         if outcome.usage is not None:
             record.set_usage(outcome.usage)

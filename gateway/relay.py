@@ -8,6 +8,8 @@ when the worker's writes split it across reads.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,8 @@ class Outcome:
     # The upstream failed after the response started: the client got an error event instead of the rest.
     upstream_error: str | None = None
     complete: bool = False
+    # The client went away mid-stream (a write to it failed).
+    client_gone: bool = False
 
 
 def json_usage(body: bytes) -> dict[str, Any] | None:
@@ -46,6 +50,125 @@ def content_type(up: UpstreamResponse, default: str) -> str:
     return value.decode("latin-1") if value else default
 
 
+class _Relay:
+    """The sink a streaming response's chunks are pushed into, from the upstream connection's callback.
+
+    A chunk is written to the client at once: `response.write()` completes without suspending unless
+    the client's socket buffer is full. Then the write is parked, the worker's connection paused and
+    later chunks held, until the client drains; the write coroutine is stepped by hand, as a task
+    would, because this runs inside a protocol callback where nothing may be awaited.
+    """
+
+    __slots__ = (
+        "backlog", "clock", "failed", "loop", "out", "outcome", "parked", "paused", "pending", "settled", "strip",
+        "tail", "up", "write",
+    )  # fmt: skip
+
+    def __init__(
+        self, response: web.StreamResponse, up: UpstreamResponse, outcome: Outcome, strip: bool, clock: Any
+    ) -> None:
+        self.write = response.write
+        self.up = up
+        self.outcome = outcome
+        self.strip = strip
+        self.clock = clock
+        self.loop = asyncio.get_running_loop()
+        # Bytes after the last complete event, held back while stripping (an event may span reads).
+        self.pending = b""
+        # The last reads, kept (not copied) to find the usage event at the end of the stream.
+        self.tail: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+        # Chunks of the current read from the worker, written together by flush().
+        self.out: list[bytes] = []
+        self.parked: Coroutine[Any, Any, None] | None = None
+        self.paused = False
+        self.backlog: list[bytes] = []
+        self.failed: BaseException | None = None
+        self.settled: asyncio.Future[None] | None = None
+
+    def __call__(self, chunk: bytes) -> None:
+        outcome = self.outcome
+        if outcome.first_byte_at is None:
+            outcome.first_byte_at = self.clock()
+        outcome.events += sse.count_data_events(chunk)
+        if self.strip:
+            block, self.pending = sse.split_complete(self.pending + chunk if self.pending else chunk)
+            if block and sse.has_usage(block):
+                block, outcome.usage = sse.take_usage(block, strip=True)
+            chunk = block
+        else:
+            self.tail = (self.tail[1], self.tail[2], chunk)
+        if chunk:
+            self.out.append(chunk)
+
+    def flush(self) -> None:
+        """Write what the last read from the worker carried, in one piece."""
+        out = self.out
+        if out:
+            self.out = []
+            self.send(out[0] if len(out) == 1 else b"".join(out))
+
+    def send(self, data: bytes) -> None:
+        if self.failed is not None:
+            return
+        if self.parked is not None:
+            self.backlog.append(data)
+            return
+        self._run(self.write(data))
+
+    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Step the write `coro`; when it completes, write what was held behind it, in order."""
+        while self._step(coro):
+            if not self.backlog:
+                if self.paused:
+                    self.paused = False
+                    self.up.resume()
+                self._settle()
+                return
+            coro = self.write(self.backlog.pop(0))
+
+    def _step(self, coro: Coroutine[Any, Any, None]) -> bool:
+        """True when the write completed; False when it is parked or failed."""
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            self.parked = None
+            return True
+        except Exception as exc:
+            # The client is gone (or its connection broke): stop the worker too.
+            self.parked = None
+            self.failed = exc
+            self.backlog.clear()
+            self.up.close()
+            self._settle()
+            return False
+        self.parked = coro
+        if not self.paused:
+            self.paused = True
+            self.up.pause()
+        if isinstance(yielded, asyncio.Future):
+            yielded._asyncio_future_blocking = False
+            yielded.add_done_callback(lambda _: self._run(coro))
+        else:
+            self.loop.call_soon(self._run, coro)
+        return False
+
+    def _settle(self) -> None:
+        if self.settled is not None and not self.settled.done():
+            self.settled.set_result(None)
+
+    async def wait_settled(self) -> None:
+        """Until a parked write and the chunks held behind it have gone out (or failed)."""
+        if self.parked is not None:
+            self.settled = self.loop.create_future()
+            await self.settled
+
+    def close(self) -> None:
+        if self.parked is not None:
+            self.parked.close()
+            self.parked = None
+        self.backlog.clear()
+
+
 async def relay_stream(
     request: web.Request,
     up: UpstreamResponse,
@@ -58,38 +181,38 @@ async def relay_stream(
     response = web.StreamResponse(status=up.status, headers=headers)
     response.content_type = content_type(up, "text/event-stream")
     await response.prepare(request)
-    pending = b""
-    # The last reads, kept (not copied) to find the usage event at the end of the stream.
-    tail: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+    relay = _Relay(response, up, outcome, strip_usage, clock)
     try:
-        while chunk := await up.read():
-            if outcome.first_byte_at is None:
-                outcome.first_byte_at = clock()
-            outcome.events += sse.count_data_events(chunk)
-            if strip_usage:
-                block, pending = sse.split_complete(pending + chunk if pending else chunk)
-                if block and sse.has_usage(block):
-                    block, outcome.usage = sse.take_usage(block, strip=True)
-                if block:
-                    await response.write(block)
-            else:
-                tail = (tail[1], tail[2], chunk)
-                await response.write(chunk)
-        outcome.complete = True
-    except (UpstreamClosed, UpstreamTimeout) as exc:
-        outcome.upstream_error = str(exc)
+        try:
+            await up.stream(relay)
+            outcome.complete = True
+        except (UpstreamClosed, UpstreamTimeout) as exc:
+            outcome.upstream_error = str(exc)
+        await relay.wait_settled()
+    finally:
+        relay.close()
+    if relay.failed is not None:
+        outcome.complete = False
+        outcome.upstream_error = None
+        outcome.client_gone = True
+        return response
+    await _finish(response, relay, outcome)
+    return response
+
+
+async def _finish(response: web.StreamResponse, relay: _Relay, outcome: Outcome) -> None:
+    """The end of a stream: held-back bytes, the usage in its tail, an error event if it was cut."""
+    pending = relay.pending
     if pending:
         # A last event with no blank line after it (or a cut one): forwarded as the worker sent it.
         if sse.has_usage(pending):
             pending, outcome.usage = sse.take_usage(pending, strip=True)
         await response.write(pending)
-    if not strip_usage and outcome.usage is None:
-        last = b"".join(tail)
+    if not relay.strip and outcome.usage is None:
+        last = b"".join(relay.tail)
         if sse.has_usage(last):
             outcome.usage = sse.usage_in_tail(last)
     if outcome.upstream_error is not None:
         message = f"The worker failed mid-stream: {outcome.upstream_error}"
         await response.write(sse.error_event(message, "upstream_error"))
     await response.write_eof()
-    return response
-

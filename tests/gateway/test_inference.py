@@ -358,3 +358,19 @@ async def test_embeddings_are_proxied(serve_one: ServeOne) -> None:
         body = await resp.json()
     assert [d["index"] for d in body["data"]] == [0, 1]
     assert body["usage"]["prompt_tokens"] == 3
+
+
+async def test_a_slow_client_gets_every_byte_of_a_large_stream(serve_one: ServeOne) -> None:
+    # About 12 MB of events and a client that stops reading for a while: more than the sockets
+    # buffer, so the relay parks its writes and pauses the worker's connection until the client drains.
+    worker, client, key, _ = await serve_one(tokens=60_000)
+    body = {"model": SMALL, "messages": MESSAGES, "stream": True}
+    async with client.post(CHAT, json=body, headers=auth(key)) as resp:
+        assert resp.status == 200
+        received = bytearray(await resp.content.read(16384))
+        await asyncio.sleep(0.5)
+        while chunk := await resp.content.read(65536):
+            received += chunk
+    direct = await _direct(worker, body)
+    assert len(received) > 10_000_000
+    assert events(bytes(received)) == events(direct)
