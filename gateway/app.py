@@ -13,6 +13,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from gateway import state
 from gateway.affinity import Affinity
 from gateway.auth import KeyTable
+from gateway.background import stop_tasks
 from gateway.errors import error_middleware
 from gateway.inference import setup_inference_routes
 from gateway.plane import DataPlane
@@ -22,7 +23,7 @@ from gateway.workers import WorkerView
 from inventiv import redis_keys
 from inventiv.services import redis_client
 from inventiv.settings import Settings
-from sql.pool import create_pool
+from sql.pool import close_pool, create_pool
 
 # prometheus_client's switch to multiprocess mode, read when it is imported (gateway.server sets it).
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -51,8 +52,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     pool = await create_pool(settings.database_url, maxsize=10)
     app[state.DB] = pool
     yield
-    pool.close()
-    await pool.wait_closed()
+    await close_pool(pool)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
@@ -86,9 +86,7 @@ async def _data_plane(app: web.Application) -> AsyncIterator[None]:
     ]
     app[state.LIFECYCLE].loaded = True
     yield
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await stop_tasks(tasks)
     await plane.usage.close()
     plane.upstream.close()
 

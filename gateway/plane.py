@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from gateway import metrics
 from gateway.affinity import Affinity
 from gateway.auth import KeyTable
+from gateway.background import being_cancelled
 from gateway.catalog import Catalog
 from gateway.state import Lifecycle
 from gateway.upstream import UpstreamPool
@@ -76,6 +77,8 @@ class DataPlane:
             try:
                 await self.reload(pool)
             except Exception as exc:
+                if being_cancelled():
+                    raise asyncio.CancelledError from exc
                 # Keep routing on the last tables: a database blip must not stop inference.
                 log.warning("routing tables refresh failed; keeping the previous ones", extra={"error": str(exc)})
 
@@ -90,5 +93,7 @@ class DataPlane:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if being_cancelled():
+                    raise asyncio.CancelledError from exc
                 log.warning("change notifications unavailable; polling only", extra={"error": str(exc)})
                 await asyncio.sleep(_RESUBSCRIBE_S)

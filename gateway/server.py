@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 
 # A listen backlog for bursts of thousands of new connections (the kernel caps it at somaxconn).
 _BACKLOG = 4096
+# What aiohttp waits for at cleanup, after our own drain: only idle keep-alive connections are left
+# by then (its default, 60 s, kept a drained process alive for a minute).
+_SHUTDOWN_S = 1.0
+# How often a gateway child checks that its supervisor is still alive.
+_ORPHAN_CHECK_S = 1.0
 # Allocations between first-generation collections: ten times CPython's default (see _tune_gc).
 _GC_FIRST_THRESHOLD = 7000
 
@@ -82,7 +87,10 @@ async def _check_schema(settings: Settings) -> None:
 def _run_workers(settings: Settings, count: int) -> int:
     # spawn, not fork: each child starts its own clean event loop and connection pools.
     ctx = multiprocessing.get_context("spawn")
-    children = [ctx.Process(target=_worker_main, args=(settings,), name=f"gateway-{i}") for i in range(count)]
+    parent = os.getpid()
+    children = [
+        ctx.Process(target=_worker_main, args=(settings, parent), name=f"gateway-{i}") for i in range(count)
+    ]
     for child in children:
         child.start()
     stopping = False
@@ -107,20 +115,22 @@ def _run_workers(settings: Settings, count: int) -> int:
     return 1 if failed and not stopping else 0
 
 
-def _worker_main(settings: Settings) -> None:
+def _worker_main(settings: Settings, parent: int | None = None) -> None:
     import uvloop
 
     setup_logging(settings.log_format, settings.log_level)
     _tune_gc()
-    uvloop.run(run_app(settings))
+    uvloop.run(run_app(settings, parent=parent))
 
 
-async def run_app(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or `stop` is set), then drain and clean up."""
+async def run_app(settings: Settings, stop: asyncio.Event | None = None, parent: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop` is set, or the `parent` process is gone), then drain."""
     app = create_app(settings)
     # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
     # request at once (the GPU stops generating) even before the first byte was sent.
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_S
+    )
     await runner.setup()
     site = web.TCPSite(
         runner, settings.gateway_host, settings.gateway_port, reuse_port=True, backlog=_BACKLOG
@@ -131,9 +141,21 @@ async def run_app(settings: Settings, stop: asyncio.Event | None = None) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    orphan_watch = asyncio.create_task(_stop_when_orphaned(parent, stop)) if parent is not None else None
     await stop.wait()
+    if orphan_watch is not None:
+        orphan_watch.cancel()
     await drain(app, settings.drain_timeout_s)
     await runner.cleanup()
+
+
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    """A supervisor killed outright (SIGKILL, OOM) cannot stop its children: they notice and drain."""
+    # Polling: the kernel tells a child nothing when its parent dies (no portable parent-death signal).
+    while os.getppid() == parent:  # noqa: ASYNC110
+        await asyncio.sleep(_ORPHAN_CHECK_S)
+    log.warning("the supervising gateway process is gone; draining", extra={"parent": parent})
+    stop.set()
 
 
 def _tune_gc() -> None:

@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from gateway import metrics
+from gateway.background import being_cancelled, stop_tasks
 from sql.queries import queries
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class UsageRecorder:
                 await self.flush()
                 failures = 0
             except (RedisError, OSError) as exc:
+                if being_cancelled():
+                    raise asyncio.CancelledError from exc
                 failures += 1
                 delay = min(_RETRY_MAX_S, 0.1 * 2**failures)
                 extra = {"error": str(exc), "buffered": self.buffered}
@@ -150,8 +153,7 @@ class UsageRecorder:
 
     async def close(self, timeout_s: float = 5.0) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks([self._task])
         try:
             async with asyncio.timeout(timeout_s):
                 await self.flush()
@@ -207,6 +209,8 @@ class UsageWriter:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if being_cancelled():
+                    raise asyncio.CancelledError from exc
                 self._recovering = True
                 failures += 1
                 delay = min(_RETRY_MAX_S, 0.2 * 2**failures)

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from inventiv.embedded import EmbeddedServices
 from inventiv.settings import Settings
-from sql.pool import create_pool
+from sql.pool import close_pool, create_pool
 
 
 @contextmanager
@@ -38,8 +38,7 @@ async def open_pool(settings: Settings, *, maxsize: int = 10) -> AsyncIterator[a
     try:
         yield pool
     finally:
-        pool.close()
-        await pool.wait_closed()
+        await close_pool(pool)
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:

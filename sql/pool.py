@@ -6,6 +6,7 @@ any exception) on one pooled connection.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -39,6 +40,20 @@ async def create_pool(dsn: str, *, minsize: int = 1, maxsize: int = 10, connect_
     except psycopg2.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
         raise DatabaseUnavailable(f"cannot connect to Postgres ({redact(dsn)}): {first}") from None
+
+
+async def close_pool(pool: aiopg.Pool, timeout_s: float = 5.0) -> None:
+    """Close the pool, waiting a bounded time for connections in use; then drop them.
+
+    A query cancelled mid-flight (a task cancelled at shutdown) can leave its connection checked
+    out for good, and `wait_closed()` alone would then wait forever.
+    """
+    pool.close()
+    try:
+        await asyncio.wait_for(pool.wait_closed(), timeout_s)
+    except TimeoutError:
+        pool.terminate()
+        await pool.wait_closed()
 
 
 @asynccontextmanager

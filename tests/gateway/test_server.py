@@ -153,3 +153,29 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+async def test_workers_drain_and_exit_when_their_supervisor_is_killed(
+    db_pool: aiopg.Pool, gateway_settings: Settings, unused_tcp_port: int
+) -> None:
+    settings = gateway_settings.replace(gateway_port=unused_tcp_port, gateway_workers=2, drain_timeout_s=1.0)
+    env = {**os.environ, **settings_to_env(settings), "INVENTIV_LOG_FORMAT": "json"}
+    proc = subprocess.Popen([sys.executable, "-m", "inventiv", "gateway"], env=env)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(f"http://127.0.0.1:{unused_tcp_port}", session)
+        children = _children(proc.pid)
+        assert len(children) == 2
+        proc.kill()  # SIGKILL: the supervisor gets no chance to stop them
+        await asyncio.to_thread(proc.wait, 10)
+        for _ in range(100):
+            if not any(_alive(pid) for pid in children):
+                break
+            await asyncio.sleep(0.1)
+        assert not any(_alive(pid) for pid in children)
+    finally:
+        for pid in _children(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
