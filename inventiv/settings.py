@@ -88,6 +88,9 @@ class Settings:
     # The container Scaleway GPU servers run at first boot to serve their model. `latest` moves under a
     # running fleet: operators should pin a tag (or a digest) so every worker runs the same server.
     scw_worker_image: str = "vllm/vllm-openai:latest"
+    # Root volume of a diskless Scaleway worker, GB: the GPU OS image's own 20 GB cannot also hold the
+    # worker image (vLLM's is over 10 GB unpacked) and Docker's layers; model weights go to the data volume.
+    scw_worker_root_volume_gb: int = 100
     # State of the mock cloud (its servers are local worker processes); None: <data_dir>/mock-cloud.
     mock_cloud_dir: str | None = None
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from inventiv.settings import Settings
 from providers.base import (
+    GB,
     AttachedVolume,
     Availability,
     InvalidRequest,
@@ -127,10 +128,12 @@ class ScalewayProvider(Provider):
         *,
         default_image_labels: Sequence[str] = DEFAULT_LABELS,
         worker_image: str = Settings.scw_worker_image,
+        worker_root_gb: int = Settings.scw_worker_root_volume_gb,
     ) -> None:
         self.client = client
         self.project_id = project_id
         self.worker_image = worker_image
+        self.worker_root_bytes = worker_root_gb * GB
         self._default_labels = tuple(default_image_labels)
         self._images = BootImages(client)
         self._server_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -146,7 +149,10 @@ class ScalewayProvider(Provider):
                 code="PROVIDER_NOT_CONFIGURED",
             )
         client = ScalewayClient(key, settings.scw_api_url, retry=RetryPolicy(base_s=settings.scw_retry_base_s))
-        return cls(client, project, worker_image=settings.scw_worker_image)
+        return cls(
+            client, project, worker_image=settings.scw_worker_image,
+            worker_root_gb=settings.scw_worker_root_volume_gb,
+        )
 
     async def close(self) -> None:
         await self.client.close()
@@ -174,8 +180,9 @@ class ScalewayProvider(Provider):
             # The worker must be reachable: a public IP from power-on to termination.
             "dynamic_ip_required": True,
         }
-        if spec.root_volume_bytes:
-            body["volumes"] = {"0": {"size": spec.root_volume_bytes, "volume_type": SBS_VOLUME}}
+        root_bytes = spec.root_volume_bytes or await self._worker_root_bytes(spec)
+        if root_bytes:
+            body["volumes"] = {"0": {"size": root_bytes, "volume_type": SBS_VOLUME}}
         reply = await self.client.request("POST", _servers(spec.zone), body=body, idempotent=False)
         server = mapping.server_from_body(reply.data["server"])
         if user_data is not None:
@@ -212,6 +219,15 @@ class ScalewayProvider(Provider):
         reply = await self.client.request("GET", f"{_servers(zone)}/{server_id}/user_data")
         if CLOUD_INIT_KEY not in (reply.data or {}).get("user_data", ()):
             await self._set_cloud_init(zone, server_id, self._user_data(model))
+
+    async def _worker_root_bytes(self, spec: ServerSpec) -> int | None:
+        """A worker's root volume: the worker image and Docker's layers outgrow the image's 20 GB.
+
+        Only diskless types boot from an sbs root whose size we choose; types with a local disk keep it.
+        """
+        if spec.model and await self.needs_boot_image(spec.zone, spec.commercial_type):
+            return self.worker_root_bytes
+        return None
 
     async def _default_image(self, zone: str, commercial_type: str) -> str:
         image = await self._images.resolve(zone, commercial_type, self._default_labels)

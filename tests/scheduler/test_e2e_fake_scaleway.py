@@ -82,7 +82,8 @@ async def test_l40s_resolves_its_image_becomes_ready_and_leaves_nothing(
     assert server["image"]["id"] == image_id and server["state"] == "running"
     assert server["name"] == f"inventiv-{instance_id[:8]}"
     assert server["tags"] == [TAG, f"instance={instance_id}", f"model={MODEL_7B}"]
-    assert await db.storage_sizes_gb(instance_id) == [20, 200]
+    # A 100 GB root (room for the worker container, INVENTIV_SCW_WORKER_ROOT_VOLUME_GB) and the 7B's data volume.
+    assert await db.storage_sizes_gb(instance_id) == [100, 200]
     booted_with = fake.first_boot_cloud_init[server["id"]]
     assert booted_with is not None and f"MODEL={MODEL_7B}\n" in booted_with, "cloud-init set before power-on"
     assert all(v["tags"] == [TAG, f"instance={instance_id}"] for v in fake.volumes.values()), "boot volume tagged"
@@ -95,7 +96,7 @@ async def test_l40s_resolves_its_image_becomes_ready_and_leaves_nothing(
 
 @pytest.mark.parametrize(
     ("asked", "persistent", "sizes", "left_gb"),
-    [(0, False, [20], []), (500, False, [20, 500], []), (300, True, [20, 300], [300])],
+    [(0, False, [100], []), (500, False, [100, 500], []), (300, True, [100, 300], [300])],
 )
 async def test_data_volume_zero_500_and_persistent(
     scw_instance: Any, drive: Any, db: Any, fake: FakeScaleway, terminate: Any,

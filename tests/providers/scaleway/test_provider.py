@@ -359,6 +359,20 @@ async def test_a_server_for_a_model_boots_with_its_cloud_init(provider: Scaleway
     assert user_data_calls(fake, server.id) == ["PATCH /user_data/cloud-init", "POST /action"], "written once"
 
 
+@pytest.mark.parametrize(
+    ("commercial_type", "root_gb"),
+    [("L40S-1-48G", 100), ("H100-1-80G", 100), ("RENDER-S", 20)],
+)
+async def test_a_diskless_worker_gets_a_root_volume_for_its_container(
+    provider: ScalewayProvider, fake: FakeScaleway, commercial_type: str, root_gb: int
+) -> None:
+    worker = ServerSpec(name="inventiv-1", zone=ZONE, commercial_type=commercial_type, tags=TAGS, model=MODEL)
+    server = await provider.create_server(worker)
+    [root] = [v for v in await provider.list_server_volumes(ZONE, server.id) if v.is_root]
+    # RENDER-S has a local disk: the image's own root (20 GB) is left as it is.
+    assert root.size_bytes == root_gb * 10**9
+
+
 async def test_a_server_without_a_model_gets_no_user_data(provider: ScalewayProvider, fake: FakeScaleway) -> None:
     server = await provider.create_server(spec())
     await provider.power_on(ZONE, server.id)
