@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway import metrics as metrics_module
 from gateway import state
 from gateway.affinity import Affinity
 from gateway.auth import KeyTable
@@ -24,9 +24,6 @@ from inventiv import redis_keys
 from inventiv.services import redis_client
 from inventiv.settings import Settings
 from sql.pool import close_pool, create_pool
-
-# prometheus_client's switch to multiprocess mode, read when it is imported (gateway.server sets it).
-MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -106,7 +103,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     registry = REGISTRY
-    if os.environ.get(MULTIPROCESS_DIR_ENV):
+    if metrics_module.multiprocess():
         # Several gateway processes: answer with every process's values, from their shared files.
         registry = CollectorRegistry()
         MultiProcessCollector(registry)

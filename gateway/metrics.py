@@ -9,8 +9,17 @@ with the sum over all of them; gauges say how they combine.
 from __future__ import annotations
 
 import functools
+import os
 
 from prometheus_client import Counter, Gauge, Histogram
+
+# prometheus_client's switch to multiprocess mode, read when it is imported (gateway.server sets it).
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROCESS_DIR_ENV))
+
 
 # Inference latencies run from milliseconds (embeddings, errors) to minutes (long generations).
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -64,7 +73,13 @@ upstream_errors = functools.lru_cache(maxsize=64)(UPSTREAM_ERRORS.labels)
 
 
 def forget_instance(instance_id: str) -> None:
-    """Drop the in-flight series of an instance that left the fleet."""
+    """Drop the in-flight series of an instance that left the fleet.
+
+    In multiprocess mode series cannot be removed (their values live in the processes' files); a
+    departed instance's gauge then simply stays at zero.
+    """
+    if multiprocess():
+        return
     try:
         IN_FLIGHT.remove(instance_id)
     except KeyError:

@@ -61,7 +61,7 @@ def _shared_metrics() -> Iterator[None]:
 
     The children are spawned, so they import prometheus_client with the variable already set.
     """
-    from gateway.app import MULTIPROCESS_DIR_ENV
+    from gateway.metrics import MULTIPROCESS_DIR_ENV
 
     folder = tempfile.mkdtemp(prefix="inventiv-metrics-")
     previous = os.environ.get(MULTIPROCESS_DIR_ENV)
