@@ -34,7 +34,6 @@ class Principal:
 class KeyTable:
     def __init__(self) -> None:
         self._by_hash: dict[str, Principal] = {}
-        self.loaded = False
 
     def lookup(self, key: str) -> Principal | None:
         return self._by_hash.get(hashlib.sha256(key.encode()).hexdigest())
@@ -49,7 +48,6 @@ class KeyTable:
             )
             for r in rows
         }
-        self.loaded = True
 
     def add(self, key_hash: str, principal: Principal) -> None:
         self._by_hash = {**self._by_hash, key_hash: principal}

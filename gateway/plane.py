@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 
 import aiopg
@@ -46,7 +45,6 @@ class DataPlane:
     upstream: UpstreamPool
     workers: WorkerView
     catalog: Catalog = field(default_factory=Catalog)
-    loaded_at: float = 0.0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def reload(self, pool: aiopg.Pool) -> None:
@@ -57,11 +55,14 @@ class DataPlane:
             workers = await fetch_all(queries.instances.list_routable_workers(conn))
         self.keys.replace(keys)
         self.catalog = Catalog.from_rows(models, offerings)
-        gone = self.workers.replace(worker_from_row(row) for row in workers)
-        for instance_id in gone:
+        previous = self.workers.by_id
+        for instance_id in self.workers.replace(worker_from_row(row) for row in workers):
             log.info("worker left the routing table", extra={"instance_id": instance_id})
             metrics.forget_instance(instance_id)
-        self.loaded_at = time.monotonic()
+            # Its idle keep-alive connections would only fail a later request (or reach a new tenant
+            # of the address): close them now.
+            gone = previous[instance_id]
+            self.upstream.forget(gone.host, gone.port)
 
     def changed(self) -> None:
         """Reload now rather than at the next interval."""

@@ -97,12 +97,10 @@ class UsageRecorder:
         self._buffer: collections.deque[bytes] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.dropped = 0
 
     def record(self, record: UsageRecord) -> None:
         if len(self._buffer) >= _MAX_BUFFER:
             self._buffer.popleft()
-            self.dropped += 1
             metrics.USAGE_DROPPED.inc()
             log.error("usage buffer full while Redis is unreachable; dropping the oldest record")
         # orjson encodes the dataclass itself, several times faster than dataclasses.asdict + dumps.
@@ -188,7 +186,6 @@ class UsageWriter:
         self._next_backlog = 0.0
         # This consumer's pending entries are read back at start and after a failed batch only.
         self._recovering = True
-        self.written = 0
 
     async def ensure_group(self) -> None:
         try:
@@ -262,11 +259,10 @@ class UsageWriter:
                 log.error("malformed usage entry skipped", extra={"entry": entry_id, "fields": repr(fields)})
         if records:
             async with self._pool.acquire() as conn:
-                inserted = await queries.usage.insert_usage_batch(conn, records=orjson.dumps(records).decode())
+                await queries.usage.insert_usage_batch(conn, records=orjson.dumps(records).decode())
                 key_ids = sorted({r["api_key_id"] for r in records if r.get("api_key_id")})
                 if key_ids:
                     await queries.api_keys.touch_api_keys(conn, key_ids=key_ids)
-            self.written += int(inserted or 0)
         ids = [entry_id for entry_id, _ in entries]
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xack(self._stream, self._group, *ids)

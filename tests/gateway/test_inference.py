@@ -29,6 +29,16 @@ async def stats(worker: TestServer) -> dict[str, Any]:
         return dict(await resp.json())
 
 
+async def stats_when(worker: TestServer, timeout_s: float = 2.0, **expected: int) -> dict[str, Any]:
+    """The worker's counters once they show `expected` (or when `timeout_s` ran out: the caller asserts)."""
+    for _ in range(int(timeout_s / 0.02)):
+        counters = await stats(worker)
+        if all(counters[name] == value for name, value in expected.items()):
+            break
+        await asyncio.sleep(0.02)
+    return counters
+
+
 async def fleet(db_pool: aiopg.Pool, *workers: TestServer, model: str = SMALL) -> list[str]:
     return [await insert_ready_instance(db_pool, model, "127.0.0.1", w.port or 0) for w in workers]
 
@@ -280,11 +290,7 @@ async def test_worker_timeout_is_504(start_worker: WorkerFactory, start_gateway:
     async with client.post(CHAT, json=body, headers=auth(key)) as resp:
         assert resp.status == 504
     # The gateway hung up, so the worker stopped working on it.
-    for _ in range(50):
-        if (await stats(worker))["disconnects"] == 1:
-            break
-        await asyncio.sleep(0.05)
-    assert (await stats(worker))["disconnects"] == 1
+    assert (await stats_when(worker, disconnects=1))["disconnects"] == 1
 
 
 async def test_worker_dying_mid_stream_ends_with_an_error_event(serve_one: ServeOne) -> None:
@@ -305,11 +311,7 @@ async def test_client_disconnect_mid_stream_cancels_the_worker(serve_one: ServeO
     assert resp.status == 200
     await resp.content.readany()
     resp.close()
-    for _ in range(100):
-        counters = await stats(worker)
-        if counters["disconnects"] == 1:
-            break
-        await asyncio.sleep(0.02)
+    counters = await stats_when(worker, disconnects=1)
     assert counters["disconnects"] == 1
     assert counters["completed"] == 0
 
@@ -318,17 +320,9 @@ async def test_client_disconnect_before_first_byte_cancels_the_worker(serve_one:
     worker, client, key, _ = await serve_one()
     body = {"model": SMALL, "messages": MESSAGES, "mock": {"first_delay_ms": 5000}}
     task = asyncio.ensure_future(client.post(CHAT, json=body, headers=auth(key)))
-    for _ in range(100):
-        if (await stats(worker))["in_flight"] == 1:
-            break
-        await asyncio.sleep(0.02)
+    assert (await stats_when(worker, in_flight=1))["in_flight"] == 1
     task.cancel()
-    for _ in range(100):
-        counters = await stats(worker)
-        if counters["disconnects"] == 1:
-            break
-        await asyncio.sleep(0.02)
-    assert counters["disconnects"] == 1
+    assert (await stats_when(worker, disconnects=1))["disconnects"] == 1
 
 
 async def test_models_lists_what_has_a_ready_worker_and_the_key_may_use(
@@ -374,3 +368,20 @@ async def test_a_slow_client_gets_every_byte_of_a_large_stream(serve_one: ServeO
     direct = await _direct(worker, body)
     assert len(received) > 10_000_000
     assert events(bytes(received)) == events(direct)
+
+
+async def test_a_worker_leaving_the_fleet_has_its_idle_connections_closed(
+    serve_one: ServeOne, db_pool: aiopg.Pool
+) -> None:
+    worker, client, key, instance = await serve_one()
+    async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key)) as resp:
+        assert resp.status == 200
+    server = worker.runner.server if worker.runner is not None else None
+    assert server is not None and len(server.connections) == 1, "the gateway keeps its connection alive"
+    await set_instance(db_pool, instance, status="terminating")
+    await refresh(client)
+    for _ in range(50):
+        if not server.connections:
+            break
+        await asyncio.sleep(0.02)
+    assert server.connections == []
