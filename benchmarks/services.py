@@ -12,19 +12,19 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiopg
 import psycopg2
 import redis
 import redis.asyncio as aioredis
-from psycopg2 import sql as pgsql
 
 from gateway.api_keys import create_api_key
 from inventiv.embedded import EmbeddedServices
+from inventiv.redis_keys import delete_prefix
+from sql.databases import create_database, drop_database, with_database
 from sql.migrate import migrate
 from sql.pool import create_pool, redact
 from sql.queries import queries
@@ -79,13 +79,16 @@ async def bench_services(data_dir: Path, env: Mapping[str, str] | None = None) -
     assert server is not None and redis_url is not None
     run_id = uuid.uuid4().hex[:12]
     name = f"inventiv_bench_{run_id}"
-    services = BenchServices(_with_database(server, name), redis_url, f"inventiv-bench:{run_id}:")
+    services = BenchServices(with_database(server, name), redis_url, f"inventiv-bench:{run_id}:")
     try:
-        _admin(server, pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+        try:
+            create_database(server, name)
+        except psycopg2.OperationalError as exc:
+            raise RuntimeError(f"cannot reach Postgres at {redact(server)}: {exc}") from None
         try:
             yield services
         finally:
-            _admin(server, pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
+            drop_database(server, name)
             await _delete_prefix(redis_url, services.redis_prefix)
     finally:
         if embedded is not None:
@@ -139,27 +142,9 @@ def _reachable_redis(url: str) -> str | None:
     return url
 
 
-def _admin(server_url: str, statement: pgsql.Composable) -> None:
-    try:
-        conn = psycopg2.connect(server_url)
-    except psycopg2.OperationalError as exc:
-        raise RuntimeError(f"cannot reach Postgres at {redact(server_url)}: {exc}") from None
-    with closing(conn):
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(statement)
-
-
-def _with_database(url: str, name: str) -> str:
-    """The same server URL pointing at another database (host:port and socket URLs alike)."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
 async def _delete_prefix(redis_url: str, prefix: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
+        await delete_prefix(client, prefix)
     finally:
         await client.aclose()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg2
+from sql.databases import create_database
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class EmbeddedServices:
         except (subprocess.SubprocessError, OSError) as exc:
             raise EmbeddedServiceError(f"embedded Postgres did not start in {pgdata}: {exc}") from None
         admin_url = self._pg.get_uri()
-        _ensure_database(admin_url, DATABASE_NAME)
+        create_database(admin_url, DATABASE_NAME, if_missing=True)
         log.info("embedded postgres running", extra={"pgdata": str(pgdata)})
         return str(self._pg.get_uri(DATABASE_NAME))
 
@@ -100,18 +100,6 @@ class EmbeddedServices:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _ensure_database(admin_url: str, name: str) -> None:
-    conn = psycopg2.connect(admin_url)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
 
 
 def _postgres_running(pgdata: Path) -> bool:

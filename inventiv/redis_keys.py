@@ -6,6 +6,8 @@ deployments (or test sessions) share one Redis without seeing each other.
 
 from __future__ import annotations
 
+import redis.asyncio as aioredis
+
 from inventiv.settings import Settings
 
 # Stream of scheduler commands. Entry fields: type=PROVISION|TERMINATE, instance_id, requested_at.
@@ -29,3 +31,10 @@ KEYS_CHANGED = "events:keys"
 
 def key(settings: Settings, name: str) -> str:
     return settings.redis_prefix + name
+
+
+async def delete_prefix(redis: aioredis.Redis, prefix: str) -> None:
+    """Delete every key under `prefix` (a test session's or a benchmark run's)."""
+    keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
+    if keys:
+        await redis.delete(*keys)
