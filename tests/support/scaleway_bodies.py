@@ -1,6 +1,6 @@
-"""Real Scaleway traffic, loaded at run time from the shared reference folder.
+"""Real Scaleway traffic, loaded at run time from the recordings the repository carries.
 
-The recordings live beside the checkout, in `<project root>/../shared/reference/scaleway/`:
+The recordings live in `tests/support/reference/scaleway/` (see its README.md):
 `recorded_bodies.json` (trimmed bodies by name) and `l40s_server_lifecycle.cassette.yaml` (48 HTTP
 exchanges of a real L40S create -> poweron -> terminate -> volume cleanup). Every accessor returns a
 fresh deep copy, so a test may change what it gets.
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "scaleway"
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference" / "scaleway"
 BODIES_FILE = REFERENCE_DIR / "recorded_bodies.json"
 CASSETTE_FILE = REFERENCE_DIR / "l40s_server_lifecycle.cassette.yaml"
 
@@ -45,7 +45,7 @@ class Exchange:
 
 def _require(path: Path) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the recorded Scaleway traffic is expected in ../shared beside the checkout")
+        raise FileNotFoundError(f"{path}: recorded Scaleway traffic missing from the checkout")
     return path
 
 
