@@ -7,24 +7,26 @@ and exit status 2; tracebacks are for bugs.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
-import socket
 import sys
 import warnings
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from redis.exceptions import RedisError
+
+from inventiv import redis_keys
 from inventiv.embedded import EmbeddedServiceError
 from inventiv.logs import setup_logging
-from inventiv.services import ensure_services, open_pool
+from inventiv.ports import PortUnavailable, check_port_free
+from inventiv.services import ensure_services, open_pool, redis_client
 from inventiv.settings import Settings, SettingsError, load_environment
 from sql.migrate import MigrationError
 from sql.pool import DatabaseUnavailable
 
 log = logging.getLogger("inventiv")
 
-EXPECTED_ERRORS = (SettingsError, DatabaseUnavailable, EmbeddedServiceError, MigrationError)
+EXPECTED_ERRORS = (SettingsError, DatabaseUnavailable, EmbeddedServiceError, MigrationError, PortUnavailable)
 
 
 class CommandError(RuntimeError):
@@ -105,11 +107,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from scheduler.daemon import run_daemon
 
         return _with_services(settings, run_daemon)
-    commands: dict[str, Command] = {
-        "migrate": _migrate,
-        "seed": _seed,
-        "keys": lambda s: _create_key(s, args.org, args.name, args.scope or ["inference"]),
-    }
+    if args.command == "keys":
+        # With Redis: running gateways hear of the new key from it.
+        return _with_services(settings, lambda s: _create_key(s, args.org, args.name, args.scope or ["inference"]))
+    commands: dict[str, Command] = {"migrate": _migrate, "seed": _seed}
     return _with_services(settings, commands[args.command], redis=False)
 
 
@@ -160,21 +161,21 @@ async def _create_key(settings: Settings, org: str, name: str, scopes: list[str]
         if organization is None:
             raise CommandError(f"no organization with slug {org!r}")
         created = await create_api_key(conn, organization["id"], name, sorted(set(scopes)))
-    print(created.key)
+    print(created.key, flush=True)
+    await _announce_key(settings, str(created.row["id"]))
     return 0
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Fail with one line if something already listens there.
+async def _announce_key(settings: Settings, key_id: str) -> None:
+    """Make running gateways load the new key now, as POST /api_keys does, not at their next refresh.
 
-    The gateway's processes bind with SO_REUSEPORT, which would silently share the port with another
-    gateway; this plain bind does not, so it sees any listener.
+    Best effort: the key is stored and printed already, and gateways find it by polling anyway.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise CommandError(f"port {port} on {host} is already in use") from None
-            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    client = redis_client(settings)
+    try:
+        await client.publish(redis_keys.key(settings, redis_keys.KEYS_CHANGED), key_id)
+    except (RedisError, OSError) as exc:
+        print(f"inventiv: warning: running gateways were not notified ({exc}); "
+              f"they accept the key within {settings.routing_refresh_s:g} s", file=sys.stderr)
+    finally:
+        await client.aclose()

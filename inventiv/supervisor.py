@@ -15,6 +15,7 @@ import sys
 import time
 from types import FrameType
 
+from inventiv.ports import check_port_free
 from inventiv.services import ensure_services, open_pool
 from inventiv.settings import Settings, settings_to_env
 
@@ -27,8 +28,6 @@ _KILL_GRACE_S = 5.0
 
 
 def run_up(settings: Settings) -> int:
-    from inventiv.cli import check_port_free
-
     check_port_free(settings.gateway_host, settings.gateway_port)
     with ensure_services(settings) as resolved:
         import uvloop

@@ -1,13 +1,20 @@
-"""The `inventiv` command as an operator runs it: a real process against the test database."""
+"""The `inventiv` command as an operator runs it: a real process against the test database and Redis."""
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import aiopg
+import pytest
+import redis.asyncio as aioredis
 
 from gateway.api_keys import hash_key
+from gateway.app import create_app
+from inventiv import cli, redis_keys
+from inventiv.settings import Settings
 
 
 def _inventiv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -41,9 +48,16 @@ async def test_seed_twice_keeps_one_catalog_and_prints_the_admin_key_once(
         assert (await cur.fetchone())[0] == 3
 
 
-async def test_keys_create_prints_a_key_that_is_stored_only_as_a_hash(db_pool: aiopg.Pool, database_url: str) -> None:
+def _services_env(settings: Settings) -> dict[str, str]:
+    """The test database and this test's Redis prefix, so no command starts embedded services here."""
+    assert settings.database_url and settings.redis_url
+    return {"INVENTIV_DATABASE_URL": settings.database_url, "INVENTIV_REDIS_URL": settings.redis_url,
+            "INVENTIV_REDIS_PREFIX": settings.redis_prefix}
+
+
+async def test_keys_create_prints_a_key_that_is_stored_only_as_a_hash(db_pool: aiopg.Pool, settings: Settings) -> None:
     result = _inventiv("keys", "create", "--org", "demo", "--name", "ci", "--scope", "admin",
-                       env={"INVENTIV_DATABASE_URL": database_url})
+                       env=_services_env(settings))
     assert result.returncode == 0, result.stderr
     key = result.stdout.strip()
     assert key.startswith("ik_")
@@ -54,10 +68,66 @@ async def test_keys_create_prints_a_key_that_is_stored_only_as_a_hash(db_pool: a
         assert (await cur.fetchone())[0] == 0
 
 
-async def test_keys_create_for_an_unknown_org_is_one_line(db_pool: aiopg.Pool, database_url: str) -> None:
-    result = _inventiv("keys", "create", "--org", "nope", "--name", "x", env={"INVENTIV_DATABASE_URL": database_url})
+async def test_keys_create_for_an_unknown_org_is_one_line(db_pool: aiopg.Pool, settings: Settings) -> None:
+    result = _inventiv("keys", "create", "--org", "nope", "--name", "x", env=_services_env(settings))
     assert result.returncode == 2
     assert result.stderr.strip() == "inventiv: error: no organization with slug 'nope'"
+
+
+async def test_keys_create_announces_the_key_as_the_key_api_does(
+    db_pool: aiopg.Pool, settings: Settings, redis: aioredis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with redis.pubsub() as pubsub:
+        await pubsub.subscribe(redis_keys.key(settings, redis_keys.KEYS_CHANGED))
+        await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+        assert await cli._create_key(settings, "demo", "announced", ["inference"]) == 0
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT id::text FROM api_keys WHERE name = 'announced'")
+        (key_id,) = await cur.fetchone()
+    assert message is not None and message["data"].decode() == key_id
+    assert capsys.readouterr().out.startswith("ik_")
+
+
+async def test_a_key_made_by_the_cli_works_at_once_on_a_running_gateway(
+    aiohttp_client: Any, db_pool: aiopg.Pool, settings: Settings, redis: aioredis.Redis
+) -> None:
+    # Its own reload comes an hour later: only the notification can let the new key in.
+    gateway = await aiohttp_client(create_app(settings.replace(routing_refresh_s=3600.0)))
+    channel = redis_keys.key(settings, redis_keys.KEYS_CHANGED)
+    for _ in range(100):
+        if (await redis.pubsub_numsub(channel))[0][1]:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the gateway never subscribed to key changes")
+    env = {**_services_env(settings), "INVENTIV_ROUTING_REFRESH_S": "3600"}
+    result = await asyncio.to_thread(_inventiv, "keys", "create", "--org", "demo", "--name", "e2e", env=env)
+    assert result.returncode == 0, result.stderr
+    headers = {"Authorization": f"Bearer {result.stdout.strip()}"}
+    status = 401
+    for _ in range(40):
+        async with gateway.get("/v1/models", headers=headers) as resp:
+            status = resp.status
+        if status != 401:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 200
+
+
+async def test_keys_create_with_redis_down_still_makes_the_key_and_says_so(
+    db_pool: aiopg.Pool, settings: Settings
+) -> None:
+    env = {**_services_env(settings), "INVENTIV_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0"}
+    result = _inventiv("keys", "create", "--org", "demo", "--name", "offline", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("ik_")
+    [warning] = result.stderr.strip().splitlines()
+    assert warning.startswith("inventiv: warning: running gateways were not notified (")
+    assert warning.endswith("they accept the key within 1 s")
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT key_hash FROM api_keys WHERE name = 'offline'")
+        assert await cur.fetchone() == (hash_key(result.stdout.strip()),)
 
 
 def test_unreachable_database_is_one_line_without_traceback() -> None:
