@@ -32,7 +32,9 @@ BODY = {
     "model_id": FieldSpec("uuid", required=True),
     "data_volume_gb": FieldSpec(
         "int", nullable=True, minimum=0, maximum=MAX_DATA_VOLUME_GB,
-        description="data volume size; null or absent lets the scheduler decide, 0 means none",
+        description="data volume size in GB. null or absent: sized by the scheduler (the model's data_volume_gb, "
+        "else the provider's default, else an estimate from the model's parameter count); 0: no data volume. "
+        "WORKER_DATA_VOLUME_GB, when the operator sets it, overrides this.",
     ),
     "data_volume_delete_on_terminate": FieldSpec(
         "bool", description="whether terminating the instance deletes its data volume (true) or keeps it detached",

@@ -19,8 +19,12 @@ from gateway.errors import ApiError, bad_request, not_found
 from sql.queries import queries
 
 # Same bound as a deployment's data volume (gateway/control/deployments.py).
-_DATA_VOLUME = FieldSpec("int", nullable=True, minimum=0, maximum=100_000,
-                         description="null: sized by the scheduler; 0: no data volume")
+_DATA_VOLUME = FieldSpec(
+    "int", nullable=True, minimum=0, maximum=100_000,
+    description="data volume size in GB for new instances of this model whose deployment sets none. null (or absent "
+    "when adding a model): sized by the scheduler (the provider's default, else an estimate from parameter_count); "
+    "0: no data volume.",
+)
 _PARAMETERS = FieldSpec("int", nullable=True, minimum=1, maximum=10**15)
 _CONTEXT = FieldSpec("int", nullable=True, minimum=1, maximum=INT4_MAX)
 

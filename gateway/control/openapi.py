@@ -68,6 +68,10 @@ def _t(kind: str) -> Schema:
     return schema
 
 
+def _described(kind: str, description: str) -> Schema:
+    return _t(kind) | {"description": description}
+
+
 def _object(required: bool = True, /, **fields: str | Schema) -> Schema:
     props = {name: _t(f) if isinstance(f, str) else f for name, f in fields.items()}
     schema: Schema = {"type": "object", "properties": props}
@@ -253,6 +257,16 @@ def _data_plane_paths() -> dict[str, Schema]:
 
 # Components --------------------------------------------------------------------------------------
 
+# What the API's data_volume_gb values mean, the same in requests (see the FieldSpecs) and responses.
+_INSTANCE_DATA_VOLUME = _described(
+    "int?", "data volume size in GB. null: to be sized by the scheduler, which records the size here when it "
+    "creates the server; 0: no data volume.",
+)
+_MODEL_DATA_VOLUME = _described(
+    "int?", "data volume size in GB for new instances of this model whose deployment sets none. null: sized by "
+    "the scheduler (the provider's default, else an estimate from parameter_count); 0: no data volume.",
+)
+
 
 def _resource_schemas() -> dict[str, Schema]:
     storage = _object(
@@ -266,7 +280,8 @@ def _resource_schemas() -> dict[str, Schema]:
         instance_type_code="str", model_id="uuid?", model="str?", provider_instance_id="str?",
         provider_instance_name="str?", ip_address="str?", worker_port="int?", worker_url="str?",
         worker_status="str", worker_model_id="str?", worker_queue_depth="int", worker_last_heartbeat_at="datetime?",
-        worker_consecutive_failures="int", data_volume_gb="int?", data_volume_delete_on_terminate="bool",
+        worker_consecutive_failures="int", data_volume_gb=_INSTANCE_DATA_VOLUME,
+        data_volume_delete_on_terminate="bool",
         error_code="str?", error_message="str?",
         provisioning_deadline_at="datetime?", created_at="datetime", updated_at="datetime", ready_at="datetime?",
         terminating_at="datetime?", terminated_at="datetime?", storage_count="int",
@@ -300,7 +315,8 @@ def _resource_schemas() -> dict[str, Schema]:
             zones=_array(_object(zone_id="uuid", zone_code="str", is_available="bool")),
         ),
         "Model": _object(object="str", id="uuid", name="str", hf_repo_id="str", is_active="bool",
-                         parameter_count="int?", context_length="int?", data_volume_gb="int?",
+                         parameter_count="int?", context_length="int?",
+                         data_volume_gb=_MODEL_DATA_VOLUME,
                          created_at="datetime", updated_at="datetime"),
         "Offering": _object(
             object="str", id="uuid", organization_id="uuid", organization_slug="str", model_id="uuid",

@@ -119,3 +119,11 @@ def test_shown_inventiv_commands_parse() -> None:
                 except SystemExit:
                     pytest.fail(f"{path.name} shows `inventiv {shlex.join(argv)}`, which the CLI refuses")
     assert shown >= {"migrate", "seed"}
+
+
+def test_readme_says_what_data_volume_gb_null_and_0_mean() -> None:
+    # The API's own wording (gateway/control/openapi.py); operators read the README first.
+    text = " ".join(README.read_text().split())
+    assert "`data_volume_gb`, on `POST /deployments` and on a model" in text
+    assert "`null` (or absent) means sized by the scheduler" in text
+    assert "`0` means no data volume" in text

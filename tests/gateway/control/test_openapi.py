@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from openapi_spec_validator import validate
 
 from gateway.app import create_app
+from gateway.control.openapi import document
 from inventiv.settings import Settings
 
 if TYPE_CHECKING:
@@ -72,3 +74,27 @@ async def test_request_schemas_come_from_the_enforced_specs(api: Api) -> None:
     assert {"prompt", "stream_options"} <= set(schemas["CompletionRequest"]["properties"])
     assert "input" in schemas["EmbeddingRequest"]["properties"]
     assert schemas["Error"]["properties"]["error"]["required"] == ["message", "type", "code"]
+
+
+def _properties_named(node: Any, name: str, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict) and name in value:
+                yield where, value[name]
+            yield from _properties_named(value, name, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _properties_named(value, name, f"{where}/{i}")
+
+
+def test_data_volume_gb_says_what_null_and_0_mean() -> None:
+    found = dict(_properties_named(document(), "data_volume_gb"))
+    assert {"/paths//deployments/post/requestBody/content/application/json/schema",
+            "/paths//models/post/requestBody/content/application/json/schema",
+            "/paths//models/{id}/patch/requestBody/content/application/json/schema",
+            "/components/schemas/Instance", "/components/schemas/Model"} <= set(found)
+    for where, schema in found.items():
+        text = schema.get("description", "")
+        assert "null" in text and "sized by the scheduler" in text and "0: no data volume" in text, where
+    deployment = found["/paths//deployments/post/requestBody/content/application/json/schema"]
+    assert "null or absent" in deployment["description"] and deployment["default"] is None
