@@ -9,17 +9,6 @@ from collections.abc import Iterable
 _STOP_TIMEOUT_S = 5.0
 
 
-def being_cancelled() -> bool:
-    """True when the current task has been asked to stop.
-
-    Some libraries turn the CancelledError they receive mid-call into an error of their own (a
-    connection error, say). A retry loop that catches errors must check this before retrying, or
-    it swallows its own cancellation and never stops.
-    """
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 async def stop_tasks(tasks: Iterable[asyncio.Task[None]]) -> None:
     pending = list(tasks)
     for task in pending:

@@ -19,13 +19,13 @@ import redis.asyncio as aioredis
 from gateway import metrics
 from gateway.affinity import Affinity
 from gateway.auth import KeyTable
-from gateway.background import being_cancelled
 from gateway.catalog import Catalog
 from gateway.state import Lifecycle
 from gateway.upstream import UpstreamPool
 from gateway.usage import UsageRecorder
 from gateway.workers import WorkerView, worker_from_row
 from inventiv import redis_keys
+from inventiv.cancellation import being_cancelled
 from inventiv.settings import Settings
 from sql.queries import fetch_all, queries
 

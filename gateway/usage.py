@@ -29,7 +29,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from gateway import metrics
-from gateway.background import being_cancelled, stop_tasks
+from gateway.background import stop_tasks
+from inventiv.cancellation import being_cancelled
 from sql.queries import queries
 
 log = logging.getLogger(__name__)
