@@ -163,6 +163,12 @@ class TransientError(ProviderError):
     retryable = True
 
 
+class NotReady(TransientError):
+    """The resource is changing state (a volume still being created): the same call works shortly."""
+
+    code = "PROVIDER_NOT_READY"
+
+
 class ProviderTimeout(TransientError, TimeoutError):
     code = "PROVIDER_TIMEOUT"
 
@@ -220,7 +226,8 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def attach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
-        """Attach; already attached to this server is done."""
+        """Attach; already attached to this server is done. A volume that does not exist raises NotFound,
+        one not yet usable (still being created) NotReady."""
 
     @abc.abstractmethod
     async def detach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
@@ -241,7 +248,8 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def resolve_boot_image(self, zone: str, commercial_type: str, labels: Sequence[str]) -> str | None:
-        """The id of an image that can boot this type, trying `labels` in order; None if nothing fits."""
+        """The id of an image that can boot this type, trying `labels` in order (none: the provider's own
+        default labels); None if nothing fits."""
 
     @abc.abstractmethod
     async def availability(self, zone: str) -> dict[str, Availability]:

@@ -132,6 +132,14 @@ class ScalewayClient:
             await self._sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    async def backoff(self, retry: int) -> None:
+        """Wait as the retry policy says before retry number `retry` (1 = first) of a caller's own loop."""
+        await self._sleep(self._retry.delay(retry, None, self._rand()))
+
+    @property
+    def attempts(self) -> int:
+        return self._retry.attempts
+
     async def _attempt(
         self, method: str, path: str, params: Params, body: Any, context: str
     ) -> Reply | tuple[ProviderError, float | None, bool]:

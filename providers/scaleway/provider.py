@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import weakref
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from inventiv.settings import Settings
 from providers.base import (
@@ -36,6 +36,7 @@ from providers.base import (
     Availability,
     InvalidRequest,
     NotFound,
+    NotReady,
     Provider,
     ProviderError,
     Server,
@@ -50,11 +51,18 @@ from providers.scaleway.client import PlainText, RetryPolicy, ScalewayClient
 from providers.scaleway.cloud_init import CloudInitError, worker_cloud_config
 from providers.scaleway.images import DEFAULT_LABELS, BootImages
 
+T = TypeVar("T", Server, Volume)
+
 SBS_VOLUME = "sbs_volume"
 # Block API volumes are created at 5000 IOPS, the class Scaleway gives boot volumes (sbs_5k).
 PERF_IOPS = 5000
 # States where the server is changing and a terminate or delete will be possible shortly.
 _WAIT_STATES = frozenset({ServerState.STARTING, ServerState.STOPPING, ServerState.LOCKED})
+# Volume states in which an attach must wait (a new Block volume is `creating` for a moment), and how long
+# attach_volume waits for it: a few seconds cover a create, a longer wait is left to the scheduler's retry.
+_NOT_ATTACHABLE = frozenset({VolumeState.CREATING, VolumeState.BUSY})
+_ATTACH_READY_POLLS = 5
+_ATTACH_READY_POLL_S = 1.0
 # Volume states in which a delete must wait (still attached, detaching or busy).
 _NOT_DELETABLE = frozenset({VolumeState.IN_USE, VolumeState.BUSY, VolumeState.CREATING})
 # Block volume reference statuses that mean an attach to that server was accepted; any other status
@@ -183,8 +191,11 @@ class ScalewayProvider(Provider):
         root_bytes = spec.root_volume_bytes or await self._worker_root_bytes(spec)
         if root_bytes:
             body["volumes"] = {"0": {"size": root_bytes, "volume_type": SBS_VOLUME}}
-        reply = await self.client.request("POST", _servers(spec.zone), body=body, idempotent=False)
-        server = mapping.server_from_body(reply.data["server"])
+
+        async def post() -> Server:
+            return mapping.server_from_body((await self._post(_servers(spec.zone), body))["server"])
+
+        server = await self._created(post, lambda: self._servers_named(spec.zone, spec.name, spec.tags))
         if user_data is not None:
             try:
                 await self._set_cloud_init(spec.zone, server.id, user_data)
@@ -194,6 +205,32 @@ class ScalewayProvider(Provider):
                     f"({exc.message}); power-on sets it before the first boot"
                 ) from exc
         return server
+
+    async def _created(self, post: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[list[T]]]) -> T:
+        """Create through `post`, retried: a create is not idempotent, but what it makes carries our name and
+        tags, so after a failure that may have carried it out (a lost reply) `find` tells whether it did."""
+        for attempt in range(1, self.client.attempts + 1):
+            try:
+                return await post()
+            except TransientError:
+                found = await find()
+                if found:
+                    return found[0]
+                if attempt == self.client.attempts:
+                    raise
+                await self.client.backoff(attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return (await self.client.request("POST", path, body=body, idempotent=False)).data
+
+    async def _servers_named(self, zone: str, name: str, tags: Sequence[str]) -> list[Server]:
+        found = [s for s in await self.list_servers(zone, tags) if s.name == name]
+        return sorted(found, key=lambda s: (s.created_at is None, s.created_at, s.id))
+
+    async def _volumes_named(self, zone: str, name: str, tags: Sequence[str]) -> list[Volume]:
+        found = [v for v in await self.list_volumes(zone, tags) if v.name == name and set(tags) <= set(v.tags)]
+        return sorted(found, key=lambda v: (v.created_at is None, v.created_at, v.id))
 
     def _user_data(self, model: str) -> str:
         try:
@@ -325,8 +362,11 @@ class ScalewayProvider(Provider):
             "perf_iops": PERF_IOPS,
             "from_empty": {"size": size_bytes},
         }
-        reply = await self.client.request("POST", _volumes(zone), body=body, idempotent=False)
-        return mapping.volume_from_body(reply.data)
+
+        async def post() -> Volume:
+            return mapping.volume_from_body(await self._post(_volumes(zone), body))
+
+        return await self._created(post, lambda: self._volumes_named(zone, name, tags))
 
     async def get_volume(self, zone: str, volume_id: str) -> Volume | None:
         block = await self._block_volume(zone, volume_id)
@@ -358,9 +398,7 @@ class ScalewayProvider(Provider):
 
     async def attach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
         async with self._lock(server_id):
-            volume = await self._block_volume(zone, volume_id)
-            if volume is None:
-                raise NotFound(f"Scaleway volume {volume_id} not found in {zone}")
+            volume = await self._attachable_volume(zone, volume_id)
             if volume.server_id == server_id:
                 return
             if volume.server_id is not None:
@@ -376,6 +414,20 @@ class ScalewayProvider(Provider):
                 # volume says whether it is attached to this server now.
                 if not attached_to(await self._block_volume_body(zone, volume_id), server_id):
                     raise
+
+    async def _attachable_volume(self, zone: str, volume_id: str) -> Volume:
+        """The volume once it may be attached: a new Block volume is `creating` for a moment after its create,
+        which is when the scheduler attaches it, so it is waited for here rather than failed and retried."""
+        for poll in range(1, _ATTACH_READY_POLLS + 1):
+            volume = await self._block_volume(zone, volume_id)
+            if volume is None:
+                raise NotFound(f"Scaleway volume {volume_id} not found in {zone}")
+            if volume.state not in _NOT_ATTACHABLE or volume.server_id is not None:
+                return volume
+            if poll == _ATTACH_READY_POLLS:
+                raise NotReady(f"Scaleway volume {volume_id} is {volume.state}; attach it once it is available")
+            await asyncio.sleep(_ATTACH_READY_POLL_S)
+        raise AssertionError("unreachable: the last poll returns or raises")
 
     async def detach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
         async with self._lock(server_id):
@@ -425,7 +477,7 @@ class ScalewayProvider(Provider):
         return await self._images.needs_boot_image(zone, commercial_type)
 
     async def resolve_boot_image(self, zone: str, commercial_type: str, labels: Sequence[str]) -> str | None:
-        return await self._images.resolve(zone, commercial_type, labels)
+        return await self._images.resolve(zone, commercial_type, labels or self._default_labels)
 
     async def availability(self, zone: str) -> dict[str, Availability]:
         stock = await self.client.map_instance(f"/instance/v1/zones/{zone}/products/servers/availability", "servers")

@@ -23,7 +23,9 @@ Server user data: `GET .../user_data` lists the keys, `GET|PATCH|DELETE .../user
 write (text/plain body only, 204) and delete one value; it goes with its server.
 
 Inspect: `fake.servers`, `fake.volumes` (Block), `fake.local_volumes` (l_ssd/scratch), all dicts of
-API bodies by id; `fake.requests` ((method, path) of every call); `fake.injected_errors` (500s
+API bodies by id; `fake.created_servers` / `fake.created_volumes` (id -> tags of everything ever created,
+to count duplicates), `fake.running_since` (server id -> when it was due to be running);
+`fake.requests` ((method, path) of every call); `fake.injected_errors` (500s
 answered); `fake.user_data` (server id -> key -> value); `fake.first_boot_cloud_init` (server id -> its
 `cloud-init` user data when it was first powered on, None if it had none; kept after the server is
 gone). `fake.add_scratch_volume(server_id)` gives a server a local volume, as the recorded L40S had.
@@ -32,7 +34,8 @@ Faults (set them on the object at any time, or as keyword arguments):
 - `error_rate`: fraction of API calls answered 500 before anything happens (seeded: `seed`);
   `error_after_rate`: fraction answered 500 after the change was made (a lost reply);
   `fault_paths`: path suffixes (e.g. "/attach-volume", "/action") those two rates are limited to;
-  empty: every call. A lost reply's retry then meets the changed state, as on the real API;
+  empty: every call; `fault_methods` ("POST", ...) likewise; `faults_left`: how many faults may still be
+  injected (None: no limit). A lost reply's retry then meets the changed state, as on the real API;
 - `refuse_poweron`: server ids or names whose poweron is refused (`poweron_error`: "out_of_stock",
   "quota" or "invalid");
 - `create_errors`: commercial type -> "out_of_stock" or "quota" on server create;
@@ -117,9 +120,13 @@ class FakeScaleway:
     polls_to_running: int = 2
     seconds_to_running: float | None = None
     polls_to_gone: int = 1
+    # A new Block volume reads `creating` this many times before it is `available`, as on the real API.
+    polls_to_available: int = 0
     error_rate: float = 0.0
     error_after_rate: float = 0.0
     fault_paths: tuple[str, ...] = ()
+    fault_methods: tuple[str, ...] = ()
+    faults_left: int | None = None
     seed: int = 0
     refuse_poweron: set[str] = field(default_factory=set)
     poweron_error: str = "out_of_stock"
@@ -137,11 +144,26 @@ class FakeScaleway:
         self.image_names: dict[str, str] = {GPU_IMAGE_ID: GPU_IMAGE_NAME}
         self.requests: list[tuple[str, str]] = []
         self.user_data: dict[str, dict[str, str]] = {}
+        self._creating: dict[str, int] = {}
+        # History, kept after the resources are gone: id -> tags of every server and Block volume created,
+        # and the wall-clock time each server was due to be running.
+        self.created_servers: dict[str, tuple[str, ...]] = {}
+        self.created_volumes: dict[str, tuple[str, ...]] = {}
+        self.running_since: dict[str, float] = {}
         self.first_boot_cloud_init: dict[str, str | None] = {}
         self.injected_errors = 0
         self.rng = random.Random(self.seed)
         # server id -> (reads left, monotonic time) until its current transition completes
         self._progress: dict[str, tuple[int, float]] = {}
+
+    def take_fault(self) -> bool:
+        """Count one injected fault; False once `faults_left` is spent."""
+        if self.faults_left is not None:
+            if self.faults_left <= 0:
+                return False
+            self.faults_left -= 1
+        self.injected_errors += 1
+        return True
 
     def settings_changes(self) -> dict[str, Any]:
         """Settings fields that point the Scaleway provider at this fake, with millisecond retries."""
@@ -176,6 +198,7 @@ class FakeScaleway:
         )
         server["image"].update(id=image["id"], name=self.image_names.get(image["id"], image["label"]), zone=zone)
         self.servers[server_id] = server
+        self.created_servers[server_id] = tuple(server["tags"])
         requested = body.get("volumes") or {}
         self._create_root(server, int((requested.get("0") or {}).get("size") or DEFAULT_ROOT_BYTES))
         for slot, entry in sorted(requested.items()):
@@ -327,6 +350,10 @@ class FakeScaleway:
             return
         del self._progress[server["id"]]
         if server["state"] == "starting":
+            # When it was due to run (a timed boot is only seen at the next read): what a scheduler could
+            # have noticed at the earliest.
+            due = since + self.seconds_to_running if timed and self.seconds_to_running is not None else time.monotonic()
+            self.running_since[server["id"]] = time.time() - (time.monotonic() - due)
             self._set_state(server, "running", "booting kernel", RUNNING_ACTIONS)
             address = {"id": str(uuid.uuid4()), "address": self.public_ip, "dynamic": True, "family": "inet"}
             server["public_ip"], server["public_ips"] = dict(address), [address]
@@ -374,6 +401,8 @@ class FakeScaleway:
             raise not_found("volume", volume_id)
         if volume["references"]:
             raise invalid("volume is already attached to a server")
+        if volume["status"] == "creating":
+            raise ApiError(409, {"type": "transient_state", "message": "volume is in a transient state: creating"})
         reference = copy.deepcopy(recorded("block_volume_boot_attached")["references"][0])
         reference.update(id=str(uuid.uuid4()), product_resource_id=server["id"], created_at=_now())
         volume.update(references=[reference], status="in_use", updated_at=_now())
@@ -408,16 +437,25 @@ class FakeScaleway:
         volume.update(
             id=str(uuid.uuid4()), name=body.get("name", ""), type="sbs_5k", size=size, project_id=body["project_id"],
             created_at=_now(), updated_at=_now(), tags=list(body.get("tags") or []), parent_snapshot_id=None,
-            last_detached_at=None, zone=zone, references=[], status="available",
+            last_detached_at=None, zone=zone, references=[],
+            status="creating" if self.polls_to_available else "available",
         )
         volume["specs"]["perf_iops"] = int(body.get("perf_iops") or 5000)
         self.volumes[volume["id"]] = volume
+        self.created_volumes[volume["id"]] = tuple(volume["tags"])
+        if self.polls_to_available:
+            self._creating[volume["id"]] = self.polls_to_available
         return volume
 
     def get_volume(self, zone: str, volume_id: str) -> dict[str, Any]:
         volume = self.volumes.get(volume_id)
         if volume is None or volume["zone"] != zone:
             raise not_found("volume", volume_id)
+        if volume_id in self._creating:
+            self._creating[volume_id] -= 1
+            if self._creating[volume_id] <= 0:
+                del self._creating[volume_id]
+                volume["status"] = "available"
         return volume
 
     def list_volumes(self, zone: str, query: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -515,16 +553,16 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
              "type": "denied_authentication"},
             status=401,
         )
-    faulty = not fake.fault_paths or request.path.endswith(fake.fault_paths)
-    if faulty and fake.error_rate and fake.rng.random() < fake.error_rate:
-        fake.injected_errors += 1
+    faulty = (not fake.fault_paths or request.path.endswith(fake.fault_paths)) and (
+        not fake.fault_methods or request.method in fake.fault_methods
+    )
+    if faulty and fake.error_rate and fake.rng.random() < fake.error_rate and fake.take_fault():
         return web.json_response({"message": "internal error (injected)", "type": "internal_error"}, status=500)
     try:
         response = await handler(request)
     except ApiError as exc:
         return web.json_response(exc.body, status=exc.status)
-    if faulty and fake.error_after_rate and fake.rng.random() < fake.error_after_rate:
-        fake.injected_errors += 1
+    if faulty and fake.error_after_rate and fake.rng.random() < fake.error_after_rate and fake.take_fault():
         return web.json_response({"message": "internal error (injected, after)", "type": "internal_error"}, status=500)
     return response
 

@@ -17,6 +17,7 @@ from providers.base import (
     Availability,
     InvalidRequest,
     NotFound,
+    NotReady,
     OutOfStock,
     QuotaExceeded,
     Server,
@@ -133,6 +134,24 @@ async def test_data_volume_create_attach_detach_delete(provider: ScalewayProvide
     assert await provider.get_volume(ZONE, volume.id) is None
     with pytest.raises(NotFound):
         await provider.attach_volume(ZONE, server.id, volume.id)
+
+
+async def test_a_volume_still_being_created_is_waited_for_before_the_attach(
+    provider: ScalewayProvider, fake: FakeScaleway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("providers.scaleway.provider._ATTACH_READY_POLL_S", 0.01)
+    server = await provider.create_server(spec())
+    fake.polls_to_available = 3
+    volume = await provider.create_volume(ZONE, "data", 10 * GB, TAGS)
+    assert fake.volumes[volume.id]["status"] == "creating"
+
+    await provider.attach_volume(ZONE, server.id, volume.id)
+
+    assert fake.volumes[volume.id]["status"] == "in_use"
+    fake.polls_to_available = 100
+    slow = await provider.create_volume(ZONE, "slow", 10 * GB, TAGS)
+    with pytest.raises(NotReady):
+        await provider.attach_volume(ZONE, server.id, slow.id)
 
 
 async def test_a_volume_of_another_server_is_refused(provider: ScalewayProvider) -> None:
@@ -295,6 +314,37 @@ async def test_random_lost_replies_never_fail_attach_detach_or_terminate(
     left = await provider.list_volumes(ZONE, [])
     assert {v.id for v in volumes} <= {v.id for v in left}
     assert all(v.server_id is None for v in left)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_a_failed_create_is_retried_and_a_lost_reply_adopts_what_it_made(
+    provider: ScalewayProvider, fake: FakeScaleway, when: str
+) -> None:
+    # One create of each kind fails: refused outright ("before") or carried out with its reply lost ("after").
+    fake.fault_methods, fake.fault_paths, fake.faults_left = ("POST",), ("/servers", "/volumes"), 2
+    if when == "before":
+        fake.error_rate = 1.0
+    else:
+        fake.error_after_rate = 1.0
+
+    server = await provider.create_server(spec())
+    volume = await provider.create_volume(ZONE, "data", 10 * GB, TAGS)
+
+    assert list(fake.servers) == [server.id] and server.name == "inventiv-1"
+    assert [v for v in fake.volumes if v == volume.id] == [volume.id] and volume.name == "data"
+    assert len(fake.volumes) == 2, "the server's root and one data volume: nothing created twice"
+    posts = [p for m, p in fake.requests if m == "POST" and p.endswith(("/servers", "/volumes"))]
+    assert len(posts) == (4 if when == "before" else 2), "a lost reply is adopted, not created again"
+    assert fake.injected_errors == 2
+
+
+async def test_a_create_that_keeps_failing_gives_up_with_a_transient_error(
+    provider: ScalewayProvider, fake: FakeScaleway
+) -> None:
+    fake.fault_methods, fake.fault_paths, fake.error_rate = ("POST",), ("/servers",), 1.0
+    with pytest.raises(TransientError):
+        await provider.create_server(spec())
+    assert fake.servers == {}
 
 
 async def test_a_wrong_key_is_an_auth_error(fake: FakeScaleway) -> None:
