@@ -73,9 +73,12 @@ class Settings:
     # Transient cloud errors: the first retry waits this long, doubling per attempt up to the cap, jittered.
     scheduler_retry_base_s: float = 2.0
     scheduler_retry_max_s: float = 60.0
-    # A claimed instance stays invisible to other claims this long: every step fits well within it, and a
-    # crashed scheduler's instances are picked up again once it runs out.
-    scheduler_lease_s: float = 300.0
+    # A claim on an instance lasts this long unless its pass renews it (every third of it, while it runs):
+    # a crashed scheduler's instances are picked up again within it.
+    scheduler_lease_s: float = 60.0
+    # The longest pause between two looks at an instance waiting on the cloud or its worker (a booting
+    # GPU server): waits are polled at a tenth of their length so far, up to this (scheduler/pacing.py).
+    scheduler_poll_max_s: float = 15.0
 
     # Providers. Scaleway credentials use Scaleway's own variable names, as its CLI and SDKs do.
     scw_secret_key: str | None = field(default=None, metadata=_env("SCW_SECRET_KEY"))
@@ -153,7 +156,7 @@ class Settings:
 _SCHEDULER_DURATIONS = (
     "scheduler_tick_s", "health_interval_s", "reconcile_interval_s", "orphan_sweep_interval_s",
     "provisioning_deadline_s", "health_timeout_s", "scheduler_retry_base_s", "scheduler_retry_max_s",
-    "scheduler_lease_s",
+    "scheduler_lease_s", "scheduler_poll_max_s",
 )  # fmt: skip
 
 

@@ -1,13 +1,16 @@
 """The image a type boots from, for types with no local disk (Scaleway L4, L40S, H100: sbs roots).
 
-Order: the id configured in `instance_types.allocation_params.<provider>.boot_image_id`; the one this
-process resolved before (cached per provider, zone and type); the provider's catalog, tried with
-`provider_settings.boot_image_labels` in order, whose answer is persisted for the next process. Nothing
-fits: the instance fails with SCW_DISKLESS_BOOT_IMAGE_REQUIRED, saying what to configure.
+Order: the id configured in `instance_types.allocation_params.<provider>.boot_image_id` (blank counts as
+unset); the one this process resolved before (cached per provider, zone and type); the provider's
+catalog, tried with `provider_settings.boot_image_labels` in order (none configured: the provider's own
+default labels), whose answer is logged and persisted for the next process. Concurrent first passes of
+one type share a single resolution. Nothing fits: the instance fails with SCW_DISKLESS_BOOT_IMAGE_REQUIRED,
+saying what to configure.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +19,8 @@ from scheduler.retry import StepFailed
 from scheduler.runtime import Runtime
 from scheduler.work import InstanceWork
 from sql.queries import queries
+
+log = logging.getLogger(__name__)
 
 NO_IMAGE_CODE = "SCW_DISKLESS_BOOT_IMAGE_REQUIRED"
 
@@ -30,16 +35,16 @@ def configured_boot_image(allocation_params: Mapping[str, Any], provider_code: s
     if not isinstance(params, Mapping):
         return None
     image = params.get("boot_image_id")
-    if not isinstance(image, str) or not image:
+    if not isinstance(image, str) or not image.strip():
         return None
     resolved_in = params.get("boot_image_zone")
     if resolved_in is not None and resolved_in != zone:
         return None
-    return image
+    return image.strip()
 
 
 def missing_image_message(work: InstanceWork, labels: list[str]) -> str:
-    tried = ", ".join(labels) if labels else "none configured"
+    tried = ", ".join(labels) if labels else "none configured, so the provider's defaults"
     return (
         f"instance type {work.instance_type_code} has no local disk and must boot from a block-volume image, "
         f"but no image in zone {work.zone_code} fits it (labels tried: {tried}). Set "
@@ -61,10 +66,18 @@ async def boot_image_for(rt: Runtime, work: InstanceWork, provider: Provider) ->
     if cached is not None:
         return cached
     labels = list(work.boot_image_labels)
-    image = await provider.resolve_boot_image(zone, type_code, labels)
+    image = await rt.boot_image_flights.run(key, lambda: _resolve(rt, work, provider, labels))
     if image is None:
         raise StepFailed(NO_IMAGE_CODE, missing_image_message(work, labels))
-    rt.boot_images[key] = image
+    return image
+
+
+async def _resolve(rt: Runtime, work: InstanceWork, provider: Provider, labels: list[str]) -> str | None:
+    zone, type_code = work.zone_code, work.instance_type_code
+    image = await provider.resolve_boot_image(zone, type_code, labels)
+    if image is None:
+        return None
+    rt.boot_images[(work.provider_code, zone, type_code)] = image
     async with rt.pool.acquire() as conn:
         await queries.instance_types.save_resolved_boot_image(
             conn,
@@ -73,4 +86,9 @@ async def boot_image_for(rt: Runtime, work: InstanceWork, provider: Provider) ->
             boot_image_id=image,
             zone=zone,
         )
+    log.info(
+        "boot image resolved",
+        extra={"provider": work.provider_code, "zone": zone, "instance_type": type_code, "image": image,
+               "labels": labels or "provider defaults"},
+    )  # fmt: skip
     return image

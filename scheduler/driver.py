@@ -1,10 +1,15 @@
 """The work loop: claim instances that have something left to do, run one pass on each, hand them back.
 
-Claims push `next_attempt_at` past a lease under FOR UPDATE SKIP LOCKED, so no two passes (of this
-process or another scheduler) work on one instance at once; the pass ends by setting when the instance
-is due again. A pass that fails is retried with backoff, or fails the instance when the error says
-retrying is useless; a provisioning pass past its deadline fails it. Failed instances are then released
-like terminated ones, so whatever was created is cleaned up.
+The claim is the single gate (see sql/queries/instances/scheduler.sql): it names the pass that holds it,
+and no other claim (this driver's interval job, a command's wake-up, another scheduler) can take an
+instance whose claim has not run out. A pass renews its claim while it runs (`scheduler.lease`) and is
+stopped if it loses it, so one instance never has two passes. The pass ends by handing the claim back
+with when the instance is due again. A pass that fails is retried with backoff, or fails the instance
+when the error says retrying is useless; a provisioning pass past its deadline fails it. Failed
+instances are then released like terminated ones, so whatever was created is cleaned up.
+
+Throughput does not depend on the tick: when a claim filled every free slot, more work may be due, so
+each pass that ends claims again at once instead of waiting for the next tick.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 
 from inventiv.logs import correlation_id
 from scheduler import action_log, provisioning, termination
+from scheduler.lease import Claim, keep_claim
 from scheduler.retry import Disposition, backoff_s, classify, error_fields
 from scheduler.runtime import Runtime
 from scheduler.work import PROVISIONING_STATUSES, RELEASE_STATUSES, InstanceWork, Pass, load_work
@@ -27,6 +34,8 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT_PASSES = 32
 # How long close() lets running passes finish before cancelling them (a cancelled pass resumes later).
 _CLOSE_GRACE_S = 10.0
+# A pass stopped mid-way (shutdown, a lost claim) hands its claim back within this, or leaves it to run out.
+_RELEASE_ON_STOP_S = 2.0
 
 
 class Driver:
@@ -34,6 +43,10 @@ class Driver:
         self.rt = rt
         self._rng = rng or random.Random()
         self._running: dict[str, asyncio.Task[None]] = {}
+        # Set when the last claim filled every free slot: more may be due, so a pass that ends claims again.
+        self._more_due = False
+        self._refill: asyncio.Task[list[str]] | None = None
+        self._closing = False
 
     @property
     def running(self) -> frozenset[str]:
@@ -45,18 +58,18 @@ class Driver:
         The interval job calls this: it returns at once, so one slow cloud call never delays the others.
         """
         room = MAX_CONCURRENT_PASSES - len(self._running)
-        if room <= 0:
+        if room <= 0 or self._closing:
             return []
+        taken_at = time.monotonic()
         async with self.rt.pool.acquire() as conn:
             rows = await fetch_all(
-                queries.instances.claim_due_instances(
-                    conn, lease_s=self.rt.settings.scheduler_lease_s, limit=room, exclude=list(self._running)
-                )
+                queries.instances.claim_due_instances(conn, lease_s=self.rt.settings.scheduler_lease_s, limit=room)
             )
-        ids = [str(row["id"]) for row in rows]
-        for instance_id in ids:
-            self._spawn(instance_id)
-        return ids
+        self._more_due = len(rows) >= room
+        claims = [Claim(str(row["id"]), str(row["claim_token"]), taken_at) for row in rows]
+        for claim in claims:
+            self._spawn(claim)
+        return [claim.instance_id for claim in claims]
 
     async def run_due(self) -> list[str]:
         """Claim what is due and run a pass on each, returning when they are done (tests, commands)."""
@@ -66,15 +79,16 @@ class Driver:
 
     async def start(self, instance_id: str) -> asyncio.Task[None] | None:
         """Start a pass on this instance now (a command asked); None if it is busy or has nothing to do."""
-        if instance_id in self._running:
+        if instance_id in self._running or self._closing:
             return None
+        taken_at = time.monotonic()
         async with self.rt.pool.acquire() as conn:
-            claimed = await queries.instances.claim_instance_now(
+            row = await queries.instances.claim_instance_now(
                 conn, instance_id=instance_id, lease_s=self.rt.settings.scheduler_lease_s
             )
-        if claimed is None:
+        if row is None:
             return None
-        return self._spawn(instance_id)
+        return self._spawn(Claim(instance_id, str(row["claim_token"]), taken_at))
 
     async def wake(self, instance_id: str) -> bool:
         """Run a pass on this instance now and wait for it; False if it is busy or has nothing to do."""
@@ -90,6 +104,9 @@ class Driver:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:
+        self._closing = True
+        if self._refill is not None:
+            await asyncio.gather(self._refill, return_exceptions=True)
         tasks = list(self._running.values())
         if not tasks:
             return
@@ -98,13 +115,42 @@ class Driver:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    def _spawn(self, instance_id: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._pass(instance_id), name=f"pass-{instance_id}")
+    def _spawn(self, claim: Claim) -> asyncio.Task[None]:
+        instance_id = claim.instance_id
+        # Only a claim that another pass could not hold gets here; a task still listed under this id is
+        # one whose pass already handed its claim back and is only finishing.
+        task = asyncio.create_task(self._pass(claim), name=f"pass-{instance_id}")
+        keeper = asyncio.create_task(
+            keep_claim(self.rt.pool, claim, self.rt.settings.scheduler_lease_s, lambda why: _stop(task, claim, why)),
+            name=f"claim-{instance_id}",
+        )
         self._running[instance_id] = task
-        task.add_done_callback(lambda _: self._running.pop(instance_id, None))
+
+        def done(_: asyncio.Task[None]) -> None:
+            keeper.cancel()
+            if self._running.get(instance_id) is task:
+                del self._running[instance_id]
+            self._claim_more()
+
+        task.add_done_callback(done)
         return task
 
-    async def _pass(self, instance_id: str) -> None:
+    def _claim_more(self) -> None:
+        if not self._more_due or self._closing or (self._refill is not None and not self._refill.done()):
+            return
+        self._more_due = False
+        self._refill = asyncio.create_task(self._refill_now(), name="claim-more")
+
+    async def _refill_now(self) -> list[str]:
+        try:
+            return await self.start_due()
+        except Exception:
+            # The next tick claims again; a database blip here loses nothing.
+            log.warning("claiming more due work failed", exc_info=True)
+            return []
+
+    async def _pass(self, claim: Claim) -> None:
+        instance_id = claim.instance_id
         token = correlation_id.set(instance_id)
         try:
             work = await load_work(self.rt.pool, self.rt.settings, instance_id)
@@ -113,17 +159,41 @@ class Driver:
             await action_log.close_interrupted(self.rt.pool, instance_id)
             try:
                 outcome = await _run(self.rt, work)
+                progressed = True
             except Exception as exc:
                 outcome = await self._after_error(work, exc)
-            async with self.rt.pool.acquire() as conn:
-                await queries.instances.release_instance_claim(
-                    conn, instance_id=instance_id, status=outcome.status, delay_s=outcome.delay_s
-                )
+                progressed = False
+            await self._release(claim, outcome, progressed=progressed)
+        except asyncio.CancelledError:
+            # Stopped mid-way (shutdown, or the claim was lost): hand the claim back if it is still ours,
+            # so the next pass (here or on another scheduler) need not wait for it to run out.
+            await self._release_on_stop(claim)
+            raise
         except Exception:
             # The database itself failed: the claim's lease runs out and another pass picks it up.
             log.exception("scheduler pass failed", extra={"instance_id": instance_id})
         finally:
             correlation_id.reset(token)
+
+    async def _release(self, claim: Claim, outcome: Pass, *, progressed: bool) -> None:
+        async with self.rt.pool.acquire() as conn:
+            await queries.instances.release_instance_claim(
+                conn,
+                instance_id=claim.instance_id,
+                claim_token=claim.token,
+                status=outcome.status,
+                delay_s=outcome.delay_s,
+                progressed=progressed,
+                waiting=outcome.waiting,
+                stepped=outcome.stepped,
+            )
+
+    async def _release_on_stop(self, claim: Claim) -> None:
+        try:
+            async with asyncio.timeout(_RELEASE_ON_STOP_S):
+                await asyncio.shield(self._release(claim, Pass("", 0.0), progressed=False))
+        except (Exception, asyncio.CancelledError):
+            log.warning("could not hand back the claim of a stopped pass", extra={"instance_id": claim.instance_id})
 
     async def _after_error(self, work: InstanceWork, exc: Exception) -> Pass:
         code, message = error_fields(exc)
@@ -148,10 +218,17 @@ class Driver:
         return Pass(work.status, delay)
 
 
+def _stop(task: asyncio.Task[None], claim: Claim, why: str) -> None:
+    log.warning("stopping a pass that no longer holds its claim", extra={"instance_id": claim.instance_id, "why": why})
+    task.cancel()
+
+
 async def _run(rt: Runtime, work: InstanceWork) -> Pass:
     if work.status in PROVISIONING_STATUSES:
         return await provisioning.advance(rt, work)
-    if work.status in RELEASE_STATUSES and work.deleted_at is None:
+    # A terminating instance is always released, even one whose cleanup after a failure had already set
+    # deleted_at: the release then finds nothing left and ends it `terminated`.
+    if work.status == "terminating" or (work.status in RELEASE_STATUSES and work.deleted_at is None):
         return await termination.advance(rt, work)
     return Pass(work.status, 0.0)
 

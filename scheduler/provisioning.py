@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import aiopg
 
-from providers.base import GB, InvalidRequest, NotFound, Provider, Server, ServerSpec, VolumeState
+from providers.base import GB, InvalidRequest, NotFound, NotReady, Provider, Server, ServerSpec
 from scheduler import action_log
 from scheduler.boot_image import boot_image_for
 from scheduler.health import probe_worker
@@ -29,10 +29,6 @@ from scheduler.work import MAX_STEPS_PER_PASS, PROVISIONING_STATUSES, InstanceWo
 from sql.queries import queries
 
 log = logging.getLogger(__name__)
-
-
-# Volumes not yet usable for an attach: wait for them rather than fail the call.
-_NOT_READY = (VolumeState.CREATING, VolumeState.BUSY)
 
 
 _FAILURES = {
@@ -66,12 +62,17 @@ class _Context:
 async def advance(rt: Runtime, work: InstanceWork) -> Pass:
     """Take provisioning steps until the instance must wait, is ready, or left provisioning."""
     ctx = _Context(rt, work, rt.providers.get(work.provider_code))
+    stepped = False
     for _ in range(MAX_STEPS_PER_PASS):
         step = await _decide(ctx)
         if step in _FAILURES:
             raise StepFailed(*_FAILURES[step])
         if step is Step.WAIT or await _PERFORM[step](ctx):
-            return Pass(ctx.work.status, rt.settings.scheduler_tick_s)
+            if ctx.work.status not in PROVISIONING_STATUSES:
+                return Pass(ctx.work.status, rt.settings.scheduler_tick_s)
+            delay = ctx.work.wait_delay_s(rt.settings, stepped=stepped)
+            return Pass(ctx.work.status, delay, waiting=True, stepped=stepped)
+        stepped = True
         reloaded = await load_work(rt.pool, rt.settings, work.id)
         if reloaded is None or reloaded.status not in PROVISIONING_STATUSES:
             return Pass(reloaded.status if reloaded else work.status, 0.0)
@@ -221,29 +222,29 @@ async def _attach_data_volume(ctx: _Context) -> bool:
     rt, work = ctx.rt, ctx.work
     data = work.data_volume
     assert data is not None
-    volume = await ctx.provider.get_volume(work.zone_code, data.provider_volume_id)
-    if volume is None:
+    volume_id = data.provider_volume_id
+    try:
+        async with action_log.logged(
+            rt.pool, work.id, "PROVIDER_ATTACH_VOLUME", server_id=ctx.server_id, volume_id=volume_id
+        ) as action:
+            try:
+                await ctx.provider.attach_volume(work.zone_code, ctx.server_id, volume_id)
+            except InvalidRequest:
+                # A retried attach whose first reply was lost is refused as "already attached": look.
+                again = await ctx.provider.get_volume(work.zone_code, volume_id)
+                if again is None or again.server_id != ctx.server_id:
+                    raise
+                action.metadata["already_attached"] = True
+            async with rt.pool.acquire() as conn:
+                await queries.instance_volumes.mark_volume_attached(
+                    conn, instance_id=work.id, provider_volume_id=volume_id
+                )
+    except NotReady:
+        return True  # still being created: wait for it, it is not a failure
+    except NotFound:
         # Gone before it was ever attached: forget it, and the next step creates another.
         async with rt.pool.acquire() as conn:
-            await queries.instance_volumes.mark_volume_deleted(
-                conn, instance_id=work.id, provider_volume_id=data.provider_volume_id
-            )
-        return False
-    if volume.state in _NOT_READY:
-        return True
-    async with action_log.logged(
-        rt.pool, work.id, "PROVIDER_ATTACH_VOLUME", server_id=ctx.server_id, volume_id=volume.id
-    ) as action:
-        try:
-            await ctx.provider.attach_volume(work.zone_code, ctx.server_id, volume.id)
-        except InvalidRequest:
-            # A retried attach whose first reply was lost is refused as "already attached": look.
-            again = await ctx.provider.get_volume(work.zone_code, volume.id)
-            if again is None or again.server_id != ctx.server_id:
-                raise
-            action.metadata["already_attached"] = True
-        async with rt.pool.acquire() as conn:
-            await queries.instance_volumes.mark_volume_attached(conn, instance_id=work.id, provider_volume_id=volume.id)
+            await queries.instance_volumes.mark_volume_deleted(conn, instance_id=work.id, provider_volume_id=volume_id)
     return False
 
 

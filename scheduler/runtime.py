@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from inventiv import redis_keys
 from inventiv.settings import Settings
 from providers.base import Provider
+from scheduler.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,10 @@ class Runtime:
     redis: aioredis.Redis
     providers: ProviderSet
     http: aiohttp.ClientSession
-    # Boot images resolved through the catalog, per (provider, zone, type): resolving costs a few calls.
+    # Boot images resolved through the catalog, per (provider, zone, type): resolving costs a few calls,
+    # and concurrent first passes of one type share a single resolution.
     boot_images: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    boot_image_flights: SingleFlight[tuple[str, str, str], str | None] = field(default_factory=SingleFlight)
 
     async def workers_changed(self, instance_id: str) -> None:
         """Tell the gateways a routing field changed; best-effort, since they poll every second anyway."""

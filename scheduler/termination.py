@@ -18,7 +18,6 @@ from typing import Any
 from providers.base import (
     AttachedVolume,
     InvalidRequest,
-    NotFound,
     Provider,
     ProviderError,
     Server,
@@ -82,6 +81,7 @@ async def advance(rt: Runtime, work: InstanceWork) -> Pass:
             return await _finish(rt, work, provider_unavailable=str(exc))
         raise
     ctx = _Context(rt, work, provider)
+    stepped = False
     for _ in range(MAX_STEPS_PER_PASS):
         view = await _observe(ctx)
         step = next_release_step(_facts(ctx, view))
@@ -90,60 +90,71 @@ async def advance(rt: Runtime, work: InstanceWork) -> Pass:
                 rt, ctx.work, kept_volumes=[v.provider_volume_id for v in ctx.work.live_volumes if _kept(ctx, v)]
             )
         if step is ReleaseStep.WAIT or await _PERFORM[step](ctx, view):
-            return Pass(ctx.work.status, rt.settings.scheduler_tick_s)
+            # Terminating is a step that then waits: for the server to go, a new wait.
+            stepped = stepped or step is ReleaseStep.TERMINATE
+            delay = ctx.work.wait_delay_s(rt.settings, stepped=stepped)
+            return Pass(ctx.work.status, delay, waiting=True, stepped=stepped)
+        stepped = True
         reloaded = await load_work(rt.pool, rt.settings, work.id)
         if reloaded is None:
             return Pass(work.status, 0.0)
         ctx.work = reloaded
+        if step is ReleaseStep.SETTLE_VOLUMES and all_settled(view.settle):
+            # No server and no untracked volume was left, and every tracked volume is now deleted,
+            # forgotten or recorded as kept: nothing a new look at the cloud could change.
+            return await _finish(rt, ctx.work, kept_volumes=[v.provider_volume_id for v in ctx.work.live_volumes])
     return Pass(ctx.work.status, 0.0)
 
 
 async def _observe(ctx: _Context) -> _View:
+    """The cloud's view, read as cheaply as each step allows: while servers exist only they matter (their
+    volume lists come with them); once every server is gone, the tagged volumes and each tracked one."""
     servers = await _find_servers(ctx)
-    attached: dict[str, list[AttachedVolume]] = {}
-    for server in servers:
-        try:
-            attached[server.id] = await ctx.provider.list_server_volumes(ctx.zone, server.id)
-        except NotFound:
-            attached[server.id] = []
-    tagged = await ctx.provider.list_volumes(ctx.zone, [instance_tag(ctx.work.id)])
-    known = {v.provider_volume_id for v in ctx.work.volumes}
+    attached = {server.id: list(server.volumes) for server in servers}
     all_attached = [v for volumes in attached.values() for v in volumes]
-    attached_ids = {v.id for v in all_attached}
     view = _View(
         servers=servers,
         attached=attached,
         untracked_attached=untracked(ctx.work.volumes, all_attached),
-        untracked_tagged=[
-            v
-            for v in tagged
-            if v.id not in known
-            and v.id not in attached_ids
-            and v.state not in _GOING
-            and is_ours(v.tags, ctx.rt.settings.deployment_tag)
-            and instance_tag(ctx.work.id) in v.tags
-        ],
+        untracked_tagged=[],
     )
-    if not servers:
-        # Volume states only matter once every server is gone (until then they are attached anyway).
-        for volume in ctx.work.live_volumes:
-            found = await ctx.provider.get_volume(ctx.zone, volume.provider_volume_id)
-            state = found.state if found is not None else None
-            view.settle.append((volume, release_action(volume, state, delete_all=ctx.delete_all)))
+    if servers:
+        return view
+    # A tagged volume no row tracks was created by a pass that died before recording it. Detached, the
+    # server's going changes nothing for it, so it is looked for only now.
+    tagged = await ctx.provider.list_volumes(ctx.zone, [instance_tag(ctx.work.id)])
+    known = {v.provider_volume_id for v in ctx.work.volumes}
+    view.untracked_tagged = [
+        v
+        for v in tagged
+        if v.id not in known
+        and v.state not in _GOING
+        and is_ours(v.tags, ctx.rt.settings.deployment_tag)
+        and instance_tag(ctx.work.id) in v.tags
+    ]
+    for volume in ctx.work.live_volumes:
+        found = await ctx.provider.get_volume(ctx.zone, volume.provider_volume_id)
+        state = found.state if found is not None else None
+        view.settle.append((volume, release_action(volume, state, delete_all=ctx.delete_all)))
     return view
 
 
 async def _find_servers(ctx: _Context) -> list[Server]:
-    """The instance's servers: the recorded one, and any carrying its tags (created by a pass that died)."""
-    found: dict[str, Server] = {}
-    if ctx.work.provider_instance_id is not None:
-        server = await ctx.provider.get_server(ctx.zone, ctx.work.provider_instance_id)
+    """The instance's servers: any carrying its tags (the recorded one, and one created by a pass that died
+    before recording it), and the recorded one even if its tags were changed."""
+    tags = resource_tags(ctx.rt.settings.deployment_tag, ctx.work.id)
+    found = {server.id: server for server in await ctx.provider.list_servers(ctx.zone, tags)}
+    recorded = ctx.work.provider_instance_id
+    if recorded is not None and recorded not in found:
+        server = await ctx.provider.get_server(ctx.zone, recorded)
         if server is not None:
             found[server.id] = server
-    tags = resource_tags(ctx.rt.settings.deployment_tag, ctx.work.id)
-    for server in await ctx.provider.list_servers(ctx.zone, tags):
-        found.setdefault(server.id, server)
     return list(found.values())
+
+
+def all_settled(settle: list[tuple[TrackedVolume, VolumeAction]]) -> bool:
+    """Whether settling these leaves nothing to wait for (no volume was still attached or busy)."""
+    return all(action is not VolumeAction.WAIT for _, action in settle)
 
 
 def _kept(ctx: _Context, volume: TrackedVolume) -> bool:
@@ -178,20 +189,29 @@ async def _track_volumes(ctx: _Context, view: _View) -> bool:
     work = ctx.work
     found = [{"id": v.id, "slot": v.slot, "type": v.volume_type} for v in view.untracked_attached]
     found += [{"id": v.id, "name": v.name, "type": v.volume_type} for v in view.untracked_tagged]
-    async with (
-        action_log.logged(ctx.rt.pool, work.id, "DISCOVER_VOLUMES", untracked=found),
-        ctx.rt.pool.acquire() as conn,
-    ):
-        for a in view.untracked_attached:
-            delete = delete_on_terminate_for(a, work.data_volume_delete_on_terminate)
-            await track_volume(conn, work.id, a, delete_on_terminate=delete)
-        for v in view.untracked_tagged:
-            # Tagged for this instance but never recorded: its data volume (kept if asked), or its boot
-            # volume left behind by a server deleted before discovery (always deleted).
-            keepable = v.name == data_volume_name(work.id)
-            delete = work.data_volume_delete_on_terminate if keepable else True
-            await track_volume(conn, work.id, v, delete_on_terminate=delete)
+    async with action_log.logged(ctx.rt.pool, work.id, "DISCOVER_VOLUMES", untracked=found):
+        # A server's own listing may not say a volume's size or name (Scaleway sbs entries): ask the volume.
+        attached = [await _described(ctx, a) for a in view.untracked_attached]
+        async with ctx.rt.pool.acquire() as conn:
+            for a in attached:
+                delete = delete_on_terminate_for(a, work.data_volume_delete_on_terminate)
+                await track_volume(conn, work.id, a, delete_on_terminate=delete)
+            for v in view.untracked_tagged:
+                # Tagged for this instance but never recorded: its data volume (kept if asked), or its boot
+                # volume left behind by a server deleted before discovery (always deleted).
+                keepable = v.name == data_volume_name(work.id)
+                delete = work.data_volume_delete_on_terminate if keepable else True
+                await track_volume(conn, work.id, v, delete_on_terminate=delete)
     return False
+
+
+async def _described(ctx: _Context, volume: AttachedVolume) -> AttachedVolume:
+    if volume.size_bytes is not None and volume.name is not None:
+        return volume
+    found = await ctx.provider.get_volume(ctx.zone, volume.id)
+    if found is None:
+        return volume
+    return AttachedVolume(volume.id, volume.slot, volume.volume_type, found.size_bytes, found.name)
 
 
 async def _detach_kept(ctx: _Context, view: _View) -> bool:

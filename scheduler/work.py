@@ -9,6 +9,7 @@ import aiopg
 
 from inventiv.settings import Settings
 from scheduler.naming import data_volume_name
+from scheduler.pacing import wait_delay_s
 from scheduler.volumes import TrackedVolume, data_volume_gb
 from sql.queries import fetch_all, queries
 
@@ -22,10 +23,16 @@ MAX_STEPS_PER_PASS = 16
 
 @dataclass(frozen=True, slots=True)
 class Pass:
-    """How a pass left the instance: the status it expects the row to be in, and when to look again."""
+    """How a pass left the instance: the status it expects the row to be in, and when to look again.
+
+    `waiting`: it stopped to wait on the cloud or the worker (polled less often the longer that lasts);
+    `stepped`: it took at least one step first, so whatever it now waits for is a new wait.
+    """
 
     status: str
     delay_s: float
+    waiting: bool = False
+    stepped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,8 @@ class InstanceWork:
     data_volume_delete_on_terminate: bool
     attempts: int
     deleted_at: Any
+    # Seconds since the instance began waiting on the cloud or its worker; None when it is not waiting.
+    waited_s: float | None
     deadline_passed: bool
     volumes: tuple[TrackedVolume, ...] = ()
 
@@ -71,6 +80,11 @@ class InstanceWork:
     def data_volume(self) -> TrackedVolume | None:
         name = data_volume_name(self.id)
         return next((v for v in self.live_volumes if v.name == name and not v.is_boot), None)
+
+    def wait_delay_s(self, settings: Settings, *, stepped: bool) -> float:
+        """When to look again at a wait: a wait that begins now (after a step) is polled from scratch."""
+        waited = None if stepped else self.waited_s
+        return wait_delay_s(waited, settings.scheduler_tick_s, settings.scheduler_poll_max_s)
 
     def planned_data_volume_gb(self, settings: Settings) -> int:
         return data_volume_gb(

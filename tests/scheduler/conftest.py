@@ -21,6 +21,8 @@ from scheduler.runtime import ProviderSet, Runtime
 
 MakeInstance = Callable[..., Awaitable[str]]
 Drive = Callable[..., Awaitable[dict[str, Any]]]
+RunPass = Callable[[str], Awaitable[None]]
+ExpireClaim = Callable[[str], Awaitable[None]]
 
 
 @pytest.fixture
@@ -108,6 +110,32 @@ def drive(driver: Driver, db: Db) -> Drive:
                 return row
             assert time.monotonic() < deadline, f"instance still {row['status']} (wanted {statuses}): {row}"
             await asyncio.sleep(0.01)
+
+    return run
+
+
+@pytest.fixture
+def run_pass(driver: Driver) -> RunPass:
+    """Claim the instance as a command would and run one pass; a `Crash` (the scheduler dying) goes through,
+    leaving the claim held as a dead scheduler leaves it."""
+
+    async def run(instance_id: str) -> None:
+        task = await driver.start(instance_id)
+        assert task is not None, "the instance could not be claimed"
+        await task
+
+    return run
+
+
+@pytest.fixture
+def expire_claim(db_pool: aiopg.Pool) -> ExpireClaim:
+    """What time does for a dead scheduler's claim: its lease runs out and the instance is due."""
+
+    async def run(instance_id: str) -> None:
+        async with db_pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "UPDATE instances SET next_attempt_at = now(), claim_expires_at = now() WHERE id = %s", (instance_id,)
+            )
 
     return run
 

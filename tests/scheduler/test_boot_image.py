@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -99,3 +101,43 @@ async def test_types_with_local_disk_need_no_image(make_instance: Any, drive: An
     await drive(instance_id, "ready")
     assert provider.count("resolve_boot_image") == 0
     assert [s.image for s in provider.servers.values()] == [None]
+
+
+async def test_first_passes_of_one_type_share_a_single_resolution(
+    make_instance: Any, driver: Any, db: Any, provider: MemoryProvider
+) -> None:
+    resolve = provider.resolve_boot_image
+
+    async def slow_resolve(zone: str, commercial_type: str, labels: Any) -> str | None:
+        await asyncio.sleep(0.1)  # the Marketplace takes a while: every first pass arrives meanwhile
+        return await resolve(zone, commercial_type, labels)
+
+    provider.resolve_boot_image = slow_resolve  # type: ignore[method-assign]
+    ids = [await make_instance(provider="scaleway", zone="fr-par-2", instance_type=L40S) for _ in range(5)]
+
+    assert sorted(await driver.run_due()) == sorted(ids)
+
+    assert provider.count("resolve_boot_image") == 1
+    assert {s.image for s in provider.servers.values()} == {"img-gpu-os-12"} and len(provider.servers) == 5
+
+
+async def test_without_configured_labels_the_providers_default_labels_are_tried(
+    make_instance: Any, drive: Any, db_pool: Any, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("UPDATE provider_settings SET boot_image_labels = '{}' "
+                          "WHERE provider_id = (SELECT id FROM providers WHERE code = 'scaleway')")  # fmt: skip
+    instance_id = await make_instance(provider="scaleway", zone="fr-par-2", instance_type=L40S)
+    caplog.set_level(logging.INFO, logger="scheduler.boot_image")
+
+    await drive(instance_id, "ready")
+
+    assert {s.image for s in provider.servers.values()} == {"img-gpu-os-12"}
+    resolved = [r for r in caplog.records if r.getMessage() == "boot image resolved"]
+    assert [(r.image, r.labels) for r in resolved] == [("img-gpu-os-12", "provider defaults")]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t"])
+def test_a_blank_configured_image_counts_as_unset(blank: str) -> None:
+    assert configured_boot_image({"scaleway": {"boot_image_id": blank}}, "scaleway", "fr-par-2") is None
+    assert configured_boot_image({"scaleway": {"boot_image_id": " img-1 "}}, "scaleway", "fr-par-2") == "img-1"

@@ -140,7 +140,7 @@ async def test_terminate_tracks_and_deletes_volumes_it_never_created(
 
 
 async def test_a_crash_between_create_and_record_adopts_the_server(
-    scw_instance: Any, drive: Any, driver: Driver, db: Any, db_pool: Any, fake: FakeScaleway, rt: Runtime
+    scw_instance: Any, drive: Any, run_pass: Any, expire_claim: Any, fake: FakeScaleway, rt: Runtime
 ) -> None:
     instance_id = await scw_instance()
     provider = rt.providers.get("scaleway")
@@ -152,10 +152,9 @@ async def test_a_crash_between_create_and_record_adopts_the_server(
 
     provider.create_server = create_then_die  # type: ignore[method-assign]
     with pytest.raises(Crash):
-        await driver._pass(instance_id)
+        await run_pass(instance_id)
     provider.create_server = create  # type: ignore[method-assign]
-    async with db_pool.acquire() as conn, conn.cursor() as cur:  # the dead scheduler's lease runs out
-        await cur.execute("UPDATE instances SET next_attempt_at = now() WHERE id = %s", (instance_id,))
+    await expire_claim(instance_id)
 
     row = await drive(instance_id, "ready")
 
@@ -166,11 +165,11 @@ async def test_a_crash_between_create_and_record_adopts_the_server(
 
 
 async def test_a_server_whose_user_data_could_not_be_written_is_adopted_and_boots_with_it(
-    scw_instance: Any, drive: Any, driver: Driver, db: Any, db_pool: Any, fake: FakeScaleway
+    scw_instance: Any, drive: Any, run_pass: Any, db: Any, db_pool: Any, fake: FakeScaleway
 ) -> None:
     instance_id = await scw_instance()
     fake.error_rate, fake.fault_paths = 1.0, ("/user_data/cloud-init",)
-    await driver._pass(instance_id)
+    await run_pass(instance_id)
     create = next(a for a in await db.actions(instance_id) if a["action_type"] == "PROVIDER_CREATE")
     assert (create["status"], create["error_code"]) == ("failed", "PROVIDER_TRANSIENT")
     fake.error_rate = 0.0

@@ -75,7 +75,7 @@ async def test_provision_serve_and_terminate_with_an_untracked_volume(
 
 async def test_a_restarted_scheduler_adopts_the_server_a_crash_left(
     make_instance: Any, fast_settings: Settings, db_pool: Any, redis: Any, rt: Runtime, drive: Any,
-    cloud: MockCloud,
+    cloud: MockCloud, expire_claim: Any,
 ) -> None:  # fmt: skip
     instance_id = await make_instance(model=SMALL, data_volume_gb=0)
     first = ProviderSet(fast_settings)
@@ -89,12 +89,13 @@ async def test_a_restarted_scheduler_adopts_the_server_a_crash_left(
 
     provider.create_server = create_then_die  # type: ignore[method-assign]
     try:
+        task = await Driver(dying).start(instance_id)
+        assert task is not None
         with pytest.raises(Crash):
-            await Driver(dying)._pass(instance_id)
+            await task
     finally:
         await dying.close()
-    async with db_pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute("UPDATE instances SET next_attempt_at = now() WHERE id = %s", (instance_id,))
+    await expire_claim(instance_id)
 
     row = await drive(instance_id, "ready", timeout_s=40)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from memory_provider import Crash, MemoryProvider, serve_worker
 
-from providers.base import GB, OutOfStock, QuotaExceeded, ServerState, TransientError
+from providers.base import GB, NotReady, OutOfStock, QuotaExceeded, ServerState, TransientError
 from scheduler.driver import Driver
 
 MODEL_7B = "Qwen/Qwen2.5-7B-Instruct"
@@ -93,15 +93,15 @@ async def test_model_and_provider_defaults_size_the_data_volume(
 
 
 async def test_crash_between_create_and_record_adopts_the_server(
-    make_instance: Any, drive: Any, db: Any, driver: Driver, provider: MemoryProvider, db_pool: Any
+    make_instance: Any, drive: Any, db: Any, run_pass: Any, expire_claim: Any, provider: MemoryProvider
 ) -> None:
     instance_id = await make_instance()
     provider.crash_after("create_server")
     with pytest.raises(Crash):
-        await driver._pass(instance_id)
+        await run_pass(instance_id)
     assert len(provider.servers) == 1
     assert (await db.instance(instance_id))["provider_instance_id"] is None
-    await _expire_lease(db_pool, instance_id)
+    await expire_claim(instance_id)
 
     row = await drive(instance_id, "ready")
 
@@ -116,14 +116,14 @@ async def test_crash_between_create_and_record_adopts_the_server(
 
 
 async def test_crash_after_creating_the_data_volume_adopts_it(
-    make_instance: Any, drive: Any, driver: Driver, provider: MemoryProvider, db_pool: Any, db: Any
+    make_instance: Any, drive: Any, run_pass: Any, expire_claim: Any, provider: MemoryProvider, db: Any
 ) -> None:
     instance_id = await make_instance()
     provider.crash_after("create_volume")
     with pytest.raises(Crash):
         for _ in range(5):
-            await driver._pass(instance_id)
-    await _expire_lease(db_pool, instance_id)
+            await run_pass(instance_id)
+    await expire_claim(instance_id)
 
     await drive(instance_id, "ready")
 
@@ -249,13 +249,20 @@ async def test_running_server_state_is_used_for_address(
     assert server.state is ServerState.RUNNING
 
 
-async def _expire_lease(db_pool: Any, instance_id: str) -> None:
-    """What time does for a dead scheduler's claim."""
-    async with db_pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute("UPDATE instances SET next_attempt_at = now() WHERE id = %s", (instance_id,))
-
-
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_a_data_volume_not_ready_for_its_attach_is_waited_for_not_failed(
+    make_instance: Any, drive: Any, db: Any, provider: MemoryProvider
+) -> None:
+    instance_id = await make_instance()
+    provider.fail("attach_volume", NotReady("volume is creating"), times=2)
+
+    row = await drive(instance_id, "ready")
+
+    assert (row["attempts"], row["error_code"]) == (0, None)
+    assert provider.count("attach_volume") == 3
+    assert await db.storage_sizes_gb(instance_id) == [20, 200]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from memory_provider import Crash, MemoryProvider, serve_worker
 
-from providers.base import ServerState, TransientError
+from providers.base import OutOfStock, ServerState, TransientError
 from scheduler.driver import Driver
 
 
@@ -115,12 +115,13 @@ async def test_repeating_termination_is_harmless(
 
 
 async def test_terminate_after_a_crash_between_create_and_record_finds_the_server_by_tag(
-    make_instance: Any, driver: Driver, drive: Any, provider: MemoryProvider, terminate: Any
+    make_instance: Any, run_pass: Any, expire_claim: Any, drive: Any, provider: MemoryProvider, terminate: Any
 ) -> None:
     instance_id = await make_instance()
     provider.crash_after("create_server")
     with pytest.raises(Crash):
-        await driver._pass(instance_id)
+        await run_pass(instance_id)
+    await expire_claim(instance_id)
     await terminate(instance_id)
 
     await drive(instance_id, "terminated")
@@ -129,13 +130,15 @@ async def test_terminate_after_a_crash_between_create_and_record_finds_the_serve
 
 
 async def test_terminate_after_a_crash_between_volume_create_and_record_deletes_it(
-    make_instance: Any, driver: Driver, drive: Any, db: Any, provider: MemoryProvider, terminate: Any
-) -> None:
+    make_instance: Any, run_pass: Any, expire_claim: Any, drive: Any, db: Any, provider: MemoryProvider,
+    terminate: Any,
+) -> None:  # fmt: skip
     instance_id = await make_instance()
     provider.crash_after("create_volume")
     with pytest.raises(Crash):
         for _ in range(5):
-            await driver._pass(instance_id)
+            await run_pass(instance_id)
+    await expire_claim(instance_id)
     await terminate(instance_id)
 
     await drive(instance_id, "terminated")
@@ -148,8 +151,6 @@ async def test_terminate_after_a_crash_between_volume_create_and_record_deletes_
 async def test_a_failed_instance_loses_even_its_persistent_volume(
     make_instance: Any, drive: Any, db: Any, provider: MemoryProvider
 ) -> None:
-    from providers.base import OutOfStock
-
     provider.fail("power_on", OutOfStock("none left"))
     instance_id = await make_instance(delete_on_terminate=False)
 
@@ -203,3 +204,58 @@ async def test_a_server_stopped_in_place_is_powered_on_then_terminated(
         ("PROVIDER_START", "success"),
     ]
     assert ("PROVIDER_TERMINATE", "success") in release
+
+
+async def _provisioning(make_instance: Any, **_: Any) -> str:
+    instance_id: str = await make_instance()
+    return instance_id
+
+
+async def _booting(make_instance: Any, drive: Any, provider: MemoryProvider, **_: Any) -> str:
+    provider.polls_to_running = 10_000
+    instance_id: str = await make_instance()
+    await drive(instance_id, "booting")
+    return instance_id
+
+
+async def _ready(make_instance: Any, drive: Any, **_: Any) -> str:
+    return await ready_instance(make_instance, drive)
+
+
+async def _failed_before_cleanup(
+    make_instance: Any, run_pass: Any, db: Any, provider: MemoryProvider, **_: Any
+) -> str:
+    instance_id: str = await make_instance()
+    provider.fail("power_on", OutOfStock("no stock"))
+    await run_pass(instance_id)
+    row = await db.instance(instance_id)
+    assert (row["status"], row["deleted_at"]) == ("failed", None)
+    assert provider.servers, "the cleanup has not run yet"
+    return instance_id
+
+
+async def _failed_after_cleanup(make_instance: Any, drive: Any, provider: MemoryProvider, **_: Any) -> str:
+    instance_id: str = await make_instance()
+    provider.fail("power_on", OutOfStock("no stock"))
+    row = await drive(instance_id, "failed")
+    assert row["deleted_at"] is not None and not provider.servers
+    return instance_id
+
+
+@pytest.mark.parametrize(
+    "start", [_provisioning, _booting, _ready, _failed_before_cleanup, _failed_after_cleanup], ids=lambda f: f.__name__
+)
+async def test_every_path_into_terminating_ends_terminated(
+    start: Any, make_instance: Any, drive: Any, run_pass: Any, db: Any, provider: MemoryProvider, terminate: Any,
+    driver: Driver,
+) -> None:  # fmt: skip
+    instance_id = await start(make_instance=make_instance, drive=drive, run_pass=run_pass, db=db, provider=provider)
+    await terminate(instance_id)
+
+    row = await drive(instance_id, "terminated")
+
+    assert row["deleted_at"] is not None and row["terminated_at"] is not None
+    assert provider.servers == {} and provider.volumes == {}
+    calls = len(provider.calls)
+    assert await driver.run_due() == [] and await driver.wake(instance_id) is False, "nothing left to claim"
+    assert len(provider.calls) == calls

@@ -40,6 +40,7 @@ from providers.base import (
     VolumeState,
 )
 from providers.mock.worker import WorkerConfig, create_app
+from providers.scaleway.images import DEFAULT_LABELS
 
 ROOT_BYTES = 20 * GB
 LOCAL_TYPES = ("l_ssd", "scratch")
@@ -95,8 +96,10 @@ class MemoryProvider(Provider):
         self.polls_to_gone = polls_to_gone
         self.worker_address = worker_address
         self.diskless_types = set(diskless_types)
-        # (commercial type, label) -> image id, for resolve_boot_image.
+        # (commercial type, label) -> image id, for resolve_boot_image; labels tried when none are given,
+        # the Scaleway provider's own.
         self.images = dict(images or {})
+        self.default_labels = DEFAULT_LABELS
         self.servers: dict[str, MemServer] = {}
         self.volumes: dict[str, MemVolume] = {}
         self.calls: list[tuple[str, str]] = []
@@ -157,7 +160,10 @@ class MemoryProvider(Provider):
         self._enter("list_servers", ",".join(tags))
         wanted = set(tags)
         found = [s for s in self.servers.values() if s.zone == zone and wanted <= set(s.tags)]
-        return [self._server(s) for s in found]
+        # A listing reads each server, as get_server does: a transition advances either way.
+        for server in found:
+            self._tick(server)
+        return [self._server(s) for s in found if s.id in self.servers]
 
     async def power_on(self, zone: str, server_id: str) -> None:
         self._enter("power_on", server_id)
@@ -292,7 +298,7 @@ class MemoryProvider(Provider):
 
     async def resolve_boot_image(self, zone: str, commercial_type: str, labels: Sequence[str]) -> str | None:
         self._enter("resolve_boot_image", commercial_type)
-        for label in labels:
+        for label in labels or self.default_labels:
             if (commercial_type, label) in self.images:
                 return self.images[(commercial_type, label)]
         return None

@@ -1,29 +1,47 @@
--- The scheduler's reads and writes of instances. Work is claimed by pushing next_attempt_at past a
--- lease under FOR UPDATE SKIP LOCKED, so two schedulers never work on one instance at once; every status
--- transition names the status it leaves, so an operator's DELETE during provisioning is never undone.
+-- The scheduler's reads and writes of instances. The claim is the single gate to an instance's work: it
+-- takes a free (or run out) claim under FOR UPDATE SKIP LOCKED and names the pass that holds it with a
+-- fresh claim_token, which renews and releases it; so two passes (of this process or another scheduler)
+-- never work on one instance at once. Every status transition names the status it leaves, so an
+-- operator's DELETE during provisioning is never undone.
 
--- name: claim-due-instances(lease_s, limit, exclude)
--- Work left: provisioning, booting, terminating, and failed instances not yet cleaned up.
-UPDATE instances SET next_attempt_at = now() + make_interval(secs => :lease_s::float8)
+-- name: claim-due-instances(lease_s, limit)
+-- Work left: provisioning, booting, terminating, and failed instances not yet cleaned up. next_attempt_at
+-- moves with the claim, so a claimed row is not due again until its claim runs out.
+UPDATE instances
+SET claim_token = gen_random_uuid(),
+    claim_expires_at = now() + make_interval(secs => :lease_s::float8),
+    next_attempt_at = now() + make_interval(secs => :lease_s::float8)
 WHERE id IN (
     SELECT id FROM instances
     WHERE (status IN ('provisioning', 'booting', 'terminating') OR (status = 'failed' AND deleted_at IS NULL))
       AND next_attempt_at <= now()
-      AND NOT (id = ANY(coalesce(:exclude::uuid[], '{}')))
+      AND (claim_expires_at IS NULL OR claim_expires_at <= now())
     ORDER BY next_attempt_at
     LIMIT :limit::integer
     FOR UPDATE SKIP LOCKED)
-RETURNING id;
+RETURNING id, claim_token;
 
--- name: claim-instance-now(instance_id, lease_s)$
--- A command woke this instance: claim it whatever its next_attempt_at (a backoff or an expired lease of
--- a dead scheduler), unless another transaction holds it.
-UPDATE instances SET next_attempt_at = now() + make_interval(secs => :lease_s::float8)
+-- name: claim-instance-now(instance_id, lease_s)^
+-- A command woke this instance: claim it whatever its next_attempt_at (a backoff), but never while
+-- another pass holds an unexpired claim on it.
+UPDATE instances
+SET claim_token = gen_random_uuid(),
+    claim_expires_at = now() + make_interval(secs => :lease_s::float8),
+    next_attempt_at = now() + make_interval(secs => :lease_s::float8)
 WHERE id IN (
     SELECT id FROM instances
     WHERE id = :instance_id
       AND (status IN ('provisioning', 'booting', 'terminating') OR (status = 'failed' AND deleted_at IS NULL))
+      AND (claim_expires_at IS NULL OR claim_expires_at <= now())
     FOR UPDATE SKIP LOCKED)
+RETURNING id, claim_token;
+
+-- name: renew-instance-claim(instance_id, claim_token, lease_s)^
+-- No row: the claim is no longer this pass's (it ran out and another pass took it, or the row is gone).
+UPDATE instances
+SET claim_expires_at = now() + make_interval(secs => :lease_s::float8),
+    next_attempt_at = greatest(next_attempt_at, now() + make_interval(secs => :lease_s::float8))
+WHERE id = :instance_id AND claim_token = :claim_token::uuid
 RETURNING id;
 
 -- name: get-instance-for-scheduler(instance_id, default_deadline_s)^
@@ -40,6 +58,7 @@ SELECT i.id, i.status, i.provider_id, p.code AS provider_code, p.is_active AS pr
        coalesce(ps.boot_image_labels, '{}') AS boot_image_labels,
        i.provider_instance_id, i.ip_address, i.worker_port, i.data_volume_gb, i.data_volume_delete_on_terminate,
        i.attempts, i.deleted_at,
+       extract(epoch FROM now() - i.wait_started_at)::float8 AS waited_s,
        now() >= coalesce(i.provisioning_deadline_at,
                          i.created_at + make_interval(secs => :default_deadline_s::float8)) AS deadline_passed
 FROM instances i
@@ -96,20 +115,35 @@ SET attempts = attempts + 1,
     updated_at = now()
 WHERE id = :instance_id;
 
--- name: release-instance-claim(instance_id, status, delay_s)!
--- Due again after delay_s; at once if the status changed under the pass (a DELETE during provisioning).
+-- name: release-instance-claim(instance_id, claim_token, status, delay_s, progressed, waiting, stepped)!
+-- Hands the claim back, due again after delay_s; at once if the status changed under the pass (a DELETE
+-- during provisioning). A pass that ran without error clears the retry count and, while provisioning, the
+-- error an earlier pass left. A pass that ends waiting keeps the time the wait began, or starts it anew
+-- when it took a step first (a new thing to wait for). Only the claim's holder releases it.
 UPDATE instances
-SET next_attempt_at = CASE WHEN status = :status THEN now() + make_interval(secs => :delay_s::float8)
-                           ELSE now() END
-WHERE id = :instance_id;
+SET claim_token = NULL,
+    claim_expires_at = NULL,
+    next_attempt_at = CASE WHEN status = :status THEN now() + make_interval(secs => :delay_s::float8)
+                           ELSE now() END,
+    attempts = CASE WHEN :progressed::boolean THEN 0 ELSE attempts END,
+    error_code = CASE WHEN :progressed::boolean AND status IN ('provisioning', 'booting') THEN NULL
+                      ELSE error_code END,
+    error_message = CASE WHEN :progressed::boolean AND status IN ('provisioning', 'booting') THEN NULL
+                         ELSE error_message END,
+    wait_started_at = CASE WHEN NOT :waiting::boolean OR status <> :status THEN NULL
+                           WHEN :stepped::boolean THEN now()
+                           ELSE coalesce(wait_started_at, now()) END
+WHERE id = :instance_id AND claim_token = :claim_token::uuid;
 
 -- name: finish-instance-release(instance_id)!
+-- A terminating instance ends terminated even when an earlier cleanup (of a failed instance) had already
+-- set deleted_at; a failed one keeps its status and is done once deleted_at is set.
 UPDATE instances
-SET deleted_at = now(),
+SET deleted_at = coalesce(deleted_at, now()),
     status = CASE WHEN status = 'terminating' THEN 'terminated' ELSE status END,
     terminated_at = CASE WHEN status = 'terminating' THEN now() ELSE terminated_at END,
     updated_at = now()
-WHERE id = :instance_id AND status IN ('terminating', 'failed') AND deleted_at IS NULL;
+WHERE id = :instance_id AND (status = 'terminating' OR (status = 'failed' AND deleted_at IS NULL));
 
 -- name: list-instances-to-probe()
 -- Ready workers, polled by the health job (booting ones are polled by their provisioning pass).
