@@ -23,6 +23,7 @@ from gateway.workers import WorkerView
 from inventiv import redis_keys
 from inventiv.services import redis_client
 from inventiv.settings import Settings
+from inventiv.worker_secrets import worker_secrets
 from sql.pool import close_pool, create_pool
 
 
@@ -31,6 +32,8 @@ def create_app(settings: Settings) -> web.Application:
     app[state.SETTINGS] = settings
     app[state.LIFECYCLE] = state.Lifecycle()
     app[state.KEYS] = KeyTable()
+    # Refused here, before anything starts, when the worker secret key is missing.
+    app[state.WORKER_SECRETS] = worker_secrets(settings)
     app.cleanup_ctx.extend([_database, _redis, _data_plane])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -71,6 +74,7 @@ async def _data_plane(app: web.Application) -> AsyncIterator[None]:
         usage=UsageRecorder(redis, stream),
         upstream=UpstreamPool(settings.upstream_connect_timeout_s),
         workers=WorkerView(settings.worker_stale_after_s),
+        secrets=app[state.WORKER_SECRETS],
     )
     app[state.PLANE] = plane
     await plane.reload(app[state.DB])

@@ -32,8 +32,10 @@ from gateway.upstream import (
 from gateway.usage import UsageRecord
 from gateway.workers import Worker
 
+# A worker refusing the secret it was started with is misconfigured (or not ours): another may serve.
+_REFUSED_SECRET = frozenset((401, 403))
 # Worker answers that mean "not me, not now": retried once on another worker, as a connect error is.
-_RETRY_STATUSES = frozenset((502, 503, 504))
+_RETRY_STATUSES = frozenset((502, 503, 504)) | _REFUSED_SECRET
 # Rough tokens per byte of prompt JSON, for the estimate recorded when a stream is cut before the
 # worker reported usage (English text averages about 4 bytes per token).
 _BYTES_PER_TOKEN = 4
@@ -182,8 +184,9 @@ class InferenceCall:
         for attempt in (0, 1):
             worker = self.worker
             body = forward_body(req, worker.served_model or resolved.hf_repo_id, add_usage)
-            extra = b"X-Request-Id: %s\r\nAccept: %s\r\n" % (
+            extra = b"X-Request-Id: %s\r\nAccept: %s\r\n%s" % (
                 self.request_id.encode(), b"text/event-stream" if req.stream else b"application/json",
+                worker.authorization,
             )  # fmt: skip
             head = build_head(b"POST", self.route.path_bytes, worker.address, len(body), extra)
             plane.workers.acquire(worker)
@@ -201,6 +204,11 @@ class InferenceCall:
                 metrics.upstream_errors(f"http_{up.status}").inc()
                 up.close()
                 continue
+            if up.status in _REFUSED_SECRET:
+                # Never the client's 401: its key was accepted. The worker does not know its own secret.
+                metrics.upstream_errors(f"http_{up.status}").inc()
+                up.close()
+                raise ApiError(502, "The worker refused the gateway's credentials.", "upstream_refused")
             return up
         raise AssertionError("unreachable: the second attempt returns or raises")
 

@@ -27,6 +27,7 @@ from gateway.workers import WorkerView, worker_from_row
 from inventiv import redis_keys
 from inventiv.cancellation import being_cancelled
 from inventiv.settings import Settings
+from inventiv.worker_secrets import WorkerSecrets
 from sql.queries import fetch_all, queries
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class DataPlane:
     usage: UsageRecorder
     upstream: UpstreamPool
     workers: WorkerView
+    secrets: WorkerSecrets
     catalog: Catalog = field(default_factory=Catalog)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -56,7 +58,7 @@ class DataPlane:
         self.keys.replace(keys)
         self.catalog = Catalog.from_rows(models, offerings)
         previous = self.workers.by_id
-        for instance_id in self.workers.replace(worker_from_row(row) for row in workers):
+        for instance_id in self.workers.replace(worker_from_row(row, self.secrets) for row in workers):
             log.info("worker left the routing table", extra={"instance_id": instance_id})
             metrics.forget_instance(instance_id)
             # Its idle keep-alive connections would only fail a later request (or reach a new tenant

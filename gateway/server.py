@@ -27,6 +27,7 @@ from gateway.app import create_app
 from inventiv.logs import setup_logging
 from inventiv.services import ensure_services
 from inventiv.settings import Settings
+from inventiv.worker_secrets import worker_secrets
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ def serve(settings: Settings) -> int:
     with ensure_services(settings) as resolved:
         import uvloop
 
-        # One clear line for an unmigrated database, rather than a traceback from every process.
+        # One clear line for a missing worker secret key or an unmigrated database, rather than a
+        # traceback from every process.
+        worker_secrets(resolved)
         uvloop.run(_check_schema(resolved))
         if workers == 1:
             _worker_main(resolved)

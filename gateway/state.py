@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.auth import KeyTable
 from inventiv.settings import Settings
+from inventiv.worker_secrets import WorkerSecrets
 
 if TYPE_CHECKING:
     from gateway.plane import DataPlane
@@ -20,6 +21,7 @@ SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", aiopg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
 KEYS: web.AppKey[KeyTable] = web.AppKey("keys")
+WORKER_SECRETS = web.AppKey("worker_secrets", WorkerSecrets)
 
 
 @dataclass

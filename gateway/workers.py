@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from inventiv.worker_secrets import WorkerSecrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,21 +25,26 @@ class Worker:
     served_model: str | None
     queue_depth: int
     heartbeat_at: float  # epoch seconds
+    # `Authorization: Bearer <worker secret>\r\n`, encoded once per refresh: the worker's engine refuses
+    # requests without it. Out of the repr, so a logged worker never shows it.
+    authorization: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def address(self) -> bytes:
         return f"{self.host}:{self.port}".encode()
 
 
-def worker_from_row(row: Mapping[str, Any]) -> Worker:
+def worker_from_row(row: Mapping[str, Any], secrets: WorkerSecrets) -> Worker:
+    instance_id = str(row["id"])
     return Worker(
-        instance_id=str(row["id"]),
+        instance_id=instance_id,
         model_id=str(row["model_id"]),
         host=row["ip_address"],
         port=int(row["worker_port"]),
         served_model=row["worker_model_id"] or None,
         queue_depth=int(row["worker_queue_depth"] or 0),
         heartbeat_at=float(row["heartbeat_at"] or 0.0),
+        authorization=b"Authorization: %s\r\n" % secrets.authorization(instance_id).encode(),
     )
 
 

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler = sub.add_parser("scheduler", help="run the scheduler daemon")
     scheduler.add_argument("--dry-run", action="store_true", help="orphan sweeps report and delete nothing")
 
+    sub.add_parser("agent", help="on a GPU worker: push its engine's state to the gateway (env: INVENTIV_AGENT_*)")
+
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = keys_sub.add_parser("create", help="create a key and print it once")
@@ -93,6 +95,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(env)
 
 
+def _run_agent(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from worker.agent import AgentConfig, AgentConfigError, run_agent
+
+    try:
+        config = AgentConfig.from_env(load_environment(args.env_file))
+    except AgentConfigError as exc:
+        raise CommandError(str(exc)) from None
+    return uvloop.run(run_agent(config))
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "up":
         from inventiv.supervisor import run_up
@@ -103,6 +117,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         check_port_free(settings.gateway_host, settings.gateway_port)
         return serve(settings)
+    if args.command == "agent":
+        return _run_agent(args)
     if args.command == "scheduler":
         from scheduler.daemon import run_daemon
 

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from inventiv.embedded import EmbeddedServices
 from inventiv.settings import Settings
+from inventiv.worker_secrets import embedded_key
 from sql.pool import close_pool, create_pool
 
 
@@ -21,6 +22,9 @@ def ensure_services(settings: Settings, *, redis: bool = True) -> Iterator[Setti
     if not (need_pg or need_redis):
         yield settings
         return
+    if need_pg and settings.worker_secret_key is None:
+        # One machine runs everything: the data folder holds the installation's worker secret key too.
+        settings = settings.replace(worker_secret_key=embedded_key(settings.data_path))
     embedded = EmbeddedServices(settings.data_path).start(postgres=need_pg, redis=need_redis)
     try:
         yield settings.replace(

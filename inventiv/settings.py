@@ -9,13 +9,17 @@ all, so a developer's `.env` can never leak into a chosen environment.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from dotenv import dotenv_values
+
+from worker.engines import ENGINES, EngineName
 
 
 class SettingsError(ValueError):
@@ -56,6 +60,10 @@ class Settings:
     # ready-worker view must be at most a second old.
     routing_refresh_s: float = 1.0
 
+    # The key every worker's secret (its engine's API key) is derived from; the gateway and the scheduler
+    # must share it. None: generated into the data folder on the embedded default, required otherwise.
+    worker_secret_key: str | None = field(default=None, repr=False)
+
     # Scheduler.
     deployment_tag: str = "inventiv"
     worker_data_volume_gb: int | None = field(default=None, metadata=_env("WORKER_DATA_VOLUME_GB"))
@@ -81,21 +89,42 @@ class Settings:
     scheduler_poll_max_s: float = 15.0
 
     # Providers. Scaleway credentials use Scaleway's own variable names, as its CLI and SDKs do.
-    scw_secret_key: str | None = field(default=None, metadata=_env("SCW_SECRET_KEY"))
+    scw_secret_key: str | None = field(default=None, repr=False, metadata=_env("SCW_SECRET_KEY"))
     scw_default_project_id: str | None = field(default=None, metadata=_env("SCW_DEFAULT_PROJECT_ID"))
     # Tests point this at a local fake of the API.
     scw_api_url: str = field(default="https://api.scaleway.com", metadata=_env("SCW_API_URL"))
     # First retry delay of a failed Scaleway call (doubled each time, capped); tests against the fake
     # server lower it so random 5xx do not make them sleep.
     scw_retry_base_s: float = 1.0
-    # The container Scaleway GPU servers run at first boot to serve their model. `latest` moves under a
-    # running fleet: operators should pin a tag (or a digest) so every worker runs the same server.
-    scw_worker_image: str = "vllm/vllm-openai:latest"
     # Root volume of a diskless Scaleway worker, GB: the GPU OS image's own 20 GB cannot also hold the
     # worker image (vLLM's is over 10 GB unpacked) and Docker's layers; model weights go to the data volume.
     scw_worker_root_volume_gb: int = 100
+    # Who may reach a Scaleway worker: comma-separated IPv4/IPv6 networks. Every worker joins a security group
+    # that drops all inbound traffic except the worker port from these (the scheduler's and the gateways'
+    # egress addresses) and SSH from the second list; never the whole internet. A public worker is refused
+    # without the first (providers/scaleway/network.py).
+    scw_worker_allowed_cidrs: str | None = None
+    scw_ssh_allowed_cidrs: str | None = None
+    # A Private Network (VPC) for the workers: set, they get no public IP and are reached at their private one.
+    scw_private_network_id: str | None = None
     # State of the mock cloud (its servers are local worker processes); None: <data_dir>/mock-cloud.
     mock_cloud_dir: str | None = None
+
+    # Workers. The container each inference engine runs in (worker/engines.py), pinned: a moving tag
+    # would give one fleet several servers. The generic `openai` engine has no default image.
+    vllm_image: str = ENGINES[EngineName.VLLM].default_image
+    sglang_image: str = ENGINES[EngineName.SGLANG].default_image
+    llama_cpp_image: str = ENGINES[EngineName.LLAMA_CPP].default_image
+    openai_image: str | None = None
+    # Hugging Face token for gated models: reaches each worker in a root-only file, never a log.
+    hf_token: str | None = field(default=None, repr=False)
+    # The worker agent (`inventiv agent`) beside each engine pushes heartbeats to this gateway URL, run
+    # from this image (deploy/Dockerfile's, pushed to a registry the workers reach); without both,
+    # workers are polled by the scheduler only.
+    agent_gateway_url: str | None = None
+    agent_image: str | None = None
+    # Seconds between two heartbeats of an agent; the scheduler polls a worker whose agent missed three.
+    agent_interval_s: float = 10.0
 
     # Logging: "json" lines, "kv" (key=value for a terminal) or "auto" (kv on a tty, else json).
     log_format: str = "auto"
@@ -127,6 +156,8 @@ class Settings:
             if url is not None and not url.startswith(schemes):
                 raise SettingsError(f"{name} must start with {' or '.join(schemes)}")
         self._validate_scheduler()
+        self._validate_scaleway()
+        self._validate_workers()
 
     def _validate_scheduler(self) -> None:
         # A zero interval or timeout would spin or give up at once.
@@ -138,6 +169,40 @@ class Settings:
             raise SettingsError(f"INVENTIV_WORKER_HEALTH_FAILURES must be at least 1, not {failures}")
         if volume_gb is not None and volume_gb < 0:
             raise SettingsError(f"WORKER_DATA_VOLUME_GB must be 0 (no data volume) or more, not {volume_gb}")
+
+    def _validate_scaleway(self) -> None:
+        # Parsed once here so a bad or world-open network stops the command, not the first server create.
+        parse_cidrs("INVENTIV_SCW_WORKER_ALLOWED_CIDRS", self.scw_worker_allowed_cidrs)
+        parse_cidrs("INVENTIV_SCW_SSH_ALLOWED_CIDRS", self.scw_ssh_allowed_cidrs)
+        network = self.scw_private_network_id
+        if network is not None and not _is_uuid(network):
+            raise SettingsError(f"INVENTIV_SCW_PRIVATE_NETWORK_ID must be a Private Network id (UUID), not {network!r}")
+
+    def _validate_workers(self) -> None:
+        url = self.agent_gateway_url
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise SettingsError(f"INVENTIV_AGENT_GATEWAY_URL must start with http:// or https://, not {url!r}")
+        if self.agent_interval_s <= 0:
+            raise SettingsError(f"INVENTIV_AGENT_INTERVAL_S must be positive, not {self.agent_interval_s}")
+        key = self.worker_secret_key
+        if key is not None and len(key) < 32:
+            raise SettingsError("INVENTIV_WORKER_SECRET_KEY must be at least 32 characters")
+
+    @property
+    def scw_worker_cidrs(self) -> tuple[str, ...]:
+        return parse_cidrs("INVENTIV_SCW_WORKER_ALLOWED_CIDRS", self.scw_worker_allowed_cidrs)
+
+    @property
+    def scw_ssh_cidrs(self) -> tuple[str, ...]:
+        return parse_cidrs("INVENTIV_SCW_SSH_ALLOWED_CIDRS", self.scw_ssh_allowed_cidrs)
+
+    def engine_image(self, engine: str) -> str | None:
+        """The image that runs `engine`; None for the generic engine when no image is set."""
+        images = {
+            EngineName.VLLM: self.vllm_image, EngineName.SGLANG: self.sglang_image,
+            EngineName.LLAMA_CPP: self.llama_cpp_image, EngineName.OPENAI: self.openai_image,
+        }  # fmt: skip
+        return images[EngineName(engine)]
 
     @property
     def data_path(self) -> Path:
@@ -158,6 +223,42 @@ _SCHEDULER_DURATIONS = (
     "provisioning_deadline_s", "health_timeout_s", "scheduler_retry_base_s", "scheduler_retry_max_s",
     "scheduler_lease_s", "scheduler_poll_max_s",
 )  # fmt: skip
+
+
+def parse_cidrs(name: str, raw: str | None) -> tuple[str, ...]:
+    """The networks of a comma-separated list, normalised (`203.0.113.7` -> `203.0.113.7/32`).
+
+    A network with host bits set is refused rather than widened: `10.0.0.1/8` is more likely a typo than a
+    wish to open 16 million addresses. So is any /0: these lists exist to keep workers off the internet.
+    """
+    networks: list[str] = []
+    for item in filter(None, (part.strip() for part in (raw or "").split(","))):
+        network = _network(name, item)
+        if network.prefixlen == 0:
+            raise SettingsError(f"{name}: {network} opens the worker to the whole internet; list narrower networks")
+        if str(network) not in networks:
+            networks.append(str(network))
+    return tuple(networks)
+
+
+def _network(name: str, item: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(item)
+    except ValueError:
+        pass
+    try:
+        widened = ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        raise SettingsError(f"{name}: {item!r} is not an IPv4 or IPv6 network (CIDR)") from None
+    raise SettingsError(f"{name}: {item} has host bits set; did you mean {widened}?")
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _read(env: Mapping[str, str], name: str) -> str | None:

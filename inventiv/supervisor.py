@@ -37,7 +37,10 @@ def run_up(settings: Settings) -> int:
         if key is not None:
             print(f"admin key for organization 'demo' (shown once): {key}")
         sys.stdout.flush()
-        env = {**os.environ, **settings_to_env(resolved)}
+        child = settings_to_env(resolved)
+        # A value passed directly replaces its `_FILE` form, which the child would otherwise see as both.
+        env = {k: v for k, v in os.environ.items() if not (k.endswith("_FILE") and k[: -len("_FILE")] in child)}
+        env.update(child)
         children = [
             subprocess.Popen([sys.executable, "-m", "inventiv", "gateway"], env=env),
             subprocess.Popen([sys.executable, "-m", "inventiv", "scheduler"], env=env),

@@ -103,6 +103,19 @@ class Volume:
 
 
 @dataclass(frozen=True, slots=True)
+class Firewall:
+    """A firewall the provider made for this installation's workers (Scaleway: a security group)."""
+
+    id: str
+    name: str
+    zone: str
+    tags: tuple[str, ...] = ()
+    # Servers it applies to: a firewall some server still uses cannot be deleted.
+    server_ids: tuple[str, ...] = ()
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSpec:
     """What `create_server` is asked for."""
 
@@ -116,7 +129,11 @@ class ServerSpec:
     root_volume_bytes: int | None = None
     # Model the mock cloud's worker serves; real clouds pass it to the worker through user data or ignore it.
     model: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    # The inference engine that serves it (worker/engines.py).
+    engine: str = "vllm"
+    # The worker's secret (inventiv/worker_secrets.py): its engine's API key, given to the server in a way
+    # only root on it can read. Never logged, hence out of the repr.
+    worker_secret: str | None = field(default=None, repr=False)
 
 
 # -- errors ------------------------------------------------------------------------------------------
@@ -254,6 +271,14 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def availability(self, zone: str) -> dict[str, Availability]:
         """Stock per commercial type in the zone."""
+
+    # firewalls: optional, for clouds where the provider makes one (the others have none to sweep)
+    async def list_firewalls(self, zone: str, tags: Sequence[str]) -> list[Firewall]:
+        """Firewalls carrying every one of `tags` (all pages)."""
+        return []
+
+    async def delete_firewall(self, zone: str, firewall_id: str) -> None:  # noqa: B027 - nothing to delete
+        """Delete a firewall no server uses; already gone is done. Raises TransientError while a server uses it."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing to close
         """Release connections; the default holds none."""

@@ -8,6 +8,7 @@ import aiohttp
 import aiopg
 import redis.asyncio as aioredis
 
+from inventiv.worker_secrets import worker_secrets
 from scheduler.commands import CommandConsumer
 from scheduler.driver import Driver
 from scheduler.health import check_ready_workers
@@ -24,6 +25,7 @@ async def register_jobs(
 ) -> Runtime:
     """Register every interval job on the daemon, and what to close on exit; returns the shared runtime."""
     settings = daemon.settings
+    worker_secrets(settings)  # refused before anything is opened when the key is missing
     rt = Runtime(settings, pool, redis, ProviderSet(settings, provider_factory), aiohttp.ClientSession())
     driver = Driver(rt)
     # A read blocks at most half a tick, so the job is done before its next run is due.

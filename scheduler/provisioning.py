@@ -7,9 +7,7 @@ tags and name, and tracking a volume twice changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -27,6 +25,7 @@ from scheduler.tracking import track_volume
 from scheduler.validation import validation_error
 from scheduler.work import MAX_STEPS_PER_PASS, PROVISIONING_STATUSES, InstanceWork, Pass, load_work
 from sql.queries import queries
+from worker.engines import engine
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +158,8 @@ async def _adopt_server(ctx: _Context) -> Server | None:
 
 
 async def _server_spec(ctx: _Context, image: str | None) -> ServerSpec:
-    # A new token for a new server: only its hash is stored, and the server gets the token itself.
-    token = secrets.token_urlsafe(32)
     async with ctx.pool.acquire() as conn:
-        await queries.instances.set_instance_worker_token_hash(
-            conn, instance_id=ctx.work.id, worker_token_hash=hashlib.sha256(token.encode()).hexdigest()
-        )
+        await queries.instances.mark_instance_create_requested(conn, instance_id=ctx.work.id)
     work = ctx.work
     return ServerSpec(
         name=server_name(work.id),
@@ -173,7 +168,8 @@ async def _server_spec(ctx: _Context, image: str | None) -> ServerSpec:
         tags=ctx.tags,
         image=image,
         model=work.model_hf_repo_id,
-        extra={"worker_token": token},
+        engine=work.engine,
+        worker_secret=ctx.rt.secrets.for_instance(work.id),
     )
 
 
@@ -276,7 +272,10 @@ async def _health_check(ctx: _Context) -> bool:
     rt, work = ctx.rt, ctx.work
     assert work.ip_address is not None and work.worker_port is not None
     span = await action_log.open_span(rt.pool, work.id, "HEALTH_CHECK", address=f"{work.ip_address}:{work.worker_port}")
-    probe = await probe_worker(rt.http, work.ip_address, work.worker_port, rt.settings.health_timeout_s)
+    probe = await probe_worker(
+        rt.http, work.ip_address, work.worker_port, rt.settings.health_timeout_s, rt.secrets.authorization(work.id),
+        engine(work.engine).queue_gauges,
+    )  # fmt: skip
     if not probe.serves(work.model_hf_repo_id):
         return True
     model = probe.served_model(work.model_hf_repo_id)

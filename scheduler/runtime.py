@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from inventiv import redis_keys
 from inventiv.settings import Settings
+from inventiv.worker_secrets import WorkerSecrets, worker_secrets
 from providers.base import Provider
 from scheduler.single_flight import SingleFlight
 
@@ -62,6 +63,11 @@ class Runtime:
     # and concurrent first passes of one type share a single resolution.
     boot_images: dict[tuple[str, str, str], str] = field(default_factory=dict)
     boot_image_flights: SingleFlight[tuple[str, str, str], str | None] = field(default_factory=SingleFlight)
+    # Derived from settings: a scheduler without the worker secret key refuses to start.
+    secrets: WorkerSecrets = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.secrets = worker_secrets(self.settings)
 
     async def workers_changed(self, instance_id: str) -> None:
         """Tell the gateways a routing field changed; best-effort, since they poll every second anyway."""

@@ -2,7 +2,9 @@
 instance owns, older than a grace period, are deleted; with `--dry-run` they are only reported.
 
 Live means an instance row whose release has not finished; a volume tracked by one, or kept on purpose
-(persistent data of a terminated instance), is never an orphan. Resources without this deployment's
+(persistent data of a terminated instance), is never an orphan. The workers' firewall of a zone (a
+Scaleway security group, shared by the zone's workers) goes once no server uses it and no live instance
+is in that zone; the provider makes it again for the next worker. Resources without this deployment's
 tag are never looked at twice: they belong to someone else. Every finding is an action_logs row.
 """
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from providers.base import Provider, ProviderError, Server, Volume, VolumeState
+from providers.base import Firewall, Provider, ProviderError, Server, Volume, VolumeState
 from scheduler import action_log
 from scheduler.naming import tagged_instance_id
 from scheduler.runtime import Runtime
@@ -27,6 +29,12 @@ log = logging.getLogger(__name__)
 class Kind(enum.StrEnum):
     SERVER = "server"
     VOLUME = "volume"
+    FIREWALL = "firewall"
+
+
+_ACTION_TYPES = {
+    Kind.SERVER: "ORPHAN_SERVER_DELETE", Kind.VOLUME: "ORPHAN_VOLUME_DELETE", Kind.FIREWALL: "ORPHAN_FIREWALL_DELETE",
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +44,7 @@ class Resource:
     name: str
     tags: tuple[str, ...]
     created_at: datetime | None
-    # Volumes: the server it is attached to, if any.
+    # Volumes: the server it is attached to, if any; firewalls: a server that uses it.
     attached_to: str | None = None
 
     @property
@@ -52,6 +60,11 @@ class Resource:
         attached = volume.server_id if volume.state is not VolumeState.AVAILABLE else None
         return cls(Kind.VOLUME, volume.id, volume.name, tuple(volume.tags), volume.created_at, attached)
 
+    @classmethod
+    def of_firewall(cls, firewall: Firewall) -> Resource:
+        used_by = firewall.server_ids[0] if firewall.server_ids else None
+        return cls(Kind.FIREWALL, firewall.id, firewall.name, tuple(firewall.tags), firewall.created_at, used_by)
+
 
 @dataclass(frozen=True, slots=True)
 class Ownership:
@@ -60,12 +73,15 @@ class Ownership:
     live_instance_ids: frozenset[str]
     # Servers of live instances and volumes tracked (or kept) by instances.
     protected_ids: frozenset[str]
+    # (provider, zone) of every live instance: their workers' firewall stays.
+    busy_zones: frozenset[tuple[str, str]] = frozenset()
 
 
 def find_orphans(
-    resources: Iterable[Resource], *, deployment_tag: str, owned: Ownership, now: datetime, grace_s: float
-) -> list[Resource]:
-    """The resources to delete.
+    resources: Iterable[Resource], *, deployment_tag: str, owned: Ownership, now: datetime, grace_s: float,
+    zone_busy: bool = False,
+) -> list[Resource]:  # fmt: skip
+    """The resources to delete (`zone_busy`: a live instance is in their zone).
 
     A resource of unknown age counts as old: everything we create is tagged with a live row that exists
     before the resource does, so the grace period only covers clocks and listings that lag.
@@ -73,6 +89,8 @@ def find_orphans(
     orphans = []
     for resource in resources:
         if deployment_tag not in resource.tags or resource.id in owned.protected_ids:
+            continue
+        if resource.kind is Kind.FIREWALL and (zone_busy or resource.attached_to is not None):
             continue
         if resource.owner is not None and resource.owner in owned.live_instance_ids:
             continue
@@ -111,6 +129,7 @@ async def _ownership(rt: Runtime) -> Ownership:
     return Ownership(
         live_instance_ids=frozenset(str(row["id"]) for row in instances),
         protected_ids=frozenset(servers | {row["provider_volume_id"] for row in volumes}),
+        busy_zones=frozenset((row["provider_code"], row["zone_code"]) for row in instances),
     )
 
 
@@ -119,12 +138,15 @@ async def _sweep_zone(rt: Runtime, provider: Provider, zone: str, now: datetime 
     # Listed before ownership is read: a resource created in between then belongs to a row already seen.
     listed = [Resource.of_server(s) for s in await provider.list_servers(zone, [tag])]
     listed += [Resource.of_volume(v) for v in await provider.list_volumes(zone, [tag])]
+    listed += [Resource.of_firewall(f) for f in await provider.list_firewalls(zone, [tag])]
+    owned = await _ownership(rt)
     orphans = find_orphans(
         listed,
         deployment_tag=tag,
-        owned=await _ownership(rt),
+        owned=owned,
         now=now or datetime.now(UTC),
         grace_s=rt.settings.orphan_grace_s,
+        zone_busy=(provider.code, zone) in owned.busy_zones,
     )
     known = await _existing_instance_ids(rt, {o.owner for o in orphans if o.owner})
     for orphan in orphans:
@@ -142,7 +164,7 @@ async def _existing_instance_ids(rt: Runtime, ids: set[str]) -> set[str]:
 
 async def _delete(rt: Runtime, provider: Provider, zone: str, orphan: Resource, instance_id: str | None) -> None:
     dry_run = rt.settings.orphan_dry_run
-    action_type = "ORPHAN_SERVER_DELETE" if orphan.kind is Kind.SERVER else "ORPHAN_VOLUME_DELETE"
+    action_type = _ACTION_TYPES[orphan.kind]
     details: dict[str, Any] = {
         "provider": provider.code,
         "zone": zone,
@@ -164,6 +186,8 @@ async def _delete(rt: Runtime, provider: Provider, zone: str, orphan: Resource, 
     try:
         if orphan.kind is Kind.SERVER:
             await provider.terminate_server(zone, orphan.id)
+        elif orphan.kind is Kind.FIREWALL:
+            await provider.delete_firewall(zone, orphan.id)
         else:
             await provider.delete_volume(zone, orphan.id)
     except ProviderError as exc:

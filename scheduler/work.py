@@ -52,6 +52,7 @@ class InstanceWork:
     model_id: str | None
     model_hf_repo_id: str | None
     model_active: bool | None
+    engine: str
     model_data_volume_gb: int | None
     model_parameter_count: int | None
     provider_data_volume_gb_default: int | None

@@ -1,21 +1,20 @@
 """POST /internal/workers/heartbeat: a worker agent reports its state.
 
-The agent authenticates with its instance's worker token (`Authorization: Bearer <token>`), which the
-scheduler generated at provisioning and stored as a SHA-256 hash; the hash is compared in constant time.
-An accepted heartbeat updates the worker fields and publishes the instance id so that every gateway
-refreshes its ready-worker view at once instead of at its next poll.
+The agent authenticates with its instance's worker secret (`Authorization: Bearer <secret>`), the one
+its engine was started with; the gateway derives it from the instance id (inventiv/worker_secrets.py)
+and compares in constant time.
+An accepted heartbeat updates the worker fields (and the machine's figures the agent measured) and
+publishes the instance id so that every gateway refreshes its ready-worker view at once instead of at its
+next poll; while heartbeats keep coming, the scheduler does not poll the worker.
 """
 
 from __future__ import annotations
-
-import hashlib
-import hmac
 
 from aiohttp import web
 
 from gateway import state
 from gateway.control import notify
-from gateway.control.responses import json_response
+from gateway.control.responses import dumps, json_response
 from gateway.control.validation import INT4_MAX, FieldSpec, check_body, read_json_object
 from gateway.errors import ApiError
 from inventiv import redis_keys
@@ -27,21 +26,32 @@ WORKER_STATUSES = ("starting", "ready", "unhealthy")
 _CLOSED = ("terminating", "terminated", "failed")
 _BEARER = "Bearer "
 
+# Bytes of a data volume: clouds sell up to a few hundred TB.
+_MAX_BYTES = 10**15
+# The machine's figures an agent reports (worker/agent.py), kept together as the instance's telemetry.
+TELEMETRY = {
+    "gpu_count": FieldSpec("int", nullable=True, minimum=0, maximum=64, description="GPUs nvidia-smi lists"),
+    "gpu_utilization_pct": FieldSpec("int", nullable=True, minimum=0, maximum=100,
+                                     description="mean utilisation of the GPUs, percent"),
+    "gpu_memory_used_mib": FieldSpec("int", nullable=True, minimum=0, maximum=INT4_MAX,
+                                     description="memory used on all GPUs, MiB"),
+    "gpu_memory_total_mib": FieldSpec("int", nullable=True, minimum=0, maximum=INT4_MAX,
+                                      description="memory of all GPUs, MiB"),
+    "disk_used_bytes": FieldSpec("int", nullable=True, minimum=0, maximum=_MAX_BYTES,
+                                 description="bytes used on the data volume (or the root disk without one)"),
+    "disk_total_bytes": FieldSpec("int", nullable=True, minimum=0, maximum=_MAX_BYTES,
+                                  description="size of that disk, bytes"),
+}  # fmt: skip
+TELEMETRY_FIELDS = tuple(TELEMETRY)
+
 BODY = {
     "instance_id": FieldSpec("uuid", required=True),
     "worker_status": FieldSpec("str", required=True, choices=WORKER_STATUSES),
     "model_id": FieldSpec("str", nullable=True, max_length=500, description="the model the worker serves"),
     "queue_depth": FieldSpec("int", nullable=True, minimum=0, maximum=INT4_MAX,
                              description="requests waiting (and running) on the worker"),
+    **TELEMETRY,
 }
-
-
-def token_matches(presented: str, stored_hash: str | None) -> bool:
-    """Whether `presented` hashes to `stored_hash`, compared in constant time."""
-    if not stored_hash:
-        return False
-    digest = hashlib.sha256(presented.encode()).hexdigest()
-    return hmac.compare_digest(digest, stored_hash.lower())
 
 
 def _presented_token(authorization: str | None) -> str:
@@ -57,19 +67,21 @@ async def record_heartbeat(request: web.Request) -> web.Response:
     body = check_body(await read_json_object(request), BODY)
     instance_id = body["instance_id"]
     async with request.app[state.DB].acquire() as conn:
-        instance = await queries.instances.get_instance_worker_credentials(conn, instance_id=instance_id)
-        # Unknown instance and wrong token answer alike, so the endpoint reveals no instance ids.
-        if instance is None or not token_matches(token, instance["worker_token_hash"]):
+        instance = await queries.instances.get_instance_status(conn, instance_id=instance_id)
+        # Unknown instance and wrong secret answer alike, so the endpoint reveals no instance ids.
+        if instance is None or not request.app[state.WORKER_SECRETS].matches(instance_id, token):
             raise ApiError(401, "Invalid worker token for this instance.", "invalid_worker_token")
         if instance["status"] in _CLOSED:
             raise ApiError(409, f"The instance is {instance['status']}; heartbeats are no longer accepted.",
                            "instance_closed", "instance_id")
+        telemetry = {name: body[name] for name in TELEMETRY_FIELDS if name in body}
         row = await queries.instances.record_worker_heartbeat(
             conn,
             instance_id=instance_id,
             worker_status=body["worker_status"],
             worker_model_id=body.get("model_id"),
             worker_queue_depth=body.get("queue_depth"),
+            telemetry=dumps(telemetry).decode() if telemetry else None,
         )
     await notify.publish_change(
         request.app[state.REDIS], request.app[state.SETTINGS], redis_keys.WORKERS_CHANGED, instance_id

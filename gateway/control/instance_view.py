@@ -14,8 +14,9 @@ _FIELDS = (
     "id", "status", "organization_id", "provider_id", "provider_code", "zone_id", "zone_code", "instance_type_id",
     "instance_type_code", "model_id", "provider_instance_id", "provider_instance_name", "ip_address", "worker_port",
     "worker_status", "worker_model_id", "worker_queue_depth", "worker_last_heartbeat_at",
-    "worker_consecutive_failures", "data_volume_gb", "data_volume_delete_on_terminate", "error_code", "error_message",
-    "provisioning_deadline_at", "created_at", "updated_at", "ready_at", "terminating_at", "terminated_at",
+    "worker_consecutive_failures", "engine", "agent_heartbeat_at", "worker_telemetry", "data_volume_gb",
+    "data_volume_delete_on_terminate", "error_code", "error_message", "provisioning_deadline_at", "created_at",
+    "updated_at", "ready_at", "terminating_at", "terminated_at",
 )
 _VOLUME_FIELDS = (
     "id", "provider_volume_id", "name", "volume_type", "size_bytes", "slot", "is_boot", "delete_on_terminate",

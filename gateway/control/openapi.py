@@ -25,9 +25,11 @@ from gateway.control import (
     offerings,
     usage,
 )
+from gateway.control.heartbeat import TELEMETRY_FIELDS
 from gateway.control.responses import dumps
 from gateway.control.validation import Spec, body_schema, query_parameters
 from gateway.errors import Handler
+from worker.engines import EngineName
 
 Schema = dict[str, Any]
 
@@ -262,6 +264,13 @@ _INSTANCE_DATA_VOLUME = _described(
     "int?", "data volume size in GB. null: to be sized by the scheduler, which records the size here when it "
     "creates the server; 0: no data volume.",
 )
+_ENGINE = _t("str") | {"enum": [e.value for e in EngineName],
+                       "description": "the inference engine serving the model (worker/engines.py)"}
+_TELEMETRY = {
+    "type": ["object", "null"],
+    "description": "what the worker's agent last reported: GPU count, mean utilisation and memory, data volume usage",
+    "properties": {name: {"type": ["integer", "null"]} for name in TELEMETRY_FIELDS},
+}
 _MODEL_DATA_VOLUME = _described(
     "int?", "data volume size in GB for new instances of this model whose deployment sets none. null: sized by "
     "the scheduler (the provider's default, else an estimate from parameter_count); 0: no data volume.",
@@ -280,7 +289,8 @@ def _resource_schemas() -> dict[str, Schema]:
         instance_type_code="str", model_id="uuid?", model="str?", provider_instance_id="str?",
         provider_instance_name="str?", ip_address="str?", worker_port="int?", worker_url="str?",
         worker_status="str", worker_model_id="str?", worker_queue_depth="int", worker_last_heartbeat_at="datetime?",
-        worker_consecutive_failures="int", data_volume_gb=_INSTANCE_DATA_VOLUME,
+        worker_consecutive_failures="int", engine=_ENGINE, agent_heartbeat_at="datetime?",
+        worker_telemetry=_TELEMETRY, data_volume_gb=_INSTANCE_DATA_VOLUME,
         data_volume_delete_on_terminate="bool",
         error_code="str?", error_message="str?",
         provisioning_deadline_at="datetime?", created_at="datetime", updated_at="datetime", ready_at="datetime?",

@@ -401,6 +401,9 @@ def _create_server(doc: Document, spec: ServerSpec) -> _View:
         "commercial_type": spec.commercial_type,
         "tags": list(spec.tags),
         "model": spec.model,
+        "engine": spec.engine,
+        # The state file is the mock cloud's user data: owner-only (mkstemp's 0600), as on a real server.
+        "worker_secret": spec.worker_secret,
         "image": spec.image or MOCK_IMAGE,
         "created_at": _now(),
         "process": None,
@@ -466,7 +469,7 @@ def _power_on(doc: Document, zone: str, server_id: str, state_dir: Path, worker_
     port = processes.free_port(taken)
     log = state_dir / "logs" / f"{server_id}.log"
     try:
-        ref = processes.spawn_worker(port, record["model"], log, worker_args)
+        ref = processes.spawn_worker(port, record["model"], log, worker_args, api_key=record.get("worker_secret"))
     except OSError as exc:
         raise TransientError(f"mock cloud: cannot start the worker of {server_id}: {exc}") from exc
     entry = {"pid": ref.pid, "start_time": ref.start_time}

@@ -51,16 +51,25 @@ def free_port(taken: Collection[int]) -> int:
     raise TransientError("mock cloud: no free local port for a worker")
 
 
-def spawn_worker(port: int, model: str | None, log_path: Path, extra_args: Sequence[str] = ()) -> ProcessRef:
-    """Start `python -m providers.mock.worker` on 127.0.0.1:port, detached, output to `log_path`."""
+def spawn_worker(
+    port: int, model: str | None, log_path: Path, extra_args: Sequence[str] = (), api_key: str | None = None
+) -> ProcessRef:
+    """Start `python -m providers.mock.worker` on 127.0.0.1:port, detached, output to `log_path`.
+
+    `api_key` goes in the environment (VLLM_API_KEY, as vLLM reads it), never on the command line.
+    """
     command = [sys.executable, "-m", "providers.mock.worker", "--host", "127.0.0.1", "--port", str(port)]
     if model:
         command += ["--model", model]
     command += list(extra_args)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
+        env = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}
+        if api_key:
+            env["VLLM_API_KEY"] = api_key
         proc = subprocess.Popen(
             command,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

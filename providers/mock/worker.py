@@ -102,6 +102,9 @@ class WorkerConfig:
     embedding_dim: int = 8
     # What vllm:num_requests_waiting reports, to make a worker look queued to the scheduler.
     num_waiting: int = 0
+    # As vLLM's --api-key / VLLM_API_KEY: every /v1 route then wants `Authorization: Bearer <key>`
+    # (/health and /metrics stay open, as vLLM leaves them). None: no key, anyone may call.
+    api_key: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.tokens < 1 or self.embedding_dim < 1:
@@ -189,6 +192,7 @@ class _Stats:
     streams: int = 0
     include_usage_requests: int = 0
     disconnects: int = 0
+    unauthorized: int = 0
     aborted: int = 0
     errors: int = 0
     completed: int = 0
@@ -574,8 +578,28 @@ async def _mock_reset(request: web.Request) -> web.StreamResponse:
     return _json(orjson.dumps(worker.snapshot()))
 
 
+def config_of(app: web.Application) -> WorkerConfig:
+    """The config a worker app was created with (tests call a worker directly with its key)."""
+    return app[_WORKER].config
+
+
+def _require_key(key: str) -> Any:
+    expected = f"Bearer {key}"
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/v1") and request.headers.get("Authorization") != expected:
+            request.app[_WORKER].stats.unauthorized += 1
+            return _ApiError(401, "Unauthorized: a valid API key is required", "invalid_api_key").response()
+        return await handler(request)
+
+    return check
+
+
 def create_app(config: WorkerConfig) -> web.Application:
-    app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
+    # No middleware without a key: the benchmarks' workers pay nothing for it.
+    middlewares = [_require_key(config.api_key)] if config.api_key else []
+    app = web.Application(client_max_size=_CLIENT_MAX_SIZE, middlewares=middlewares)
     app[_WORKER] = _Worker(config)
     app.router.add_post(_CHAT.route, _endpoint(_CHAT.route, _completion_handler(_CHAT)))
     app.router.add_post(_COMPLETION.route, _endpoint(_COMPLETION.route, _completion_handler(_COMPLETION)))
@@ -599,6 +623,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ping-every", type=int, default=0, help="`: ping` every N chunks, 0: never")
     parser.add_argument("--embedding-dim", type=int, default=8)
     parser.add_argument("--num-waiting", type=int, default=0, help="vllm:num_requests_waiting to report")
+    # The key comes from the environment only (VLLM_API_KEY, as vLLM reads it): a command line is
+    # readable by every user of the machine.
     return parser
 
 
@@ -614,6 +640,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ping_every=args.ping_every,
             embedding_dim=args.embedding_dim,
             num_waiting=args.num_waiting,
+            api_key=os.environ.get("VLLM_API_KEY") or None,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -9,16 +9,18 @@ The client repeats attach, detach and terminate after a 5xx; when the first call
 its reply was lost, the repeat is refused (400). Each of them then reads the volume or server again and
 counts the change as done when that state shows it, whatever the refusal's message says.
 
-Worker boot: a server created for a model (`ServerSpec.model`) carries it in a `model=<repo id>` tag and
-gets the `cloud-init` user data (`cloud_init.py`) right after the POST, while it is still stopped: cloud-init
-reads it at the first boot only. When that write fails the server exists, so `create_server` raises
-TransientError; the scheduler's retry finds the server by its tags and adopts it without calling
-`create_server` again. So `power_on` makes sure of it: on a stopped server with a model tag and no
-`cloud-init` key it writes the user data, then powers on. The tag is set by the POST itself, so this also
-covers a scheduler that died between the POST and the write. Chosen over a separate provider method
-because it changes neither the provider interface nor the scheduler, and every server passes through
-`power_on` before its first boot. The worker token stays out of user data: any process on the instance
-can read user data without authentication.
+Worker boot: a server created for a model (`ServerSpec.model`) carries it in `model=` and `engine=` tags
+and gets the `cloud-init` user data (`cloud_init.py`, built by `worker_boot.py`) right after the POST,
+while it is still stopped: cloud-init reads it at the first boot only. When that write fails the server
+exists, so `create_server` raises TransientError; the scheduler's retry finds the server by its tags
+and adopts it without calling `create_server` again. So `power_on` makes sure of it: on a stopped server
+with a model tag and no `cloud-init` key it writes the user data, then powers on. The tags are set by
+the POST itself, so this also covers a scheduler that died between the POST and the write. Chosen over a
+separate provider method because it changes neither the provider interface nor the scheduler, and every
+server passes through `power_on` before its first boot. The user data holds the worker secret (the
+engine's API key, derived again from the `instance=` tag for an adopted server): Scaleway serves user
+data on the instance only to root (a privileged source port), and the boot script keeps the secret in
+root-only files.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from providers.base import (
     GB,
     AttachedVolume,
     Availability,
+    Firewall,
     InvalidRequest,
     NotFound,
     NotReady,
@@ -48,8 +51,9 @@ from providers.base import (
 )
 from providers.scaleway import mapping
 from providers.scaleway.client import PlainText, RetryPolicy, ScalewayClient
-from providers.scaleway.cloud_init import CloudInitError, worker_cloud_config
 from providers.scaleway.images import DEFAULT_LABELS, BootImages
+from providers.scaleway.network import NetworkPolicy, WorkerNetwork, policy_from_settings
+from providers.scaleway.worker_boot import MODEL_TAG, WORKER_PORT, WorkerBootConfig, tagged
 
 T = TypeVar("T", Server, Volume)
 
@@ -70,14 +74,6 @@ _NOT_DELETABLE = frozenset({VolumeState.IN_USE, VolumeState.BUSY, VolumeState.CR
 _ATTACHED_REFERENCES = frozenset({"attaching", "attached"})
 # The user data key cloud-init reads on Scaleway's images.
 CLOUD_INIT_KEY = "cloud-init"
-# The server tag naming the model its user data serves (see the module docstring).
-MODEL_TAG = "model="
-# Host port of the worker: instance_types.worker_port's default, which the scheduler health-checks.
-# ServerSpec carries no port, so a Scaleway type with another worker_port would need one added there.
-WORKER_PORT = 8000
-# Where Scaleway's sbs volumes appear (udev by-id links): a local scratch disk, wiped at power-off,
-# is never taken for the data volume. The root volume matches too; the boot script skips it.
-DATA_DEVICES = "/dev/disk/by-id/scsi-0SCW_sbs_volume-*"
 
 
 class Termination(enum.Enum):
@@ -106,14 +102,6 @@ def terminate_accepted(server_body: dict[str, Any] | None) -> bool:
     return server_body.get("state") == "stopping" and server_body.get("state_detail") == "terminating"
 
 
-def tagged_model(tags: Sequence[str]) -> str | None:
-    """The model a `model=` tag names, or None."""
-    for tag in tags:
-        if tag.startswith(MODEL_TAG) and len(tag) > len(MODEL_TAG):
-            return tag[len(MODEL_TAG) :]
-    return None
-
-
 def attached_to(volume_body: dict[str, Any] | None, server_id: str) -> bool:
     """Whether a Block volume is attached, or attaching, to this server (detaching counts as detached)."""
     for ref in (volume_body or {}).get("references") or ():
@@ -135,16 +123,19 @@ class ScalewayProvider(Provider):
         project_id: str,
         *,
         default_image_labels: Sequence[str] = DEFAULT_LABELS,
-        worker_image: str = Settings.scw_worker_image,
+        boot: WorkerBootConfig | None = None,
         worker_root_gb: int = Settings.scw_worker_root_volume_gb,
+        network: NetworkPolicy | None = None,
     ) -> None:
         self.client = client
         self.project_id = project_id
-        self.worker_image = worker_image
+        self.boot = boot or WorkerBootConfig.from_settings(Settings())
         self.worker_root_bytes = worker_root_gb * GB
         self._default_labels = tuple(default_image_labels)
         self._images = BootImages(client)
         self._server_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Security group and Private Network of the workers (network.py).
+        self.network = WorkerNetwork(client, project_id, network or NetworkPolicy(Settings.deployment_tag, WORKER_PORT))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ScalewayProvider:
@@ -158,8 +149,9 @@ class ScalewayProvider(Provider):
             )
         client = ScalewayClient(key, settings.scw_api_url, retry=RetryPolicy(base_s=settings.scw_retry_base_s))
         return cls(
-            client, project, worker_image=settings.scw_worker_image,
+            client, project, boot=WorkerBootConfig.from_settings(settings),
             worker_root_gb=settings.scw_worker_root_volume_gb,
+            network=policy_from_settings(settings, WORKER_PORT),
         )
 
     async def close(self) -> None:
@@ -175,19 +167,21 @@ class ScalewayProvider(Provider):
     # -- servers -----------------------------------------------------------------------------------
 
     async def create_server(self, spec: ServerSpec) -> Server:
+        # A worker open to the whole internet (no allowed networks, no Private Network) is never made.
+        self.network.refuse_unprotected()
         # Built first: a model id that cannot go into user data is refused before anything exists.
-        user_data = self._user_data(spec.model) if spec.model else None
+        user_data = self.boot.for_spec(spec)
         image = spec.image or await self._default_image(spec.zone, spec.commercial_type)
         body: dict[str, Any] = {
             "name": spec.name,
             "commercial_type": spec.commercial_type,
             "image": image,
             "project": self.project_id,
-            "tags": [*spec.tags, MODEL_TAG + spec.model] if spec.model else list(spec.tags),
+            "tags": self.boot.tags(spec),
             "boot_type": "local",
-            # The worker must be reachable: a public IP from power-on to termination.
-            "dynamic_ip_required": True,
         }
+        # Its security group, and a public IP unless it lives on a Private Network.
+        body.update(await self.network.server_fields(spec.zone))
         root_bytes = spec.root_volume_bytes or await self._worker_root_bytes(spec)
         if root_bytes:
             body["volumes"] = {"0": {"size": root_bytes, "volume_type": SBS_VOLUME}}
@@ -195,7 +189,11 @@ class ScalewayProvider(Provider):
         async def post() -> Server:
             return mapping.server_from_body((await self._post(_servers(spec.zone), body))["server"])
 
-        server = await self._created(post, lambda: self._servers_named(spec.zone, spec.name, spec.tags))
+        try:
+            server = await self._created(post, lambda: self._servers_named(spec.zone, spec.name, spec.tags))
+        except (NotFound, InvalidRequest):
+            await self.network.forget_if_gone(spec.zone)  # a group deleted behind our back: the retry makes one
+            raise
         if user_data is not None:
             try:
                 await self._set_cloud_init(spec.zone, server.id, user_data)
@@ -232,12 +230,6 @@ class ScalewayProvider(Provider):
         found = [v for v in await self.list_volumes(zone, tags) if v.name == name and set(tags) <= set(v.tags)]
         return sorted(found, key=lambda v: (v.created_at is None, v.created_at, v.id))
 
-    def _user_data(self, model: str) -> str:
-        try:
-            return worker_cloud_config(model, port=WORKER_PORT, image=self.worker_image, data_device_hint=DATA_DEVICES)
-        except CloudInitError as exc:
-            raise InvalidRequest(f"cannot boot a Scaleway worker: {exc}") from None
-
     async def _set_cloud_init(self, zone: str, server_id: str, user_data: str) -> None:
         # A PUT in all but name: writing the same value again changes nothing, so retries are safe.
         await self.client.request(
@@ -249,13 +241,15 @@ class ScalewayProvider(Provider):
         body = await self._server_body(zone, server_id)
         if body is None:
             raise NotFound(f"Scaleway server {server_id} not found in {zone}")
-        model = tagged_model(body.get("tags") or ())
+        tags = body.get("tags") or ()
         # cloud-init reads it at the first boot: a server starting or running is past that point.
-        if model is None or body.get("state") != "stopped":
+        if tagged(tags, MODEL_TAG) is None or body.get("state") != "stopped":
             return
         reply = await self.client.request("GET", f"{_servers(zone)}/{server_id}/user_data")
         if CLOUD_INIT_KEY not in (reply.data or {}).get("user_data", ()):
-            await self._set_cloud_init(zone, server_id, self._user_data(model))
+            user_data = self.boot.for_tags(tags)
+            assert user_data is not None, "a model tag always gives user data"
+            await self._set_cloud_init(zone, server_id, user_data)
 
     async def _worker_root_bytes(self, spec: ServerSpec) -> int | None:
         """A worker's root volume: the worker image and Docker's layers outgrow the image's 20 GB.
@@ -277,7 +271,10 @@ class ScalewayProvider(Provider):
 
     async def get_server(self, zone: str, server_id: str) -> Server | None:
         body = await self._server_body(zone, server_id)
-        return None if body is None else mapping.server_from_body(body)
+        if body is None:
+            return None
+        # On a Private Network its address is the private one (IPAM), not in the server body.
+        return await self.network.with_address(zone, mapping.server_from_body(body), body)
 
     async def _server_body(self, zone: str, server_id: str) -> dict[str, Any] | None:
         try:
@@ -298,6 +295,7 @@ class ScalewayProvider(Provider):
 
     async def power_on(self, zone: str, server_id: str) -> None:
         await self._ensure_cloud_init(zone, server_id)
+        await self.network.join_private_network(zone, server_id)
         try:
             await self.client.request("POST", f"{_servers(zone)}/{server_id}/action", body={"action": "poweron"})
         except InvalidRequest:
@@ -470,6 +468,14 @@ class ScalewayProvider(Provider):
 
     async def set_volume_tags(self, zone: str, volume_id: str, tags: Sequence[str]) -> None:
         await self.client.request("PATCH", f"{_volumes(zone)}/{volume_id}", body={"tags": list(tags)})
+
+    # -- firewalls (network.py) --------------------------------------------------------------------
+
+    async def list_firewalls(self, zone: str, tags: Sequence[str]) -> list[Firewall]:
+        return await self.network.list_firewalls(zone, tags)
+
+    async def delete_firewall(self, zone: str, firewall_id: str) -> None:
+        await self.network.delete_firewall(zone, firewall_id)
 
     # -- catalog -----------------------------------------------------------------------------------
 

@@ -16,12 +16,19 @@ from prometheus_client.metrics import MetricWrapperBase
 from gateway import metrics
 from inventiv.cli import build_parser
 from inventiv.settings import Settings
+from worker.agent import AGENT_ENV_NAMES
+from worker.engines import CONTAINER_ENV_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = [README, ROOT / "deploy" / "README.md"]
 # Read by the test fixtures, not by Inventiv itself.
-TEST_ONLY_ENV = {"INVENTIV_TEST_DATABASE_URL", "INVENTIV_TEST_REDIS_URL"}
+# Names that are not settings: the tests' services, the worker containers' and the agent's environment
+# (the agent's names that are settings too, like INVENTIV_AGENT_GATEWAY_URL, are still checked as settings).
+TEST_ONLY_ENV = {"INVENTIV_TEST_DATABASE_URL", "INVENTIV_TEST_REDIS_URL", "INVENTIV_REQUIRE_LLAMA",
+                 "INVENTIV_REQUIRE_SYSTEM_TOOLS", "INVENTIV_LLAMA_CACHE"}  # fmt: skip
+NOT_SETTINGS = TEST_ONLY_ENV | set(CONTAINER_ENV_NAMES) | (set(AGENT_ENV_NAMES) - {"INVENTIV_AGENT_GATEWAY_URL",
+                                                                                   "INVENTIV_AGENT_INTERVAL_S"})
 ENV_NAME = re.compile(r"\b(?:INVENTIV_[A-Z0-9_]+|SCW_[A-Z0-9_]+|WORKER_DATA_VOLUME_GB)\b")
 TABLE_ROW = re.compile(r"^\| `([A-Z0-9_]+)` \| (.+?) \|", re.MULTILINE)
 
@@ -88,7 +95,7 @@ def test_documented_default(value: Any, text: str) -> None:
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_docs_name_only_real_settings(path: Path) -> None:
-    names = set(ENV_NAME.findall(path.read_text())) - TEST_ONLY_ENV
+    names = set(ENV_NAME.findall(path.read_text())) - NOT_SETTINGS
     unknown = {n for n in names if n not in SETTINGS and n.removesuffix("_FILE") not in SETTINGS}
     assert unknown == set()
 

@@ -238,7 +238,7 @@ def test_kubernetes_gateway_stops_after_prestop_and_drain() -> None:
 
 
 def test_kubernetes_probes_hit_gateway_routes_on_its_port() -> None:
-    routes = {resource.canonical for resource in create_app(Settings()).router.resources()}
+    routes = {resource.canonical for resource in create_app(Settings(worker_secret_key='k' * 32)).router.resources()}
     config = _kubernetes_workload("ConfigMap", "inventiv")["data"]
     pod = _kubernetes_workload("Deployment", "inventiv-gateway")["spec"]["template"]["spec"]
     (container,) = pod["containers"]

@@ -9,10 +9,11 @@ import aiopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from fleet import SMALL, ServeOne, WorkerFactory, insert_ready_instance, new_key
+from fleet import SMALL, ServeOne, WorkerFactory, insert_ready_instance, new_key, set_instance
 
 from gateway.app import create_app
 from inventiv.settings import Settings
+from inventiv.worker_secrets import worker_secrets
 from providers.mock.worker import WorkerConfig
 from providers.mock.worker import create_app as create_worker_app
 
@@ -48,13 +49,18 @@ def start_gateway(
 
 @pytest.fixture
 def serve_one(
-    start_worker: WorkerFactory, start_gateway: Callable[..., Awaitable[TestClient]], db_pool: aiopg.Pool
-) -> ServeOne:
-    """A mock worker started with `config`, its ready instance, an inference key, then the gateway."""
+    start_worker: WorkerFactory, start_gateway: Callable[..., Awaitable[TestClient]], db_pool: aiopg.Pool,
+    gateway_settings: Settings,
+) -> ServeOne:  # fmt: skip
+    """A mock worker started with `config` and its instance's secret as API key (as the mock cloud starts
+    them: it refuses anyone without it), its ready instance, an inference key, then the gateway."""
 
     async def serve(**config: Any) -> tuple[TestServer, TestClient, str, str]:
+        # The instance first: its id names the secret the worker must be started with.
+        instance = await insert_ready_instance(db_pool, config.get("model", SMALL), "127.0.0.1", 1)
+        config.setdefault("api_key", worker_secrets(gateway_settings).for_instance(instance))
         worker = await start_worker(**config)
-        instance = await insert_ready_instance(db_pool, config.get("model", SMALL), "127.0.0.1", worker.port or 0)
+        await set_instance(db_pool, instance, worker_port=worker.port)
         key = await new_key(db_pool)
         return worker, await start_gateway(), key, instance
 

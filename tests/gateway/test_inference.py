@@ -14,6 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from fleet import SMALL, ServeOne, WorkerFactory, insert_ready_instance, new_key, refresh, set_instance
 
 from gateway import sse
+from inventiv.settings import Settings
+from inventiv.worker_secrets import worker_secrets
+from providers.mock.worker import config_of
 
 Gateway = Callable[..., Awaitable[TestClient]]
 CHAT = "/v1/chat/completions"
@@ -59,7 +62,7 @@ def events(body: bytes) -> list[Any]:
     return out
 
 
-async def test_chat_json_is_the_workers_answer(serve_one: ServeOne) -> None:
+async def test_chat_json_is_the_workers_answer(serve_one: ServeOne, settings: Settings) -> None:
     worker, client, key, instance = await serve_one(tokens=5)
     async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key)) as resp:
         assert resp.status == 200, await resp.text()
@@ -70,7 +73,9 @@ async def test_chat_json_is_the_workers_answer(serve_one: ServeOne) -> None:
     assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}
     seen = (await stats(worker))["last_request"]
     assert seen["body"] == {"model": SMALL, "messages": MESSAGES}
-    assert "authorization" not in seen["headers"]
+    # The worker sees its own secret, never the client's key.
+    assert seen["headers"]["authorization"] == worker_secrets(settings).authorization(instance)
+    assert key not in str(seen["headers"])
 
 
 async def test_offering_name_is_rewritten_to_the_model(serve_one: ServeOne) -> None:
@@ -117,8 +122,11 @@ async def test_final_event_without_blank_line_is_forwarded(serve_one: ServeOne) 
 
 
 async def _direct(worker: TestServer, body: dict[str, Any]) -> bytes:
-    async with aiohttp.ClientSession() as session, session.post(worker.make_url(CHAT), json=body) as resp:
-        return await resp.read()
+    """The worker's own answer, asked with its key as the gateway asks."""
+    key = config_of(worker.app).api_key
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with aiohttp.ClientSession() as session, session.post(worker.make_url(CHAT), json=body, headers=headers) as r:
+        return await r.read()
 
 
 @pytest.mark.parametrize(

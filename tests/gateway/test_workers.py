@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from gateway.workers import Worker, WorkerView, choose, worker_from_row
+from inventiv.worker_secrets import WorkerSecrets
 
 NOW = 1_000_000.0
 STALE_AFTER_S = 300.0
@@ -186,6 +187,9 @@ def test_model_ids_lists_models_with_a_fresh_worker() -> None:
     ids=["full-row", "nulls"],
 )
 def test_worker_from_row(row: dict[str, object], expected: Worker) -> None:
-    built = worker_from_row(row)
+    secrets = WorkerSecrets("k" * 40)
+    built = worker_from_row(row, secrets)
     assert built == expected
     assert built.address == f"{expected.host}:{expected.port}".encode()
+    assert built.authorization == f"Authorization: Bearer {secrets.for_instance(expected.instance_id)}\r\n".encode()
+    assert secrets.for_instance(expected.instance_id) not in repr(built), "the secret stays out of logs"

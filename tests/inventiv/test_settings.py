@@ -73,3 +73,28 @@ def test_missing_env_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_settings_survive_a_round_trip_through_the_environment() -> None:
     settings = Settings(database_url="postgresql://x/y", orphan_dry_run=True, worker_data_volume_gb=0)
     assert Settings.from_env(settings_to_env(settings)) == settings
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0.0.0.0/0", "0.0.0.0/0 opens the worker to the whole internet"),
+        ("10.0.0.0/8, ::/0", "::/0 opens the worker to the whole internet"),
+        ("10.0.0.1/8", "host bits set; did you mean 10.0.0.0/8"),
+        ("office", "'office' is not an IPv4 or IPv6 network"),
+    ],
+)
+@pytest.mark.parametrize("name", ["INVENTIV_SCW_WORKER_ALLOWED_CIDRS", "INVENTIV_SCW_SSH_ALLOWED_CIDRS"])
+def test_scaleway_allowed_networks_refused_when_malformed_or_world_open(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{name}: .*{message}"):
+        Settings.from_env({name: value})
+
+
+def test_scaleway_allowed_networks_are_normalised() -> None:
+    settings = Settings.from_env({"INVENTIV_SCW_WORKER_ALLOWED_CIDRS": "203.0.113.7, 2001:db8::/48,,203.0.113.7/32"})
+    assert settings.scw_worker_cidrs == ("203.0.113.7/32", "2001:db8::/48") and settings.scw_ssh_cidrs == ()
+
+
+def test_scaleway_private_network_is_an_id() -> None:
+    with pytest.raises(SettingsError, match="INVENTIV_SCW_PRIVATE_NETWORK_ID must be a Private Network id"):
+        Settings.from_env({"INVENTIV_SCW_PRIVATE_NETWORK_ID": "my-vpc"})

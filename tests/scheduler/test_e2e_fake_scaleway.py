@@ -21,6 +21,7 @@ from inventiv.settings import Settings
 from providers.base import GB, ServerSpec
 from scheduler.driver import Driver
 from scheduler.runtime import ProviderSet, Runtime
+from scheduler.sweep import Kind, sweep_orphans
 
 ZONE = "fr-par-2"
 L40S = "L40S-1-48G"
@@ -81,12 +82,15 @@ async def test_l40s_resolves_its_image_becomes_ready_and_leaves_nothing(
     (server,) = fake.servers.values()
     assert server["image"]["id"] == image_id and server["state"] == "running"
     assert server["name"] == f"inventiv-{instance_id[:8]}"
-    assert server["tags"] == [TAG, f"instance={instance_id}", f"model={MODEL_7B}"]
+    assert server["tags"] == [TAG, f"instance={instance_id}", f"model={MODEL_7B}", "engine=vllm"]
     # A 100 GB root (room for the worker container, INVENTIV_SCW_WORKER_ROOT_VOLUME_GB) and the 7B's data volume.
     assert await db.storage_sizes_gb(instance_id) == [100, 200]
     booted_with = fake.first_boot_cloud_init[server["id"]]
     assert booted_with is not None and f"MODEL={MODEL_7B}\n" in booted_with, "cloud-init set before power-on"
     assert all(v["tags"] == [TAG, f"instance={instance_id}"] for v in fake.volumes.values()), "boot volume tagged"
+    # The worker's port answers the health checks from this machine, and no one else.
+    assert server["security_group"]["name"] == f"{TAG}-workers"
+    assert fake.reachable(server["id"], "127.0.0.1", 8000) and not fake.reachable(server["id"], "192.0.2.1", 8000)
 
     await terminate(instance_id)
     await drive(instance_id, "terminated")
@@ -242,6 +246,29 @@ async def run_until(driver: Driver, db: Any, done: Any, ids: list[str], timeout_
             lagging = {i: r for i, r in rows.items() if not done({i: r})}
             raise AssertionError({i: (r["status"], r["error_code"], r["error_message"]) for i, r in lagging.items()})
         await asyncio.sleep(0.01)
+
+
+async def test_the_workers_security_group_is_swept_once_the_zone_has_no_live_instance(
+    scw_instance: Any, drive: Any, db: Any, fake: FakeScaleway, terminate: Any, rt: Runtime
+) -> None:
+    first, second = await scw_instance(), await scw_instance()
+    await drive(first, "ready")
+    await drive(second, "ready")
+    [group] = fake.security_groups.values()
+    rt.settings = rt.settings.replace(orphan_grace_s=0.0)
+    await terminate(first)
+    await drive(first, "terminated")
+
+    assert await sweep_orphans(rt) == [] and list(fake.security_groups) == [group["id"]], "still in use"
+
+    await terminate(second)
+    await drive(second, "terminated")
+    [orphan] = await sweep_orphans(rt)
+
+    assert (orphan.kind, orphan.id) == (Kind.FIREWALL, group["id"])
+    assert fake.security_groups == {}
+    [deleted] = await db.rows("SELECT metadata FROM action_logs WHERE action_type = 'ORPHAN_FIREWALL_DELETE'")
+    assert deleted["metadata"]["resource_id"] == group["id"]
 
 
 async def test_without_credentials_the_instance_fails_and_is_released_at_once(

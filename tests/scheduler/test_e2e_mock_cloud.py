@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,28 +38,34 @@ async def rt(fast_settings: Settings, db_pool: Any, redis: Any, cloud: MockCloud
     await runtime.close()
 
 
-async def chat(host: str, port: int, model: str) -> dict[str, Any]:
+async def chat(host: str, port: int, model: str, secret: str | None, expect: int = 200) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {secret}"} if secret is not None else {}
     async with (
         aiohttp.ClientSession() as http,
         http.post(
-            f"http://{host}:{port}/v1/chat/completions",
+            f"http://{host}:{port}/v1/chat/completions", headers=headers,
             json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
         ) as resp,
-    ):
-        assert resp.status == 200
+    ):  # fmt: skip
+        assert resp.status == expect
         body: dict[str, Any] = await resp.json()
         return body
 
 
 async def test_provision_serve_and_terminate_with_an_untracked_volume(
-    make_instance: Any, drive: Any, db: Any, cloud: MockCloud, terminate: Any
+    make_instance: Any, drive: Any, db: Any, cloud: MockCloud, terminate: Any, rt: Runtime
 ) -> None:
     instance_id = await make_instance(model=SMALL)
 
     row = await drive(instance_id, "ready", timeout_s=40)
 
     assert (row["worker_status"], row["worker_model_id"]) == ("ready", SMALL)
-    assert (await chat(row["ip_address"], row["worker_port"], SMALL))["model"] == SMALL
+    host, port, secret = row["ip_address"], row["worker_port"], rt.secrets.for_instance(instance_id)
+    assert (await chat(host, port, SMALL, secret))["model"] == SMALL
+    # The worker serves its secret's holders only (the gateway, the scheduler), nobody else.
+    for other in (None, "a-guess", rt.secrets.for_instance(str(uuid.uuid4()))):
+        refused = await chat(host, port, SMALL, other, expect=401)
+        assert refused["error"]["code"] == "invalid_api_key"
     assert await db.storage_sizes_gb(instance_id) == [20, 100]
     extra = await cloud.create_volume(ZONE, "by-hand", 5 * GB, ["operator"])
     await cloud.attach_volume(ZONE, row["provider_instance_id"], extra.id)
@@ -70,7 +77,7 @@ async def test_provision_serve_and_terminate_with_an_untracked_volume(
     assert state["servers"] == {} and state["volumes"] == {}
     assert extra.id in {v["provider_volume_id"] for v in await db.volumes(instance_id)}
     with pytest.raises(aiohttp.ClientError):
-        await chat(row["ip_address"], row["worker_port"], SMALL)
+        await chat(host, port, SMALL, secret)
 
 
 async def test_a_restarted_scheduler_adopts_the_server_a_crash_left(
@@ -120,7 +127,7 @@ async def test_the_sweep_removes_what_a_lost_instance_left_in_the_mock_cloud(
 ) -> None:
     used = await make_instance(model=SMALL)
     async with db_pool.acquire() as conn, conn.cursor() as cur:  # it asked for a server in this zone
-        await cur.execute("UPDATE instances SET worker_token_hash = repeat('0', 64) WHERE id = %s", (used,))
+        await cur.execute("UPDATE instances SET create_requested_at = now() WHERE id = %s", (used,))
     tags = ("inventiv", f"instance={DEAD}")
     server = await cloud.create_server(ServerSpec("inventiv-33333333", ZONE, "MOCK-GPU-S", tags, model=SMALL))
     data = await cloud.create_volume(ZONE, "inventiv-33333333-data", 10 * GB, tags)

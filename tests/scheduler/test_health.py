@@ -20,6 +20,7 @@ from scheduler.health import (
     parse_queue_depth,
     probe_worker,
 )
+from worker.engines import engine
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
 
@@ -49,6 +50,29 @@ def test_parse_queue_depth(text: str, expected: int | None) -> None:
     assert parse_queue_depth(text) == expected
 
 
+SGLANG_METRICS = """\
+# TYPE sglang:num_running_reqs gauge
+sglang:num_running_reqs{model_name="m"} 3.0
+# TYPE sglang:num_queue_reqs gauge
+sglang:num_queue_reqs{model_name="m"} 4.0
+"""
+LLAMA_CPP_METRICS = """\
+# TYPE llamacpp:requests_processing gauge
+llamacpp:requests_processing 2
+# TYPE llamacpp:requests_deferred gauge
+llamacpp:requests_deferred 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [("vllm", VLLM_METRICS, 7), ("sglang", SGLANG_METRICS, 7), ("llama_cpp", LLAMA_CPP_METRICS, 3),
+     ("sglang", VLLM_METRICS, None), ("openai", VLLM_METRICS, None)],
+)
+def test_queue_depth_comes_from_the_engines_own_gauges(name: str, text: str, expected: int | None) -> None:
+    assert parse_queue_depth(text, engine(name).queue_gauges) == expected
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
@@ -65,6 +89,7 @@ def test_parse_models(body: object, expected: tuple[str, ...]) -> None:
 ANSWER = Probe(True, (MODEL,), 0)
 WRONG_MODEL = Probe(True, ("other/model",), 0)
 SILENT = Probe(False, error="connection refused")
+REFUSED = Probe(False, error="/v1/models answered 401", refused=True)
 
 
 @pytest.mark.parametrize(
@@ -78,6 +103,7 @@ SILENT = Probe(False, error="connection refused")
         (SILENT, "unhealthy", 9, 299.0, WorkerHealth("unhealthy", 10)),
         (SILENT, "ready", 0, 300.0, WorkerHealth("stale", 1)),  # 5 minutes without an answer
         (SILENT, "ready", 0, None, WorkerHealth("stale", 1)),
+        (REFUSED, "ready", 0, 1.0, WorkerHealth("unhealthy", 1)),  # refuses our secret: no traffic at once
     ],
 )
 def test_judge(probe: Probe, status: str, failures: int, age: float | None, expected: WorkerHealth) -> None:
@@ -98,22 +124,28 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def test_probe_a_real_worker(http: aiohttp.ClientSession) -> None:
-    runner = web.AppRunner(create_app(WorkerConfig(model=MODEL, num_waiting=4)))
+SECRET = "the-workers-secret"
+BEARER = f"Bearer {SECRET}"
+
+
+async def test_probe_a_real_worker_with_its_secret(http: aiohttp.ClientSession) -> None:
+    runner = web.AppRunner(create_app(WorkerConfig(model=MODEL, num_waiting=4, api_key=SECRET)))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
         host, port = runner.addresses[0][:2]
-        probe = await probe_worker(http, host, port, 2.0)
+        probe = await probe_worker(http, host, port, 2.0, BEARER)
+        wrong = await probe_worker(http, host, port, 2.0, "Bearer another-installations-secret")
     finally:
         await runner.cleanup()
     assert probe == Probe(True, (MODEL,), 4)
     assert probe.serves(MODEL) and not probe.serves("other/model")
+    assert wrong == Probe(False, error="/v1/models answered 401: the worker refused its secret", refused=True)
 
 
 async def test_probe_of_a_dead_port_is_no_answer(http: aiohttp.ClientSession) -> None:
-    probe = await probe_worker(http, "127.0.0.1", closed_port(), 2.0)
+    probe = await probe_worker(http, "127.0.0.1", closed_port(), 2.0, BEARER)
     assert not probe.answered and probe.error
 
 
@@ -129,7 +161,7 @@ async def test_a_failing_health_route_is_no_answer(http: aiohttp.ClientSession) 
     await site.start()
     try:
         host, port = runner.addresses[0][:2]
-        probe = await probe_worker(http, host, port, 2.0)
+        probe = await probe_worker(http, host, port, 2.0, BEARER)
     finally:
         await runner.cleanup()
     assert probe == Probe(False, error="/health answered 503")
@@ -178,6 +210,27 @@ async def test_check_ready_workers_marks_unhealthy_after_n_failures_then_ready_a
         assert messages == [instance_id] * 4, "every change is published to the gateways"
     finally:
         await pubsub.aclose()
+
+
+async def test_a_worker_that_refuses_its_secret_loses_its_traffic_at_once(
+    make_instance: Any, db: Any, db_pool: Any, rt: Any
+) -> None:
+    instance_id = await make_instance()
+    async with serve_worker(MODEL, api_key="not-this-instances-secret") as (_, port):
+        await make_ready(db_pool, instance_id, port)
+        await check_ready_workers(rt)
+    row = await db.instance(instance_id)
+    assert (row["worker_status"], row["worker_consecutive_failures"]) == ("unhealthy", 1)
+
+
+async def test_the_health_job_presents_each_workers_own_secret(
+    make_instance: Any, db: Any, db_pool: Any, rt: Any
+) -> None:
+    instance_id = await make_instance()
+    async with serve_worker(MODEL, api_key=rt.secrets.for_instance(instance_id)) as (_, port):
+        await make_ready(db_pool, instance_id, port)
+        await check_ready_workers(rt)
+    assert (await db.instance(instance_id))["worker_status"] == "ready"
 
 
 async def test_a_worker_silent_for_five_minutes_is_stale(make_instance: Any, db: Any, db_pool: Any, rt: Any) -> None:

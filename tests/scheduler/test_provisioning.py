@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 from memory_provider import Crash, MemoryProvider, serve_worker
 
+from inventiv.worker_secrets import worker_secrets
 from providers.base import GB, NotReady, OutOfStock, QuotaExceeded, ServerState, TransientError
 from scheduler.driver import Driver
 
@@ -24,7 +24,7 @@ async def provider() -> AsyncIterator[MemoryProvider]:
 
 
 async def test_a_7b_instance_becomes_ready_with_boot_and_200_gb_data_volume(
-    make_instance: Any, drive: Any, db: Any, provider: MemoryProvider
+    make_instance: Any, drive: Any, db: Any, provider: MemoryProvider, fast_settings: Any
 ) -> None:
     instance_id = await make_instance()
 
@@ -38,8 +38,9 @@ async def test_a_7b_instance_becomes_ready_with_boot_and_200_gb_data_volume(
     (server,) = provider.servers.values()
     assert server.name == f"inventiv-{instance_id[:8]}"
     assert server.tags == ("inventiv", f"instance={instance_id}")
-    # The server got the token whose hash the gateway checks heartbeats against.
-    assert hashlib.sha256(server.extra["worker_token"].encode()).hexdigest() == row["worker_token_hash"]
+    # The server got the instance's secret, the one the gateway and the health probes present.
+    assert server.worker_secret == worker_secrets(fast_settings).for_instance(instance_id)
+    assert server.engine == "vllm" and row["create_requested_at"] is not None
     boot, data = sorted(provider.volumes.values(), key=lambda v: v.slot or "")
     assert boot.slot == "0" and boot.tags == server.tags, "the boot volume carries our tags"
     assert data.size_bytes == 200 * GB and data.server_id == server.id and data.tags == server.tags
@@ -93,8 +94,9 @@ async def test_model_and_provider_defaults_size_the_data_volume(
 
 
 async def test_crash_between_create_and_record_adopts_the_server(
-    make_instance: Any, drive: Any, db: Any, run_pass: Any, expire_claim: Any, provider: MemoryProvider
-) -> None:
+    make_instance: Any, drive: Any, db: Any, run_pass: Any, expire_claim: Any, provider: MemoryProvider,
+    fast_settings: Any,
+) -> None:  # fmt: skip
     instance_id = await make_instance()
     provider.crash_after("create_server")
     with pytest.raises(Crash):
@@ -110,9 +112,9 @@ async def test_crash_between_create_and_record_adopts_the_server(
     creates = [a for a in await db.actions(instance_id) if a["action_type"] == "PROVIDER_CREATE"]
     assert [(a["status"], a["error_code"]) for a in creates] == [("failed", "INTERRUPTED"), ("success", None)]
     assert creates[-1]["metadata"]["adopted"] is True
-    # The token the adopted server was created with is the one whose hash is stored.
+    # The adopted server was created with the instance's secret.
     server = next(iter(provider.servers.values()))
-    assert hashlib.sha256(server.extra["worker_token"].encode()).hexdigest() == row["worker_token_hash"]
+    assert server.worker_secret == worker_secrets(fast_settings).for_instance(instance_id)
 
 
 async def test_crash_after_creating_the_data_volume_adopts_it(

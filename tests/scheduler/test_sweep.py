@@ -39,6 +39,19 @@ def test_find_orphans(resource: Resource, orphan: bool) -> None:
     assert found == ([resource] if orphan else [])
 
 
+@pytest.mark.parametrize(
+    ("used_by", "zone_busy", "orphan"),
+    [(None, False, True), ("srv-1", False, False), (None, True, False), ("srv-1", True, False)],
+)
+def test_a_workers_firewall_goes_only_once_no_server_uses_it_and_no_instance_lives_in_its_zone(
+    used_by: str | None, zone_busy: bool, orphan: bool
+) -> None:
+    firewall = Resource(Kind.FIREWALL, "sg-1", "inventiv-workers", ("inventiv", "role=workers"), OLD, used_by)
+    found = find_orphans([firewall], deployment_tag="inventiv", owned=OWNED, now=NOW, grace_s=900,
+                         zone_busy=zone_busy)  # fmt: skip
+    assert found == ([firewall] if orphan else [])
+
+
 @pytest.fixture
 async def provider() -> AsyncIterator[MemoryProvider]:
     async with serve_worker("Qwen/Qwen2.5-7B-Instruct") as address:
@@ -49,7 +62,7 @@ async def use_zone(make_instance: Any, db_pool: Any) -> None:
     """An instance that got as far as asking for a server: its zone is on the sweep list."""
     instance_id = await make_instance()
     async with db_pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute("UPDATE instances SET worker_token_hash = repeat('0', 64) WHERE id = %s", (instance_id,))
+        await cur.execute("UPDATE instances SET create_requested_at = now() WHERE id = %s", (instance_id,))
 
 
 @pytest.fixture

@@ -5,14 +5,16 @@ Start it, point the settings at it, inspect it:
     from fake_scaleway import run_fake_scaleway
 
     async with run_fake_scaleway(polls_to_running=2) as fake:
-        settings = settings.replace(**fake.settings_changes())   # SCW_API_URL, key, project, fast retries
+        settings = settings.replace(**fake.settings_changes())   # SCW_API_URL, key, project, fast retries,
+                                                                  # workers open to 127.0.0.1 only
         provider = create_provider("scaleway", settings)
         ...
         assert fake.servers == {} and fake.volumes == {}          # nothing leaked
 
 State, like the real cloud: create -> `stopped` with an sbs boot volume `"<image name>_sbs_volume_0"`
 (type sbs_5k, no tags) in slot "0"; `poweron` -> `starting` -> `running` (with `public_ip`, 127.0.0.1
-by default so health checks stay on this machine) after `polls_to_running` reads of the server or
+by default so health checks stay on this machine, unless created with `dynamic_ip_required: false`,
+as the recorded request was) after `polls_to_running` reads of the server or
 `seconds_to_running`; `terminate` (only while running) -> `stopping` for `polls_to_gone` reads, then
 the server is gone, its l_ssd/scratch volumes deleted and its sbs volumes detached (`available`,
 `references: []`); `DELETE` of a stopped server leaves every volume. Block volumes: create, get, list
@@ -21,6 +23,20 @@ the server is gone, its l_ssd/scratch volumes deleted and its sbs volumes detach
 (the recorded GPU image plus a few derived ones: `images`). Both pagination styles.
 Server user data: `GET .../user_data` lists the keys, `GET|PATCH|DELETE .../user_data/{key}` read,
 write (text/plain body only, 204) and delete one value; it goes with its server.
+Security groups: create (201; inbound/outbound policies default to accept; six non-editable outbound
+SMTP drop rules, as recorded), get and list (`servers` computed; list filters `name` (a part matches),
+`project`, `tags` comma-joined (ALL), `project_default`; Instance pagination), PATCH, DELETE (409
+`conflict` "Group is in use. You cannot delete it." while a server uses it, as Scaleway's SDKs record;
+the project's default group too), `GET .../rules` (no X-Total-Count, as recorded) and `PUT .../rules`
+(the editable rules become those given, renumbered; a /32 comes back as a bare address, a one-port range
+without its end). A server created with `security_group` joins it (404 if it does not exist), else the
+project's "Default security group" (inbound accept, made at first use), and shows `{id, name}`.
+Private NICs: `POST|GET .../servers/{id}/private_nics`, `GET|DELETE .../private_nics/{nic}`; a NIC is
+`syncing` until the server or NIC is read again, gets an IPv4 (10.<n>.0.0/16 per Private Network, from
+.2) and an IPv6 in IPAM (`GET /ipam/v1/regions/{region}/ips`, filters `resource_id`, `resource_type`,
+`private_network_id`, `is_ipv6`, `project_id`; counted pagination), and goes with its server. Any
+Private Network id exists (there is no VPC API here), and a second NIC on the same network is allowed
+(unconfirmed on Scaleway) so that tests can count them.
 
 Inspect: `fake.servers`, `fake.volumes` (Block), `fake.local_volumes` (l_ssd/scratch), all dicts of
 API bodies by id; `fake.created_servers` / `fake.created_volumes` (id -> tags of everything ever created,
@@ -29,6 +45,14 @@ to count duplicates), `fake.running_since` (server id -> when it was due to be r
 answered); `fake.user_data` (server id -> key -> value); `fake.first_boot_cloud_init` (server id -> its
 `cloud-init` user data when it was first powered on, None if it had none; kept after the server is
 gone). `fake.add_scratch_volume(server_id)` gives a server a local volume, as the recorded L40S had.
+`fake.security_groups` (bodies by id, without `servers`), `fake.security_group_rules` (group id -> rules),
+`fake.created_security_groups` (history, id -> tags), `fake.private_networks` (id -> subnet),
+`fake.ipam_ips`. `fake.reachable(server_id, source_ip, port, protocol="TCP", established=False)` says
+whether a packet gets in, as Scaleway filters it: from a Private Network the server is on, yes (security
+groups filter public traffic only); otherwise only through a public IP, then a reply to the server's own
+connection passes a stateful group, and a new one takes the action of the first inbound rule that
+matches (platform rules first, then by position; protocol or ANY, ip_range, port range or all ports),
+else the group's inbound default policy.
 
 Faults (set them on the object at any time, or as keyword arguments):
 - `error_rate`: fraction of API calls answered 500 before anything happens (seeded: `seed`);
@@ -47,6 +71,7 @@ Faults (set them on the object at any time, or as keyword arguments):
 from __future__ import annotations
 
 import copy
+import ipaddress
 import random
 import time
 import uuid
@@ -72,6 +97,11 @@ COUNTED_DEFAULT_PAGE_SIZE = 20
 RUNNING_ACTIONS = ["poweroff", "terminate", "reboot", "stop_in_place", "backup"]
 STOPPED_ACTIONS = ["poweron", "backup"]
 STARTING_ACTIONS = ["stop_in_place", "backup"]
+# The platform's own rules in every new group (recorded: enable_default_security blocks SMTP out).
+SMTP_PORTS = (25, 465, 587)
+RULE_ACTIONS = ("accept", "drop")
+RULE_PROTOCOLS = ("TCP", "UDP", "ICMP", "ANY")
+RULE_DIRECTIONS = ("inbound", "outbound")
 
 
 class ApiError(Exception):
@@ -151,6 +181,13 @@ class FakeScaleway:
         self.created_volumes: dict[str, tuple[str, ...]] = {}
         self.running_since: dict[str, float] = {}
         self.first_boot_cloud_init: dict[str, str | None] = {}
+        # Security groups (bodies without `servers`, which is computed), their rules, and the history of creates.
+        self.security_groups: dict[str, dict[str, Any]] = {}
+        self.security_group_rules: dict[str, list[dict[str, Any]]] = {}
+        self.created_security_groups: dict[str, tuple[str, ...]] = {}
+        # Private Network id -> its IPv4 subnet (10.<n>.0.0/16, given at first use); IPAM entries by id.
+        self.private_networks: dict[str, ipaddress.IPv4Network] = {}
+        self.ipam_ips: dict[str, dict[str, Any]] = {}
         self.injected_errors = 0
         self.rng = random.Random(self.seed)
         # server id -> (reads left, monotonic time) until its current transition completes
@@ -172,6 +209,8 @@ class FakeScaleway:
             "scw_secret_key": self.secret_key,
             "scw_default_project_id": self.project_id,
             "scw_retry_base_s": 0.001,
+            # Health checks come from this machine: the workers' group opens their port to it alone.
+            "scw_worker_allowed_cidrs": "127.0.0.1/32",
         }
 
     # -- servers -----------------------------------------------------------------------------------
@@ -186,6 +225,7 @@ class FakeScaleway:
         if commercial_type in self.create_errors:
             raise FAULTS[self.create_errors[commercial_type]]
         image = self._image(zone, str(body.get("image", "")), commercial_type)
+        group = self._server_group(zone, body)
         server_id = str(uuid.uuid4())
         server = recorded("create_server_response_L40S")["server"]
         server.update(
@@ -195,6 +235,7 @@ class FakeScaleway:
             public_ip=None, public_ips=[], private_ip=None, location=None, creation_date=_now(),
             modification_date=_now(), dns=f"{server_id}.pub.instances.scw.cloud",
             dynamic_ip_required=bool(body.get("dynamic_ip_required", True)), volumes={},
+            security_group={"id": group["id"], "name": group["name"]}, private_nics=[],
         )
         server["image"].update(id=image["id"], name=self.image_names.get(image["id"], image["label"]), zone=zone)
         self.servers[server_id] = server
@@ -265,6 +306,7 @@ class FakeScaleway:
         self._advance(server)
         if server_id not in self.servers:
             raise not_found("instance_server", server_id)
+        self._settle_nics(server)
         return server
 
     def list_servers(self, zone: str, query: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -289,6 +331,7 @@ class FakeScaleway:
                 self._release(self.volumes[entry["id"]])
             elif entry["id"] in self.local_volumes:
                 self.local_volumes[entry["id"]]["server"] = None
+        self._drop_nics(server)
         del self.servers[server_id]
         self.user_data.pop(server_id, None)
 
@@ -355,8 +398,9 @@ class FakeScaleway:
             due = since + self.seconds_to_running if timed and self.seconds_to_running is not None else time.monotonic()
             self.running_since[server["id"]] = time.time() - (time.monotonic() - due)
             self._set_state(server, "running", "booting kernel", RUNNING_ACTIONS)
-            address = {"id": str(uuid.uuid4()), "address": self.public_ip, "dynamic": True, "family": "inet"}
-            server["public_ip"], server["public_ips"] = dict(address), [address]
+            if server["dynamic_ip_required"]:  # created without one (a Private Network worker): no public IP
+                address = {"id": str(uuid.uuid4()), "address": self.public_ip, "dynamic": True, "family": "inet"}
+                server["public_ip"], server["public_ips"] = dict(address), [address]
         elif server["state"] == "stopping":
             self._remove_terminated(server)
 
@@ -366,6 +410,7 @@ class FakeScaleway:
                 del self.local_volumes[entry["id"]]
             elif entry["id"] in self.volumes:
                 self._release(self.volumes[entry["id"]])
+        self._drop_nics(server)
         del self.servers[server["id"]]
         self.user_data.pop(server["id"], None)
 
@@ -497,6 +542,256 @@ class FakeScaleway:
             raise invalid("a volume attached to a server cannot be deleted")
         del self.local_volumes[volume_id]
 
+    # -- security groups ---------------------------------------------------------------------------
+
+    def create_security_group(
+        self, zone: str, body: dict[str, Any], *, project_default: bool = False
+    ) -> dict[str, Any]:
+        project = body.get("project") or body.get("organization")
+        if not project:
+            raise ApiError(400, {"type": "invalid_arguments", "message": "project is required"})
+        policies = {}
+        for name in ("inbound_default_policy", "outbound_default_policy"):
+            policies[name] = body.get(name) or "accept"
+            if policies[name] not in RULE_ACTIONS:
+                raise ApiError(400, {"type": "invalid_arguments", "message": f"{name} must be accept or drop"})
+        group_id = str(uuid.uuid4())
+        group = {
+            "id": group_id, "creation_date": _now(), "modification_date": _now(),
+            "name": body.get("name") or f"sg-{group_id[:8]}", "description": body.get("description"),
+            "organization": project, "project": project, "stateful": bool(body.get("stateful", False)),
+            **policies, "organization_default": False, "project_default": project_default,
+            "enable_default_security": True, "state": "available", "tags": list(body.get("tags") or []),
+            "zone": zone,
+        }  # fmt: skip
+        self.security_groups[group_id] = group
+        self.security_group_rules[group_id] = self._platform_rules(zone)
+        self.created_security_groups[group_id] = tuple(group["tags"])
+        return self._group_view(group)
+
+    @staticmethod
+    def _platform_rules(zone: str) -> list[dict[str, Any]]:
+        """The non-editable outbound SMTP drops every new group holds (recorded)."""
+        rules = []
+        for position, (ip_range, port) in enumerate(
+            ((net, port) for net in ("0.0.0.0/0", "::/0") for port in SMTP_PORTS), start=1
+        ):
+            rules.append({"id": str(uuid.uuid4()), "protocol": "TCP", "direction": "outbound", "ip_range": ip_range,
+                          "dest_ip_range": None, "dest_port_from": port, "dest_port_to": None, "position": position,
+                          "editable": False, "action": "drop", "zone": zone})  # fmt: skip
+        return rules
+
+    def _group(self, zone: str, group_id: str) -> dict[str, Any]:
+        group = self.security_groups.get(group_id)
+        if group is None or group["zone"] != zone:
+            raise not_found("instance_security_group", group_id)
+        return group
+
+    def _group_view(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The body the API answers: `servers` lists the servers using the group now."""
+        servers = [{"id": s["id"], "name": s["name"]} for s in self.servers.values()
+                   if s["security_group"]["id"] == group["id"]]  # fmt: skip
+        return {**copy.deepcopy(group), "servers": servers}
+
+    def _server_group(self, zone: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The group a new server joins: the one named, else the project's default (created on first use)."""
+        if body.get("security_group"):
+            return self._group(zone, str(body["security_group"]))
+        for group in self.security_groups.values():
+            if group["zone"] == zone and group["project"] == body["project"] and group["project_default"]:
+                return group
+        created = self.create_security_group(
+            zone, {"name": "Default security group", "project": body["project"], "stateful": True},
+            project_default=True,
+        )
+        return self.security_groups[created["id"]]
+
+    def get_security_group(self, zone: str, group_id: str) -> dict[str, Any]:
+        return self._group_view(self._group(zone, group_id))
+
+    def list_security_groups(self, zone: str, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        tags = set(",".join(query.get("tags", [])).split(",")) - {""}
+        found = [g for g in self.security_groups.values() if g["zone"] == zone and tags <= set(g["tags"])]
+        for name in ("project", "organization"):
+            if name in query:
+                found = [g for g in found if g[name] == query[name][0]]
+        if "name" in query:  # like the servers' name filter, a part of the name matches
+            found = [g for g in found if query["name"][0] in g["name"]]
+        if "project_default" in query:
+            found = [g for g in found if g["project_default"] == (query["project_default"][0] == "true")]
+        return [self._group_view(g) for g in sorted(found, key=lambda g: g["creation_date"])]
+
+    def patch_security_group(self, zone: str, group_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        group = self._group(zone, group_id)
+        for name in ("name", "description", "tags", "stateful", "inbound_default_policy", "outbound_default_policy"):
+            if name in body:
+                group[name] = body[name]
+        group["modification_date"] = _now()
+        return self._group_view(group)
+
+    def delete_security_group(self, zone: str, group_id: str) -> None:
+        group = self._group(zone, group_id)
+        # Recorded by Scaleway's SDKs: 409 conflict while servers use it. The default-group refusal is fog's.
+        if self._group_view(group)["servers"]:
+            raise ApiError(409, {"type": "conflict", "message": "Group is in use. You cannot delete it."})
+        if group["project_default"]:
+            raise ApiError(409, {"type": "conflict", "message": "Group is default group. You cannot delete it."})
+        del self.security_groups[group_id]
+        del self.security_group_rules[group_id]
+
+    def list_security_group_rules(self, zone: str, group_id: str) -> list[dict[str, Any]]:
+        self._group(zone, group_id)
+        return copy.deepcopy(self.security_group_rules[group_id])
+
+    def set_security_group_rules(self, zone: str, group_id: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """PUT .../rules: the editable rules become exactly those given (non-editable ones are ignored), numbered
+        by position, then by order (position 0, as terraform sends, keeps the order)."""
+        group = self._group(zone, group_id)
+        given = body.get("rules")
+        if not isinstance(given, list):
+            raise ApiError(400, {"type": "invalid_arguments", "message": "rules must be a list"})
+        wanted = [(int(r.get("position") or 0), i, r) for i, r in enumerate(given) if r.get("editable") is not False]
+        rules = [self._rule(zone, r) for _, _, r in sorted(wanted, key=lambda item: item[:2])]
+        for position, rule in enumerate(rules, start=1):
+            rule["position"] = position
+        platform = [r for r in self.security_group_rules[group_id] if not r["editable"]]
+        self.security_group_rules[group_id] = platform + rules
+        group["modification_date"] = _now()
+        return copy.deepcopy(self.security_group_rules[group_id])
+
+    @staticmethod
+    def _rule(zone: str, given: dict[str, Any]) -> dict[str, Any]:
+        for name, allowed in (("action", RULE_ACTIONS), ("protocol", RULE_PROTOCOLS), ("direction", RULE_DIRECTIONS)):
+            if given.get(name) not in allowed:
+                raise ApiError(400, {"type": "invalid_arguments", "message": f"rule {name} must be one of {allowed}"})
+        try:
+            network = ipaddress.ip_network(str(given.get("ip_range")), strict=False)
+        except ValueError:
+            raise ApiError(400, {"type": "invalid_arguments", "message": "rule ip_range is not a network"}) from None
+        port_from, port_to = given.get("dest_port_from"), given.get("dest_port_to")
+        if given["protocol"] in ("ICMP", "ANY"):
+            port_from = port_to = None
+        for port in (port_from, port_to):
+            if port is not None and not 1 <= int(port) <= 65535:
+                raise ApiError(400, {"type": "invalid_arguments", "message": "rule ports must be 1-65535"})
+        # As recorded: a /32 (or /128) comes back as a bare address, a one-port range without its end.
+        single = network.prefixlen == network.max_prefixlen
+        return {
+            "id": given.get("id") or str(uuid.uuid4()), "protocol": given["protocol"],
+            "direction": given["direction"], "ip_range": str(network.network_address) if single else str(network),
+            "dest_ip_range": None, "dest_port_from": port_from,
+            "dest_port_to": None if port_to == port_from else port_to, "position": 0, "editable": True,
+            "action": given["action"], "zone": zone,
+        }  # fmt: skip
+
+    def reachable(self, server_id: str, source_ip: str, port: int, protocol: str = "TCP", *,
+                  established: bool = False) -> bool:  # fmt: skip
+        """Whether a packet from `source_ip` to `port` reaches the server, as Scaleway filters it.
+
+        From a Private Network the server is on: yes, security groups filter public traffic only. Otherwise
+        it needs a public IP, then its group decides: a reply to the server's own connection (`established`)
+        passes a stateful group; else the first inbound rule that matches (platform rules, then editable ones
+        by position; protocol or ANY, ip_range, port range or all ports) gives the action, and no match the
+        inbound default policy.
+        """
+        server = self.servers[server_id]
+        source = ipaddress.ip_address(source_ip)
+        if any(source in self.private_networks[nic["private_network_id"]] for nic in server["private_nics"]):
+            return True
+        if not server["public_ips"]:
+            return False
+        group = self.security_groups[server["security_group"]["id"]]
+        if established and group["stateful"]:
+            return True
+        rules = sorted(
+            (r for r in self.security_group_rules[group["id"]] if r["direction"] == "inbound"),
+            key=lambda r: (r["editable"], r["position"]),
+        )
+        for rule in rules:
+            if _rule_matches(rule, source, port, protocol):
+                return bool(rule["action"] == "accept")
+        return bool(group["inbound_default_policy"] == "accept")
+
+    # -- private NICs and IPAM ---------------------------------------------------------------------
+
+    def private_network_subnet(self, network_id: str) -> ipaddress.IPv4Network:
+        """The subnet of a Private Network, given at first use: the fake has no VPC API, any id exists."""
+        if network_id not in self.private_networks:
+            self.private_networks[network_id] = ipaddress.IPv4Network(f"10.{len(self.private_networks) + 1}.0.0/16")
+        return self.private_networks[network_id]
+
+    def create_private_nic(self, zone: str, server_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A NIC (state `syncing` until the next read) with an IPv4 and an IPv6 in IPAM. A second NIC on the
+        same network is not refused (whether Scaleway does is unconfirmed): tests count them instead."""
+        server = self.get_server(zone, server_id)
+        network_id = str(body.get("private_network_id") or "")
+        try:
+            uuid.UUID(network_id)
+        except ValueError:
+            raise ApiError(400, {"type": "invalid_arguments", "message": "private_network_id must be a UUID"}) from None
+        nic_id = str(uuid.uuid4())
+        subnet = self.private_network_subnet(network_id)
+        taken = sum(1 for ip in self.ipam_ips.values() if ip["private_network_id"] == network_id and not ip["is_ipv6"])
+        v4 = self._ipam_ip(server, nic_id, network_id, f"{subnet[taken + 2]}/{subnet.prefixlen}", is_ipv6=False)
+        v6 = self._ipam_ip(server, nic_id, network_id, f"fd00:{subnet[0].packed[1]:x}::{taken + 2:x}/64", is_ipv6=True)
+        nic = {
+            "id": nic_id, "private_network_id": network_id, "server_id": server_id,
+            "mac_address": f"02:00:00:{self.rng.randrange(256):02x}:{self.rng.randrange(256):02x}:{taken % 256:02x}",
+            "state": "syncing", "creation_date": _now(), "modification_date": _now(), "zone": zone,
+            "tags": list(body.get("tags") or []), "ipam_ip_ids": [v4["id"], v6["id"]],
+        }  # fmt: skip
+        server["private_nics"].append(nic)
+        return copy.deepcopy(nic)
+
+    def _ipam_ip(self, server: dict[str, Any], nic_id: str, network_id: str, address: str, *,
+                 is_ipv6: bool) -> dict[str, Any]:  # fmt: skip
+        ip = {
+            "id": str(uuid.uuid4()), "address": address, "project_id": server["project"], "is_ipv6": is_ipv6,
+            "created_at": _now(), "updated_at": _now(), "source": {"subnet_id": str(uuid.uuid4())},
+            "resource": {"type": "instance_private_nic", "id": nic_id, "mac_address": None, "name": server["name"]},
+            "tags": [], "reverses": [], "region": "-".join(server["zone"].split("-")[:2]), "zone": None,
+            "private_network_id": network_id,
+        }  # fmt: skip
+        self.ipam_ips[ip["id"]] = ip
+        return ip
+
+    @staticmethod
+    def _settle_nics(server: dict[str, Any]) -> None:
+        for nic in server["private_nics"]:
+            if nic["state"] == "syncing":
+                nic.update(state="available", modification_date=_now())
+
+    def _drop_nics(self, server: dict[str, Any]) -> None:
+        nic_ids = {nic["id"] for nic in server["private_nics"]}
+        for ip_id in [i for i, ip in self.ipam_ips.items() if ip["resource"]["id"] in nic_ids]:
+            del self.ipam_ips[ip_id]
+        server["private_nics"] = []
+
+    def get_private_nic(self, zone: str, server_id: str, nic_id: str) -> dict[str, Any]:
+        for nic in self.get_server(zone, server_id)["private_nics"]:
+            if nic["id"] == nic_id:
+                return dict(nic)
+        raise not_found("instance_private_nic", nic_id)
+
+    def delete_private_nic(self, zone: str, server_id: str, nic_id: str) -> None:
+        server = self.get_server(zone, server_id)
+        self.get_private_nic(zone, server_id, nic_id)
+        kept = [nic for nic in server["private_nics"] if nic["id"] != nic_id]
+        self._drop_nics({"private_nics": [nic for nic in server["private_nics"] if nic["id"] == nic_id]})
+        server["private_nics"] = kept
+
+    def list_ipam_ips(self, region: str, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        found = [ip for ip in self.ipam_ips.values() if ip["region"] == region]
+        for name, value in ((n, query[n][0]) for n in ("resource_id", "resource_type") if n in query):
+            found = [ip for ip in found if ip["resource"][name.removeprefix("resource_")] == value]
+        for name in ("project_id", "private_network_id"):
+            if name in query:
+                found = [ip for ip in found if ip[name] == query[name][0]]
+        if "is_ipv6" in query:
+            found = [ip for ip in found if ip["is_ipv6"] == (query["is_ipv6"][0] == "true")]
+        # The real body names no Private Network; the fake keeps it to filter on.
+        return [{k: v for k, v in ip.items() if k != "private_network_id"} for ip in found]
+
     # -- catalog -----------------------------------------------------------------------------------
 
     def list_images(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -525,7 +820,9 @@ def _query(request: web.Request) -> dict[str, list[str]]:
     return out
 
 
-def _instance_page(request: web.Request, items: list[Any] | dict[str, Any], key: str) -> web.Response:
+def _instance_page(
+    request: web.Request, items: list[Any] | dict[str, Any], key: str, *, total_header: bool = True
+) -> web.Response:
     page = int(request.query.get("page", "1"))
     per_page = int(request.query.get("per_page", str(INSTANCE_DEFAULT_PER_PAGE)))
     if not 1 <= per_page <= INSTANCE_MAX_PER_PAGE or page < 1:
@@ -533,7 +830,7 @@ def _instance_page(request: web.Request, items: list[Any] | dict[str, Any], key:
     names = list(items)
     chunk = names[(page - 1) * per_page : page * per_page]
     body: Any = {key: {n: items[n] for n in chunk} if isinstance(items, dict) else chunk}
-    return web.json_response(body, headers={"X-Total-Count": str(len(names))})
+    return web.json_response(body, headers={"X-Total-Count": str(len(names))} if total_header else None)
 
 
 def _counted_page(request: web.Request, items: list[Any], key: str) -> web.Response:
@@ -596,6 +893,18 @@ def create_app(fake: FakeScaleway) -> web.Application:
     r.add_get(f"{instance}/servers/{{id}}/user_data/{{key}}", _get_user_data)
     r.add_patch(f"{instance}/servers/{{id}}/user_data/{{key}}", _set_user_data)
     r.add_delete(f"{instance}/servers/{{id}}/user_data/{{key}}", _delete_user_data)
+    r.add_post(f"{instance}/servers/{{id}}/private_nics", _post_private_nic)
+    r.add_get(f"{instance}/servers/{{id}}/private_nics", _list_private_nics)
+    r.add_get(f"{instance}/servers/{{id}}/private_nics/{{nic}}", _get_private_nic)
+    r.add_delete(f"{instance}/servers/{{id}}/private_nics/{{nic}}", _delete_private_nic)
+    r.add_post(f"{instance}/security_groups", _post_security_group)
+    r.add_get(f"{instance}/security_groups", _list_security_groups)
+    r.add_get(f"{instance}/security_groups/{{id}}", _get_security_group)
+    r.add_patch(f"{instance}/security_groups/{{id}}", _patch_security_group)
+    r.add_delete(f"{instance}/security_groups/{{id}}", _delete_security_group)
+    r.add_get(f"{instance}/security_groups/{{id}}/rules", _list_security_group_rules)
+    r.add_put(f"{instance}/security_groups/{{id}}/rules", _set_security_group_rules)
+    r.add_get("/ipam/v1/regions/{region}/ips", _list_ipam_ips)
     r.add_get(f"{instance}/volumes/{{id}}", _get_local_volume)
     r.add_delete(f"{instance}/volumes/{{id}}", _delete_local_volume)
     r.add_get(f"{instance}/products/servers", _products)
@@ -671,6 +980,83 @@ async def _delete_user_data(request: web.Request) -> web.Response:
     fake, zone, server_id = _ids(request)
     fake.delete_user_data(zone, server_id, request.match_info["key"])
     return web.Response(status=204)
+
+
+def _rule_matches(
+    rule: dict[str, Any], source: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, protocol: str
+) -> bool:
+    if rule["protocol"] not in (protocol, "ANY"):
+        return False
+    network = ipaddress.ip_network(rule["ip_range"], strict=False)
+    if source.version != network.version or source not in network:
+        return False
+    if rule["dest_port_from"] is None:
+        return True
+    return bool(rule["dest_port_from"] <= port <= (rule["dest_port_to"] or rule["dest_port_from"]))
+
+
+async def _post_private_nic(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    nic = fake.create_private_nic(zone, server_id, await _body(request))
+    return web.json_response({"private_nic": nic}, status=201)
+
+
+async def _list_private_nics(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    return _instance_page(request, fake.get_server(zone, server_id)["private_nics"], "private_nics")
+
+
+async def _get_private_nic(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    return web.json_response({"private_nic": fake.get_private_nic(zone, server_id, request.match_info["nic"])})
+
+
+async def _delete_private_nic(request: web.Request) -> web.Response:
+    fake, zone, server_id = _ids(request)
+    fake.delete_private_nic(zone, server_id, request.match_info["nic"])
+    return web.Response(status=204)
+
+
+async def _post_security_group(request: web.Request) -> web.Response:
+    fake, zone, _ = _ids(request)
+    return web.json_response({"security_group": fake.create_security_group(zone, await _body(request))}, status=201)
+
+
+async def _list_security_groups(request: web.Request) -> web.Response:
+    fake, zone, _ = _ids(request)
+    return _instance_page(request, fake.list_security_groups(zone, _query(request)), "security_groups")
+
+
+async def _get_security_group(request: web.Request) -> web.Response:
+    fake, zone, group_id = _ids(request)
+    return web.json_response({"security_group": fake.get_security_group(zone, group_id)})
+
+
+async def _patch_security_group(request: web.Request) -> web.Response:
+    fake, zone, group_id = _ids(request)
+    return web.json_response({"security_group": fake.patch_security_group(zone, group_id, await _body(request))})
+
+
+async def _delete_security_group(request: web.Request) -> web.Response:
+    fake, zone, group_id = _ids(request)
+    fake.delete_security_group(zone, group_id)
+    return web.Response(status=204)
+
+
+async def _list_security_group_rules(request: web.Request) -> web.Response:
+    fake, zone, group_id = _ids(request)
+    # Recorded without X-Total-Count: the client must stop at a short page.
+    return _instance_page(request, fake.list_security_group_rules(zone, group_id), "rules", total_header=False)
+
+
+async def _set_security_group_rules(request: web.Request) -> web.Response:
+    fake, zone, group_id = _ids(request)
+    return web.json_response({"rules": fake.set_security_group_rules(zone, group_id, await _body(request))})
+
+
+async def _list_ipam_ips(request: web.Request) -> web.Response:
+    fake = request.app[FAKE]
+    return _counted_page(request, fake.list_ipam_ips(request.match_info["region"], _query(request)), "ips")
 
 
 async def _get_local_volume(request: web.Request) -> web.Response:

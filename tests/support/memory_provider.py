@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -59,7 +60,8 @@ class MemServer:
     tags: tuple[str, ...]
     image: str | None
     model: str | None
-    extra: dict[str, str]
+    engine: str
+    worker_secret: str | None
     state: ServerState = ServerState.STOPPED
     polls_left: int = 0
     # Scaleway's `stopped in place`: neither terminate nor delete until it runs again.
@@ -137,7 +139,7 @@ class MemoryProvider(Provider):
         self._enter("create_server", spec.name)
         server = MemServer(
             self._new_id("srv"), spec.name, spec.zone, spec.commercial_type, tuple(spec.tags), spec.image,
-            spec.model, dict(spec.extra),
+            spec.model, spec.engine, spec.worker_secret,
         )  # fmt: skip
         self.servers[server.id] = server
         root = MemVolume(self._new_id("vol"), f"{spec.image or 'image'}_sbs_volume_0", spec.zone, "sbs_volume",
@@ -342,9 +344,10 @@ class MemoryProvider(Provider):
 
 
 @asynccontextmanager
-async def serve_worker(model: str) -> AsyncIterator[tuple[str, int]]:
-    """An in-process mock worker serving `model` on a free local port; yields (host, port)."""
-    runner = web.AppRunner(create_app(WorkerConfig(model=model)), access_log=None)
+async def serve_worker(model: str, **config: Any) -> AsyncIterator[tuple[str, int]]:
+    """An in-process mock worker serving `model` on a free local port (`config`: more WorkerConfig
+    fields, e.g. api_key); yields (host, port)."""
+    runner = web.AppRunner(create_app(WorkerConfig(model=model, **config)), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

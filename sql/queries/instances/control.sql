@@ -1,14 +1,16 @@
--- The control API's reads and writes of instances. Rows are shown with their catalog codes; the
--- worker token hash is never selected here. Visibility: an admin key sees its organization's
--- instances and those with no organization (see gateway/control/access.py).
+-- The control API's reads and writes of instances. Rows are shown with their catalog codes.
+-- Visibility: an admin key sees its organization's instances and those with no organization (see
+-- gateway/control/access.py).
 
 -- name: insert-requested-instance(provider_id, zone_id, instance_type_id, model_id, organization_id, worker_port, data_volume_gb, data_volume_delete_on_terminate, idempotency_key, deadline_s)^
 -- A repeated idempotency key inserts nothing and returns no row: the caller then reads the first one.
 INSERT INTO instances (provider_id, zone_id, instance_type_id, model_id, organization_id, status, worker_port,
-                       data_volume_gb, data_volume_delete_on_terminate, idempotency_key, provisioning_deadline_at)
+                       data_volume_gb, data_volume_delete_on_terminate, idempotency_key, provisioning_deadline_at,
+                       engine)
 VALUES (:provider_id, :zone_id, :instance_type_id, :model_id, :organization_id, 'provisioning', :worker_port,
         :data_volume_gb, :data_volume_delete_on_terminate, :idempotency_key,
-        now() + make_interval(secs => :deadline_s::float8))
+        now() + make_interval(secs => :deadline_s::float8),
+        coalesce((SELECT engine FROM models WHERE id = :model_id), 'vllm'))
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id;
 
@@ -23,7 +25,7 @@ SELECT i.id, i.status, i.organization_id, i.provider_id, p.code AS provider_code
        i.instance_type_id, t.code AS instance_type_code, i.model_id, m.hf_repo_id AS model_hf_repo_id,
        i.provider_instance_id, i.provider_instance_name, i.ip_address, i.worker_port, i.worker_status,
        i.worker_model_id, i.worker_queue_depth, i.worker_last_heartbeat_at, i.worker_consecutive_failures,
-       i.data_volume_gb, i.data_volume_delete_on_terminate, i.error_code, i.error_message, i.provisioning_deadline_at,
+       i.engine, i.agent_heartbeat_at, i.worker_telemetry, i.data_volume_gb, i.data_volume_delete_on_terminate, i.error_code, i.error_message, i.provisioning_deadline_at,
        i.created_at, i.updated_at, i.ready_at, i.terminating_at, i.terminated_at
 FROM instances i
 JOIN providers p ON p.id = i.provider_id
@@ -50,17 +52,20 @@ UPDATE instances
 SET status = 'terminating', terminating_at = coalesce(terminating_at, now()), updated_at = now()
 WHERE id = :instance_id;
 
--- name: get-instance-worker-credentials(instance_id)^
-SELECT id, status, worker_token_hash FROM instances WHERE id = :instance_id;
+-- name: get-instance-status(instance_id)^
+SELECT id, status FROM instances WHERE id = :instance_id;
 
--- name: record-worker-heartbeat(instance_id, worker_status, worker_model_id, worker_queue_depth)^
--- A field the worker left out keeps its value; a heartbeat always resets the failure count.
+-- name: record-worker-heartbeat(instance_id, worker_status, worker_model_id, worker_queue_depth, telemetry)^
+-- A field the worker left out keeps its value; a heartbeat always resets the failure count, and while
+-- they keep coming the scheduler leaves the worker to its agent (list-instances-to-probe).
 UPDATE instances
 SET worker_status = :worker_status,
     worker_model_id = coalesce(:worker_model_id, worker_model_id),
     worker_queue_depth = coalesce(:worker_queue_depth, worker_queue_depth),
     worker_last_heartbeat_at = now(),
     worker_consecutive_failures = 0,
+    agent_heartbeat_at = now(),
+    worker_telemetry = coalesce(:telemetry::jsonb, worker_telemetry),
     updated_at = now()
 WHERE id = :instance_id
-RETURNING id, worker_status, worker_model_id, worker_queue_depth, worker_last_heartbeat_at;
+RETURNING id, worker_status, worker_model_id, worker_queue_depth, worker_last_heartbeat_at, worker_telemetry;

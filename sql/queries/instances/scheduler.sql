@@ -52,7 +52,7 @@ SELECT i.id, i.status, i.provider_id, p.code AS provider_code, p.is_active AS pr
        i.instance_type_id, t.code AS instance_type_code, t.is_active AS type_active,
        t.allocation_params, t.worker_port AS type_worker_port,
        coalesce(itz.is_available, false) AS type_offered_in_zone,
-       i.model_id, m.hf_repo_id AS model_hf_repo_id, m.is_active AS model_active,
+       i.model_id, m.hf_repo_id AS model_hf_repo_id, m.is_active AS model_active, i.engine,
        m.data_volume_gb AS model_data_volume_gb, m.parameter_count AS model_parameter_count,
        ps.worker_data_volume_gb_default AS provider_data_volume_gb_default,
        coalesce(ps.boot_image_labels, '{}') AS boot_image_labels,
@@ -73,8 +73,10 @@ WHERE i.id = :instance_id;
 -- name: set-instance-data-volume-gb(instance_id, data_volume_gb)!
 UPDATE instances SET data_volume_gb = :data_volume_gb::integer, updated_at = now() WHERE id = :instance_id;
 
--- name: set-instance-worker-token-hash(instance_id, worker_token_hash)!
-UPDATE instances SET worker_token_hash = :worker_token_hash, updated_at = now() WHERE id = :instance_id;
+-- name: mark-instance-create-requested(instance_id)!
+-- Written just before a server is asked for: from then on the orphan sweep looks in the instance's zone.
+UPDATE instances SET create_requested_at = coalesce(create_requested_at, now()), updated_at = now()
+WHERE id = :instance_id;
 
 -- name: record-instance-server(instance_id, provider_instance_id, provider_instance_name)!
 -- Written whatever the status: a server created while the operator asked to terminate must be known.
@@ -145,14 +147,16 @@ SET deleted_at = coalesce(deleted_at, now()),
     updated_at = now()
 WHERE id = :instance_id AND (status = 'terminating' OR (status = 'failed' AND deleted_at IS NULL));
 
--- name: list-instances-to-probe()
--- Ready workers, polled by the health job (booting ones are polled by their provisioning pass).
-SELECT i.id, i.ip_address, i.worker_port, m.hf_repo_id AS model_hf_repo_id, i.worker_status,
+-- name: list-instances-to-probe(agent_fresh_s)
+-- Ready workers, polled by the health job (booting ones are polled by their provisioning pass), except
+-- those whose agent pushed a heartbeat recently: they report themselves until their agent goes quiet.
+SELECT i.id, i.ip_address, i.worker_port, m.hf_repo_id AS model_hf_repo_id, i.engine, i.worker_status,
        i.worker_consecutive_failures,
        extract(epoch FROM now() - i.worker_last_heartbeat_at)::float8 AS heartbeat_age_s
 FROM instances i
 LEFT JOIN models m ON m.id = i.model_id
-WHERE i.status = 'ready' AND i.ip_address IS NOT NULL AND i.worker_port IS NOT NULL;
+WHERE i.status = 'ready' AND i.ip_address IS NOT NULL AND i.worker_port IS NOT NULL
+  AND (i.agent_heartbeat_at IS NULL OR i.agent_heartbeat_at < now() - make_interval(secs => :agent_fresh_s::float8));
 
 -- name: record-worker-probe(instance_id, worker_status, worker_model_id, worker_queue_depth, answered, consecutive_failures)!
 -- A probe that got no answer leaves the model, queue depth and heartbeat as they were.
@@ -174,17 +178,20 @@ JOIN zones z ON z.id = i.zone_id
 WHERE i.status = 'ready' AND i.provider_instance_id IS NOT NULL;
 
 -- name: list-sweep-zones()
--- Where this deployment may hold resources: every zone where a server was ever asked for (the worker
--- token hash is written just before the create call), active or not. It creates nothing anywhere else,
--- and a provider never reached (no credentials) is never asked.
+-- Where this deployment may hold resources: every zone where a server was ever asked for
+-- (create_requested_at is written just before the create call), active or not. It creates nothing
+-- anywhere else, and a provider never reached (no credentials) is never asked.
 SELECT DISTINCT p.code AS provider_code, z.code AS zone_code
 FROM zones z JOIN providers p ON p.id = z.provider_id
-WHERE EXISTS (SELECT 1 FROM instances i WHERE i.zone_id = z.id AND i.worker_token_hash IS NOT NULL)
+WHERE EXISTS (SELECT 1 FROM instances i WHERE i.zone_id = z.id AND i.create_requested_at IS NOT NULL)
 ORDER BY 1, 2;
 
 -- name: list-live-instance-resources()
--- What the sweep must leave alone: live instance rows (cleanup not finished) and their servers.
-SELECT id, provider_instance_id FROM instances WHERE deleted_at IS NULL;
+-- What the sweep must leave alone: live instance rows (cleanup not finished), their servers, and the
+-- zones they are in (whose worker firewall they need).
+SELECT i.id, i.provider_instance_id, p.code AS provider_code, z.code AS zone_code
+FROM instances i JOIN providers p ON p.id = i.provider_id JOIN zones z ON z.id = i.zone_id
+WHERE i.deleted_at IS NULL;
 
 -- name: list-existing-instance-ids(instance_ids)
 -- Which of these ids have a row at all (action_logs may only reference existing instances).

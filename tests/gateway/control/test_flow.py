@@ -3,8 +3,9 @@ create → (scheduler provisions, tracks volumes) → listed with storages → d
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
+
+from inventiv.worker_secrets import worker_secrets
 
 if TYPE_CHECKING:
     from conftest import Api
@@ -19,11 +20,11 @@ async def test_create_list_delete(api: Api) -> None:
     # The scheduler's side: read the command, provision, track the volumes it attached.
     commands = await api.commands()
     assert [(c["type"], c["instance_id"]) for c in commands] == [("PROVISION", instance_id)]
-    token = "wt_flow"
+    token = worker_secrets(api.settings).for_instance(instance_id)
     await api.sql(
         "UPDATE instances SET status = 'ready', provider_instance_id = 'srv-1', ip_address = '127.0.0.1',"
-        " ready_at = now(), worker_token_hash = %(h)s WHERE id = %(i)s",
-        {"h": hashlib.sha256(token.encode()).hexdigest(), "i": instance_id},
+        " ready_at = now() WHERE id = %(i)s",
+        {"i": instance_id},
     )
     await api.insert_volume(instance_id, "vol-root", 20 * GB, is_boot=True)
     await api.insert_volume(instance_id, "vol-data", 200 * GB)

@@ -1,33 +1,24 @@
-"""POST /internal/workers/heartbeat: worker-token auth, the worker fields, the change event."""
+"""POST /internal/workers/heartbeat: worker-secret auth, the worker fields, the change event."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from gateway.control.heartbeat import token_matches
 from inventiv import redis_keys
+from inventiv.worker_secrets import worker_secrets
 
 if TYPE_CHECKING:
     from conftest import Api
 
-TOKEN = "wt_secret-token"
-HASH = hashlib.sha256(TOKEN.encode()).hexdigest()
 PATH = "/internal/workers/heartbeat"
+MINE = "mine"  # the instance's own secret
 
 
-@pytest.mark.parametrize(
-    ("presented", "stored", "ok"),
-    [(TOKEN, HASH, True), (TOKEN, HASH.upper(), True), ("other", HASH, False), (TOKEN, None, False),
-     (TOKEN, "", False)],
-)
-def test_token_matches(presented: str, stored: str | None, ok: bool) -> None:
-    assert token_matches(presented, stored) is ok
-
-
-async def _beat(api: Api, body: dict[str, Any], token: str | None = TOKEN, expect: int = 200) -> Any:
+async def _beat(api: Api, body: dict[str, Any], token: str | None = MINE, expect: int = 200) -> Any:
+    if token == MINE:
+        token = worker_secrets(api.settings).for_instance(body["instance_id"])
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     async with api.client.post(PATH, json=body, headers=headers) as resp:
         answer = await resp.json()
@@ -36,8 +27,7 @@ async def _beat(api: Api, body: dict[str, Any], token: str | None = TOKEN, expec
 
 
 async def test_heartbeat_updates_worker_fields_and_publishes(api: Api) -> None:
-    instance_id = await api.insert_instance(status="booting", worker_token_hash=HASH,
-                                            worker_consecutive_failures=3)
+    instance_id = await api.insert_instance(status="booting", worker_consecutive_failures=3)
     pubsub = api.redis.pubsub()
     await pubsub.subscribe(redis_keys.key(api.settings, redis_keys.WORKERS_CHANGED))
     try:
@@ -58,13 +48,13 @@ async def test_heartbeat_updates_worker_fields_and_publishes(api: Api) -> None:
     assert rows == [("unhealthy", "Qwen/Qwen2.5-0.5B-Instruct", 4)]
 
 
-async def test_tokens_are_checked_per_instance(api: Api) -> None:
-    mine = await api.insert_instance(worker_token_hash=HASH)
-    other = await api.insert_instance(worker_token_hash=hashlib.sha256(b"other").hexdigest())
-    no_token = await api.insert_instance()
+async def test_secrets_are_checked_per_instance(api: Api) -> None:
+    mine = await api.insert_instance()
+    other = await api.insert_instance()
+    mine_secret = worker_secrets(api.settings).for_instance(mine)
     body = {"worker_status": "ready"}
-    for instance_id in (other, no_token, "00000000-0000-4000-8000-000000000000"):
-        answer = await _beat(api, {**body, "instance_id": instance_id}, expect=401)
+    for instance_id in (other, "00000000-0000-4000-8000-000000000000"):
+        answer = await _beat(api, {**body, "instance_id": instance_id}, token=mine_secret, expect=401)
         assert answer["error"]["code"] == "invalid_worker_token"
     await _beat(api, {**body, "instance_id": mine}, token="wrong", expect=401)
     answer = await _beat(api, {**body, "instance_id": mine}, token=None, expect=401)
@@ -76,7 +66,7 @@ async def test_tokens_are_checked_per_instance(api: Api) -> None:
 
 
 async def test_closed_instances_refuse_heartbeats(api: Api) -> None:
-    instance_id = await api.insert_instance(status="terminating", worker_token_hash=HASH)
+    instance_id = await api.insert_instance(status="terminating")
     answer = await _beat(api, {"instance_id": instance_id, "worker_status": "ready"}, expect=409)
     assert answer["error"]["code"] == "instance_closed"
 
@@ -90,7 +80,8 @@ async def test_closed_instances_refuse_heartbeats(api: Api) -> None:
      ({"instance_id": "ID", "worker_status": "ready", "gpu_util": 0.5}, "gpu_util")],
 )
 async def test_bad_bodies_are_400(api: Api, body: dict[str, Any], param: str) -> None:
-    instance_id = await api.insert_instance(worker_token_hash=HASH)
+    instance_id = await api.insert_instance()
     body = {k: instance_id if v == "ID" else v for k, v in body.items()}
-    answer = await _beat(api, body, expect=400)
+    secret = worker_secrets(api.settings).for_instance(instance_id)
+    answer = await _beat(api, body, token=secret, expect=400)
     assert answer["error"]["param"] == param

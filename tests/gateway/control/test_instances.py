@@ -35,7 +35,7 @@ async def test_list_shows_storage_summary_and_detail_shows_every_volume(api: Api
     summary = listed["data"][0]
     assert (summary["storage_count"], summary["storage_sizes_gb"]) == (2, [20, 200])
     assert "storages" not in summary
-    assert "worker_token_hash" not in summary
+    assert not any("secret" in name or "token" in name for name in summary)
     detail = await api.get(f"/instances/{instance_id}")
     assert detail["worker_url"] == "http://10.1.2.3:8000"
     assert (detail["worker_status"], detail["worker_queue_depth"]) == ("ready", 3)

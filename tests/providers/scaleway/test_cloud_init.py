@@ -1,8 +1,10 @@
-"""The worker's #cloud-config: its YAML, its quoting, refused values, and the boot script run for real.
+"""The worker's #cloud-config: its YAML, its quoting, its root-only secrets, refused values, and the
+engine containers the boot script starts.
 
-The boot script runs under bash with the system tools it calls (findmnt, lsblk, blkid, mkfs.ext4, mount,
-docker, nvidia-smi, ...) replaced by one stub that answers from a described machine and records each
-call. Only the two host paths it writes (fstab and the data directory) are moved into a temporary folder.
+The boot script runs under bash with the tools it calls on its way to the containers (findmnt, lsblk,
+mountpoint, udevadm, docker, nvidia-smi) replaced by one stub that records each call; no data volume is
+offered here. Its disk logic runs on real block devices in test_boot_script_disks.py, and every document
+is checked by the real `cloud-init schema` in test_cloud_init_schema.py.
 """
 
 from __future__ import annotations
@@ -12,34 +14,65 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from providers.scaleway.cloud_init import DATA_DIR, SCRIPT_PATH, CloudInitError, worker_cloud_config
+from providers.scaleway.cloud_init import (
+    AGENT_ENV,
+    DATA_DIR,
+    SCRIPT_PATH,
+    WORKER_ENV,
+    AgentBoot,
+    CloudInitError,
+    WorkerBoot,
+    worker_cloud_config,
+)
+from worker.engines import ENGINES, EngineName
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
-IMAGE = "vllm/vllm-openai:v0.6.3"
+IMAGE = "vllm/vllm-openai:v0.33.0"
 SBS = "/dev/disk/by-id/scsi-0SCW_sbs_volume-*"
+SECRET = "s3cr3t-worker-key-that-must-stay-root-only"
+HF_TOKEN = "hf_abcdefghijklmnopqrstuvwxyz012345"
+INSTANCE = "11111111-2222-3333-4444-555555555555"
+AGENT = AgentBoot("https://gateway.example.com", "registry.example.com/inventiv:1", INSTANCE)
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the boot script is bash")
 
 
+def boot(**changes: Any) -> WorkerBoot:
+    values: dict[str, Any] = {"model": MODEL, "engine": ENGINES[EngineName.VLLM], "image": IMAGE, "port": 8000,
+                              "secret": SECRET, "data_device_hint": SBS, **changes}  # fmt: skip
+    return WorkerBoot(**values)
+
+
+def files(document: str) -> dict[str, dict[str, Any]]:
+    return {entry["path"]: entry for entry in yaml.safe_load(document)["write_files"]}
+
+
 def boot_script(document: str) -> str:
     parsed = yaml.safe_load(document)
-    [entry] = parsed["write_files"]
-    assert (entry["path"], entry["permissions"]) == (SCRIPT_PATH, "0755")
+    entry = files(document)[SCRIPT_PATH]
+    assert entry["permissions"] == "0755"
     assert parsed["runcmd"] == [[SCRIPT_PATH]]
     script: str = entry["content"]
     return script
 
 
+def env_file(document: str, path: str) -> dict[str, str]:
+    entry = files(document)[path]
+    assert (entry["permissions"], entry["owner"]) == ("0600", "root:root"), "secrets are root's only"
+    return dict(line.split("=", 1) for line in entry["content"].splitlines())
+
+
 def shell_values(script: str) -> dict[str, str]:
     """What bash assigns to the script's variables (its header only, nothing is run)."""
-    header = script.split("\nlog() ", 1)[0]
-    names = ("MODEL", "IMAGE", "HOST_PORT", "DATA_DEVICES", "DATA_DIR")
+    header = script.split("\nengine_args() ", 1)[0]
+    names = ("MODEL", "IMAGE", "HOST_PORT", "DATA_DEVICES", "AGENT_IMAGE")
     printed = "".join(f'printf "%s\\0" "${name}"\n' for name in names)
     out = subprocess.run(["bash", "-c", f"{header}\n{printed}"], capture_output=True, check=True, timeout=10).stdout
     return dict(zip(names, out.decode().split("\0")[:-1], strict=True))
@@ -57,25 +90,46 @@ def shell_values(script: str) -> dict[str, str]:
 def test_the_document_parses_and_bash_reads_back_every_value(
     model: str, port: int, image: str, hint: str | None
 ) -> None:
-    document = worker_cloud_config(model, port=port, image=image, data_device_hint=hint)
+    document = worker_cloud_config(boot(model=model, port=port, image=image, data_device_hint=hint, agent=AGENT))
 
     assert document.startswith("#cloud-config\n")
     script = boot_script(document)
     assert script.startswith("#!/bin/bash\nset -euo pipefail\n")
     subprocess.run(["bash", "-n"], input=script.encode(), check=True, timeout=10)
     assert shell_values(script) == {
-        "MODEL": model, "IMAGE": image, "HOST_PORT": str(port), "DATA_DEVICES": hint or "", "DATA_DIR": DATA_DIR,
+        "MODEL": model, "IMAGE": image, "HOST_PORT": str(port), "DATA_DEVICES": hint or "", "AGENT_IMAGE": AGENT.image,
     }  # fmt: skip
 
 
 def test_a_glob_hint_is_quoted_so_it_is_expanded_only_where_the_script_means_to() -> None:
-    script = boot_script(worker_cloud_config(MODEL, port=8000, image=IMAGE, data_device_hint=SBS))
+    script = boot_script(worker_cloud_config(boot()))
     assert f"DATA_DEVICES='{SBS}'\n" in script
 
 
-def test_no_secret_goes_into_the_document() -> None:
-    document = worker_cloud_config(MODEL, port=8000, image=IMAGE, data_device_hint=None)
-    assert "token" not in document.lower() and "secret" not in document.lower()
+@pytest.mark.parametrize(
+    ("name", "key_vars"),
+    [(EngineName.VLLM, {"VLLM_API_KEY"}), (EngineName.SGLANG, set()), (EngineName.LLAMA_CPP, {"LLAMA_API_KEY"}),
+     (EngineName.OPENAI, set())],
+)
+def test_the_secret_and_the_hf_token_are_in_root_only_files_and_nowhere_else(
+    name: EngineName, key_vars: set[str]
+) -> None:
+    document = worker_cloud_config(boot(engine=ENGINES[name], hf_token=HF_TOKEN, agent=AGENT))
+
+    worker = env_file(document, WORKER_ENV)
+    assert {k for k, v in worker.items() if v == SECRET} == {"INVENTIV_API_KEY", *key_vars}
+    assert worker["HF_TOKEN"] == HF_TOKEN and worker["INVENTIV_MODEL"] == MODEL
+    agent = env_file(document, AGENT_ENV)
+    assert agent["INVENTIV_AGENT_SECRET"] == SECRET and agent["INVENTIV_AGENT_INSTANCE_ID"] == INSTANCE
+    assert agent["INVENTIV_AGENT_ENGINE"] == name.value
+    script = boot_script(document)
+    assert SECRET not in script and HF_TOKEN not in script, "never on a command line or in the script"
+
+
+def test_without_an_agent_there_is_no_agent_file_and_no_agent_container() -> None:
+    document = worker_cloud_config(boot())
+    assert AGENT_ENV not in files(document)
+    assert shell_values(boot_script(document))["AGENT_IMAGE"] == ""
 
 
 @pytest.mark.parametrize(
@@ -93,22 +147,34 @@ def test_no_secret_goes_into_the_document() -> None:
         ({"model": "org/name/extra"}, "not a Hugging Face repo id"),
         ({"model": "org//name"}, "not a Hugging Face repo id"),
         ({"model": "-rf/x"}, "not a Hugging Face repo id"),
+        ({"model": "org/name-GGUF:Q4_K_M"}, "for the llama_cpp engine only"),
         ({"image": "vllm/vllm-openai:latest --privileged"}, "worker image"),
         ({"image": "vllm/vllm-openai:$(id)"}, "worker image"),
+        ({"image": ""}, "no container image for the vllm engine"),
         ({"port": 0}, "1-65535"),
         ({"port": 65536}, "1-65535"),
         ({"data_device_hint": "dev/sdb"}, "data device hint"),
         ({"data_device_hint": "/dev/sd[bc]"}, "data device hint"),
         ({"data_device_hint": "/dev/sdb /dev/sdc"}, "data device hint"),
+        ({"secret": "short"}, "worker secret"),
+        ({"secret": "a" * 20 + "\nHF_TOKEN=x"}, "worker secret"),
+        ({"hf_token": "hf_token with spaces in it"}, "INVENTIV_HF_TOKEN"),
+        ({"agent": replace(AGENT, gateway_url="ftp://gateway")}, "agent gateway URL"),
+        ({"agent": replace(AGENT, instance_id="not-a-uuid")}, "instance id"),
     ],
 )
 def test_bad_values_are_refused(changes: dict[str, Any], message: str) -> None:
-    args: dict[str, Any] = {"model": MODEL, "port": 8000, "image": IMAGE, "data_device_hint": None, **changes}
-    with pytest.raises(CloudInitError, match=message):
-        worker_cloud_config(args.pop("model"), **args)
+    with pytest.raises(CloudInitError, match=message) as caught:
+        worker_cloud_config(boot(**changes))
+    assert SECRET not in str(caught.value), "an error never echoes the secret"
 
 
-# -- the boot script on a described machine ----------------------------------------------------------
+def test_a_llama_cpp_model_may_name_its_quantisation() -> None:
+    document = worker_cloud_config(boot(engine=ENGINES[EngineName.LLAMA_CPP], model="org/name-GGUF:Q4_K_M"))
+    assert shell_values(boot_script(document))["MODEL"] == "org/name-GGUF:Q4_K_M"
+
+
+# -- the boot script, up to the containers it starts ------------------------------------------------
 
 STUB = """\
 import json, os, sys
@@ -116,148 +182,87 @@ name, args = sys.argv[1], sys.argv[2:]
 machine = json.load(open(os.environ["MACHINE"]))
 with open(os.environ["CALLS"], "a") as calls:
     calls.write(json.dumps([name, *args]) + "\\n")
-disks = machine["disks"]
-disk = disks.get(os.path.basename(args[-1]), {}) if args else {}
-
 if name == "findmnt":
-    print(machine["root_source"])
+    print("/dev/sda1")
 elif name == "lsblk" and args[:2] == ["-no", "PKNAME"]:
-    print(disk.get("parent", ""))
-elif name == "lsblk" and args[:2] == ["-dpno", "NAME,TYPE"]:
-    for n, d in disks.items():
-        if not d.get("parent"):
-            print(f"/dev/{n} {d.get('type', 'disk')}")
-elif name == "lsblk" and args[:2] == ["-no", "MOUNTPOINT"]:
-    base = os.path.basename(args[2])
-    for n, d in disks.items():
-        if (n == base or d.get("parent") == base) and d.get("mount"):
-            print(d["mount"])
-elif name == "blkid" and "TYPE" in args:
-    if not disk.get("fstype"):
-        sys.exit(2)
-    print(disk["fstype"])
-elif name == "blkid" and "UUID" in args:
-    print(disk.get("uuid", "0000-new"))
-elif name == "blkid":
-    sys.exit(0 if disk.get("fstype") or disk.get("signature") else 2)
+    print("sda")
 elif name == "mountpoint":
     sys.exit(1)
 elif name == "docker" and args[:2] == ["container", "inspect"]:
-    sys.exit(0 if machine.get("container") else 1)
+    sys.exit(0 if args[2] in machine.get("containers", []) else 1)
 elif name == "nvidia-smi":
     for i in range(machine.get("gpus", 1)):
         print(f"GPU {i}: NVIDIA L40S (UUID: GPU-{i})")
 """
-TOOLS = ("findmnt", "lsblk", "blkid", "mkfs.ext4", "mount", "mountpoint", "udevadm", "docker", "nvidia-smi")
-FSTAB = "LABEL=cloudimg-rootfs / ext4 defaults 0 1\n"
-# A root disk as Scaleway's images have it: one partition holding /.
-ROOT = {"sda": {}, "sda1": {"parent": "sda", "mount": "/", "fstype": "ext4"}}
+TOOLS = ("findmnt", "lsblk", "mountpoint", "udevadm", "docker", "nvidia-smi")
 
 
-def run_boot(
-    tmp_path: Path, disks: dict[str, Any], hint: str | None = None, **machine: Any
-) -> tuple[list[list[str]], str, Path]:
-    """Run the boot script on that machine: (the tool calls it made, the fstab it left, its data dir)."""
-    bin_dir, dev, data, fstab = tmp_path / "bin", tmp_path / "dev", tmp_path / "data", tmp_path / "fstab"
+def run_boot(tmp_path: Path, document: str, **machine: Any) -> tuple[list[list[str]], Path]:
+    """Run the boot script with no data volume to find: (the tool calls it made, its data dir)."""
+    bin_dir, data = tmp_path / "bin", tmp_path / "data"
     bin_dir.mkdir()
-    dev.mkdir()
-    for name in disks:
-        (dev / name).touch()
-    fstab.write_text(FSTAB)
     stub = bin_dir / "stub.py"
     stub.write_text(STUB)
     for tool in TOOLS:
         wrapper = bin_dir / tool
         wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{stub}" {tool} "$@"\n')
         wrapper.chmod(0o755)
-    (tmp_path / "machine.json").write_text(json.dumps({"root_source": "/dev/sda1", **machine, "disks": disks}))
-    script = boot_script(worker_cloud_config(MODEL, port=8001, image=IMAGE, data_device_hint=hint))
-    script = script.replace(f"DATA_DIR={DATA_DIR}", f"DATA_DIR={data}").replace("/etc/fstab", str(fstab))
+    (tmp_path / "machine.json").write_text(json.dumps(machine))
+    script = boot_script(document).replace(f"DATA_DIR={DATA_DIR}", f"DATA_DIR={data}")
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "MACHINE": str(tmp_path / "machine.json"),
            "CALLS": str(tmp_path / "calls")}  # fmt: skip
     subprocess.run(["bash"], input=script.encode(), env=env, check=True, timeout=30, capture_output=True)
     calls = [json.loads(line) for line in (tmp_path / "calls").read_text().splitlines()]
     assert (data / "huggingface").is_dir(), "the model cache folder exists either way"
-    return calls, fstab.read_text(), data
+    return calls, data
 
 
-def formatted(calls: list[list[str]]) -> list[str]:
-    return [Path(call[-1]).name for call in calls if call[0] == "mkfs.ext4"]
+def docker_runs(calls: list[list[str]]) -> dict[str, list[str]]:
+    """The `docker run` calls by container name."""
+    runs = [c[2:] for c in calls if c[:2] == ["docker", "run"]]
+    return {args[args.index("--name") + 1]: args for args in runs}
 
 
 @pytest.mark.parametrize(
-    ("disks", "mkfs", "fstab_entry"),
+    ("name", "command"),
     [
-        # A new data volume: formatted, then mounted by UUID.
-        ({**ROOT, "sdb": {}}, ["sdb"], "UUID=0000-new {data} ext4 defaults,nofail 0 2"),
-        # A persistent volume attached again: its filesystem and cache are kept.
-        ({**ROOT, "sdb": {"fstype": "xfs", "uuid": "abcd"}}, [], "UUID=abcd {data} xfs defaults,nofail 0 2"),
-        # A partitioned disk is someone's data: never wiped, never used.
-        ({**ROOT, "sdb": {"signature": True}}, [], None),
-        # A disk already mounted elsewhere is in use: the next one is taken.
-        ({**ROOT, "sdb": {"fstype": "ext4", "mount": "/mnt/other"}, "sdc": {}}, ["sdc"],
-         "UUID=0000-new {data} ext4 defaults,nofail 0 2"),
-        # No data volume: the cache stays on the root disk.
-        (ROOT, [], None),
-        ({**ROOT, "sr0": {"type": "rom"}}, [], None),
+        (EngineName.VLLM, ["--model", MODEL, "--served-model-name", MODEL, "--host", "0.0.0.0", "--port", "8000",
+                           "--tensor-parallel-size", "2"]),
+        (EngineName.SGLANG, ["sh", "-c", 'exec python3 -m sglang.launch_server "$@" --api-key "$INVENTIV_API_KEY"',
+                             "sglang", "--model-path", MODEL, "--served-model-name", MODEL, "--host", "0.0.0.0",
+                             "--port", "8000", "--tp-size", "2", "--enable-metrics"]),
+        (EngineName.LLAMA_CPP, ["-hf", MODEL, "--alias", MODEL, "--host", "0.0.0.0", "--port", "8000", "--metrics",
+                                "-ngl", "999"]),
+        (EngineName.OPENAI, []),
     ],
 )  # fmt: skip
-def test_the_data_volume_is_found_formatted_only_when_blank_and_mounted_by_uuid(
-    tmp_path: Path, disks: dict[str, Any], mkfs: list[str], fstab_entry: str | None
+def test_each_engine_serves_the_model_on_the_port_with_every_gpu(
+    tmp_path: Path, name: EngineName, command: list[str]
 ) -> None:
-    calls, fstab, data = run_boot(tmp_path, disks)
+    document = worker_cloud_config(boot(engine=ENGINES[name], port=8001))
 
-    assert formatted(calls) == mkfs
-    if fstab_entry is None:
-        assert fstab == FSTAB
-        assert not [c for c in calls if c[0] == "mount"]
-    else:
-        assert fstab == FSTAB + fstab_entry.format(data=data) + "\n"
-        assert ["mount", str(data)] in calls
+    calls, data = run_boot(tmp_path, document, gpus=2)
 
-
-@pytest.mark.parametrize("listed_mount", ["/", None])
-def test_the_root_disk_is_never_taken_even_where_lsblk_shows_no_mount_on_it(
-    tmp_path: Path, listed_mount: str | None
-) -> None:
-    root = {"vda": {"mount": listed_mount, "fstype": "ext4"}, "vdb": {}}
-    calls, _, _ = run_boot(tmp_path, root, root_source="/dev/vda")
-    assert formatted(calls) == ["vdb"]
-
-
-def test_with_a_hint_only_the_hinted_devices_are_candidates(tmp_path: Path) -> None:
-    by_id = tmp_path / "by-id"
-    by_id.mkdir()
-    # sdb is a local scratch disk, blank and unmounted: without the hint it would be taken first.
-    for link, target in (("root", "sda"), ("root-part1", "sda1"), ("data", "sdc")):
-        (by_id / f"scsi-0SCW_sbs_volume-{link}").symlink_to(tmp_path / "dev" / target)
-    hint = f"{by_id}/scsi-0SCW_sbs_volume-*"
-
-    calls, _, _ = run_boot(tmp_path, {**ROOT, "sdb": {}, "sdc": {}}, hint)
-
-    assert formatted(calls) == ["sdc"]
-    assert not [c for c in calls if c[:2] == ["lsblk", "-dpno"]], "no scan of every disk"
-
-
-def test_a_hint_that_matches_nothing_leaves_the_cache_on_the_root_disk(tmp_path: Path) -> None:
-    calls, fstab, _ = run_boot(tmp_path, {**ROOT, "sdb": {}}, f"{tmp_path}/by-id/none-*")
-    assert formatted(calls) == [] and fstab == FSTAB
-
-
-def test_the_worker_container_serves_the_model_on_the_port_with_every_gpu(tmp_path: Path) -> None:
-    calls, _, data = run_boot(tmp_path, ROOT, gpus=2)
-
-    [run] = [c for c in calls if c[:2] == ["docker", "run"]]
-    args = run[2:]
-    assert args[args.index(IMAGE) :] == [
-        IMAGE, "--model", MODEL, "--host", "0.0.0.0", "--port", "8000", "--tensor-parallel-size", "2",
-    ]  # fmt: skip
+    args = docker_runs(calls)["inventiv-worker"]
+    assert args[args.index(IMAGE) + 1 :] == command
     options = " ".join(args[: args.index(IMAGE)])
     for option in ("--gpus all", "--restart unless-stopped", "-p 8001:8000", f"-v {data}:{data}",
-                   f"-e HF_HOME={data}/huggingface", "--name inventiv-worker"):  # fmt: skip
+                   f"--env-file {WORKER_ENV}", f"-e HF_HOME={data}/huggingface"):  # fmt: skip
+        assert option in options
+    assert SECRET not in json.dumps(calls), "the secret reaches the engine through the env file only"
+
+
+def test_the_agent_runs_beside_the_engine_on_the_host_network(tmp_path: Path) -> None:
+    calls, data = run_boot(tmp_path, worker_cloud_config(boot(agent=AGENT)))
+
+    agent = docker_runs(calls)["inventiv-agent"]
+    assert agent[-2:] == [AGENT.image, "agent"]
+    options = " ".join(agent)
+    for option in ("--network host", "--restart unless-stopped", f"--env-file {AGENT_ENV}", f"-v {data}:{data}:ro"):
         assert option in options
 
 
-def test_a_worker_container_that_exists_is_left_to_docker(tmp_path: Path) -> None:
-    calls, _, _ = run_boot(tmp_path, ROOT, container=True)
-    assert not [c for c in calls if c[:2] == ["docker", "run"]]
+def test_containers_that_exist_are_left_to_docker(tmp_path: Path) -> None:
+    calls, _ = run_boot(tmp_path, worker_cloud_config(boot(agent=AGENT)), containers=["inventiv-worker",
+                                                                                      "inventiv-agent"])
+    assert docker_runs(calls) == {}

@@ -57,7 +57,7 @@ async def test_the_recorded_create_request_gives_the_recorded_shape(http: aiohtt
 async def test_terminate_only_while_running_and_delete_only_while_stopped(
     http: aiohttp.ClientSession, fake: FakeScaleway
 ) -> None:
-    server = await create(http)
+    server = await create(http, dynamic_ip_required=True)  # the recorded request asked for no public IP
     action = f"{SERVERS}/{server['id']}/action"
     status, body = await call(http, "POST", action, {"action": "terminate"})
     assert (status, body["type"]) == (400, "invalid_request_error")

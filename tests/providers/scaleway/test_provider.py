@@ -7,10 +7,12 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
+import yaml
 from fake_scaleway import FakeScaleway, run_fake_scaleway
 from scaleway_bodies import GPU_IMAGE_ID, GPU_IMAGE_LABEL
 
 from inventiv.settings import Settings
+from inventiv.worker_secrets import worker_secrets
 from providers.base import (
     GB,
     AuthError,
@@ -39,9 +41,13 @@ async def fake() -> AsyncIterator[FakeScaleway]:
         yield running
 
 
+KEYED = Settings(worker_secret_key="provider-tests-worker-secret-key-0123456789")
+INSTANCE = "11111111-2222-3333-4444-555555555555"
+
+
 @pytest.fixture
 async def provider(fake: FakeScaleway) -> AsyncIterator[ScalewayProvider]:
-    made = create_provider("scaleway", Settings().replace(**fake.settings_changes()))
+    made = create_provider("scaleway", KEYED.replace(**fake.settings_changes()))
     assert isinstance(made, ScalewayProvider)
     yield made
     await made.close()
@@ -380,12 +386,18 @@ async def test_create_without_image_resolves_the_default(provider: ScalewayProvi
 # -- worker boot: cloud-init user data -------------------------------------------------------------------
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
-TOKEN = "worker-token-that-must-stay-out-of-user-data"
+SECRET = worker_secrets(KEYED).for_instance(INSTANCE)
 
 
-def model_spec(name: str = "inventiv-1", model: str = MODEL) -> ServerSpec:
+def model_spec(name: str = "inventiv-1", model: str = MODEL, engine: str = "vllm") -> ServerSpec:
     return ServerSpec(name=name, zone=ZONE, commercial_type="L40S-1-48G", tags=TAGS, image=GPU_IMAGE_ID,
-                      model=model, extra={"worker_token": TOKEN})  # fmt: skip
+                      model=model, engine=engine, worker_secret=SECRET)  # fmt: skip
+
+
+def root_only_files(cloud_init: str) -> dict[str, str]:
+    """The user data's files with mode 0600, by path: where the secrets must be, and only there."""
+    entries = yaml.safe_load(cloud_init)["write_files"]
+    return {e["path"]: e["content"] for e in entries if e["permissions"] == "0600" and e["owner"] == "root:root"}
 
 
 def user_data_calls(fake: FakeScaleway, server_id: str) -> list[str]:
@@ -397,11 +409,14 @@ def user_data_calls(fake: FakeScaleway, server_id: str) -> list[str]:
 async def test_a_server_for_a_model_boots_with_its_cloud_init(provider: ScalewayProvider, fake: FakeScaleway) -> None:
     server = await provider.create_server(model_spec())
 
-    assert server.state is ServerState.STOPPED and server.tags == (*TAGS, f"model={MODEL}")
+    assert server.state is ServerState.STOPPED and server.tags == (*TAGS, f"model={MODEL}", "engine=vllm")
     cloud_init = fake.user_data[server.id]["cloud-init"]
     assert cloud_init.startswith("#cloud-config\n") and f"MODEL={MODEL}\n" in cloud_init
-    assert "HOST_PORT=8000\n" in cloud_init and "IMAGE=vllm/vllm-openai:latest\n" in cloud_init
-    assert TOKEN not in cloud_init, "user data is readable by any process on the server"
+    assert "HOST_PORT=8000\n" in cloud_init and f"IMAGE={Settings.vllm_image}\n" in cloud_init
+    # The engine's API key in the root-only env file (Scaleway serves user data on the box to root only).
+    [worker_env] = root_only_files(cloud_init).values()
+    assert f"VLLM_API_KEY={SECRET}\n" in worker_env
+    assert cloud_init.count(SECRET) == 2, "INVENTIV_API_KEY and VLLM_API_KEY in that file, nowhere else"
 
     await provider.power_on(ZONE, server.id)
 
@@ -429,14 +444,25 @@ async def test_a_server_without_a_model_gets_no_user_data(provider: ScalewayProv
     assert fake.user_data == {} and fake.first_boot_cloud_init == {server.id: None}
 
 
-async def test_the_worker_image_comes_from_the_settings(fake: FakeScaleway) -> None:
-    settings = Settings().replace(**fake.settings_changes(), scw_worker_image="registry.example.com/vllm:v0.6.3")
+@pytest.mark.parametrize(("engine", "setting"), [("vllm", "vllm_image"), ("sglang", "sglang_image"),
+                                                 ("llama_cpp", "llama_cpp_image"), ("openai", "openai_image")])
+async def test_each_engines_image_comes_from_the_settings(fake: FakeScaleway, engine: str, setting: str) -> None:
+    settings = KEYED.replace(**fake.settings_changes(), **{setting: "registry.example.com/engine:v1"})
     provider = create_provider("scaleway", settings)
     try:
-        server = await provider.create_server(model_spec())
+        server = await provider.create_server(model_spec(engine=engine))
     finally:
         await provider.close()
-    assert "IMAGE=registry.example.com/vllm:v0.6.3\n" in fake.user_data[server.id]["cloud-init"]
+    assert server.tags[-1] == f"engine={engine}"
+    assert "IMAGE=registry.example.com/engine:v1\n" in fake.user_data[server.id]["cloud-init"]
+
+
+async def test_the_generic_engine_without_an_image_is_refused_before_anything_is_created(
+    provider: ScalewayProvider, fake: FakeScaleway
+) -> None:
+    with pytest.raises(InvalidRequest, match="no container image for the openai engine"):
+        await provider.create_server(model_spec(engine="openai"))
+    assert fake.servers == {} and fake.requests == []
 
 
 @pytest.mark.parametrize("model", ["Qwen/Qwen2.5; reboot", "../models/qwen", "Qwen/$(id)"])
@@ -463,6 +489,8 @@ async def test_when_the_user_data_cannot_be_written_the_adopted_server_gets_it_a
 
     booted_with = fake.first_boot_cloud_init[adopted.id]
     assert booted_with is not None and f"MODEL={MODEL}\n" in booted_with
+    # Rebuilt from the server's tags: the same engine, and the secret derived again from its instance id.
+    assert f"VLLM_API_KEY={SECRET}\n" in booted_with
     assert user_data_calls(fake, adopted.id)[-2:] == ["PATCH /user_data/cloud-init", "POST /action"]
 
 
