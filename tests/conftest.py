@@ -14,4 +14,4 @@ from pathlib import Path
 # and would otherwise shadow them as namespace packages.
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 
-pytest_plugins = ["fixtures.services"]
+pytest_plugins = ["fixtures.services", "fixtures.llama"]
