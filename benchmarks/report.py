@@ -113,6 +113,8 @@ def figures(results: Results) -> list[Figure]:
         _per_run(results, "a", "(a) proxy CPU ms per request", "a_cpu_ms", cpu_ms_per_request, 3, ratio=True),
         _per_run(results, "a_no_session", "(a) proxy CPU ms per request, no session header", "a_cpu_ms_no_session",
                  cpu_ms_per_request, 3),
+        _per_run(results, "a_access_log", "(a) proxy CPU ms per request, access log on", "a_cpu_ms_access_log",
+                 cpu_ms_per_request, 3),
         _per_run(results, "b", f"(b) latency p50 ms at {plan.rate:.0f} req/s", "b_p50",
                  lambda r: _ms(percentile(r.load.latencies_s, 50))),
         _per_run(results, "b", f"(b) latency p99 ms at {plan.rate:.0f} req/s", "b_p99",

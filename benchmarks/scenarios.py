@@ -277,15 +277,18 @@ async def check_bodies(stack: Stack, results: Results) -> None:
 async def run_a(stack: Stack, results: Results) -> None:
     """(a) Non-streaming, `concurrency` connections back to back: max RPS and CPU per request.
 
-    Interleaved with it, the gateway without a session header: what session affinity costs."""
+    Interleaved with it, the gateway without a session header (what session affinity costs), and a twin
+    gateway writing its access log (what one log line per request costs; the others log warnings only)."""
     plan = results.plan
     body = chat_body(stack.specs["fast"].model, stream=False)
     with_session = await make_load(stack, "fast", body, "bench-a")
     without = await make_load(stack, "fast", body, None)
     gateway = [t for t in stack.targets("fast") if t.name == GATEWAY]
+    logged = [stack.logged_target("fast")]
     await _repeat(results, [
         *_each("a", stack.targets("fast"), _closed(with_session, plan.concurrency, plan.a_duration_s)),
         *_each("a_no_session", gateway, _closed(without, plan.concurrency, plan.a_duration_s)),
+        *_each("a_access_log", logged, _closed(with_session, plan.concurrency, plan.a_duration_s)),
     ])  # fmt: skip
 
 

@@ -10,6 +10,7 @@ routes to one worker per process, so it runs once per worker.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -64,6 +65,9 @@ class Stack:
     workers: dict[str, Endpoint]
     gateway: Started
     gateway_endpoint: Endpoint
+    # The same gateway logging one access line per request (INFO), to measure what the line costs.
+    logged_gateway: Started
+    logged_endpoint: Endpoint
     peers: dict[str, tuple[Started, Endpoint]]
     api_key: str
     run_dir: Path
@@ -78,6 +82,9 @@ class Stack:
             started, endpoint = self.peers[role]
             found.append(Target(PEER, endpoint, started.pid, worker))
         return found
+
+    def logged_target(self, role: str) -> Target:
+        return Target(GATEWAY, self.logged_endpoint, self.logged_gateway.pid, self.workers[role])
 
 
 def chat_body(model: str, *, stream: bool, max_tokens: int | None = None, include_usage: bool = False) -> bytes:
@@ -107,21 +114,32 @@ async def running_stack(run_dir: Path, specs: tuple[WorkerSpec, ...], peer_binar
             "INVENTIV_LOG_LEVEL": "WARNING",
             "INVENTIV_DATA_DIR": str(run_dir / "gateway-data"),
             "INVENTIV_WORKER_STALE_AFTER_S": str(_STALE_AFTER_S),
+            "INVENTIV_WORKER_SECRET_KEY": secrets.token_urlsafe(48),
         }
-        endpoint = Endpoint(LOOPBACK, free_port())
-        argv = [sys.executable, "-m", "inventiv", "gateway", "--workers", "1", "--port", str(endpoint.port)]
-        gateway = await start("gateway", argv, cpu=PROXY_CPU, log_dir=run_dir, env=env, cwd=run_dir)
-        exits.push_async_callback(stop, gateway)
-        await wait_ready(gateway, endpoint, get_request(endpoint, "/readyz"))
-        for spec in specs:
-            body = chat_body(spec.model, stream=False, max_tokens=1)
-            headers = {"Authorization": f"Bearer {api_key}"}
-            await wait_ready(gateway, endpoint, build_request("POST", endpoint, "/v1/chat/completions", body, headers))
+        gateway, endpoint = await _start_gateway(exits, "gateway", env, run_dir, api_key, specs)
+        logged_env = {**env, "INVENTIV_LOG_LEVEL": "INFO", "INVENTIV_LOG_FORMAT": "json"}
+        logged, logged_endpoint = await _start_gateway(exits, "gateway-logged", logged_env, run_dir, api_key, specs)
         peers = {}
         if peer_binary is not None:
             for spec in specs:
                 peers[spec.role] = await _start_peer(exits, peer_binary, spec, workers[spec.role], run_dir)
-        yield Stack({s.role: s for s in specs}, workers, gateway, endpoint, peers, api_key, run_dir)
+        yield Stack({s.role: s for s in specs}, workers, gateway, endpoint, logged, logged_endpoint, peers, api_key,
+                    run_dir)  # fmt: skip
+
+
+async def _start_gateway(
+    exits: AsyncExitStack, name: str, env: dict[str, str], run_dir: Path, api_key: str, specs: tuple[WorkerSpec, ...]
+) -> tuple[Started, Endpoint]:
+    endpoint = Endpoint(LOOPBACK, free_port())
+    argv = [sys.executable, "-m", "inventiv", "gateway", "--workers", "1", "--port", str(endpoint.port)]
+    gateway = await start(name, argv, cpu=PROXY_CPU, log_dir=run_dir, env=env, cwd=run_dir)
+    exits.push_async_callback(stop, gateway)
+    await wait_ready(gateway, endpoint, get_request(endpoint, "/readyz"))
+    for spec in specs:
+        body = chat_body(spec.model, stream=False, max_tokens=1)
+        headers = {"Authorization": f"Bearer {api_key}"}
+        await wait_ready(gateway, endpoint, build_request("POST", endpoint, "/v1/chat/completions", body, headers))
+    return gateway, endpoint
 
 
 async def _start_worker(exits: AsyncExitStack, spec: WorkerSpec, run_dir: Path) -> Endpoint:

@@ -12,10 +12,11 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from gateway import metrics
+from gateway import metrics, tracing
 from gateway.affinity import MAX_SESSION_LEN, AffinityUnavailable, session_of
 from gateway.auth import Principal, authenticate
 from gateway.catalog import Resolved
@@ -23,6 +24,7 @@ from gateway.errors import ApiError, bad_request
 from gateway.relay import Outcome, content_type, json_usage, relay_stream
 from gateway.request_body import InferenceRequest, forward_body, parse_request
 from gateway.state import PLANE
+from gateway.tracing import client_request_id
 from gateway.upstream import (
     UpstreamConnectError,
     UpstreamError,
@@ -73,16 +75,22 @@ class InferenceCall:
     """The state of one inference request, from authentication to its usage record."""
 
     __slots__ = (
-        "plane", "principal", "record", "request", "request_id", "route", "session", "session_moved",
-        "started", "worker",
+        "authed", "connect_s", "first_byte_s", "own_id", "plane", "principal", "record", "request", "request_id",
+        "resolved", "route", "selected", "session", "session_moved", "started", "worker",
     )  # fmt: skip
 
     def __init__(self, request: web.Request, route: Route) -> None:
         self.request = request
         self.route = route
         self.plane = request.app[PLANE]
-        self.request_id = os.urandom(16).hex()
+        # Our own id keys the usage row, so a client reusing an X-Request-Id cannot collide with another
+        # record; the correlation id shown everywhere is the client's X-Request-Id when sane, else ours.
+        self.own_id = os.urandom(16).hex()
+        self.request_id = client_request_id(request.headers.get("X-Request-Id")) or self.own_id
         self.started = time.perf_counter()
+        # perf_counter() at the end of each phase (0.0: not reached), and the upstream's own two.
+        self.authed = self.resolved = self.selected = 0.0
+        self.connect_s = self.first_byte_s = -1.0
         self.worker: Worker | None = None
         self.session: str | None = None
         self.session_moved = False
@@ -92,9 +100,11 @@ class InferenceCall:
         if lifecycle.draining:
             raise ApiError(503, "The gateway is shutting down; retry on another instance.", "draining")
         self.principal: Principal = authenticate(self.plane.keys, self.request.headers.get("Authorization"))
+        self.authed = time.perf_counter()
         self.record = UsageRecord(
-            request_id=self.request_id, created_at=time.time(), route=self.route.path, model="-", stream=False,
+            request_id=self.own_id, created_at=time.time(), route=self.route.path, model="-", stream=False,
             api_key_id=self.principal.key_id, organization_id=self.principal.organization_id,
+            correlation_id=self.request_id,
         )  # fmt: skip
         lifecycle.enter()
         try:
@@ -116,7 +126,9 @@ class InferenceCall:
         self.record.model, self.record.stream = req.model, req.stream
         resolved = self.plane.catalog.resolve(req.model, self.principal)
         self.record.model_id = resolved.model_id
+        self.resolved = time.perf_counter()
         self.worker = await self._select(resolved)
+        self.selected = time.perf_counter()
         add_usage = req.stream and not req.wants_usage
         up = await self._open(req, resolved, add_usage)
         try:
@@ -191,10 +203,13 @@ class InferenceCall:
             head = build_head(b"POST", self.route.path_bytes, worker.address, len(body), extra)
             plane.workers.acquire(worker)
             metrics.in_flight(worker.instance_id).inc()
+            sent = time.perf_counter()
             try:
                 up = await plane.upstream.request(
                     worker.host, worker.port, head, body, first_byte_timeout=self._first_byte_timeout
                 )
+                self.connect_s = up.connect_s
+                self.first_byte_s = time.perf_counter() - sent - up.connect_s
             except UpstreamError as exc:
                 metrics.upstream_errors(_error_kind(exc)).inc()
                 if attempt or not await self._move(resolved):
@@ -317,6 +332,33 @@ class InferenceCall:
             metrics.tokens(model, "prompt").inc(record.prompt_tokens)
         if record.completion_tokens:
             metrics.tokens(model, "completion").inc(record.completion_tokens)
+        self._observe_phases(elapsed)
+        if self.plane.settings.access_log and tracing.enabled():
+            tracing.log_access(self._access_fields(model, elapsed))
+
+    def _observe_phases(self, elapsed: float) -> None:
+        started, authed, resolved, selected = self.started, self.authed, self.resolved, self.selected
+        if authed:
+            metrics.phase("auth").observe(authed - started)
+        if resolved:
+            metrics.phase("model_resolution").observe(resolved - authed)
+        if selected:
+            metrics.phase("worker_selection").observe(selected - resolved)
+        if self.connect_s > 0.0:
+            metrics.phase("upstream_connect").observe(self.connect_s)
+        if self.first_byte_s >= 0.0:
+            metrics.phase("first_byte").observe(self.first_byte_s)
+        metrics.phase("total").observe(elapsed)
+
+    def _access_fields(self, model: str, elapsed: float) -> dict[str, Any]:
+        record = self.record
+        return {
+            "request_id": self.request_id, "method": self.request.method, "route": self.route.path,
+            "model": model if model != "-" else record.model, "instance_id": record.instance_id,
+            "status": record.http_status, "outcome": record.status, "stream": record.stream,
+            "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
+            "ttft_ms": record.ttft_ms, "duration_ms": round(elapsed * 1000, 1), "key_id": record.api_key_id,
+        }  # fmt: skip
 
 
 def _no_worker(model: str) -> ApiError:

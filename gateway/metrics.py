@@ -37,6 +37,12 @@ TTFT = Histogram(
     "inventiv_gateway_ttft_seconds", "Time to the first streamed byte from the worker", ["route"],
     buckets=_TTFT_BUCKETS,
 )
+# Phases of a request run from microseconds (auth, routing) to minutes (a worker's first byte).
+_PHASE_BUCKETS = (0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5, 30, 120)
+PHASE = Histogram(
+    "inventiv_gateway_phase_seconds", "Time spent in each phase of an inference request (gateway/tracing.py)",
+    ["phase"], buckets=_PHASE_BUCKETS,
+)
 TOKENS = Counter("inventiv_gateway_tokens", "Tokens by model and kind (prompt, completion)", ["model", "kind"])
 IN_FLIGHT = Gauge(
     "inventiv_gateway_in_flight", "Requests in flight per worker instance", ["instance"], multiprocess_mode="livesum"
@@ -70,6 +76,7 @@ tokens = functools.lru_cache(maxsize=1024)(TOKENS.labels)
 in_flight = functools.lru_cache(maxsize=4096)(IN_FLIGHT.labels)
 affinity = functools.lru_cache(maxsize=16)(AFFINITY.labels)
 upstream_errors = functools.lru_cache(maxsize=64)(UPSTREAM_ERRORS.labels)
+phase = functools.lru_cache(maxsize=16)(PHASE.labels)
 
 
 def forget_instance(instance_id: str) -> None:

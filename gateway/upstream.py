@@ -78,7 +78,7 @@ class UpstreamResponse:
 
     __slots__ = (
         "_chunks", "_conn", "_done", "_error", "_head_waiter", "_idle_handle", "_idle_timeout",
-        "_last_activity", "_loop", "_sink", "_waiter", "buffered", "headers", "received", "status",
+        "_last_activity", "_loop", "_sink", "_waiter", "buffered", "connect_s", "headers", "received", "status",
     )
 
     def __init__(self, conn: _Connection, loop: asyncio.AbstractEventLoop) -> None:
@@ -98,6 +98,8 @@ class UpstreamResponse:
         self._idle_timeout = 0.0
         self._last_activity = 0.0
         self._sink: Sink | None = None
+        # Seconds spent opening a new connection for it; 0.0 on a reused keep-alive connection.
+        self.connect_s = 0.0
 
     # -- called by the connection ------------------------------------------------------------------
 
@@ -389,11 +391,15 @@ class UpstreamPool:
                 # The worker closed this idle connection just before our request reached it: nothing
                 # was processed, so one more try on a fresh connection is safe.
                 pass
+        began = loop.time()
         conn = await self._connect(key, loop)
+        connect_s = loop.time() - began
         try:
-            return await self._exchange(conn, loop, head, body, first_byte_timeout)
+            response = await self._exchange(conn, loop, head, body, first_byte_timeout)
         except _StaleConnection as exc:
             raise exc.cause from None
+        response.connect_s = connect_s
+        return response
 
     async def _exchange(
         self, conn: _Connection, loop: asyncio.AbstractEventLoop, head: bytes, body: bytes, limit_s: float

@@ -75,6 +75,8 @@ class UsageRecord:
     usage_estimated: bool = False
     latency_ms: int | None = None
     ttft_ms: int | None = None
+    # The client's X-Request-Id when sane; None: request_id is the correlation id too.
+    correlation_id: str | None = None
 
     def set_usage(self, usage: dict[str, Any] | None, estimated: bool = False) -> None:
         if not usage:

@@ -59,6 +59,8 @@ class Settings:
     # published on Redis reload at once): revoked keys must stop working within 2 s, and the
     # ready-worker view must be at most a second old.
     routing_refresh_s: float = 1.0
+    # One structured line per inference request on the `gateway.access` logger (gateway/tracing.py).
+    access_log: bool = True
 
     # The key every worker's secret (its engine's API key) is derived from; the gateway and the scheduler
     # must share it. None: generated into the data folder on the embedded default, required otherwise.
@@ -87,6 +89,8 @@ class Settings:
     # The longest pause between two looks at an instance waiting on the cloud or its worker (a booting
     # GPU server): waits are polled at a tenth of their length so far, up to this (scheduler/pacing.py).
     scheduler_poll_max_s: float = 15.0
+    # The scheduler's Prometheus /metrics (scheduler/metrics.py), on INVENTIV_GATEWAY_HOST; 0: not served.
+    scheduler_metrics_port: int = 8004
 
     # Providers. Scaleway credentials use Scaleway's own variable names, as its CLI and SDKs do.
     scw_secret_key: str | None = field(default=None, repr=False, metadata=_env("SCW_SECRET_KEY"))

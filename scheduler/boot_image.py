@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from providers.base import Provider
+from scheduler import metrics
 from scheduler.retry import StepFailed
 from scheduler.runtime import Runtime
 from scheduler.work import InstanceWork
@@ -60,15 +61,23 @@ async def boot_image_for(rt: Runtime, work: InstanceWork, provider: Provider) ->
         return None
     configured = configured_boot_image(work.allocation_params, work.provider_code, zone)
     if configured is not None:
+        metrics.BOOT_IMAGES.labels("configured").inc()
         return configured
     key = (work.provider_code, zone, type_code)
     cached = rt.boot_images.get(key)
     if cached is not None:
+        metrics.BOOT_IMAGES.labels("cached").inc()
         return cached
     labels = list(work.boot_image_labels)
-    image = await rt.boot_image_flights.run(key, lambda: _resolve(rt, work, provider, labels))
+    try:
+        image = await rt.boot_image_flights.run(key, lambda: _resolve(rt, work, provider, labels))
+    except Exception:
+        metrics.BOOT_IMAGES.labels("error").inc()
+        raise
     if image is None:
+        metrics.BOOT_IMAGES.labels("none").inc()
         raise StepFailed(NO_IMAGE_CODE, missing_image_message(work, labels))
+    metrics.BOOT_IMAGES.labels("resolved").inc()
     return image
 
 

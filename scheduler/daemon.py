@@ -13,6 +13,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from inventiv.services import open_pool, redis_client
 from inventiv.settings import Settings
+from scheduler import metrics
 from scheduler.leader import LeaderLock
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ async def run_daemon(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     daemon = Daemon(settings, LeaderLock(settings.database_url))
-    async with open_pool(settings) as pool:
+    async with open_pool(settings) as pool, metrics.serving(settings.gateway_host, settings.scheduler_metrics_port):
         redis = redis_client(settings)
         try:
             from scheduler.jobs import register_jobs

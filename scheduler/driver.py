@@ -20,7 +20,7 @@ import random
 import time
 
 from inventiv.logs import correlation_id
-from scheduler import action_log, provisioning, termination
+from scheduler import action_log, metrics, provisioning, termination
 from scheduler.lease import Claim, keep_claim
 from scheduler.retry import Disposition, backoff_s, classify, error_fields
 from scheduler.runtime import Runtime
@@ -160,9 +160,11 @@ class Driver:
             try:
                 outcome = await _run(self.rt, work)
                 progressed = True
+                metrics.PASSES.labels("waiting" if outcome.waiting else "progressed").inc()
             except Exception as exc:
                 outcome = await self._after_error(work, exc)
                 progressed = False
+                metrics.PASSES.labels("failed" if outcome.status == "failed" else "retry").inc()
             await self._release(claim, outcome, progressed=progressed)
         except asyncio.CancelledError:
             # Stopped mid-way (shutdown, or the claim was lost): hand the claim back if it is still ours,

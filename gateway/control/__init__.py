@@ -10,5 +10,6 @@ def setup_control_api(app: web.Application) -> None:
     # The table lives beside the OpenAPI document it also feeds; imported here, not at the top, so that
     # importing one control module does not import them all.
     from gateway.control.openapi import control_routes
+    from gateway.control.request_log import logged
 
-    app.router.add_routes([web.route(r.method, r.path, r.handler) for r in control_routes()])
+    app.router.add_routes([web.route(r.method, r.path, logged(r.handler)) for r in control_routes()])

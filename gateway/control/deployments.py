@@ -7,6 +7,7 @@ and the scheduler's interval driver picks it up. An `Idempotency-Key` header mak
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import aiopg
@@ -43,6 +44,8 @@ BODY = {
 # What an absent optional field means; the OpenAPI document shows the same values.
 DEFAULTS: dict[str, Any] = {"data_volume_gb": None, "data_volume_delete_on_terminate": True}
 
+log = logging.getLogger(__name__)
+
 
 async def create_deployment(request: web.Request) -> web.Response:
     principal = admin(request)
@@ -53,6 +56,8 @@ async def create_deployment(request: web.Request) -> web.Response:
     instance_id, created = await _insert(pool, request.app[state.SETTINGS].provisioning_deadline_s,
                                          principal, body, idempotency_key)
     if created:
+        ids = {name: body[name] for name in ("model_id", "instance_type_id", "zone_id")}
+        log.info("deployment requested", extra={"instance_id": instance_id, **ids})
         await notify.send_scheduler_command(
             request.app[state.REDIS], request.app[state.SETTINGS], notify.PROVISION, instance_id
         )

@@ -6,6 +6,7 @@ and a TERMINATE command wakes the scheduler, which owns every state after that.
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
 from typing import Any
 
@@ -32,6 +33,8 @@ LIST_QUERY = {
     "zone": FieldSpec("str", description="zone id or code"),
     **PAGE_PARAMS,
 }
+
+log = logging.getLogger(__name__)
 
 
 class Termination(Enum):
@@ -101,6 +104,7 @@ async def terminate_instance(request: web.Request) -> web.Response:
         if action is Termination.CONFLICT:
             raise ApiError(409, "The instance is already terminated.", "instance_terminated", "id")
         if action is Termination.REQUEST:
+            log.info("termination requested", extra={"instance_id": instance_id, "previous_status": row["status"]})
             await queries.instances.mark_instance_terminating(conn, instance_id=instance_id)
             await queries.action_logs.insert_api_action_log(
                 conn,

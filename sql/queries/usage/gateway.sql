@@ -5,20 +5,20 @@
 WITH batch AS (
     SELECT *
     FROM jsonb_to_recordset(:records::jsonb) AS r (
-        request_id text, created_at float8, api_key_id uuid, organization_id uuid, instance_id uuid,
-        model_id uuid, model text, route text, stream boolean, status text, http_status integer,
+        request_id text, correlation_id text, created_at float8, api_key_id uuid, organization_id uuid,
+        instance_id uuid, model_id uuid, model text, route text, stream boolean, status text, http_status integer,
         prompt_tokens integer, completion_tokens integer, total_tokens integer, usage_estimated boolean,
         latency_ms integer, ttft_ms integer
     )
 ), inserted AS (
     INSERT INTO finops.inference_usage (
-        request_id, created_at, api_key_id, organization_id, instance_id, model_id, model, route, stream,
-        status, http_status, prompt_tokens, completion_tokens, total_tokens, usage_estimated, latency_ms,
+        request_id, correlation_id, created_at, api_key_id, organization_id, instance_id, model_id, model, route,
+        stream, status, http_status, prompt_tokens, completion_tokens, total_tokens, usage_estimated, latency_ms,
         ttft_ms
     )
-    SELECT request_id, to_timestamp(created_at), api_key_id, organization_id, instance_id, model_id, model,
-           route, stream, status, http_status, prompt_tokens, completion_tokens, total_tokens, usage_estimated, latency_ms,
-           ttft_ms
+    SELECT request_id, coalesce(correlation_id, request_id), to_timestamp(created_at), api_key_id, organization_id,
+           instance_id, model_id, model, route, stream, status, http_status, prompt_tokens, completion_tokens,
+           total_tokens, usage_estimated, latency_ms, ttft_ms
     FROM batch
     ON CONFLICT (request_id) DO NOTHING
     RETURNING instance_id, status, prompt_tokens, completion_tokens, latency_ms, created_at

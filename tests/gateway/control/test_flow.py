@@ -3,7 +3,10 @@ create → (scheduler provisions, tracks volumes) → listed with storages → d
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
+
+import pytest
 
 from inventiv.worker_secrets import worker_secrets
 
@@ -51,3 +54,15 @@ async def test_create_list_delete(api: Api) -> None:
     logs = await api.get(f"/action_logs?instance_id={instance_id}")
     assert [row["action_type"] for row in logs["data"]] == ["REQUEST_TERMINATE", "REQUEST_CREATE"]
     assert (await api.get("/instances?status=terminating"))["data"][0]["id"] == instance_id
+
+
+async def test_a_deployments_id_is_on_the_gateways_log_lines_about_it(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.control")
+    _, created = await api.call("POST", "/deployments", json=api.deployment(), expect=202)
+    instance_id = created["id"]
+    await api.call("DELETE", f"/instances/{instance_id}", expect=202)
+
+    about = [r.getMessage() for r in caplog.records if getattr(r, "instance_id", None) == instance_id]
+    assert about == ["deployment requested", "termination requested"]

@@ -1,0 +1,144 @@
+"""Tracing a request: its correlation id end to end, its access-log line, its phases in Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiopg
+import pytest
+from aiohttp.test_utils import TestClient
+from fleet import SMALL, ServeOne
+from prometheus_client import REGISTRY
+
+from gateway.tracing import PHASES, client_request_id
+
+CHAT = "/v1/chat/completions"
+BODY = {"model": SMALL, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [("req-123", True), ("0f8fad5b-d9cb-469f-a165-70867728950e", True), ("a" * 128, True), ("a/b:c=d+e.f_g", True),
+     (None, False), ("", False), ("a" * 129, False), ("has space", False), ("new\nline", False), ("é", False),
+     ("x;rm -rf", False), ('"quoted"', False)],
+)  # fmt: skip
+def test_only_a_sane_client_request_id_is_kept(value: str | None, kept: bool) -> None:
+    assert client_request_id(value) == (value if kept else None)
+
+
+def _phase_count(phase: str) -> float:
+    return REGISTRY.get_sample_value("inventiv_gateway_phase_seconds_count", {"phase": phase}) or 0.0
+
+
+async def _usage(pool: aiopg.Pool, expected: int) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for _ in range(300):
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute("SELECT request_id, correlation_id, input_tokens, output_tokens, total_tokens "
+                              "FROM finops.inference_usage ORDER BY created_at")  # fmt: skip
+            rows = list(await cur.fetchall())
+        if len(rows) >= expected:
+            return rows
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{expected} usage rows expected, got {rows}")
+
+
+async def _stats(worker: Any, client: TestClient) -> dict[str, Any]:
+    async with client.session.get(worker.make_url("/mock/stats")) as resp:
+        stats: dict[str, Any] = await resp.json()
+    return stats
+
+
+async def test_the_clients_request_id_goes_to_the_worker_the_usage_row_and_back(
+    serve_one: ServeOne, db_pool: aiopg.Pool
+) -> None:
+    worker, client, key, _ = await serve_one(tokens=4)
+    headers = {"Authorization": f"Bearer {key}", "X-Request-Id": "trace-me-42"}
+    for _ in range(2):  # the same id twice: two requests, two usage rows, nothing merged
+        async with client.post(CHAT, json=BODY, headers=headers) as resp:
+            assert resp.status == 200 and resp.headers["X-Request-Id"] == "trace-me-42"
+
+    assert (await _stats(worker, client))["last_request"]["headers"]["x-request-id"] == "trace-me-42"
+    rows = await _usage(db_pool, 2)
+    assert [r[1] for r in rows] == ["trace-me-42", "trace-me-42"]
+    assert len({r[0] for r in rows}) == 2, "the usage rows keep ids of their own"
+    # The old system's column names answer too.
+    assert rows[0][2:] == (1, 4, 5)
+
+
+async def test_an_insane_request_id_is_replaced(serve_one: ServeOne, db_pool: aiopg.Pool) -> None:
+    _, client, key, _ = await serve_one()
+    async with client.post(CHAT, json=BODY, headers={"Authorization": f"Bearer {key}",
+                                                     "X-Request-Id": "x" * 200}) as resp:  # fmt: skip
+        assert resp.status == 200
+        given = resp.headers["X-Request-Id"]
+    assert given != "x" * 200 and len(given) == 32
+    [row] = await _usage(db_pool, 1)
+    assert row[0] == row[1] == given, "without a client id, ours is the correlation id"
+
+
+async def test_one_access_line_per_request_with_what_an_operator_greps_for(
+    serve_one: ServeOne, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, client, key, instance = await serve_one(tokens=3)
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    async with client.post(CHAT, json=BODY, headers={"Authorization": f"Bearer {key}", "X-Request-Id": "r-1"}):
+        pass
+    async with client.post(CHAT, json={**BODY, "model": "no/such-model"},
+                           headers={"Authorization": f"Bearer {key}", "X-Request-Id": "r-2"}):  # fmt: skip
+        pass
+
+    lines = [r for r in caplog.records if r.name == "gateway.access"]
+    assert [(r.request_id, r.status) for r in lines] == [("r-1", 200), ("r-2", 404)]  # type: ignore[attr-defined]
+    first: Any = lines[0]
+    assert (first.method, first.route, first.model, first.instance_id) == ("POST", CHAT, SMALL, instance)
+    assert (first.prompt_tokens, first.completion_tokens, first.outcome) == (1, 3, "success")
+    assert first.duration_ms > 0 and first.stream is False
+    assert key not in str(first.__dict__), "never the key itself"
+
+
+async def test_the_access_log_can_be_turned_off(
+    start_worker: Any, start_gateway: Any, db_pool: aiopg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fleet import insert_ready_instance, new_key
+
+    worker = await start_worker()
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port)
+    key = await new_key(db_pool)
+    client = await start_gateway(access_log=False)
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    async with client.post(CHAT, json=BODY, headers={"Authorization": f"Bearer {key}"}) as resp:
+        assert resp.status == 200
+    assert not [r for r in caplog.records if r.name == "gateway.access"]
+
+
+async def test_each_phase_of_a_request_is_timed(serve_one: ServeOne) -> None:
+    _, client, key, _ = await serve_one()
+    # A fresh gateway: the first request opens a new connection to the worker, the second reuses it.
+    before = {phase: _phase_count(phase) for phase in PHASES}
+    for _ in range(2):
+        async with client.post(CHAT, json=BODY, headers={"Authorization": f"Bearer {key}"}) as resp:
+            assert resp.status == 200
+    after = {phase: _phase_count(phase) for phase in PHASES}
+
+    moved = {phase: after[phase] - before[phase] for phase in PHASES}
+    assert moved == {"auth": 2, "model_resolution": 2, "worker_selection": 2, "upstream_connect": 1,
+                     "first_byte": 2, "total": 2}  # fmt: skip
+
+
+async def test_control_requests_carry_a_request_id_and_an_access_line(
+    start_gateway: Any, db_pool: aiopg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fleet import new_key
+
+    key = await new_key(db_pool, scopes=("admin",))
+    client = await start_gateway()
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    async with client.get("/instances", headers={"Authorization": f"Bearer {key}", "X-Request-Id": "ops-7"}) as r:
+        assert r.status == 200 and r.headers["X-Request-Id"] == "ops-7"
+    async with client.get("/instances/not-a-uuid", headers={"Authorization": f"Bearer {key}"}) as r:
+        assert r.status == 400 and len(r.headers["X-Request-Id"]) == 32, "errors carry one too"
+    lines = [(r.request_id, r.route, r.status) for r in caplog.records if r.name == "gateway.access"]  # type: ignore[attr-defined]
+    assert lines[0] == ("ops-7", "/instances", 200) and lines[1][1:] == ("/instances/{id}", 400)
