@@ -1,0 +1,383 @@
+"""Scale run of the scheduler: N instances created and released through the fake Scaleway, figures per run.
+
+    python -m benchmarks.scheduler_bench [--sizes 50,200,500] [--faulty 50] [--boot-s 20] [--json PATH]
+
+Each run gets its own database, Redis prefix and fake Scaleway API (the recorded bodies, served in this
+process), and a real `inventiv scheduler` process at its default settings, pointed at the fake. N rows are
+inserted as POST /deployments inserts them (L40S in fr-par-2, a 7B model, so each has a boot image to
+resolve and a data volume), each with its PROVISION command; once all are ready, each is asked to
+terminate as DELETE does. Servers take `--boot-s` seconds to run once powered on (a real GPU server takes
+minutes), and every worker answers health checks at once (one mock worker stands for all of them).
+
+Reported per run: wall time to all ready and to all released; time to ready per instance; how late a
+running worker was noticed (ready_at minus when its server was due to run); cloud calls per instance by
+route and phase; scheduler CPU; database transactions per instance; duplicates (an instance that got more
+than one server or data volume); leftovers (servers and volumes still in the fake at the end).
+`--faulty N` adds a run where 20 % of cloud calls fail with a 500 (half before the change, half after it:
+lost replies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import re
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiopg
+import redis.asyncio as aioredis
+import uvloop
+from aiohttp import web
+
+from benchmarks.procfs import tree_cpu_seconds
+from benchmarks.services import BenchServices, bench_services
+from gateway.control import notify
+from inventiv.settings import Settings
+from providers.mock.worker import WorkerConfig, create_app
+from sql.migrate import migrate
+from sql.pool import create_pool
+from sql.seed import seed_demo_catalog
+
+# The fake Scaleway lives with the tests (it is their stand-in for the cloud); it imports its recorded
+# bodies as a top-level module, as the tests do.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
+from fake_scaleway import FakeScaleway, run_fake_scaleway
+
+ZONE = "fr-par-2"
+TYPE = "L40S-1-48G"
+MODEL = "Qwen/Qwen2.5-7B-Instruct"
+# A run that has not converged by then has a bug worth reporting, not waiting for.
+_PHASE_TIMEOUT_S = 900.0
+_POLL_S = 0.5
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+_INSERT = """
+INSERT INTO instances (provider_id, zone_id, instance_type_id, model_id, organization_id, status, worker_port,
+                       provisioning_deadline_at)
+SELECT p.id, z.id, t.id, (SELECT id FROM models WHERE hf_repo_id = %(model)s),
+       (SELECT id FROM organizations WHERE slug = 'demo'), 'provisioning', t.worker_port,
+       now() + interval '1 hour'
+FROM providers p JOIN zones z ON z.provider_id = p.id JOIN instance_types t ON t.provider_id = p.id
+WHERE p.code = 'scaleway' AND z.code = %(zone)s AND t.code = %(type)s
+RETURNING id
+"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    instances: int
+    error_rate: float = 0.0
+
+
+@dataclass
+class RunFigures:
+    scenario: Scenario
+    ready_s: float = 0.0
+    released_s: float = 0.0
+    failed: int = 0
+    not_final: int = 0
+    # error_code -> instances that ended with it (a fault-free run should have none).
+    errors: dict[str, int] = field(default_factory=dict)
+    time_to_ready_s: dict[str, float] = field(default_factory=dict)
+    notice_delay_s: dict[str, float] = field(default_factory=dict)
+    calls_per_instance: dict[str, dict[str, float]] = field(default_factory=dict)
+    scheduler_cpu_s: float = 0.0
+    db_transactions_per_instance: float = 0.0
+    duplicate_servers: int = 0
+    duplicate_data_volumes: int = 0
+    leftover_servers: int = 0
+    leftover_volumes: int = 0
+    injected_errors: int = 0
+
+
+def route(method: str, path: str) -> str:
+    """`GET /instance/v1/zones/{zone}/servers/{id}` for any zone and id: calls grouped by what they do."""
+    shape = _UUID.sub("{id}", path).replace(f"/zones/{ZONE}/", "/zones/{zone}/")
+    return f"{method} {shape}"
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {
+        "median": round(statistics.median(ordered), 2),
+        "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 2),
+        "max": round(ordered[-1], 2),
+    }
+
+
+def per_instance_calls(calls: Sequence[tuple[str, str]], instances: int) -> dict[str, float]:
+    counted = Counter(route(method, path) for method, path in calls)
+    table = {name: round(n / instances, 2) for name, n in counted.most_common()}
+    table["total"] = round(len(calls) / instances, 2)
+    return table
+
+
+def duplicates(created: dict[str, tuple[str, ...]], instance_tags: set[str]) -> int:
+    """Instances that got more than one of these resources (every server, or every Block volume created)."""
+    per_instance = Counter(t for tags in created.values() for t in tags if t in instance_tags)
+    return sum(1 for n in per_instance.values() if n > 1)
+
+
+@asynccontextmanager
+async def _worker() -> AsyncIterator[int]:
+    runner = web.AppRunner(create_app(WorkerConfig(model=MODEL)))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def _scheduler(services: BenchServices, fake: FakeScaleway, log_path: Path) -> AsyncIterator[int]:
+    env = {
+        **os.environ,
+        **services.gateway_env(),
+        "SCW_API_URL": fake.url,
+        "SCW_SECRET_KEY": fake.secret_key,
+        "SCW_DEFAULT_PROJECT_ID": fake.project_id,
+        "INVENTIV_SCW_RETRY_BASE_S": "0.05",
+        # Every worker is health-checked from this machine, as the fake gives them 127.0.0.1.
+        "INVENTIV_SCW_WORKER_ALLOWED_CIDRS": "127.0.0.1/32",
+        "INVENTIV_WORKER_SECRET_KEY": secrets.token_urlsafe(48),
+        "INVENTIV_SCHEDULER_METRICS_PORT": "0",
+        "INVENTIV_LOG_FORMAT": "json",
+    }
+    proc = _start(env, log_path)
+    try:
+        yield proc.pid
+    finally:
+        await asyncio.to_thread(_stop, proc)
+
+
+def _start(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "inventiv", "scheduler"], env=env, stdout=log, stderr=log)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def _prepare(pool: aiopg.Pool, worker_port: int) -> None:
+    await migrate(pool)
+    await seed_demo_catalog(pool)
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(
+            "UPDATE instance_types SET worker_port = %s "
+            "WHERE provider_id = (SELECT id FROM providers WHERE code = 'scaleway')",
+            (worker_port,),
+        )
+
+
+async def _scalar(pool: aiopg.Pool, sql: str, *params: Any) -> Any:
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(sql, params)
+        row = await cur.fetchone()
+    return row[0]
+
+
+async def _transactions(pool: aiopg.Pool) -> int:
+    # Stats reach pg_stat_database within a second or so; the phases are far longer than that.
+    return int(await _scalar(pool, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+
+
+async def _until(pool: aiopg.Pool, sql: str, expected: int, pid: int) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < _PHASE_TIMEOUT_S:
+        if int(await _scalar(pool, sql)) >= expected:
+            return time.monotonic() - began
+        if _gone(pid):
+            raise RuntimeError("the scheduler process exited; see its log")
+        await asyncio.sleep(_POLL_S)
+    raise TimeoutError(f"not converged after {_PHASE_TIMEOUT_S:.0f} s: {sql}")
+
+
+def _gone(pid: int) -> bool:
+    """Whether the process exited (reaped or not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] in "ZX"
+
+
+async def _command_all(redis: aioredis.Redis, settings: Settings, command: str, ids: Sequence[str]) -> None:
+    for instance_id in ids:
+        await notify.send_scheduler_command(redis, settings, command, instance_id)
+
+
+async def run_scenario(scenario: Scenario, boot_s: float, run_dir: Path) -> RunFigures:
+    figures = RunFigures(scenario)
+    half = scenario.error_rate / 2
+    async with (
+        bench_services(run_dir) as services,
+        run_fake_scaleway(
+            polls_to_running=10**9, seconds_to_running=boot_s, polls_to_gone=2, error_rate=half,
+            error_after_rate=half, seed=1,
+        ) as fake,
+        _worker() as worker_port,
+    ):  # fmt: skip
+        pool = await create_pool(services.database_url, maxsize=2)
+        redis = aioredis.Redis.from_url(services.redis_url)
+        settings = Settings(redis_prefix=services.redis_prefix)
+        try:
+            await _prepare(pool, worker_port)
+            async with _scheduler(services, fake, run_dir / f"scheduler-{scenario.name}.log") as pid:
+                await _measure(scenario, figures, pool, redis, settings, fake, pid)
+        finally:
+            pool.close()
+            await pool.wait_closed()
+            await redis.aclose()
+    return figures
+
+
+async def _measure(
+    scenario: Scenario, figures: RunFigures, pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings,
+    fake: FakeScaleway, pid: int,
+) -> None:  # fmt: skip
+    n = scenario.instances
+    ids = []
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        for _ in range(n):
+            await cur.execute(_INSERT, {"model": MODEL, "zone": ZONE, "type": TYPE})
+            row = await cur.fetchone()
+            ids.append(str(row[0]))
+    cpu0, tx0, calls0 = tree_cpu_seconds(pid), await _transactions(pool), len(fake.requests)
+    await _command_all(redis, settings, notify.PROVISION, ids)
+    settled = "SELECT count(*) FROM instances WHERE status IN ('ready', 'failed')"
+    figures.ready_s = round(await _until(pool, settled, n, pid), 1)
+    calls1 = len(fake.requests)
+    await _times(figures, pool, fake)
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(
+            "UPDATE instances SET status = 'terminating', terminating_at = now(), next_attempt_at = now() "
+            "WHERE status = 'ready'"
+        )
+    await _command_all(redis, settings, notify.TERMINATE, ids)
+    done = "SELECT count(*) FROM instances WHERE deleted_at IS NOT NULL"
+    figures.released_s = round(await _until(pool, done, n, pid), 1)
+    await asyncio.sleep(2)  # let the statistics and the last passes settle
+    figures.scheduler_cpu_s = round(tree_cpu_seconds(pid) - cpu0, 2)
+    figures.db_transactions_per_instance = round((await _transactions(pool) - tx0) / n, 1)
+    figures.calls_per_instance = {
+        "provision": per_instance_calls(fake.requests[calls0:calls1], n),
+        "release": per_instance_calls(fake.requests[calls1:], n),
+    }
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT error_code, count(*) FROM instances WHERE error_code IS NOT NULL GROUP BY 1")
+        figures.errors = {code: int(n) for code, n in await cur.fetchall()}
+    figures.failed = sum(figures.errors.values())
+    figures.not_final = int(await _scalar(pool, "SELECT count(*) FROM instances WHERE status <> 'terminated'"))
+    tags = {f"instance={i}" for i in ids}
+    figures.duplicate_servers = duplicates(fake.created_servers, tags)
+    figures.duplicate_data_volumes = duplicates(fake.created_volumes, tags)
+    figures.leftover_servers, figures.leftover_volumes = len(fake.servers), len(fake.volumes)
+    figures.injected_errors = fake.injected_errors
+
+
+async def _times(figures: RunFigures, pool: aiopg.Pool, fake: FakeScaleway) -> None:
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(
+            "SELECT provider_instance_id, extract(epoch FROM ready_at - created_at)::float8, "
+            "extract(epoch FROM ready_at)::float8 FROM instances WHERE status = 'ready'"
+        )
+        rows = await cur.fetchall()
+    figures.time_to_ready_s = spread([r[1] for r in rows])
+    figures.notice_delay_s = spread([r[2] - fake.running_since[r[0]] for r in rows if r[0] in fake.running_since])
+
+
+def render(runs: Sequence[RunFigures]) -> str:
+    head = "| | " + " | ".join(f"{r.scenario.name}" for r in runs) + " |"
+    lines = [head, "|---" * (len(runs) + 1) + "|"]
+
+    def row(label: str, cell: Any) -> None:
+        lines.append(f"| {label} | " + " | ".join(str(cell(r)) for r in runs) + " |")
+
+    row("instances", lambda r: r.scenario.instances)
+    row("injected cloud errors", lambda r: r.injected_errors)
+    row("all ready (s)", lambda r: r.ready_s)
+    row("all released (s)", lambda r: r.released_s)
+    row("time to ready, median / p95 / max (s)", lambda r: _triple(r.time_to_ready_s))
+    row("ready noticed after the server ran, median / p95 / max (s)", lambda r: _triple(r.notice_delay_s))
+    row("cloud calls per instance, provision", lambda r: r.calls_per_instance["provision"]["total"])
+    row("cloud calls per instance, release", lambda r: r.calls_per_instance["release"]["total"])
+    row("scheduler CPU per instance (ms)", lambda r: round(1000 * r.scheduler_cpu_s / r.scenario.instances, 1))
+    row("database transactions per instance", lambda r: r.db_transactions_per_instance)
+    row("instances with an error left / not terminated", lambda r: f"{r.failed} / {r.not_final}")
+    row("errors left, by code", lambda r: ", ".join(f"{c} {n}" for c, n in sorted(r.errors.items())) or "-")
+    row("duplicate servers / data volumes", lambda r: f"{r.duplicate_servers} / {r.duplicate_data_volumes}")
+    row("leftover servers / volumes", lambda r: f"{r.leftover_servers} / {r.leftover_volumes}")
+    return "\n".join(lines)
+
+
+def _triple(values: dict[str, float]) -> str:
+    return " / ".join(str(values.get(k, "-")) for k in ("median", "p95", "max"))
+
+
+def _routes(runs: Sequence[RunFigures]) -> str:
+    out = []
+    for r in runs:
+        for phase, table in r.calls_per_instance.items():
+            calls = ", ".join(f"{name} {n}" for name, n in table.items() if name != "total")
+            out.append(f"- {r.scenario.name}, {phase}: {calls}")
+    return "\n".join(out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scheduler_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="50,200,500", help="instances per fault-free run, comma-separated")
+    parser.add_argument("--faulty", type=int, default=50, help="instances of the run with 20%% faults (0: none)")
+    parser.add_argument("--boot-s", type=float, default=20.0, help="seconds a server takes to run once powered on")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    scenarios = [Scenario(f"{n}", int(n)) for n in args.sizes.split(",") if n.strip()]
+    if args.faulty:
+        scenarios.append(Scenario(f"{args.faulty}, 20 % faults", args.faulty, error_rate=0.2))
+    run_dir = Path(tempfile.mkdtemp(prefix="inventiv-scheduler-bench-"))
+    began, load_before = time.monotonic(), os.getloadavg()
+    runs = []
+    for scenario in scenarios:
+        print(f"== {scenario.name} ({time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
+        runs.append(uvloop.run(run_scenario(scenario, args.boot_s, run_dir)))
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"\n{stamp}, {time.monotonic() - began:.0f} s, load average {load_before[0]:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after; servers run {args.boot_s:g} s after power-on; logs in {run_dir}\n")
+    print(render(runs))
+    print("\nCloud calls per instance by route:\n" + _routes(runs))
+    if args.json is not None:
+        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
