@@ -8,9 +8,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from fleet import new_key
 from memory_provider import Crash
 from mock_cloud import open_mock_cloud
 
+from gateway.app import create_app
 from inventiv.settings import Settings
 from providers.base import GB, ServerSpec
 from providers.mock.cloud import MockCloud
@@ -147,3 +149,26 @@ async def test_the_sweep_removes_what_a_lost_instance_left_in_the_mock_cloud(
         "AND NOT metadata ? 'skipped' ORDER BY created_at"
     )
     assert [r["action_type"] for r in deleted] == ["ORPHAN_SERVER_DELETE", "ORPHAN_VOLUME_DELETE"]
+
+
+async def test_a_deployed_worker_serves_through_the_gateway_and_refuses_everyone_else(
+    make_instance: Any, drive: Any, rt: Runtime, db_pool: Any, aiohttp_client: Any, fast_settings: Settings
+) -> None:
+    instance_id = await make_instance(model=SMALL, data_volume_gb=0)
+    row = await drive(instance_id, "ready", timeout_s=40)
+    key = await new_key(db_pool)
+    gateway = await aiohttp_client(create_app(fast_settings))
+
+    async with gateway.post(
+        "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+        json={"model": SMALL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+    ) as resp:  # fmt: skip
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["X-Inventiv-Instance"] == instance_id
+    # The same request straight to the worker, with the tenant's key (or none): refused.
+    for headers in ({"Authorization": f"Bearer {key}"}, {}):
+        async with aiohttp.ClientSession() as http, http.post(
+            f"http://{row['ip_address']}:{row['worker_port']}/v1/chat/completions", headers=headers,
+            json={"model": SMALL, "messages": [{"role": "user", "content": "hi"}]},
+        ) as direct:  # fmt: skip
+            assert direct.status == 401
