@@ -1,4 +1,4 @@
-"""The `inventiv` command: up, migrate, seed, gateway, scheduler, keys.
+"""The `inventiv` command: up, migrate, seed, gateway, scheduler, agent, keys, cloud check, volumes verify, psql.
 
 Every expected failure (bad setting, unreachable service, port in use) ends with one line on stderr
 and exit status 2; tracebacks are for bugs.
@@ -62,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--scope", action="append", choices=["inference", "admin"],
                         help="repeatable; default inference")
+
+    cloud = sub.add_parser("cloud", help="check the clouds the catalog uses")
+    cloud_sub = cloud.add_subparsers(dest="cloud_command", required=True, metavar="ACTION")
+    check = cloud_sub.add_parser("check", help="credentials, tagged resources and stock per zone (exit 1 on a failure)")
+    check.add_argument("--json", action="store_true", help="print the checks as JSON")
+    volumes = sub.add_parser("volumes", help="the tracked volumes of the fleet")
+    volumes_sub = volumes.add_subparsers(dest="volumes_command", required=True, metavar="ACTION")
+    verify = volumes_sub.add_parser("verify", help="tracked volumes against the cloud (exit 1 on a mismatch)")
+    verify.add_argument("--instance", metavar="ID", help="only this instance")
+    verify.add_argument("--json", action="store_true", help="print the findings as JSON")
+    psql = sub.add_parser("psql", help="psql on the configured (or embedded) database: inventiv psql -- ARGS")
+    psql.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for psql")
     return parser
 
 
@@ -126,8 +138,25 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "keys":
         # With Redis: running gateways hear of the new key from it.
         return _with_services(settings, lambda s: _create_key(s, args.org, args.name, args.scope or ["inference"]))
+    if args.command in ("cloud", "volumes", "psql"):
+        return _dispatch_fleet(args, settings)
     commands: dict[str, Command] = {"migrate": _migrate, "seed": _seed}
     return _with_services(settings, commands[args.command], redis=False)
+
+
+def _dispatch_fleet(args: argparse.Namespace, settings: Settings) -> int:
+    """The operator's checks (inventiv/fleet.py) and psql (inventiv/psql.py); none needs Redis."""
+    if args.command == "psql":
+        from inventiv.psql import run_psql
+
+        return run_psql(settings, args.psql_args)
+    from inventiv.fleet import cloud_check, volumes_verify
+
+    if args.command == "cloud":
+        return _with_services(settings, lambda s: cloud_check(s, as_json=args.json), redis=False)
+    return _with_services(
+        settings, lambda s: volumes_verify(s, instance_id=args.instance, as_json=args.json), redis=False
+    )
 
 
 Command = Callable[[Settings], Coroutine[Any, Any, int]]

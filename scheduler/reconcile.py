@@ -1,34 +1,77 @@
-"""Volume reconciliation (interval job): what each ready instance's server has attached vs what is tracked.
+"""Volume reconciliation (interval job): what each live instance's server has attached vs what is tracked.
 
-A volume attached behind our back is tracked (so termination deletes or keeps it like the others); a
-tracked volume the server no longer lists is recorded detached, or deleted if the cloud has no such
-volume any more. A ready instance whose server vanished is failed (and so released).
+Every instance with a server is looked at: provisioning once its volumes were discovered (until then the
+provisioning pass tracks them, and must tag the boot volume first), booting, ready, and failed before its
+cleanup finished. One a pass holds is skipped: its volumes are changing under that pass.
+
+The comparison is scheduler/volume_check.py's, the one `inventiv volumes verify` reports. This job
+repairs what it always has:
+- a volume attached behind our back is tracked (so termination deletes or keeps it like the others);
+- a tracked volume the server no longer lists is recorded detached, or deleted if the cloud has no such
+  volume any more;
+- a booting or ready instance whose server vanished is failed (and so released).
+Any other disagreement (size, type, state, flags) is left to an operator, and logged.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from providers.base import Provider, ProviderError
+from providers.base import AttachedVolume, Provider, ProviderError, Volume
 from scheduler import action_log
 from scheduler.driver import fail_instance
 from scheduler.fanout import fan_out
 from scheduler.retry import StepFailed
 from scheduler.runtime import Runtime
 from scheduler.tracking import track_volume
-from scheduler.volumes import TrackedVolume, delete_on_terminate_for, untracked, vanished
+from scheduler.volume_check import Expectation, Finding, Kind, TrackedRecord, compare, tracked_records
+from scheduler.volumes import delete_on_terminate_for, vanished
 from sql.queries import fetch_all, queries
 
 log = logging.getLogger(__name__)
 
 # Instances reconciled at once; each costs a few cloud calls.
 _CONCURRENT = 8
+# A vanished server fails the instance only here: provisioning notices it itself, and a failed instance
+# is already being released.
+_FAIL_WHEN_SERVER_GONE = ("booting", "ready")
+
+
+class Repair(enum.Enum):
+    TRACK = "track"
+    MARK_DETACHED = "mark_detached"
+    FORGET = "forget"
+    FAIL = "fail"
+
+
+_REPAIRS = {
+    Kind.UNTRACKED: Repair.TRACK,
+    Kind.DETACHED: Repair.MARK_DETACHED,
+    Kind.WRONG_SERVER: Repair.MARK_DETACHED,
+    # Only the volumes the server stopped listing are looked up, so only those can be found missing.
+    Kind.VOLUME_MISSING: Repair.FORGET,
+    Kind.SERVER_MISSING: Repair.FAIL,
+}
+
+
+def repairs(findings: Sequence[Finding], status: str) -> list[tuple[Repair, Finding]]:
+    """What this job does about each finding of an instance in `status`; findings left out are not its to fix."""
+    out = []
+    for finding in findings:
+        repair = _REPAIRS.get(finding.kind)
+        if repair is None or (repair is Repair.FAIL and status not in _FAIL_WHEN_SERVER_GONE):
+            continue
+        out.append((repair, finding))
+    return out
 
 
 async def reconcile_volumes(rt: Runtime) -> int:
-    """Reconcile every ready instance; returns how many changes were recorded."""
+    """Reconcile every live instance with a server; returns how many changes were recorded."""
     async with rt.pool.acquire() as conn:
         rows = await fetch_all(queries.instances.list_instances_to_reconcile(conn))
     return sum(await fan_out(rows, partial(_reconcile_or_skip, rt), limit=_CONCURRENT))
@@ -46,48 +89,95 @@ async def _reconcile_or_skip(rt: Runtime, row: dict[str, Any]) -> int:
         return 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Instance:
+    rt: Runtime
+    provider: Provider
+    zone: str
+    expect: Expectation
+
+    @property
+    def id(self) -> str:
+        return self.expect.instance_id
+
+
 async def _reconcile(rt: Runtime, row: dict[str, Any]) -> int:
-    instance_id, zone, server_id = str(row["id"]), row["zone_code"], row["provider_instance_id"]
-    provider = rt.providers.get(row["provider_code"])
-    server = await provider.get_server(zone, server_id)
-    if server is None:
-        await fail_instance(rt, instance_id, StepFailed("PROVIDER_SERVER_GONE", f"server {server_id} is gone"))
-        return 1
-    attached = await provider.list_server_volumes(zone, server_id)
-    async with rt.pool.acquire() as conn:
-        tracked = [
-            TrackedVolume.from_row(v)
-            for v in await fetch_all(queries.instance_volumes.list_tracked_volumes(conn, instance_id=instance_id))
-        ]
+    expect = Expectation.from_row(row)
+    assert expect.server_id is not None, "list-instances-to-reconcile returns instances with a server"
+    instance = _Instance(rt, rt.providers.get(row["provider_code"]), row["zone_code"], expect)
+    # Read before the cloud: a pass that changes the rows meanwhile (provisioning attaching, a release
+    # detaching) then shows as a change the cloud already made, which the repairs below record again
+    # harmlessly, never as a volume that vanished.
+    tracked = await _tracked(rt, instance.id)
+    server = await instance.provider.get_server(instance.zone, expect.server_id)
+    attached = None if server is None else await instance.provider.list_server_volumes(instance.zone, server.id)
+    findings = compare(expect, tracked, attached, await _look_up_vanished(instance, tracked, attached))
     changes = 0
-    for volume in untracked(tracked, attached):
-        delete = delete_on_terminate_for(volume, row["data_volume_delete_on_terminate"])
-        async with rt.pool.acquire() as conn:
-            await track_volume(conn, instance_id, volume, delete_on_terminate=delete)
-        await action_log.record(
-            rt.pool,
-            instance_id,
-            "RECONCILE_TRACK_VOLUME",
-            volume_id=volume.id,
-            slot=volume.slot,
-            volume_type=volume.volume_type,
-            delete_on_terminate=delete,
-        )
-        changes += 1
-    for gone in vanished(tracked, attached):
-        changes += await _record_vanished(rt, provider, zone, instance_id, gone)
+    for repair, finding in repairs(findings, row["status"]):
+        changes += await _repair(instance, repair, finding, attached or [])
+    _log_left(instance, findings)
     return changes
 
 
-async def _record_vanished(rt: Runtime, provider: Provider, zone: str, instance_id: str, volume: TrackedVolume) -> int:
-    exists = await provider.get_volume(zone, volume.provider_volume_id) is not None
+async def _tracked(rt: Runtime, instance_id: str) -> list[TrackedRecord]:
+    async with rt.pool.acquire() as conn:
+        return tracked_records(
+            await fetch_all(queries.instance_volumes.list_tracked_volumes(conn, instance_id=instance_id))
+        )
+
+
+async def _look_up_vanished(
+    instance: _Instance, tracked: list[TrackedRecord], attached: list[AttachedVolume] | None
+) -> dict[str, Volume | None]:
+    """The cloud's record of each volume the server stopped listing: detached, elsewhere, or gone."""
+    if attached is None:
+        return {}
+    return {
+        v.provider_volume_id: await instance.provider.get_volume(instance.zone, v.provider_volume_id)
+        for v in vanished(tracked, attached)
+    }
+
+
+async def _repair(instance: _Instance, repair: Repair, finding: Finding, attached: list[AttachedVolume]) -> int:
+    rt, volume_id = instance.rt, finding.volume_id
+    assert volume_id is not None
+    if repair is Repair.FAIL:
+        await fail_instance(rt, instance.id, StepFailed("PROVIDER_SERVER_GONE", f"server {volume_id} is gone"))
+        return 1
+    if repair is Repair.TRACK:
+        await _track(instance, next(a for a in attached if a.id == volume_id))
+        return 1
+    exists = repair is Repair.MARK_DETACHED
     mark = queries.instance_volumes.mark_volume_detached if exists else queries.instance_volumes.mark_volume_deleted
     async with rt.pool.acquire() as conn:
-        await mark(conn, instance_id=instance_id, provider_volume_id=volume.provider_volume_id)
-    await action_log.record(
-        rt.pool,
-        instance_id,
-        "RECONCILE_VOLUME_DETACHED" if exists else "RECONCILE_VOLUME_GONE",
-        volume_id=volume.provider_volume_id,
-    )
+        await mark(conn, instance_id=instance.id, provider_volume_id=volume_id)
+    action = "RECONCILE_VOLUME_DETACHED" if exists else "RECONCILE_VOLUME_GONE"
+    await action_log.record(rt.pool, instance.id, action, volume_id=volume_id)
     return 1
+
+
+async def _track(instance: _Instance, volume: AttachedVolume) -> None:
+    delete = delete_on_terminate_for(volume, instance.expect.data_delete_on_terminate)
+    async with instance.rt.pool.acquire() as conn:
+        await track_volume(conn, instance.id, volume, delete_on_terminate=delete)
+    await action_log.record(
+        instance.rt.pool,
+        instance.id,
+        "RECONCILE_TRACK_VOLUME",
+        volume_id=volume.id,
+        slot=volume.slot,
+        volume_type=volume.volume_type,
+        delete_on_terminate=delete,
+    )
+
+
+def _log_left(instance: _Instance, findings: list[Finding]) -> None:
+    """Findings this job does not repair: every run sees them again until an operator acts, so info only."""
+    repaired = set(_REPAIRS)
+    for finding in findings:
+        if finding.kind not in repaired:
+            log.info(
+                "volume mismatch left to an operator (see `inventiv volumes verify`)",
+                extra={"instance_id": instance.id, "volume_id": finding.volume_id, "kind": finding.kind.value,
+                       "expected": finding.expected, "actual": finding.actual},
+            )  # fmt: skip

@@ -7,7 +7,8 @@ import pytest
 from memory_provider import MemoryProvider, serve_worker
 
 from providers.base import TransientError
-from scheduler.reconcile import reconcile_volumes
+from scheduler.reconcile import Repair, reconcile_volumes, repairs
+from scheduler.volume_check import Finding, Kind
 
 
 @pytest.fixture
@@ -62,3 +63,125 @@ async def test_cloud_errors_skip_the_instance(
     await drive(instance_id, "ready")
     provider.fail("get_server", TransientError("503"))
     assert await reconcile_volumes(rt) == 0
+
+
+# -- the statuses beyond ready: every live instance with a server ---------------------------------------
+
+
+async def _set(db: Any, instance_id: str, assignment: str) -> None:
+    async with db.pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(f"UPDATE instances SET {assignment} WHERE id = %s", (instance_id,))
+
+
+async def test_a_booting_instance_is_reconciled_and_failed_when_its_server_vanishes(
+    make_instance: Any, drive: Any, db: Any, rt: Any, provider: MemoryProvider
+) -> None:
+    provider.polls_to_running = 10**6  # stays starting: the instance stays booting
+    instance_id = await make_instance()
+    row = await drive(instance_id, "booting")
+    added = provider.add_volume("local-1", "by-hand", 10, server_id=row["provider_instance_id"])
+
+    assert await reconcile_volumes(rt) == 1
+    assert added.id in {v["provider_volume_id"] for v in await db.volumes(instance_id)}
+
+    provider.vanish(row["provider_instance_id"])
+    assert await reconcile_volumes(rt) == 1
+    row = await db.instance(instance_id)
+    assert (row["status"], row["error_code"]) == ("failed", "PROVIDER_SERVER_GONE")
+
+
+async def test_a_provisioning_instance_with_its_volumes_discovered_is_reconciled_but_never_failed(
+    make_instance: Any, run_pass: Any, db: Any, rt: Any, provider: MemoryProvider
+) -> None:
+    instance_id = await make_instance()
+    provider.fail("attach_volume", TransientError("503"))
+    await run_pass(instance_id)  # server created, volumes discovered, data volume created, attach to retry
+    row = await db.instance(instance_id)
+    assert row["status"] == "provisioning" and row["provider_instance_id"] is not None
+    server_id = row["provider_instance_id"]
+    added = provider.add_volume("local-1", "by-hand", 10, server_id=server_id)
+
+    assert await reconcile_volumes(rt) == 1, "the by-hand volume; the data volume is not attached yet, as recorded"
+    tracked = {v["provider_volume_id"]: v for v in await db.volumes(instance_id)}
+    assert tracked[added.id]["attached_at"] is not None
+
+    provider.vanish(server_id)
+    assert await reconcile_volumes(rt) == 0, "provisioning notices a vanished server itself"
+    assert (await db.instance(instance_id))["status"] == "provisioning"
+
+
+async def test_a_provisioning_instance_before_discovery_is_left_to_provisioning(
+    make_instance: Any, run_pass: Any, db: Any, rt: Any, provider: MemoryProvider
+) -> None:
+    instance_id = await make_instance()
+    provider.fail("list_server_volumes", TransientError("503"))
+    await run_pass(instance_id)  # server created; discovering its volumes is to be retried
+    assert (await db.instance(instance_id))["provider_instance_id"] is not None
+
+    # Tracking the boot volume here would skip discovery, which tags it for the orphan sweep.
+    assert await reconcile_volumes(rt) == 0
+    assert await db.volumes(instance_id) == []
+
+
+async def test_a_failed_instance_not_yet_cleaned_up_is_reconciled_but_not_failed_again(
+    make_instance: Any, drive: Any, db: Any, rt: Any, provider: MemoryProvider
+) -> None:
+    instance_id = await make_instance()
+    row = await drive(instance_id, "ready")
+    server_id = row["provider_instance_id"]
+    # Failed, its release not started yet (due in an hour).
+    await _set(db, instance_id, "status = 'failed', error_code = 'BY_HAND', next_attempt_at = now() + interval '1h'")
+    added = provider.add_volume("local-1", "by-hand", 10, server_id=server_id)
+
+    assert await reconcile_volumes(rt) == 1
+    assert added.id in {v["provider_volume_id"] for v in await db.volumes(instance_id)}
+
+    provider.vanish(server_id)
+    assert await reconcile_volumes(rt) == 0, "its release is under way: a gone server is its progress"
+    assert (await db.instance(instance_id))["error_code"] == "BY_HAND"
+    assert "INSTANCE_FAILED" not in await db.action_types(instance_id)
+
+
+async def test_an_instance_a_pass_holds_is_left_alone(
+    make_instance: Any, drive: Any, db: Any, rt: Any, provider: MemoryProvider
+) -> None:
+    instance_id = await make_instance()
+    row = await drive(instance_id, "ready")
+    provider.add_volume("local-1", "by-hand", 10, server_id=row["provider_instance_id"])
+    await _set(db, instance_id, "claim_token = gen_random_uuid(), claim_expires_at = now() + interval '1 minute'")
+    assert await reconcile_volumes(rt) == 0
+
+    await _set(db, instance_id, "claim_expires_at = now() - interval '1 second'")  # its scheduler died
+    assert await reconcile_volumes(rt) == 1
+
+
+async def test_finished_and_terminating_instances_are_not_reconciled(
+    make_instance: Any, drive: Any, db: Any, rt: Any, provider: MemoryProvider
+) -> None:
+    instance_id = await make_instance()
+    row = await drive(instance_id, "ready")
+    provider.add_volume("local-1", "by-hand", 10, server_id=row["provider_instance_id"])
+    for change in ("status = 'terminating'", "status = 'failed', deleted_at = now()"):
+        await _set(db, instance_id, change)
+        assert await reconcile_volumes(rt) == 0, change
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "repair"),
+    [
+        (Kind.UNTRACKED, "provisioning", Repair.TRACK),
+        (Kind.DETACHED, "failed", Repair.MARK_DETACHED),
+        (Kind.WRONG_SERVER, "ready", Repair.MARK_DETACHED),
+        (Kind.VOLUME_MISSING, "booting", Repair.FORGET),
+        (Kind.SERVER_MISSING, "ready", Repair.FAIL),
+        (Kind.SERVER_MISSING, "booting", Repair.FAIL),
+        (Kind.SERVER_MISSING, "provisioning", None),
+        (Kind.SERVER_MISSING, "failed", None),
+        (Kind.SIZE, "ready", None),
+        (Kind.UNEXPECTED_ATTACHMENT, "ready", None),
+        (Kind.DELETE_ON_TERMINATE, "ready", None),
+    ],
+)
+def test_repairs(kind: Kind, status: str, repair: Repair | None) -> None:
+    finding = Finding(kind, "i", "v", "what", "expected", "actual")
+    assert repairs([finding], status) == ([(repair, finding)] if repair else [])

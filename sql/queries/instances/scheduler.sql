@@ -170,12 +170,21 @@ SET worker_status = :worker_status,
 WHERE id = :instance_id AND status = 'ready';
 
 -- name: list-instances-to-reconcile()
-SELECT i.id, p.code AS provider_code, z.code AS zone_code, i.provider_instance_id,
+-- Every live instance with a server: provisioning once its volumes were discovered (the boot volume is
+-- tracked; before that the provisioning pass tracks them, tagging the boot volume first), booting, ready,
+-- and failed before its cleanup finished. One a pass holds (an unexpired claim) is left out: its volumes
+-- are changing under that pass, and the next reconciliation finds them settled.
+SELECT i.id, i.status, p.code AS provider_code, z.code AS zone_code, i.provider_instance_id,
        i.data_volume_delete_on_terminate
 FROM instances i
 JOIN providers p ON p.id = i.provider_id
 JOIN zones z ON z.id = i.zone_id
-WHERE i.status = 'ready' AND i.provider_instance_id IS NOT NULL;
+WHERE i.provider_instance_id IS NOT NULL
+  AND (i.status IN ('booting', 'ready')
+       OR (i.status = 'failed' AND i.deleted_at IS NULL)
+       OR (i.status = 'provisioning'
+           AND EXISTS (SELECT 1 FROM instance_volumes v WHERE v.instance_id = i.id AND v.is_boot)))
+  AND (i.claim_expires_at IS NULL OR i.claim_expires_at <= now());
 
 -- name: list-sweep-zones()
 -- Where this deployment may hold resources: every zone where a server was ever asked for

@@ -1,0 +1,162 @@
+"""`inventiv cloud check`'s reads: the catalog's providers and zones, and each configured cloud.
+
+For every provider: can it be asked at all (Scaleway: its key and project; the mock cloud: its state
+folder), do its credentials work (the first zone's server listing is the cheap authenticated call), then
+per zone (active ones, and any where a server was ever asked for): the servers and volumes carrying the
+deployment tag and how many no live instance owns (by the orphan sweep's rule, with no grace period),
+and the stock of every type the catalog offers there (`Provider.availability`). Reads only; the lines
+are decided in scheduler/cloud_check.py.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiopg
+
+from inventiv.settings import Settings
+from providers.base import AuthError, InvalidRequest, Provider, ProviderError
+from scheduler.cloud_check import (
+    ANY_ZONE,
+    Credentials,
+    Level,
+    Line,
+    Tagged,
+    credentials_failed,
+    credentials_ok,
+    not_configured,
+    stock_lines,
+    tagged_line,
+)
+from scheduler.runtime import ProviderSet
+from scheduler.sweep import Kind, Ownership, Resource, find_orphans
+from sql.queries import fetch_all, queries
+
+# What a zone's reads may fail with besides a provider error: the mock cloud's state file unreadable.
+_ZONE_ERRORS = (ProviderError, OSError, ValueError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One provider to check, as the catalog has it."""
+
+    code: str
+    live_instances: int
+    zones: list[dict[str, Any]]
+
+
+async def check_clouds(pool: aiopg.Pool, providers: ProviderSet, settings: Settings) -> list[Line]:
+    async with pool.acquire() as conn:
+        catalog = await fetch_all(queries.fleet.list_check_providers(conn))
+        zones = await fetch_all(queries.fleet.list_check_zones(conn))
+    by_provider: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for zone in zones:
+        by_provider[zone["provider_code"]].append(zone)
+    lines: list[Line] = []
+    for row in catalog:
+        target = _Target(row["code"], row["live_instances"], by_provider[row["code"]])
+        if not row["is_active"] and not target.live_instances:
+            lines.append(Line(Level.SKIP, target.code, ANY_ZONE, "inactive in the catalog, and no live instance"))
+            continue
+        lines += await _check_provider(pool, providers, settings, target)
+    return lines
+
+
+async def _check_provider(pool: aiopg.Pool, providers: ProviderSet, settings: Settings, target: _Target) -> list[Line]:
+    provider, reason = _open(providers, settings, target.code)
+    if provider is None:
+        return [not_configured(target.code, reason, target.live_instances)]
+    if not target.zones:
+        return [Line(Level.SKIP, target.code, ANY_ZONE, "no active zone, and none ever used: nothing to check")]
+    credentials = credentials_of(target.code, settings)
+    lines: list[Line] = []
+    answered = False
+    for zone in target.zones:
+        try:
+            lines += await _check_zone(pool, provider, settings.deployment_tag, zone)
+        except AuthError as exc:
+            # Every other call would be refused the same way: one line says it.
+            return [credentials_failed(target.code, credentials, exc)]
+        except _ZONE_ERRORS as exc:
+            message = f"cannot be read: {_describe(exc, target.code, settings)}"
+            lines.append(Line(Level.FAIL, target.code, zone["zone_code"], message))
+            continue
+        answered = True
+    # No zone answered: the failures say why, and nothing showed the credentials work.
+    return [credentials_ok(target.code, credentials, _reached(target.code, settings)), *lines] if answered else lines
+
+
+def _open(providers: ProviderSet, settings: Settings, code: str) -> tuple[Provider | None, str]:
+    """The provider, or None and why it cannot be asked."""
+    reason = unconfigured(code, settings)
+    if reason is not None:
+        return None, reason
+    try:
+        return providers.get(code), ""
+    except InvalidRequest as exc:  # the registry says what is missing (PROVIDER_NOT_CONFIGURED)
+        return None, exc.message
+    except ValueError as exc:  # a code no implementation serves
+        return None, str(exc)
+
+
+def unconfigured(code: str, settings: Settings) -> str | None:
+    """Why a provider cannot be asked, where the registry would not say it (Scaleway's does)."""
+    if code == "mock" and not settings.mock_cloud_path.is_dir():
+        return f"no state folder {settings.mock_cloud_path} (INVENTIV_MOCK_CLOUD_DIR; made by the first mock server)"
+    return None
+
+
+def _describe(exc: Exception, code: str, settings: Settings) -> str:
+    if isinstance(exc, ProviderError):
+        return exc.message
+    # Not the cloud's answer: the mock cloud's state file, which the message alone does not name.
+    return f"{exc} ({settings.mock_cloud_path})" if code == "mock" else str(exc)
+
+
+def _reached(code: str, settings: Settings) -> str:
+    """What a provider without credentials answering says."""
+    return f"state folder {settings.mock_cloud_path} readable" if code == "mock" else "reachable"
+
+
+def credentials_of(code: str, settings: Settings) -> Credentials | None:
+    if code == "scaleway" and settings.scw_default_project_id:
+        return Credentials("SCW_SECRET_KEY", "SCW_DEFAULT_PROJECT_ID", settings.scw_default_project_id)
+    return None
+
+
+async def _check_zone(pool: aiopg.Pool, provider: Provider, tag: str, zone: dict[str, Any]) -> list[Line]:
+    code, zone_code = provider.code, zone["zone_code"]
+    listed = [Resource.of_server(s) for s in await provider.list_servers(zone_code, [tag])]
+    listed += [Resource.of_volume(v) for v in await provider.list_volumes(zone_code, [tag]) if tag in v.tags]
+    # Ownership is read after the listing, as the sweep does: a resource made meanwhile has its row already.
+    orphans = find_orphans(listed, deployment_tag=tag, owned=await _ownership(pool), now=datetime.now(UTC), grace_s=0)
+    tagged = Tagged(
+        servers=_of_kind(listed, Kind.SERVER),
+        volumes=_of_kind(listed, Kind.VOLUME),
+        orphan_servers=_of_kind(orphans, Kind.SERVER),
+        orphan_volumes=_of_kind(orphans, Kind.VOLUME),
+    )
+    lines = [tagged_line(code, zone_code, tag, tagged)]
+    offered = list(zone["offered_types"])
+    if offered:
+        lines += stock_lines(code, zone_code, offered, await provider.availability(zone_code))
+    return lines
+
+
+def _of_kind(resources: list[Resource], kind: Kind) -> int:
+    return sum(1 for r in resources if r.kind is kind)
+
+
+async def _ownership(pool: aiopg.Pool) -> Ownership:
+    """What the database says is in use, read as the orphan sweep reads it."""
+    async with pool.acquire() as conn:
+        instances = await fetch_all(queries.instances.list_live_instance_resources(conn))
+        volumes = await fetch_all(queries.instance_volumes.list_live_tracked_volume_ids(conn))
+    servers = {row["provider_instance_id"] for row in instances if row["provider_instance_id"]}
+    return Ownership(
+        live_instance_ids=frozenset(str(row["id"]) for row in instances),
+        protected_ids=frozenset(servers | {row["provider_volume_id"] for row in volumes}),
+    )
