@@ -32,7 +32,7 @@ from scheduler.cloud_check import (
     tagged_line,
 )
 from scheduler.runtime import ProviderSet
-from scheduler.sweep import Kind, Ownership, Resource, find_orphans
+from scheduler.sweep import Kind, Resource, find_orphans, ownership
 from sql.queries import fetch_all, queries
 
 # What a zone's reads may fail with besides a provider error: the mock cloud's state file unreadable.
@@ -132,7 +132,7 @@ async def _check_zone(pool: aiopg.Pool, provider: Provider, tag: str, zone: dict
     listed = [Resource.of_server(s) for s in await provider.list_servers(zone_code, [tag])]
     listed += [Resource.of_volume(v) for v in await provider.list_volumes(zone_code, [tag]) if tag in v.tags]
     # Ownership is read after the listing, as the sweep does: a resource made meanwhile has its row already.
-    orphans = find_orphans(listed, deployment_tag=tag, owned=await _ownership(pool), now=datetime.now(UTC), grace_s=0)
+    orphans = find_orphans(listed, deployment_tag=tag, owned=await ownership(pool), now=datetime.now(UTC), grace_s=0)
     tagged = Tagged(
         servers=_of_kind(listed, Kind.SERVER),
         volumes=_of_kind(listed, Kind.VOLUME),
@@ -150,13 +150,3 @@ def _of_kind(resources: list[Resource], kind: Kind) -> int:
     return sum(1 for r in resources if r.kind is kind)
 
 
-async def _ownership(pool: aiopg.Pool) -> Ownership:
-    """What the database says is in use, read as the orphan sweep reads it."""
-    async with pool.acquire() as conn:
-        instances = await fetch_all(queries.instances.list_live_instance_resources(conn))
-        volumes = await fetch_all(queries.instance_volumes.list_live_tracked_volume_ids(conn))
-    servers = {row["provider_instance_id"] for row in instances if row["provider_instance_id"]}
-    return Ownership(
-        live_instance_ids=frozenset(str(row["id"]) for row in instances),
-        protected_ids=frozenset(servers | {row["provider_volume_id"] for row in volumes}),
-    )

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiopg
+
 from providers.base import Firewall, Provider, ProviderError, Server, Volume, VolumeState
 from scheduler import action_log
 from scheduler.naming import tagged_instance_id
@@ -121,8 +123,9 @@ async def sweep_orphans(rt: Runtime, now: datetime | None = None) -> list[Resour
     return found
 
 
-async def _ownership(rt: Runtime) -> Ownership:
-    async with rt.pool.acquire() as conn:
+async def ownership(pool: aiopg.Pool) -> Ownership:
+    """What the database says is in use (cloud check reads it the same way)."""
+    async with pool.acquire() as conn:
         instances = await fetch_all(queries.instances.list_live_instance_resources(conn))
         volumes = await fetch_all(queries.instance_volumes.list_live_tracked_volume_ids(conn))
     servers = {row["provider_instance_id"] for row in instances if row["provider_instance_id"]}
@@ -139,7 +142,7 @@ async def _sweep_zone(rt: Runtime, provider: Provider, zone: str, now: datetime 
     listed = [Resource.of_server(s) for s in await provider.list_servers(zone, [tag])]
     listed += [Resource.of_volume(v) for v in await provider.list_volumes(zone, [tag])]
     listed += [Resource.of_firewall(f) for f in await provider.list_firewalls(zone, [tag])]
-    owned = await _ownership(rt)
+    owned = await ownership(rt.pool)
     orphans = find_orphans(
         listed,
         deployment_tag=tag,

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from multidict import CIMultiDict
@@ -30,6 +30,7 @@ from providers.scaleway.errors import error_from_response
 log = logging.getLogger(__name__)
 
 Params = Sequence[tuple[str, str]]
+T = TypeVar("T")
 
 # Instance allows at most 100 per page; Block and Marketplace accept as many, 100 keeps bodies small.
 PAGE_SIZE = 100
@@ -130,6 +131,22 @@ class ScalewayClient:
             delay = self._retry.delay(attempt, retry_after, self._rand())
             log.warning("scaleway call failed, retrying", extra={"call": context, "error": str(error), "delay": delay})
             await self._sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def create_once(self, post: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[list[T]]]) -> T:
+        """Create through `post`, retried: a create is not idempotent, but what it makes carries our name and
+        tags, so after a failure that may have carried it out (a lost reply) `find` tells whether it did,
+        and nothing is made twice."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await post()
+            except TransientError:
+                found = await find()
+                if found:
+                    return found[0]
+                if attempt == self.attempts:
+                    raise
+                await self.backoff(attempt)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def backoff(self, retry: int) -> None:

@@ -56,7 +56,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -203,24 +203,6 @@ def firewall_from_body(body: dict[str, Any], zone: str) -> Firewall:
     )
 
 
-async def create_once(
-    client: ScalewayClient, post: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[list[T]]]
-) -> T:
-    """Create through `post`, retried; after a failure that may have been carried out (a lost reply), `find`
-    says whether it was, so nothing is made twice (as the provider's `_created` does for servers)."""
-    for attempt in range(1, client.attempts + 1):
-        try:
-            return await post()
-        except TransientError:
-            found = await find()
-            if found:
-                return found[0]
-            if attempt == client.attempts:
-                raise
-            await client.backoff(attempt)
-    raise AssertionError("unreachable: the last attempt returns or raises")
-
-
 # -- the calls -----------------------------------------------------------------------------------------
 
 
@@ -269,7 +251,7 @@ class WorkerNetwork:
             group: dict[str, Any] = reply.data["security_group"]
             return group
 
-        group = await create_once(self.client, post, lambda: self._groups_named(zone))
+        group = await self.client.create_once(post, lambda: self._groups_named(zone))
         log.info("scaleway security group created", extra={"zone": zone, "security_group": group["id"]})
         return group
 
@@ -352,7 +334,7 @@ class WorkerNetwork:
             nic = nic_on(await self._server_body(zone, server_id), network_id)
             return [] if nic is None else [nic]
 
-        nic = await create_once(self.client, post, find)
+        nic = await self.client.create_once(post, find)
         log.info("scaleway server joined its private network", extra={"server_id": server_id, "nic": nic["id"]})
 
     async def _server_body(self, zone: str, server_id: str) -> dict[str, Any]:

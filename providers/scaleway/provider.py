@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from inventiv.settings import Settings
@@ -190,7 +190,7 @@ class ScalewayProvider(Provider):
             return mapping.server_from_body((await self._post(_servers(spec.zone), body))["server"])
 
         try:
-            server = await self._created(post, lambda: self._servers_named(spec.zone, spec.name, spec.tags))
+            server = await self.client.create_once(post, lambda: self._servers_named(spec.zone, spec.name, spec.tags))
         except (NotFound, InvalidRequest):
             await self.network.forget_if_gone(spec.zone)  # a group deleted behind our back: the retry makes one
             raise
@@ -203,21 +203,6 @@ class ScalewayProvider(Provider):
                     f"({exc.message}); power-on sets it before the first boot"
                 ) from exc
         return server
-
-    async def _created(self, post: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[list[T]]]) -> T:
-        """Create through `post`, retried: a create is not idempotent, but what it makes carries our name and
-        tags, so after a failure that may have carried it out (a lost reply) `find` tells whether it did."""
-        for attempt in range(1, self.client.attempts + 1):
-            try:
-                return await post()
-            except TransientError:
-                found = await find()
-                if found:
-                    return found[0]
-                if attempt == self.client.attempts:
-                    raise
-                await self.client.backoff(attempt)
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         return (await self.client.request("POST", path, body=body, idempotent=False)).data
@@ -364,7 +349,7 @@ class ScalewayProvider(Provider):
         async def post() -> Volume:
             return mapping.volume_from_body(await self._post(_volumes(zone), body))
 
-        return await self._created(post, lambda: self._volumes_named(zone, name, tags))
+        return await self.client.create_once(post, lambda: self._volumes_named(zone, name, tags))
 
     async def get_volume(self, zone: str, volume_id: str) -> Volume | None:
         block = await self._block_volume(zone, volume_id)
