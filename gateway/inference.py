@@ -114,8 +114,10 @@ class InferenceCall:
             return exc.response(headers=self._headers())
         except asyncio.CancelledError:
             # The client went away (aiohttp cancels the handler): the upstream was closed on the way out.
-            self.record.status = "client_cancelled"
-            self.record.http_status = 499
+            # One that left once the whole stream was relayed had its answer: that is a success.
+            if self.record.status != "success":
+                self.record.status = "client_cancelled"
+                self.record.http_status = 499
             raise
         finally:
             self._finish()
@@ -293,7 +295,8 @@ class InferenceCall:
         if outcome.upstream_error is not None:
             record.status = "upstream_error"
             metrics.upstream_errors("stream_cut").inc()
-        elif outcome.complete:
+        elif outcome.complete or (outcome.usage is not None and not outcome.client_gone):
+            # The worker's usage is its answer's last event: a client gone after it had the whole answer.
             record.status = "success"
         elif outcome.client_gone:
             record.status = "client_cancelled"

@@ -190,28 +190,40 @@ async def relay_stream(
             outcome.upstream_error = str(exc)
         await relay.wait_settled()
     finally:
+        # Even when cancelled: a client that leaves once it has the usage event and [DONE] (before the
+        # worker ended its response, or while the end goes out) is billed the worker's count.
+        pending = _take_usage(relay, outcome)
         relay.close()
     if relay.failed is not None:
         outcome.complete = False
         outcome.upstream_error = None
         outcome.client_gone = True
         return response
-    await _finish(response, relay, outcome)
+    try:
+        await _finish(response, pending, outcome)
+    except ConnectionResetError:
+        # The client left after the last event (it had the answer): nothing to report, nothing to log.
+        outcome.client_gone = not outcome.complete
     return response
 
 
-async def _finish(response: web.StreamResponse, relay: _Relay, outcome: Outcome) -> None:
-    """The end of a stream: held-back bytes, the usage in its tail, an error event if it was cut."""
+def _take_usage(relay: _Relay, outcome: Outcome) -> bytes:
+    """The usage in the stream's tail or in its held-back bytes; returns the held-back bytes to forward."""
     pending = relay.pending
-    if pending:
+    if pending and sse.has_usage(pending):
         # A last event with no blank line after it (or a cut one): forwarded as the worker sent it.
-        if sse.has_usage(pending):
-            pending, outcome.usage = sse.take_usage(pending, strip=True)
-        await response.write(pending)
+        pending, outcome.usage = sse.take_usage(pending, strip=True)
     if not relay.strip and outcome.usage is None:
         last = b"".join(relay.tail)
         if sse.has_usage(last):
             outcome.usage = sse.usage_in_tail(last)
+    return pending
+
+
+async def _finish(response: web.StreamResponse, pending: bytes, outcome: Outcome) -> None:
+    """The end of a stream: held-back bytes, an error event if it was cut."""
+    if pending:
+        await response.write(pending)
     if outcome.upstream_error is not None:
         message = f"The worker failed mid-stream: {outcome.upstream_error}"
         await response.write(sse.error_event(message, "upstream_error"))

@@ -9,7 +9,8 @@ Generated text is deterministic (token i is a fixed word), so one request always
 but for `id` and `created`. A request may carry a `"mock"` object (real servers ignore unknown fields,
 the gateway forwards it) to inject faults: `status` (answer with that HTTP error), `abort_after` (send
 that many content chunks, then drop the connection), `delay_ms` / `first_delay_ms` (timing),
-`no_final_newline` (end on `data: [DONE]\\n`) and `ping_every` (an SSE comment every N chunks).
+`no_final_newline` (end on `data: [DONE]\\n`), `end_delay_ms` (wait that long after `[DONE]` before ending
+the response, as a server that flushes its last bytes late) and `ping_every` (an SSE comment every N chunks).
 
 The per-chunk path only concatenates bytes: the chunk tails are encoded at import and the head
 (id, created, model) once per request.
@@ -124,6 +125,7 @@ class _Hooks:
     status: int | None = None
     abort_after: int | None = None
     final_blank_line: bool = True
+    end_delay_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +318,7 @@ def _parse_hooks(raw: object, default: _Hooks) -> _Hooks:
         status=status,
         abort_after=_opt_int(raw, "abort_after"),
         final_blank_line=not raw.get("no_final_newline"),
+        end_delay_s=_opt_seconds(raw, "end_delay_ms") or 0.0,
     )
 
 
@@ -435,6 +438,8 @@ async def _stream(
         async with aclosing(_events(kind, plan, hooks, head)) as events:
             async for event in events:
                 await resp.write(event)
+        if hooks.end_delay_s > 0:
+            await asyncio.sleep(hooks.end_delay_s)
     except ConnectionResetError:
         # The client left and the next write found out (aiohttp without handler_cancellation).
         worker.stats.disconnects += 1

@@ -393,3 +393,27 @@ async def test_a_worker_leaving_the_fleet_has_its_idle_connections_closed(
             break
         await asyncio.sleep(0.02)
     assert server.connections == []
+
+
+@pytest.mark.parametrize("asked", [True, False], ids=["usage-asked", "usage-added"])
+async def test_a_client_that_leaves_once_it_has_done_is_billed_the_workers_count_as_a_success(
+    serve_one: ServeOne, db_pool: aiopg.Pool, asked: bool
+) -> None:
+    # The worker ends its response 2 s after [DONE]: the client, done, leaves meanwhile.
+    _, client, key, _ = await serve_one(tokens=4)
+    body = {"model": SMALL, "messages": MESSAGES, "stream": True, "mock": {"end_delay_ms": 2000},
+            **({"stream_options": {"include_usage": True}} if asked else {})}  # fmt: skip
+    resp = await client.post(CHAT, json=body, headers=auth(key))
+    while (line := await resp.content.readline()) != b"data: [DONE]\n":
+        assert line, "the stream ended without [DONE]"
+    resp.close()
+
+    for _ in range(200):
+        async with db_pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute("SELECT status, http_status, prompt_tokens, completion_tokens, usage_estimated "
+                              "FROM finops.inference_usage")  # fmt: skip
+            rows = await cur.fetchall()
+        if rows:
+            break
+        await asyncio.sleep(0.05)
+    assert rows == [("success", 200, 2, 4, False)]
