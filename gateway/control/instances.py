@@ -21,6 +21,7 @@ from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, p
 from gateway.control.responses import dumps, json_response
 from gateway.control.validation import FieldSpec, path_uuid
 from gateway.errors import ApiError, not_found
+from inventiv import redis_keys
 from sql.pool import transaction
 from sql.queries import fetch_all, queries
 
@@ -112,8 +113,9 @@ async def terminate_instance(request: web.Request) -> web.Response:
                 action_type="REQUEST_TERMINATE",
                 metadata=dumps({"api_key_id": principal.key_id, "previous_status": row["status"]}).decode(),
             )
-    await notify.send_scheduler_command(
-        request.app[state.REDIS], request.app[state.SETTINGS], notify.TERMINATE, instance_id
-    )
+    redis, settings = request.app[state.REDIS], request.app[state.SETTINGS]
+    await notify.send_scheduler_command(redis, settings, notify.TERMINATE, instance_id)
+    # A terminating instance leaves every gateway's routing table now, not at its next refresh.
+    await notify.publish_change(redis, settings, redis_keys.WORKERS_CHANGED, instance_id)
     detail = await fetch_instance_detail(pool, instance_id, principal.organization_id)
     return json_response(detail, status=202)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gateway.control.instances import Termination, termination_for
+from inventiv import redis_keys
 
 if TYPE_CHECKING:
     from conftest import Api
@@ -138,3 +139,16 @@ async def test_inference_keys_cannot_use_the_control_api(api: Api) -> None:
         await api.call(method, path, key=api.inference_key, expect=403)
         async with api.client.request(method, path) as resp:
             assert resp.status == 401
+
+
+async def test_delete_tells_the_gateways_at_once_that_the_worker_leaves(api: Api) -> None:
+    instance_id = await api.insert_instance(status="ready")
+    pubsub = api.redis.pubsub()
+    await pubsub.subscribe(redis_keys.key(api.settings, redis_keys.WORKERS_CHANGED))
+    try:
+        await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+        await api.call("DELETE", f"/instances/{instance_id}", expect=202)
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
+    finally:
+        await pubsub.aclose()
+    assert message is not None and message["data"].decode() == instance_id
