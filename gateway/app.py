@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -10,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway import metrics as metrics_module
-from gateway import state
+from gateway import state, tracing
 from gateway.affinity import Affinity
 from gateway.auth import KeyTable
 from gateway.background import stop_tasks
@@ -21,6 +22,7 @@ from gateway.upstream import UpstreamPool
 from gateway.usage import UsageRecorder, UsageWriter
 from gateway.workers import WorkerView
 from inventiv import redis_keys
+from inventiv.logs import json_to_stderr
 from inventiv.services import redis_client
 from inventiv.settings import Settings
 from inventiv.worker_secrets import worker_secrets
@@ -75,6 +77,7 @@ async def _data_plane(app: web.Application) -> AsyncIterator[None]:
         upstream=UpstreamPool(settings.upstream_connect_timeout_s),
         workers=WorkerView(settings.worker_stale_after_s),
         secrets=app[state.WORKER_SECRETS],
+        access=access_sink(settings),
     )
     app[state.PLANE] = plane
     await plane.reload(app[state.DB])
@@ -90,6 +93,16 @@ async def _data_plane(app: web.Application) -> AsyncIterator[None]:
     await stop_tasks(tasks)
     await plane.usage.close()
     plane.upstream.close()
+    if plane.access is not None:
+        plane.access.flush()
+
+
+def access_sink(settings: Settings) -> tracing.AccessSink | None:
+    """Buffered JSON lines in production's JSON logs; the logging module otherwise (a terminal, tests).
+    Whether the `gateway.access` logger is on (INFO) is asked per request: a level can change at run time."""
+    if not settings.access_log:
+        return None
+    return tracing.BufferedJsonLines(sys.stderr.buffer) if json_to_stderr() else tracing.LoggedLines()
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -336,8 +336,9 @@ class InferenceCall:
         if record.completion_tokens:
             metrics.tokens(model, "completion").inc(record.completion_tokens)
         self._observe_phases(elapsed)
-        if self.plane.settings.access_log and tracing.enabled():
-            tracing.log_access(self._access_fields(model, elapsed))
+        access = self.plane.access
+        if access is not None and tracing.enabled():
+            access.write(self._access_fields(model, elapsed))
 
     def _observe_phases(self, elapsed: float) -> None:
         started, authed, resolved, selected = self.started, self.authed, self.resolved, self.selected

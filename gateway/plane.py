@@ -21,6 +21,7 @@ from gateway.affinity import Affinity
 from gateway.auth import KeyTable
 from gateway.catalog import Catalog
 from gateway.state import Lifecycle
+from gateway.tracing import AccessSink
 from gateway.upstream import UpstreamPool
 from gateway.usage import UsageRecorder
 from gateway.workers import WorkerView, worker_from_row
@@ -46,6 +47,8 @@ class DataPlane:
     upstream: UpstreamPool
     workers: WorkerView
     secrets: WorkerSecrets
+    # Where each inference request's access line goes; None: the access log is off (gateway/tracing.py).
+    access: AccessSink | None = None
     catalog: Catalog = field(default_factory=Catalog)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -14,9 +14,13 @@ generation of a JSON answer), total.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from typing import Any
+import time
+from typing import Any, BinaryIO, Protocol
+
+import orjson
 
 access_log = logging.getLogger("gateway.access")
 
@@ -34,9 +38,74 @@ def client_request_id(value: str | None) -> str | None:
 
 
 def log_access(fields: dict[str, Any]) -> None:
-    """One line per inference request (callers check `enabled()` first: building the fields costs)."""
+    """One line through the logging module (callers check `enabled()` first: building the fields costs)."""
     access_log.info("request", extra=fields)
 
 
 def enabled() -> bool:
     return access_log.isEnabledFor(logging.INFO)
+
+
+class AccessSink(Protocol):
+    def write(self, fields: dict[str, Any]) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class LoggedLines:
+    """Access lines through the logging module: the key=value format of a terminal, and tests' caplog."""
+
+    def write(self, fields: dict[str, Any]) -> None:
+        access_log.info("request", extra=fields)
+
+    def flush(self) -> None:
+        return None
+
+
+class BufferedJsonLines:
+    """Access lines in the JSON log format, written to the stream in batches.
+
+    Through the logging module a line cost about 0.1 ms of the gateway's CPU, most of it a LogRecord,
+    a strftime and one write per request; here it is one orjson call and an append, and the stream gets
+    one write per `FLUSH_S` (or per `MAX_BYTES`). A process killed outright loses at most that batch.
+    """
+
+    FLUSH_S = 0.1
+    MAX_BYTES = 64 * 1024
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._timer: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._stamp = ""
+
+    def write(self, fields: dict[str, Any]) -> None:
+        now = time.time()
+        line = {"ts": self._ts(now), "level": "info", "logger": access_log.name, "msg": "request", **fields}
+        self._buffer += orjson.dumps(line, default=str)
+        self._buffer += b"\n"
+        if len(self._buffer) >= self.MAX_BYTES:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.FLUSH_S, self.flush)
+
+    def _ts(self, now: float) -> str:
+        # The same shape as inventiv/logs.py's, with the seconds part formatted once per second.
+        second = int(now)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._buffer:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+            except (OSError, ValueError):
+                # Logging must never fail a request (a closed or full stderr): the lines are lost.
+                pass

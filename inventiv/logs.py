@@ -58,6 +58,14 @@ def _kv(value: Any) -> str:
     return orjson.dumps(text).decode() if (" " in text or "=" in text or not text) else text
 
 
+def json_to_stderr() -> bool:
+    """Whether the root logger writes JSON lines to stderr (what `setup_logging` set up, not a test's)."""
+    return any(
+        isinstance(h, logging.StreamHandler) and h.stream is sys.stderr and isinstance(h.formatter, JsonFormatter)
+        for h in logging.getLogger().handlers
+    )
+
+
 def setup_logging(fmt: str = "auto", level: str = "INFO") -> None:
     if fmt == "auto":
         fmt = "kv" if sys.stderr.isatty() else "json"

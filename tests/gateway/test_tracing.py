@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import re
 from typing import Any
 
 import aiopg
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 from fleet import SMALL, ServeOne
 from prometheus_client import REGISTRY
 
-from gateway.tracing import PHASES, client_request_id
+from gateway.app import access_sink
+from gateway.tracing import PHASES, BufferedJsonLines, LoggedLines, client_request_id
+from inventiv.logs import JsonFormatter
+from inventiv.settings import Settings
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": SMALL, "messages": [{"role": "user", "content": "hi"}]}
@@ -142,3 +148,41 @@ async def test_control_requests_carry_a_request_id_and_an_access_line(
         assert r.status == 400 and len(r.headers["X-Request-Id"]) == 32, "errors carry one too"
     lines = [(r.request_id, r.route, r.status) for r in caplog.records if r.name == "gateway.access"]  # type: ignore[attr-defined]
     assert lines[0] == ("ops-7", "/instances", 200) and lines[1][1:] == ("/instances/{id}", 400)
+
+
+async def test_buffered_json_lines_match_the_json_log_format_and_go_out_in_batches() -> None:
+    stream = io.BytesIO()
+    sink = BufferedJsonLines(stream)
+    sink.write({"request_id": "a", "status": 200})
+    sink.write({"request_id": "b", "status": 404})
+    assert stream.getvalue() == b"", "held until the batch goes out"
+    await asyncio.sleep(BufferedJsonLines.FLUSH_S * 2)
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(ln["request_id"], ln["status"]) for ln in lines] == [("a", 200), ("b", 404)]
+    record = logging.makeLogRecord({"name": "gateway.access", "levelname": "INFO", "msg": "request"})
+    formatted = orjson.loads(JsonFormatter().format(record))
+    assert set(formatted) <= set(lines[0]) and lines[0]["logger"] == "gateway.access" and lines[0]["msg"] == "request"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", lines[0]["ts"])
+
+
+async def test_a_full_batch_goes_out_at_once_and_a_broken_stream_fails_no_request() -> None:
+    stream = io.BytesIO()
+    sink = BufferedJsonLines(stream)
+    for i in range(2000):
+        sink.write({"request_id": f"r{i}", "padding": "x" * 40})
+    assert stream.getvalue(), "past MAX_BYTES the batch is written without waiting"
+    sink.flush()
+    assert len(stream.getvalue().splitlines()) == 2000
+    stream.close()
+    sink.write({"request_id": "late"})
+    sink.flush()  # a closed stderr: lost, never raised
+
+
+def test_production_json_logs_get_the_buffered_sink_a_terminal_or_test_the_logging_one(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.app.json_to_stderr", lambda: True)
+    assert isinstance(access_sink(settings), BufferedJsonLines)
+    monkeypatch.setattr("gateway.app.json_to_stderr", lambda: False)
+    assert isinstance(access_sink(settings), LoggedLines)
+    assert access_sink(settings.replace(access_log=False)) is None
