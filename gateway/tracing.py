@@ -37,12 +37,8 @@ def client_request_id(value: str | None) -> str | None:
     return value
 
 
-def log_access(fields: dict[str, Any]) -> None:
-    """One line through the logging module (callers check `enabled()` first: building the fields costs)."""
-    access_log.info("request", extra=fields)
-
-
 def enabled() -> bool:
+    """Whether the `gateway.access` logger takes INFO lines (callers ask first: building a line costs)."""
     return access_log.isEnabledFor(logging.INFO)
 
 

@@ -1,7 +1,8 @@
 """The control API's requests, traced like inference ones: a correlation id and one access-log line each.
 
 Every control handler is wrapped at registration (the inference routes, on the hot path, log their own
-richer line in gateway/inference.py). The correlation id is the client's sane `X-Request-Id` or a new
+richer line in gateway/inference.py); both go to the data plane's access sink, so INVENTIV_ACCESS_LOG
+turns both off. The correlation id is the client's sane `X-Request-Id` or a new
 one, returned in `X-Request-Id` and set as the log context's `cid` while the handler runs, so its own log
 lines carry it; handlers that create or end an instance log the instance id beside it.
 """
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from gateway import tracing
 from gateway.errors import ApiError, Handler
+from gateway.state import PLANE
 from inventiv.logs import correlation_id
 
 
@@ -37,9 +39,10 @@ def logged(handler: Handler) -> Handler:
             status = exc.status
             raise
         finally:
-            if tracing.enabled():
+            access = request.app[PLANE].access
+            if access is not None and tracing.enabled():
                 route = request.match_info.route.resource
-                tracing.log_access({
+                access.write({
                     "request_id": request_id, "method": request.method,
                     "route": route.canonical if route is not None else request.path, "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),

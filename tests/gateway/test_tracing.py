@@ -113,11 +113,14 @@ async def test_the_access_log_can_be_turned_off(
     worker = await start_worker()
     await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port)
     key = await new_key(db_pool)
+    admin = await new_key(db_pool, scopes=("admin",))
     client = await start_gateway(access_log=False)
     caplog.set_level(logging.INFO, logger="gateway.access")
     async with client.post(CHAT, json=BODY, headers={"Authorization": f"Bearer {key}"}) as resp:
         assert resp.status == 200
-    assert not [r for r in caplog.records if r.name == "gateway.access"]
+    async with client.get("/instances", headers={"Authorization": f"Bearer {admin}"}) as resp:
+        assert resp.status == 200 and resp.headers["X-Request-Id"], "the id is still returned"
+    assert not [r for r in caplog.records if r.name == "gateway.access"], "no line, inference or control"
 
 
 async def test_each_phase_of_a_request_is_timed(serve_one: ServeOne) -> None:
