@@ -20,7 +20,7 @@ from scheduler.fanout import fan_out
 from scheduler.runtime import Runtime
 from sql.queries import fetch_all, queries
 from worker.engines import engine
-from worker.probe import Probe, parse_models, parse_queue_depth, probe_worker
+from worker.probe import Probe, probe_worker
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ _CONCURRENT_PROBES = 32
 # A worker whose agent missed this many heartbeats in a row is polled again.
 _MISSED_BEATS = 3
 
-__all__ = ["Probe", "WorkerHealth", "check_ready_workers", "judge", "parse_models", "parse_queue_depth", "probe_worker"]
+
 @dataclass(frozen=True, slots=True)
 class WorkerHealth:
     status: str

@@ -16,7 +16,6 @@ import aiopg
 from providers.base import GB, InvalidRequest, NotFound, NotReady, Provider, Server, ServerSpec
 from scheduler import action_log
 from scheduler.boot_image import boot_image_for
-from scheduler.health import probe_worker
 from scheduler.lifecycle import BootingFacts, ProvisioningFacts, Step, next_booting_step, next_provisioning_step
 from scheduler.naming import data_volume_name, instance_tag, is_ours, resource_tags, server_name
 from scheduler.retry import StepFailed
@@ -26,6 +25,7 @@ from scheduler.validation import validation_error
 from scheduler.work import MAX_STEPS_PER_PASS, PROVISIONING_STATUSES, InstanceWork, Pass, load_work
 from sql.queries import queries
 from worker.engines import engine
+from worker.probe import probe_worker
 
 log = logging.getLogger(__name__)
 

@@ -37,11 +37,6 @@ class Probe:
         return self.models[0] if self.models else None
 
 
-def parse_queue_depth(text: str, gauges: tuple[str, ...] = ENGINES[DEFAULT_ENGINE].queue_gauges) -> int | None:
-    """The engine's queue gauges summed from a Prometheus text exposition; None when it exports none."""
-    return queue_depth(text, gauges)
-
-
 def parse_models(body: object) -> tuple[str, ...]:
     """Model ids from an OpenAI `/v1/models` answer; anything else lists none."""
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
@@ -88,7 +83,7 @@ async def _queue_depth(
         async with http.get(f"{base}/metrics", timeout=client_timeout, headers=headers) as resp:
             if resp.status != 200:
                 return None
-            return parse_queue_depth(await resp.text(), gauges)
+            return queue_depth(await resp.text(), gauges)
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
 

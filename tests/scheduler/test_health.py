@@ -11,16 +11,9 @@ from memory_provider import serve_worker
 
 from inventiv import redis_keys
 from providers.mock.worker import WorkerConfig, create_app
-from scheduler.health import (
-    Probe,
-    WorkerHealth,
-    check_ready_workers,
-    judge,
-    parse_models,
-    parse_queue_depth,
-    probe_worker,
-)
-from worker.engines import engine
+from scheduler.health import WorkerHealth, check_ready_workers, judge
+from worker.engines import DEFAULT_ENGINE, ENGINES, engine, queue_depth
+from worker.probe import Probe, parse_models, probe_worker
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
 
@@ -47,7 +40,7 @@ vllm:prompt_tokens_total{model_name="m"} 1234.0
     ],
 )
 def test_parse_queue_depth(text: str, expected: int | None) -> None:
-    assert parse_queue_depth(text) == expected
+    assert queue_depth(text, ENGINES[DEFAULT_ENGINE].queue_gauges) == expected
 
 
 SGLANG_METRICS = """\
@@ -70,7 +63,7 @@ llamacpp:requests_deferred 1
      ("sglang", VLLM_METRICS, None), ("openai", VLLM_METRICS, None)],
 )
 def test_queue_depth_comes_from_the_engines_own_gauges(name: str, text: str, expected: int | None) -> None:
-    assert parse_queue_depth(text, engine(name).queue_gauges) == expected
+    assert queue_depth(text, engine(name).queue_gauges) == expected
 
 
 @pytest.mark.parametrize(
