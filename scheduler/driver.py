@@ -36,6 +36,8 @@ MAX_CONCURRENT_PASSES = 32
 _CLOSE_GRACE_S = 10.0
 # A pass stopped mid-way (shutdown, a lost claim) hands its claim back within this, or leaves it to run out.
 _RELEASE_ON_STOP_S = 2.0
+# How a stopped pass hands its claim back: no row has status "", so the instance is due again at once.
+_DUE_NOW = Pass("", 0.0)
 
 
 class Driver:
@@ -193,7 +195,7 @@ class Driver:
     async def _release_on_stop(self, claim: Claim) -> None:
         try:
             async with asyncio.timeout(_RELEASE_ON_STOP_S):
-                await asyncio.shield(self._release(claim, Pass("", 0.0), progressed=False))
+                await asyncio.shield(self._release(claim, _DUE_NOW, progressed=False))
         except (Exception, asyncio.CancelledError):
             log.warning("could not hand back the claim of a stopped pass", extra={"instance_id": claim.instance_id})
 
