@@ -144,6 +144,8 @@ class ProviderError(Exception):
 
     code = "PROVIDER_ERROR"
     retryable = False
+    # Set on a failed non-idempotent call (a create) that the cloud may have carried out all the same.
+    may_have_run = False
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message)

@@ -126,7 +126,11 @@ class ScalewayClient:
             if isinstance(outcome, Reply):
                 return outcome
             error, retry_after, may_have_run = outcome
-            if not error.retryable or (may_have_run and not idempotent) or attempt == self._retry.attempts:
+            if not idempotent and may_have_run:
+                # The caller decides: only it can tell whether the call was carried out (create_once).
+                error.may_have_run = True
+                raise error
+            if not error.retryable or attempt == self._retry.attempts:
                 raise error
             delay = self._retry.delay(attempt, retry_after, self._rand())
             log.warning("scaleway call failed, retrying", extra={"call": context, "error": str(error), "delay": delay})
@@ -134,13 +138,16 @@ class ScalewayClient:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def create_once(self, post: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[list[T]]]) -> T:
-        """Create through `post`, retried: a create is not idempotent, but what it makes carries our name and
-        tags, so after a failure that may have carried it out (a lost reply) `find` tells whether it did,
-        and nothing is made twice."""
+        """Create through `post` (a non-idempotent request): a create is not repeated blindly, but what it
+        makes carries our name and tags, so after a failure that may have been carried out (a lost reply)
+        `find` tells whether it was; only when it was not is the create tried again. A failure that cannot
+        have run (refused connection, 429) was already retried by `request`, within the same budget."""
         for attempt in range(1, self.attempts + 1):
             try:
                 return await post()
-            except TransientError:
+            except TransientError as exc:
+                if not exc.may_have_run:
+                    raise
                 found = await find()
                 if found:
                     return found[0]
@@ -148,6 +155,10 @@ class ScalewayClient:
                     raise
                 await self.backoff(attempt)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def pause(self, seconds: float) -> None:
+        """Wait through the client's (injectable) sleep, for callers polling the API."""
+        await self._sleep(seconds)
 
     async def backoff(self, retry: int) -> None:
         """Wait as the retry policy says before retry number `retry` (1 = first) of a caller's own loop."""

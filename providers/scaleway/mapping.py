@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from providers.base import AttachedVolume, Availability, Server, ServerState, Volume, VolumeState
+
+R = TypeVar("R", Server, Volume)
 
 # Instance API server states. "stopped in place" keeps the node reserved (and billed) but runs nothing.
 SERVER_STATES: dict[str, ServerState] = {
@@ -161,3 +164,9 @@ def volume_from_instance_body(body: dict[str, Any]) -> Volume:
         server_id=server.get("id"),
         created_at=parse_time(body.get("creation_date")),
     )
+
+
+def oldest_first(found: Iterable[R]) -> list[R]:
+    """Resources by age, oldest first (unknown ages last): when a race made two, every caller adopts the
+    same one."""
+    return sorted(found, key=lambda r: (r.created_at is None, r.created_at.timestamp() if r.created_at else 0.0, r.id))

@@ -56,9 +56,9 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from inventiv.settings import Settings, SettingsError
 from providers.base import Firewall, InvalidRequest, NotFound, Server, TransientError
@@ -66,8 +66,6 @@ from providers.scaleway import mapping
 from providers.scaleway.client import ScalewayClient
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 SSH_PORT = 22
 # Tells the workers' group from any other group carrying the deployment tag.
@@ -314,10 +312,13 @@ class WorkerNetwork:
 
     # -- private network ---------------------------------------------------------------------------
 
-    async def join_private_network(self, zone: str, server_id: str) -> None:
-        """Give the server a NIC on the Private Network unless it has one there (no-op without a network)."""
+    async def join_private_network(
+        self, zone: str, server_id: str, body: dict[str, Any], reread: Callable[[], Awaitable[dict[str, Any] | None]]
+    ) -> None:
+        """Give the server (its `body` as just read) a NIC on the Private Network unless it has one there
+        (no-op without a network); `reread` reads it again, after a create whose reply was lost."""
         network_id = self.policy.private_network_id
-        if network_id is None or nic_on(await self._server_body(zone, server_id), network_id) is not None:
+        if network_id is None or nic_on(body, network_id) is not None:
             return
 
         async def post() -> dict[str, Any]:
@@ -331,19 +332,12 @@ class WorkerNetwork:
             return nic
 
         async def find() -> list[dict[str, Any]]:
-            nic = nic_on(await self._server_body(zone, server_id), network_id)
+            again = await reread()
+            nic = None if again is None else nic_on(again, network_id)
             return [] if nic is None else [nic]
 
         nic = await self.client.create_once(post, find)
         log.info("scaleway server joined its private network", extra={"server_id": server_id, "nic": nic["id"]})
-
-    async def _server_body(self, zone: str, server_id: str) -> dict[str, Any]:
-        try:
-            reply = await self.client.request("GET", f"{_servers(zone)}/{server_id}")
-        except NotFound:
-            raise NotFound(f"Scaleway server {server_id} not found in {zone}") from None
-        server: dict[str, Any] = reply.data["server"]
-        return server
 
     async def with_address(self, zone: str, server: Server, server_body: dict[str, Any]) -> Server:
         """The server with its private IPv4 as its address when it is on the Private Network."""

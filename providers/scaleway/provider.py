@@ -29,7 +29,7 @@ import asyncio
 import enum
 import weakref
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from inventiv.settings import Settings
 from providers.base import (
@@ -54,8 +54,6 @@ from providers.scaleway.client import PlainText, RetryPolicy, ScalewayClient
 from providers.scaleway.images import DEFAULT_LABELS, BootImages
 from providers.scaleway.network import NetworkPolicy, WorkerNetwork, policy_from_settings
 from providers.scaleway.worker_boot import MODEL_TAG, WORKER_PORT, WorkerBootConfig, tagged
-
-T = TypeVar("T", Server, Volume)
 
 SBS_VOLUME = "sbs_volume"
 # Block API volumes are created at 5000 IOPS, the class Scaleway gives boot volumes (sbs_5k).
@@ -208,12 +206,12 @@ class ScalewayProvider(Provider):
         return (await self.client.request("POST", path, body=body, idempotent=False)).data
 
     async def _servers_named(self, zone: str, name: str, tags: Sequence[str]) -> list[Server]:
-        found = [s for s in await self.list_servers(zone, tags) if s.name == name]
-        return sorted(found, key=lambda s: (s.created_at is None, s.created_at, s.id))
+        return mapping.oldest_first(s for s in await self.list_servers(zone, tags) if s.name == name)
 
     async def _volumes_named(self, zone: str, name: str, tags: Sequence[str]) -> list[Volume]:
-        found = [v for v in await self.list_volumes(zone, tags) if v.name == name and set(tags) <= set(v.tags)]
-        return sorted(found, key=lambda v: (v.created_at is None, v.created_at, v.id))
+        # The Block API matches ANY tag: the volume must carry them all.
+        found = (v for v in await self.list_volumes(zone, tags) if v.name == name and set(tags) <= set(v.tags))
+        return mapping.oldest_first(found)
 
     async def _set_cloud_init(self, zone: str, server_id: str, user_data: str) -> None:
         # A PUT in all but name: writing the same value again changes nothing, so retries are safe.
@@ -221,20 +219,15 @@ class ScalewayProvider(Provider):
             "PATCH", f"{_servers(zone)}/{server_id}/user_data/{CLOUD_INIT_KEY}", body=PlainText(user_data)
         )
 
-    async def _ensure_cloud_init(self, zone: str, server_id: str) -> None:
+    async def _ensure_cloud_init(self, zone: str, server_id: str, body: dict[str, Any]) -> None:
         """Write the user data of a server created for a model if it has none yet (see the module docstring)."""
-        body = await self._server_body(zone, server_id)
-        if body is None:
-            raise NotFound(f"Scaleway server {server_id} not found in {zone}")
         tags = body.get("tags") or ()
         # cloud-init reads it at the first boot: a server starting or running is past that point.
         if tagged(tags, MODEL_TAG) is None or body.get("state") != "stopped":
             return
         reply = await self.client.request("GET", f"{_servers(zone)}/{server_id}/user_data")
         if CLOUD_INIT_KEY not in (reply.data or {}).get("user_data", ()):
-            user_data = self.boot.for_tags(tags)
-            assert user_data is not None, "a model tag always gives user data"
-            await self._set_cloud_init(zone, server_id, user_data)
+            await self._set_cloud_init(zone, server_id, self.boot.for_model_tags(tags))
 
     async def _worker_root_bytes(self, spec: ServerSpec) -> int | None:
         """A worker's root volume: the worker image and Docker's layers outgrow the image's 20 GB.
@@ -279,8 +272,11 @@ class ScalewayProvider(Provider):
         return [s for s in servers if set(tags) <= set(s.tags)]
 
     async def power_on(self, zone: str, server_id: str) -> None:
-        await self._ensure_cloud_init(zone, server_id)
-        await self.network.join_private_network(zone, server_id)
+        body = await self._server_body(zone, server_id)
+        if body is None:
+            raise NotFound(f"Scaleway server {server_id} not found in {zone}")
+        await self._ensure_cloud_init(zone, server_id, body)
+        await self.network.join_private_network(zone, server_id, body, lambda: self._server_body(zone, server_id))
         try:
             await self.client.request("POST", f"{_servers(zone)}/{server_id}/action", body={"action": "poweron"})
         except InvalidRequest:
@@ -409,7 +405,7 @@ class ScalewayProvider(Provider):
                 return volume
             if poll == _ATTACH_READY_POLLS:
                 raise NotReady(f"Scaleway volume {volume_id} is {volume.state}; attach it once it is available")
-            await asyncio.sleep(_ATTACH_READY_POLL_S)
+            await self.client.pause(_ATTACH_READY_POLL_S)
         raise AssertionError("unreachable: the last poll returns or raises")
 
     async def detach_volume(self, zone: str, server_id: str, volume_id: str) -> None:

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from inventiv.settings import Settings
-from inventiv.worker_secrets import WorkerSecrets
+from inventiv.worker_secrets import WorkerSecrets, worker_secrets
 from providers.base import InvalidRequest, ServerSpec
-from providers.scaleway.cloud_init import AgentBoot, CloudInitError, WorkerBoot, worker_cloud_config
+from providers.scaleway.cloud_init import AgentBoot, WorkerBoot, worker_cloud_config
 from worker.engines import DEFAULT_ENGINE, engine
 
 MODEL_TAG = "model="
@@ -44,10 +44,12 @@ class WorkerBootConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerBootConfig:
-        secrets = WorkerSecrets(settings.worker_secret_key) if settings.worker_secret_key else None
-        return cls(secrets, settings)
+        # Without a key a server can still be created with the secret the scheduler passes in its spec;
+        # only an adopted server's user data needs the key, and says so.
+        return cls(worker_secrets(settings) if settings.worker_secret_key else None, settings)
 
-    def tags(self, spec: ServerSpec) -> list[str]:
+    @staticmethod
+    def tags(spec: ServerSpec) -> list[str]:
         if not spec.model:
             return list(spec.tags)
         return [*spec.tags, MODEL_TAG + spec.model, ENGINE_TAG + spec.engine]
@@ -58,31 +60,34 @@ class WorkerBootConfig:
             return None
         return self._user_data(spec.model, spec.engine, tagged(spec.tags, INSTANCE_TAG), spec.worker_secret)
 
-    def for_tags(self, tags: Sequence[str]) -> str | None:
-        """The user data of an adopted server, from its tags; None when it was created without a model."""
+    def for_model_tags(self, tags: Sequence[str]) -> str:
+        """The user data of an adopted server created for a model, from its tags."""
         model = tagged(tags, MODEL_TAG)
         if model is None:
-            return None
+            raise InvalidRequest("cannot boot a Scaleway worker: the server carries no model= tag")
         return self._user_data(model, tagged(tags, ENGINE_TAG) or DEFAULT_ENGINE, tagged(tags, INSTANCE_TAG), None)
 
     def _user_data(self, model: str, engine_name: str, instance_id: str | None, secret: str | None) -> str:
         settings = self.settings
+        if secret is None:
+            secret = self._derived(instance_id)
         try:
             chosen = engine(engine_name)
-            if secret is None:
-                secret = self._derived(instance_id)
             boot = WorkerBoot(
                 model=model, engine=chosen, image=settings.engine_image(chosen.name) or "", port=WORKER_PORT,
                 secret=secret, data_device_hint=DATA_DEVICES, hf_token=settings.hf_token,
                 agent=self._agent(instance_id),
             )  # fmt: skip
             return worker_cloud_config(boot)
-        except (CloudInitError, ValueError) as exc:
+        except ValueError as exc:  # CloudInitError, or an unknown engine
             raise InvalidRequest(f"cannot boot a Scaleway worker: {exc}") from None
 
     def _derived(self, instance_id: str | None) -> str:
         if self.secrets is None or instance_id is None:
-            raise ValueError("no worker secret: INVENTIV_WORKER_SECRET_KEY is unset or the server has no instance tag")
+            raise InvalidRequest(
+                "cannot boot a Scaleway worker: no worker secret (INVENTIV_WORKER_SECRET_KEY is unset, or the "
+                "server carries no instance= tag)"
+            )
         return self.secrets.for_instance(instance_id)
 
     def _agent(self, instance_id: str | None) -> AgentBoot | None:

@@ -31,7 +31,7 @@ the project's default group too), `GET .../rules` (no X-Total-Count, as recorded
 (the editable rules become those given, renumbered; a /32 comes back as a bare address, a one-port range
 without its end). A server created with `security_group` joins it (404 if it does not exist), else the
 project's "Default security group" (inbound accept, made at first use), and shows `{id, name}`.
-Private NICs: `POST|GET .../servers/{id}/private_nics`, `GET|DELETE .../private_nics/{nic}`; a NIC is
+Private NICs: `POST .../servers/{id}/private_nics` (the server body lists them); a NIC is
 `syncing` until the server or NIC is read again, gets an IPv4 (10.<n>.0.0/16 per Private Network, from
 .2) and an IPv6 in IPAM (`GET /ipam/v1/regions/{region}/ips`, filters `resource_id`, `resource_type`,
 `private_network_id`, `is_ipv6`, `project_id`; counted pagination), and goes with its server. Any
@@ -767,19 +767,6 @@ class FakeScaleway:
             del self.ipam_ips[ip_id]
         server["private_nics"] = []
 
-    def get_private_nic(self, zone: str, server_id: str, nic_id: str) -> dict[str, Any]:
-        for nic in self.get_server(zone, server_id)["private_nics"]:
-            if nic["id"] == nic_id:
-                return dict(nic)
-        raise not_found("instance_private_nic", nic_id)
-
-    def delete_private_nic(self, zone: str, server_id: str, nic_id: str) -> None:
-        server = self.get_server(zone, server_id)
-        self.get_private_nic(zone, server_id, nic_id)
-        kept = [nic for nic in server["private_nics"] if nic["id"] != nic_id]
-        self._drop_nics({"private_nics": [nic for nic in server["private_nics"] if nic["id"] == nic_id]})
-        server["private_nics"] = kept
-
     def list_ipam_ips(self, region: str, query: dict[str, list[str]]) -> list[dict[str, Any]]:
         found = [ip for ip in self.ipam_ips.values() if ip["region"] == region]
         for name, value in ((n, query[n][0]) for n in ("resource_id", "resource_type") if n in query):
@@ -894,9 +881,6 @@ def create_app(fake: FakeScaleway) -> web.Application:
     r.add_patch(f"{instance}/servers/{{id}}/user_data/{{key}}", _set_user_data)
     r.add_delete(f"{instance}/servers/{{id}}/user_data/{{key}}", _delete_user_data)
     r.add_post(f"{instance}/servers/{{id}}/private_nics", _post_private_nic)
-    r.add_get(f"{instance}/servers/{{id}}/private_nics", _list_private_nics)
-    r.add_get(f"{instance}/servers/{{id}}/private_nics/{{nic}}", _get_private_nic)
-    r.add_delete(f"{instance}/servers/{{id}}/private_nics/{{nic}}", _delete_private_nic)
     r.add_post(f"{instance}/security_groups", _post_security_group)
     r.add_get(f"{instance}/security_groups", _list_security_groups)
     r.add_get(f"{instance}/security_groups/{{id}}", _get_security_group)
@@ -999,22 +983,6 @@ async def _post_private_nic(request: web.Request) -> web.Response:
     fake, zone, server_id = _ids(request)
     nic = fake.create_private_nic(zone, server_id, await _body(request))
     return web.json_response({"private_nic": nic}, status=201)
-
-
-async def _list_private_nics(request: web.Request) -> web.Response:
-    fake, zone, server_id = _ids(request)
-    return _instance_page(request, fake.get_server(zone, server_id)["private_nics"], "private_nics")
-
-
-async def _get_private_nic(request: web.Request) -> web.Response:
-    fake, zone, server_id = _ids(request)
-    return web.json_response({"private_nic": fake.get_private_nic(zone, server_id, request.match_info["nic"])})
-
-
-async def _delete_private_nic(request: web.Request) -> web.Response:
-    fake, zone, server_id = _ids(request)
-    fake.delete_private_nic(zone, server_id, request.match_info["nic"])
-    return web.Response(status=204)
 
 
 async def _post_security_group(request: web.Request) -> web.Response:

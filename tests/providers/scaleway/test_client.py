@@ -235,3 +235,33 @@ async def test_an_empty_page_ends_the_listing(client: ScalewayClient) -> None:
     with aioresponses() as mocked:
         mocked.get(_page(SERVERS, 1), payload={"servers": []}, headers={"X-Total-Count": "5"})
         assert await client.list_instance(SERVERS, "servers") == []
+
+
+async def test_a_create_refused_before_it_ran_is_retried_by_request_alone_never_twice_over(
+    client: ScalewayClient,
+) -> None:
+    calls = 0
+
+    async def post() -> str:
+        nonlocal calls
+        calls += 1
+        raise TransientError("429 too many requests")  # request() already spent its retries on it
+
+    async def find() -> list[str]:
+        raise AssertionError("a failure that cannot have run needs no look")
+
+    with pytest.raises(TransientError):
+        await client.create_once(post, find)
+    assert calls == 1
+    lost = TransientError("500 after the change was made")
+    lost.may_have_run = True
+    found: list[str] = []
+
+    async def lost_then_found() -> str:
+        raise lost
+
+    async def look() -> list[str]:
+        found.append("server-1")
+        return found
+
+    assert await client.create_once(lost_then_found, look) == "server-1"

@@ -351,6 +351,8 @@ async def test_a_create_that_keeps_failing_gives_up_with_a_transient_error(
     with pytest.raises(TransientError):
         await provider.create_server(spec())
     assert fake.servers == {}
+    posts = [p for m, p in fake.requests if m == "POST" and p.endswith("/servers")]
+    assert len(posts) == provider.client.attempts, "one retry budget, each retry after a look for the server"
 
 
 async def test_a_wrong_key_is_an_auth_error(fake: FakeScaleway) -> None:
