@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from inventiv.cli import CommandError
 from inventiv.services import open_pool
 from inventiv.settings import Settings
-from scheduler.cloud_check import exit_status, render
+from scheduler.cloud_check import count, exit_status, render
 from scheduler.cloud_probe import check_clouds
 from scheduler.runtime import ProviderSet
 from scheduler.volume_check import Kind
@@ -89,7 +89,7 @@ def report_table(report: Report) -> str:
 
 
 def summary(report: Report) -> str:
-    checked = f"{_count(report.instances, 'instance')}, {_count(report.volumes, 'tracked volume')} checked"
+    checked = f"{count(report.instances, 'instance')}, {count(report.volumes, 'tracked volume')} checked"
     if report.ok:
         return f"{checked}: everything matches"
     kinds = Counter(f.kind for f in report.findings)
@@ -97,9 +97,9 @@ def summary(report: Report) -> str:
     parts = []
     if kinds:
         detail = ", ".join(f"{n} {kind.value}" for kind, n in sorted(kinds.items()))
-        parts.append(f"{_count(sum(kinds.values()), 'mismatch', 'es')} ({detail})")
+        parts.append(f"{count(sum(kinds.values()), 'mismatch', 'es')} ({detail})")
     if unchecked:
-        parts.append(f"{_count(unchecked, 'place')} the cloud could not be asked about")
+        parts.append(f"{count(unchecked, 'place')} the cloud could not be asked about")
     return f"{checked}: {'; '.join(parts)}"
 
 
@@ -110,7 +110,3 @@ def table(rows: Sequence[Sequence[str]]) -> str:
 
 def _shorten(text: str) -> str:
     return _UUID.sub(r"\1", text)
-
-
-def _count(n: int, noun: str, plural: str = "s") -> str:
-    return f"{n} {noun}" + ("" if n == 1 else plural)

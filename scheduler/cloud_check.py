@@ -123,8 +123,9 @@ def stock_lines(provider: str, zone: str, offered: Sequence[str], stock: Mapping
     return head + problems
 
 
-def count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+def count(n: int, noun: str, plural: str = "s") -> str:
+    """`n` and the noun, with the plural's ending unless one."""
+    return f"{n} {noun}" + ("" if n == 1 else plural)
 
 
 def short(identifier: str) -> str:

@@ -3,14 +3,16 @@
 For every provider: can it be asked at all (Scaleway: its key and project; the mock cloud: its state
 folder), do its credentials work (the first zone's server listing is the cheap authenticated call), then
 per zone (active ones, and any where a server was ever asked for): the servers and volumes carrying the
-deployment tag and how many no live instance owns (by the orphan sweep's rule, with no grace period),
-and the stock of every type the catalog offers there (`Provider.availability`). Reads only; the lines
-are decided in scheduler/cloud_check.py.
+deployment tag and how many no live instance owns (by the orphan sweep's rule, with no grace period;
+what the database says is owned is read once, after every zone was listed, as the sweep reads it after its
+listing), and the stock of every type the catalog offers there (`Provider.availability`). Reads only;
+the lines are decided in scheduler/cloud_check.py.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import aiopg
 
 from inventiv.settings import Settings
-from providers.base import AuthError, InvalidRequest, Provider, ProviderError
+from providers.base import AuthError, Availability, InvalidRequest, Provider, ProviderError
 from scheduler.cloud_check import (
     ANY_ZONE,
     Credentials,
@@ -32,7 +34,7 @@ from scheduler.cloud_check import (
     tagged_line,
 )
 from scheduler.runtime import ProviderSet
-from scheduler.sweep import Kind, Resource, find_orphans, ownership
+from scheduler.sweep import Kind, Ownership, Resource, find_orphans, ownership
 from sql.queries import fetch_all, queries
 
 # What a zone's reads may fail with besides a provider error: the mock cloud's state file unreadable.
@@ -48,6 +50,30 @@ class _Target:
     zones: list[dict[str, Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class _ZoneRead:
+    """What one zone answered: the resources carrying the deployment tag, and the stock of the offered types."""
+
+    provider: str
+    zone: str
+    listed: list[Resource]
+    offered: list[str]
+    stock: Mapping[str, Availability]
+
+    def lines(self, tag: str, owned: Ownership, now: datetime) -> list[Line]:
+        orphans = find_orphans(self.listed, deployment_tag=tag, owned=owned, now=now, grace_s=0)
+        tagged = Tagged(
+            servers=_of_kind(self.listed, Kind.SERVER),
+            volumes=_of_kind(self.listed, Kind.VOLUME),
+            orphan_servers=_of_kind(orphans, Kind.SERVER),
+            orphan_volumes=_of_kind(orphans, Kind.VOLUME),
+        )
+        lines = [tagged_line(self.provider, self.zone, tag, tagged)]
+        if self.offered:
+            lines += stock_lines(self.provider, self.zone, self.offered, self.stock)
+        return lines
+
+
 async def check_clouds(pool: aiopg.Pool, providers: ProviderSet, settings: Settings) -> list[Line]:
     async with pool.acquire() as conn:
         catalog = await fetch_all(queries.fleet.list_check_providers(conn))
@@ -55,38 +81,44 @@ async def check_clouds(pool: aiopg.Pool, providers: ProviderSet, settings: Setti
     by_provider: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for zone in zones:
         by_provider[zone["provider_code"]].append(zone)
-    lines: list[Line] = []
+    found: list[Line | _ZoneRead] = []
     for row in catalog:
         target = _Target(row["code"], row["live_instances"], by_provider[row["code"]])
         if not row["is_active"] and not target.live_instances:
-            lines.append(Line(Level.SKIP, target.code, ANY_ZONE, "inactive in the catalog, and no live instance"))
+            found.append(Line(Level.SKIP, target.code, ANY_ZONE, "inactive in the catalog, and no live instance"))
             continue
-        lines += await _check_provider(pool, providers, settings, target)
+        found += await _check_provider(providers, settings, target)
+    # Read after every listing, as the sweep does: a resource made meanwhile has its row already.
+    owned, now = await ownership(pool), datetime.now(UTC)
+    lines: list[Line] = []
+    for item in found:
+        lines += item.lines(settings.deployment_tag, owned, now) if isinstance(item, _ZoneRead) else [item]
     return lines
 
 
-async def _check_provider(pool: aiopg.Pool, providers: ProviderSet, settings: Settings, target: _Target) -> list[Line]:
+async def _check_provider(providers: ProviderSet, settings: Settings, target: _Target) -> list[Line | _ZoneRead]:
+    """The provider's lines, a zone that answered as what it answered (its lines need the ownership)."""
     provider, reason = _open(providers, settings, target.code)
     if provider is None:
         return [not_configured(target.code, reason, target.live_instances)]
     if not target.zones:
         return [Line(Level.SKIP, target.code, ANY_ZONE, "no active zone, and none ever used: nothing to check")]
     credentials = credentials_of(target.code, settings)
-    lines: list[Line] = []
+    found: list[Line | _ZoneRead] = []
     answered = False
     for zone in target.zones:
         try:
-            lines += await _check_zone(pool, provider, settings.deployment_tag, zone)
+            found.append(await _read_zone(provider, settings.deployment_tag, zone))
         except AuthError as exc:
             # Every other call would be refused the same way: one line says it.
             return [credentials_failed(target.code, credentials, exc)]
         except _ZONE_ERRORS as exc:
             message = f"cannot be read: {_describe(exc, target.code, settings)}"
-            lines.append(Line(Level.FAIL, target.code, zone["zone_code"], message))
+            found.append(Line(Level.FAIL, target.code, zone["zone_code"], message))
             continue
         answered = True
     # No zone answered: the failures say why, and nothing showed the credentials work.
-    return [credentials_ok(target.code, credentials, _reached(target.code, settings)), *lines] if answered else lines
+    return [credentials_ok(target.code, credentials, _reached(target.code, settings)), *found] if answered else found
 
 
 def _open(providers: ProviderSet, settings: Settings, code: str) -> tuple[Provider | None, str]:
@@ -127,26 +159,14 @@ def credentials_of(code: str, settings: Settings) -> Credentials | None:
     return None
 
 
-async def _check_zone(pool: aiopg.Pool, provider: Provider, tag: str, zone: dict[str, Any]) -> list[Line]:
-    code, zone_code = provider.code, zone["zone_code"]
+async def _read_zone(provider: Provider, tag: str, zone: dict[str, Any]) -> _ZoneRead:
+    zone_code = zone["zone_code"]
     listed = [Resource.of_server(s) for s in await provider.list_servers(zone_code, [tag])]
-    listed += [Resource.of_volume(v) for v in await provider.list_volumes(zone_code, [tag]) if tag in v.tags]
-    # Ownership is read after the listing, as the sweep does: a resource made meanwhile has its row already.
-    orphans = find_orphans(listed, deployment_tag=tag, owned=await ownership(pool), now=datetime.now(UTC), grace_s=0)
-    tagged = Tagged(
-        servers=_of_kind(listed, Kind.SERVER),
-        volumes=_of_kind(listed, Kind.VOLUME),
-        orphan_servers=_of_kind(orphans, Kind.SERVER),
-        orphan_volumes=_of_kind(orphans, Kind.VOLUME),
-    )
-    lines = [tagged_line(code, zone_code, tag, tagged)]
+    listed += [Resource.of_volume(v) for v in await provider.list_volumes(zone_code, [tag])]
     offered = list(zone["offered_types"])
-    if offered:
-        lines += stock_lines(code, zone_code, offered, await provider.availability(zone_code))
-    return lines
+    stock = await provider.availability(zone_code) if offered else {}
+    return _ZoneRead(provider.code, zone_code, listed, offered, stock)
 
 
 def _of_kind(resources: list[Resource], kind: Kind) -> int:
     return sum(1 for r in resources if r.kind is kind)
-
-

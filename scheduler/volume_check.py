@@ -6,22 +6,25 @@ look up is judged on the server's listing alone, so each caller pays for the loo
 `inventiv volumes verify` looks every tracked volume up and reports everything; reconciliation
 (scheduler/reconcile.py) looks up only the volumes the server stopped listing and repairs what it can.
 
-"Expected" is what should be (the tracked row, or the rule a row must follow), "actual" what is.
+"Expected" is what should be (the tracked row, or the rule a row must follow), "actual" what is. Tagged
+volumes of no live instance are the orphan sweep's to judge (`scheduler.sweep.find_orphans`); verify
+reports them as ORPHAN findings.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from providers.base import GB, AttachedVolume, Volume, VolumeState
-from scheduler.naming import data_volume_name, tagged_instance_id
+from scheduler.naming import data_volume_name
 from scheduler.volumes import TrackedVolume, untracked
 
-# Statuses in which the instance's recorded server must exist. Terminating and failed instances are being
-# released: their server going is the release's progress, not a mismatch.
+# Statuses in which the instance's recorded server must exist (reconciliation fails the instance when it
+# is gone, but for a provisioning one, which notices it itself). Terminating and failed instances are
+# being released: their server going is the release's progress, not a mismatch.
 SERVER_STATUSES = ("provisioning", "booting", "ready")
 # Cloud states of a volume nobody can use: broken, unknown to us, or on its way out.
 _BAD_STATES = frozenset({VolumeState.ERROR, VolumeState.UNKNOWN, VolumeState.DELETING, VolumeState.DELETED})
@@ -82,18 +85,6 @@ class TrackedRecord(TrackedVolume):
     # Set when the row was tracked from a server's listing (track_volume), which says which type names it.
     slot: str | None = None
 
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> TrackedRecord:
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
-
-    @property
-    def recorded_attached(self) -> bool:
-        return self.attached_at is not None and self.detached_at is None
-
-    @property
-    def live(self) -> bool:
-        return self.deleted_at is None
-
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
@@ -101,6 +92,7 @@ class Expectation:
 
     instance_id: str
     server_id: str | None
+    # The status needs the recorded server (if there is one) to exist: see SERVER_STATUSES.
     server_required: bool
     data_delete_on_terminate: bool
 
@@ -111,7 +103,7 @@ class Expectation:
         return cls(
             instance_id=str(row["id"]),
             server_id=server_id,
-            server_required=server_id is not None and row["status"] in SERVER_STATUSES,
+            server_required=row["status"] in SERVER_STATUSES,
             data_delete_on_terminate=row["data_volume_delete_on_terminate"],
         )
 
@@ -219,25 +211,6 @@ def allowed_delete_on_terminate(row: TrackedVolume, expect: Expectation) -> froz
     return frozenset({True, expect.data_delete_on_terminate})
 
 
-def orphans(
-    volumes: Iterable[Volume], *, deployment_tag: str, live_instance_ids: frozenset[str], protected_ids: frozenset[str]
-) -> list[Finding]:
-    """Volumes carrying the deployment tag that no live instance owns: not tracked by one (nor kept on
-    purpose, `protected_ids`), and not tagged for one."""
-    findings = []
-    for volume in volumes:
-        if deployment_tag not in volume.tags or volume.id in protected_ids:
-            continue
-        owner = tagged_instance_id(volume.tags)
-        if owner is not None and owner in live_instance_ids:
-            continue
-        actual = f"tagged for instance {owner}, which has no live row" if owner else "tagged for no instance"
-        if volume.server_id is not None:
-            actual += f"; attached to server {volume.server_id}"
-        findings.append(Finding(Kind.ORPHAN, owner, volume.id, "ownership", "owned by a live instance", actual))
-    return findings
-
-
 def checked(
     expect: Expectation,
     tracked: Sequence[TrackedRecord],
@@ -282,5 +255,3 @@ def _finding(kind: Kind, expect: Expectation, subject: str, what: str, expected:
 
 def tracked_records(rows: Iterable[Mapping[str, Any]]) -> list[TrackedRecord]:
     return [TrackedRecord.from_row(row) for row in rows]
-
-

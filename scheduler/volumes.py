@@ -9,7 +9,7 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from providers.base import AttachedVolume, VolumeState
 
@@ -65,8 +65,17 @@ class TrackedVolume:
     deleted_at: datetime | None = None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> TrackedVolume:
+    def from_row(cls, row: Mapping[str, Any]) -> Self:
         return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+    @property
+    def live(self) -> bool:
+        """Not marked deleted."""
+        return self.deleted_at is None
+
+    @property
+    def recorded_attached(self) -> bool:
+        return self.attached_at is not None and self.detached_at is None
 
 
 def untracked(tracked: Iterable[TrackedVolume], attached: Sequence[AttachedVolume]) -> list[AttachedVolume]:
@@ -82,14 +91,7 @@ def untracked(tracked: Iterable[TrackedVolume], attached: Sequence[AttachedVolum
 def vanished(tracked: Iterable[TrackedVolume], attached: Sequence[AttachedVolume]) -> list[TrackedVolume]:
     """Live tracked volumes that were attached but the server no longer lists."""
     present = {a.id for a in attached}
-    return [
-        v
-        for v in tracked
-        if v.deleted_at is None
-        and v.detached_at is None
-        and v.attached_at is not None
-        and v.provider_volume_id not in present
-    ]
+    return [v for v in tracked if v.live and v.recorded_attached and v.provider_volume_id not in present]
 
 
 def delete_on_terminate_for(volume: AttachedVolume, instance_default: bool) -> bool:

@@ -10,6 +10,7 @@ from scheduler.cloud_check import (
     Level,
     Line,
     Tagged,
+    count,
     credentials_failed,
     credentials_ok,
     exit_status,
@@ -99,3 +100,8 @@ def test_stock_one_ok_line_then_one_per_type_short_of_it() -> None:
         (Level.WARN, "F: the provider reports no stock for this type"),
     ]
     assert stock_lines("scaleway", "fr-par-2", [], stock) == []
+
+
+def test_count_says_one_or_the_plural() -> None:
+    assert [count(n, "volume") for n in (0, 1, 2)] == ["0 volumes", "1 volume", "2 volumes"]
+    assert [count(n, "mismatch", "es") for n in (1, 3)] == ["1 mismatch", "3 mismatches"]

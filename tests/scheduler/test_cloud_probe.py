@@ -21,6 +21,7 @@ from providers.registry import create_provider
 from scheduler.cloud_check import Level, Line, exit_status, render
 from scheduler.cloud_probe import check_clouds
 from scheduler.runtime import ProviderSet
+from scheduler.sweep import Ownership, ownership
 
 TAG = "inventiv"
 DEAD = "33333333-3333-4333-8333-333333333333"
@@ -109,6 +110,25 @@ async def test_tagged_resources_are_counted_and_those_of_no_live_instance_told_a
                     "(the orphan sweep deletes them after INVENTIV_ORPHAN_GRACE_S)",
     )  # fmt: skip
     assert exit_status(lines) == 0, "the sweep deals with them: worth a look, not a failure"
+
+
+async def test_ownership_is_read_once_after_every_zone_was_listed(
+    db_pool: Any, scw_settings: Settings, fake: FakeScaleway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed_before: list[int] = []
+
+    async def counted(pool: Any) -> Ownership:
+        listed_before.append(
+            len({path for method, path in fake.requests if method == "GET" and path.endswith("/volumes")})
+        )
+        return await ownership(pool)
+
+    monkeypatch.setattr("scheduler.cloud_probe.ownership", counted)
+
+    lines = await check(db_pool, scw_settings)
+
+    assert {line.zone for line in lines if line.provider == "scaleway"} == {"-", *SCW_ZONES}
+    assert listed_before == [len(SCW_ZONES)], "one read, once every zone's volumes were listed"
 
 
 async def test_an_unconfigured_provider_fails_only_when_live_instances_use_it(

@@ -16,7 +16,6 @@ from scheduler.volume_check import (
     allowed_delete_on_terminate,
     checked,
     compare,
-    orphans,
 )
 
 INSTANCE = "11111111-1111-4111-8111-111111111111"
@@ -159,26 +158,3 @@ def test_checked_lists_the_server_and_each_live_volume_without_a_finding() -> No
         (SERVER, "server", "exists, 2 volume(s)"),
         ("boot", "boot", "20 GB sbs_volume, attached to srv-1"),
     ]
-
-
-DEAD = "22222222-2222-4222-8222-222222222222"
-
-
-@pytest.mark.parametrize(
-    ("tags", "volume_id", "owner"),
-    [
-        (("inventiv", f"instance={DEAD}"), "v", DEAD),  # its instance has no live row
-        (("inventiv",), "v", None),  # tagged for no instance
-        (("inventiv", f"instance={INSTANCE}"), "v", "live"),  # its instance is live
-        (("inventiv", f"instance={DEAD}"), "kept", "live"),  # tracked (kept on purpose)
-        (("other", f"instance={DEAD}"), "v", "live"),  # another deployment's
-    ],
-)
-def test_orphans(tags: tuple[str, ...], volume_id: str, owner: str | None) -> None:
-    found = orphans([cloud(volume_id, tags=tags, server=None)], deployment_tag="inventiv",
-                    live_instance_ids=frozenset({INSTANCE}), protected_ids=frozenset({"kept"}))  # fmt: skip
-    if owner == "live":
-        assert found == []
-    else:
-        [finding] = found
-        assert (finding.kind, finding.instance_id, finding.volume_id) == (Kind.ORPHAN, owner, volume_id)

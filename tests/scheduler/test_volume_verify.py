@@ -10,9 +10,11 @@ import os
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -22,10 +24,16 @@ from memory_provider import serve_worker
 from mock_cloud import reaping_mock_cloud
 
 from inventiv.settings import Settings
-from providers.base import GB, Provider, ServerSpec
+from providers.base import GB, Provider, ServerSpec, Volume, VolumeState
+from scheduler import sweep
+from scheduler.cloud_check import Level
+from scheduler.cloud_probe import check_clouds
+from scheduler.driver import fail_instance
+from scheduler.reconcile import reconcile_volumes
+from scheduler.retry import StepFailed
 from scheduler.runtime import ProviderSet, Runtime
 from scheduler.volume_check import Kind
-from scheduler.volume_verify import Report, UnknownInstance, verify_volumes
+from scheduler.volume_verify import Report, UnknownInstance, orphans, verify_volumes
 
 TAG = "inventiv"
 DEAD = "33333333-3333-4333-8333-333333333333"
@@ -102,12 +110,26 @@ def ready(fleet: Fleet, make_instance: Any, drive: Any) -> Any:
     return make
 
 
-async def verify(fleet: Fleet, instance_id: str | None = None) -> Report:
+async def verify(fleet: Fleet, instance_id: str | None = None, calls: Counter[str] | None = None) -> Report:
+    """`calls`: counts the provider's get_volume and list_volumes calls."""
     providers = ProviderSet(fleet.settings)
+    if calls is not None:
+        count_calls(providers.get(fleet.kind), calls, "get_volume", "list_volumes")
     try:
         return await verify_volumes(fleet.rt.pool, providers, TAG, instance_id)
     finally:
         await providers.close()
+
+
+def count_calls(provider: Provider, calls: Counter[str], *methods: str) -> None:
+    for name in methods:
+        method = getattr(provider, name)
+
+        async def counted(*args: Any, _name: str = name, _method: Any = method, **kw: Any) -> Any:
+            calls[_name] += 1
+            return await _method(*args, **kw)
+
+        setattr(provider, name, counted)
 
 
 def kinds(report: Report) -> set[Kind]:
@@ -276,6 +298,60 @@ async def test_orphan(fleet: Fleet, ready: Any) -> None:
     assert (found.instance_id, found.volume_id) == (DEAD, leftover.id)
 
 
+async def test_a_failed_instance_s_leftover_is_an_orphan_to_verify_the_cloud_check_and_the_sweep(
+    fleet: Fleet, ready: Any, drive: Any
+) -> None:
+    # A failed instance whose cleanup finished keeps its status, deleted_at set: it is no longer live.
+    row = await ready()
+    instance_id = str(row["id"])
+    await fail_instance(fleet.rt, instance_id, StepFailed("BY_HAND", "failed for the test"))
+    row = await drive(instance_id, "failed", timeout_s=30)
+    assert row["deleted_at"] is not None
+    leftover = await fleet.provider.create_volume(fleet.zone, "leftover", 5 * GB, [TAG, f"instance={instance_id}"])
+
+    report = await verify(fleet)
+    assert [(f.kind, f.instance_id, f.volume_id) for f in report.findings] == [(Kind.ORPHAN, instance_id, leftover.id)]
+    assert report.instances == 0
+
+    providers = ProviderSet(fleet.settings)
+    try:
+        lines = await check_clouds(fleet.rt.pool, providers, fleet.settings)
+    finally:
+        await providers.close()
+    tagged = next(line for line in lines if (line.provider, line.zone) == (fleet.kind, fleet.zone))
+    assert tagged.level is Level.WARN and "0 servers and 1 volume belong to no live instance" in tagged.message
+
+    fleet.rt.settings = fleet.settings.replace(orphan_grace_s=0, orphan_dry_run=True)
+    swept = await sweep.sweep_orphans(fleet.rt)
+    assert [r.id for r in swept if r.kind is sweep.Kind.VOLUME] == [leftover.id]
+
+
+async def test_each_zone_is_listed_once_and_only_volumes_it_lacks_are_looked_up(fleet: Fleet, ready: Any) -> None:
+    first, second = await ready(), await ready()
+    # Attached by hand (no tag) and tracked by reconciliation: the tagged listing cannot have it.
+    by_hand = await fleet.provider.create_volume(fleet.zone, "by-hand", 5 * GB, ["operator"])
+    await fleet.provider.attach_volume(fleet.zone, first["provider_instance_id"], by_hand.id)
+    assert await reconcile_volumes(fleet.rt) == 1
+    calls: Counter[str] = Counter()
+
+    report = await verify(fleet, calls=calls)
+
+    assert report.ok and report.volumes == 5, report.findings
+    assert calls == {"list_volumes": 1, "get_volume": 1}, "the four tagged volumes come from the listing"
+    assert str(second["id"]) in {c.instance_id for c in report.checked}
+
+
+async def test_a_live_instance_asked_for_lists_no_zone(fleet: Fleet, ready: Any) -> None:
+    row = await ready()
+    await fleet.provider.create_volume(fleet.zone, "leftover", 5 * GB, [TAG, f"instance={DEAD}"])
+    calls: Counter[str] = Counter()
+
+    report = await verify(fleet, str(row["id"]), calls=calls)
+
+    assert report.ok and report.volumes == 2
+    assert calls == {"get_volume": 2}, "no orphan can be a live instance's: nothing is listed"
+
+
 async def test_an_unreachable_cloud_is_unchecked_not_clean(fleet: Fleet, ready: Any) -> None:
     if fleet.kind == "mock":
         pytest.skip("the mock cloud needs no credentials")
@@ -355,3 +431,34 @@ async def test_the_command_exit_status_table_and_json(fleet: Fleet, ready: Any, 
         refused = await asyncio.to_thread(_inventiv, env, "volumes", "verify", "--instance", wrong)
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
         assert refused.stderr.startswith("inventiv: error: ")
+
+
+LIVE = "11111111-1111-4111-8111-111111111111"
+
+
+def tagged_volume(volume_id: str, *tags: str, server: str | None = None) -> Volume:
+    state = VolumeState.IN_USE if server else VolumeState.AVAILABLE
+    return Volume(volume_id, volume_id, "z", "sbs_5k", GB, state, tags, server, datetime.now(UTC))
+
+
+@pytest.mark.parametrize(
+    ("volume", "owner", "actual"),
+    [
+        (tagged_volume("v", TAG, f"instance={DEAD}"), DEAD, f"tagged for instance {DEAD}, which has no live row"),
+        (tagged_volume("v", TAG), None, "tagged for no instance"),
+        (tagged_volume("v", TAG, server="srv-9"), None, "tagged for no instance; attached to server srv-9"),
+        (tagged_volume("v", TAG, f"instance={LIVE}"), "live", ""),  # its instance is live
+        (tagged_volume("kept", TAG, f"instance={DEAD}"), "live", ""),  # tracked, or kept on purpose
+        (tagged_volume("v", "other", f"instance={DEAD}"), "live", ""),  # another deployment's
+    ],
+)  # fmt: skip
+def test_orphans_are_the_sweep_s_with_no_grace_period(volume: Volume, owner: str | None, actual: str) -> None:
+    owned = sweep.Ownership(live_instance_ids=frozenset({LIVE}), protected_ids=frozenset({"kept"}))
+    found = orphans([volume], deployment_tag=TAG, owned=owned)
+    if owner == "live":
+        assert found == []
+    else:
+        [finding] = found
+        assert (finding.kind, finding.instance_id, finding.volume_id, finding.actual) == (
+            Kind.ORPHAN, owner, volume.id, actual
+        )  # fmt: skip
