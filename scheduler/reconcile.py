@@ -10,7 +10,10 @@ repairs what it always has:
 - a tracked volume the server no longer lists is recorded detached, or deleted if the cloud has no such
   volume any more;
 - a booting or ready instance whose server vanished is failed (and so released).
-Any other disagreement (size, type, state, flags) is left to an operator, and logged.
+Any other disagreement (size, type, state, flags) is left to an operator, and logged at debug level.
+
+The server is read once: its own listing of its volumes is compared (Scaleway's leaves out the sizes of
+some), and the volume API is asked only about the volumes it stopped listing and those about to be tracked.
 """
 
 from __future__ import annotations
@@ -28,18 +31,15 @@ from scheduler.driver import fail_instance
 from scheduler.fanout import fan_out
 from scheduler.retry import StepFailed
 from scheduler.runtime import Runtime
-from scheduler.tracking import track_volume
+from scheduler.tracking import described, track_volume
 from scheduler.volume_check import Expectation, Finding, Kind, TrackedRecord, compare, tracked_records
-from scheduler.volumes import delete_on_terminate_for, vanished
+from scheduler.volumes import delete_on_terminate_for, untracked, vanished
 from sql.queries import fetch_all, queries
 
 log = logging.getLogger(__name__)
 
 # Instances reconciled at once; each costs a few cloud calls.
 _CONCURRENT = 8
-# A vanished server fails the instance only here: provisioning notices it itself, and a failed instance
-# is already being released.
-_FAIL_WHEN_SERVER_GONE = ("booting", "ready")
 
 
 class Repair(enum.Enum):
@@ -60,11 +60,15 @@ _REPAIRS = {
 
 
 def repairs(findings: Sequence[Finding], status: str) -> list[tuple[Repair, Finding]]:
-    """What this job does about each finding of an instance in `status`; findings left out are not its to fix."""
+    """What this job does about each finding of an instance in `status`; findings left out are not its to fix.
+
+    A vanished server is found only where the status needs one (volume_check.SERVER_STATUSES); it fails
+    the instance but for a provisioning one, whose pass notices it itself.
+    """
     out = []
     for finding in findings:
         repair = _REPAIRS.get(finding.kind)
-        if repair is None or (repair is Repair.FAIL and status not in _FAIL_WHEN_SERVER_GONE):
+        if repair is None or (repair is Repair.FAIL and status == "provisioning"):
             continue
         out.append((repair, finding))
     return out
@@ -110,11 +114,17 @@ async def _reconcile(rt: Runtime, row: dict[str, Any]) -> int:
     # harmlessly, never as a volume that vanished.
     tracked = await _tracked(rt, instance.id)
     server = await instance.provider.get_server(instance.zone, expect.server_id)
-    attached = None if server is None else await instance.provider.list_server_volumes(instance.zone, server.id)
+    attached = None if server is None else list(server.volumes)
     findings = compare(expect, tracked, attached, await _look_up_vanished(instance, tracked, attached))
     changes = 0
+    # Tracking takes the server's own entry of each volume, which a finding does not carry: the untracked
+    # volumes themselves, as compare found them (its UNTRACKED findings).
+    for volume in untracked(tracked, attached or ()):
+        await _track(instance, await described(instance.provider, instance.zone, volume))
+        changes += 1
     for repair, finding in repairs(findings, row["status"]):
-        changes += await _repair(instance, repair, finding, attached or [])
+        if repair is not Repair.TRACK:
+            changes += await _repair(instance, repair, finding)
     _log_left(instance, findings)
     return changes
 
@@ -138,15 +148,15 @@ async def _look_up_vanished(
     }
 
 
-async def _repair(instance: _Instance, repair: Repair, finding: Finding, attached: list[AttachedVolume]) -> int:
-    rt, volume_id = instance.rt, finding.volume_id
-    assert volume_id is not None
+async def _repair(instance: _Instance, repair: Repair, finding: Finding) -> int:
+    """A finding's repair, but tracking (done from the server's listing)."""
+    rt = instance.rt
     if repair is Repair.FAIL:
-        await fail_instance(rt, instance.id, StepFailed("PROVIDER_SERVER_GONE", f"server {volume_id} is gone"))
+        gone = StepFailed("PROVIDER_SERVER_GONE", f"server {instance.expect.server_id} is gone")
+        await fail_instance(rt, instance.id, gone)
         return 1
-    if repair is Repair.TRACK:
-        await _track(instance, next(a for a in attached if a.id == volume_id))
-        return 1
+    volume_id = finding.volume_id
+    assert volume_id is not None
     exists = repair is Repair.MARK_DETACHED
     mark = queries.instance_volumes.mark_volume_detached if exists else queries.instance_volumes.mark_volume_deleted
     async with rt.pool.acquire() as conn:
@@ -172,11 +182,12 @@ async def _track(instance: _Instance, volume: AttachedVolume) -> None:
 
 
 def _log_left(instance: _Instance, findings: list[Finding]) -> None:
-    """Findings this job does not repair: every run sees them again until an operator acts, so info only."""
+    """Findings this job does not repair: every run sees them again until an operator acts (`inventiv
+    volumes verify` reports them), so debug only."""
     repaired = set(_REPAIRS)
     for finding in findings:
         if finding.kind not in repaired:
-            log.info(
+            log.debug(
                 "volume mismatch left to an operator (see `inventiv volumes verify`)",
                 extra={"instance_id": instance.id, "volume_id": finding.volume_id, "kind": finding.kind.value,
                        "expected": finding.expected, "actual": finding.actual},

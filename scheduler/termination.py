@@ -30,7 +30,7 @@ from scheduler.lifecycle import ReleaseFacts, ReleaseStep, next_release_step
 from scheduler.naming import data_volume_name, instance_tag, is_ours, resource_tags
 from scheduler.retry import StepFailed
 from scheduler.runtime import Runtime
-from scheduler.tracking import track_volume
+from scheduler.tracking import described, track_volume
 from scheduler.volumes import TrackedVolume, VolumeAction, delete_on_terminate_for, release_action, untracked
 from scheduler.work import MAX_STEPS_PER_PASS, InstanceWork, Pass, load_work
 from sql.queries import queries
@@ -191,7 +191,7 @@ async def _track_volumes(ctx: _Context, view: _View) -> bool:
     found += [{"id": v.id, "name": v.name, "type": v.volume_type} for v in view.untracked_tagged]
     async with action_log.logged(ctx.rt.pool, work.id, "DISCOVER_VOLUMES", untracked=found):
         # A server's own listing may not say a volume's size or name (Scaleway sbs entries): ask the volume.
-        attached = [await _described(ctx, a) for a in view.untracked_attached]
+        attached = [await described(ctx.provider, ctx.zone, a) for a in view.untracked_attached]
         async with ctx.rt.pool.acquire() as conn:
             for a in attached:
                 delete = delete_on_terminate_for(a, work.data_volume_delete_on_terminate)
@@ -203,15 +203,6 @@ async def _track_volumes(ctx: _Context, view: _View) -> bool:
                 delete = work.data_volume_delete_on_terminate if keepable else True
                 await track_volume(conn, work.id, v, delete_on_terminate=delete)
     return False
-
-
-async def _described(ctx: _Context, volume: AttachedVolume) -> AttachedVolume:
-    if volume.size_bytes is not None and volume.name is not None:
-        return volume
-    found = await ctx.provider.get_volume(ctx.zone, volume.id)
-    if found is None:
-        return volume
-    return AttachedVolume(volume.id, volume.slot, volume.volume_type, found.size_bytes, found.name)
 
 
 async def _detach_kept(ctx: _Context, view: _View) -> bool:

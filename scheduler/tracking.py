@@ -1,14 +1,15 @@
 """Tracking a cloud volume: the one mapping from what the cloud lists to an instance_volumes row.
 
 Provisioning, reconciliation and release all record volumes they find; they differ only in whether the
-volume should go with the instance, which they decide (`scheduler.volumes`) and pass in.
+volume should go with the instance, which they decide (`scheduler.volumes`) and pass in. A server's
+listing may leave out what the row records (`described` asks the volume API for it).
 """
 
 from __future__ import annotations
 
 import aiopg
 
-from providers.base import AttachedVolume, Volume
+from providers.base import AttachedVolume, Provider, Volume
 from sql.queries import queries
 
 
@@ -37,3 +38,15 @@ async def track_volume(
         delete_on_terminate=delete_on_terminate,
         attached=attached,
     )
+
+
+async def described(provider: Provider, zone: str, volume: AttachedVolume) -> AttachedVolume:
+    """The volume as its server lists it, with the size and name the listing left out (Scaleway's sbs
+    entries say neither) asked of the volume API; as listed when the cloud has no such volume."""
+    if volume.size_bytes is not None and volume.name is not None:
+        return volume
+    found = await provider.get_volume(zone, volume.id)
+    if found is None:
+        return volume
+    size = volume.size_bytes if volume.size_bytes is not None else found.size_bytes
+    return AttachedVolume(volume.id, volume.slot, volume.volume_type, size, volume.name or found.name)

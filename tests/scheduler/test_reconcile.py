@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from memory_provider import MemoryProvider, serve_worker
 
-from providers.base import TransientError
+from providers.base import GB, AttachedVolume, TransientError
 from scheduler.reconcile import Repair, reconcile_volumes, repairs
-from scheduler.volume_check import Finding, Kind
+from scheduler.tracking import described
+from scheduler.volume_check import Expectation, Finding, Kind, compare
 
 
 @pytest.fixture
@@ -47,13 +49,69 @@ async def test_a_ready_instance_whose_server_vanished_is_failed_and_released(
 ) -> None:
     instance_id = await make_instance()
     row = await drive(instance_id, "ready")
-    provider.vanish(row["provider_instance_id"])
+    server_id = row["provider_instance_id"]
+    provider.vanish(server_id)
 
     assert await reconcile_volumes(rt) == 1
 
     row = await drive(instance_id, "failed")
-    assert row["error_code"] == "PROVIDER_SERVER_GONE"
+    assert (row["error_code"], row["error_message"]) == ("PROVIDER_SERVER_GONE", f"server {server_id} is gone")
     assert provider.volumes == {}
+
+
+async def test_the_server_is_read_once_and_the_volume_api_asked_only_about_volumes_to_track_or_gone(
+    make_instance: Any, drive: Any, db: Any, rt: Any, provider: MemoryProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance_id = await make_instance()
+    row = await drive(instance_id, "ready")
+    server_id = row["provider_instance_id"]
+    # The server lists its volumes as Scaleway lists sbs ones: without a size or a name.
+    monkeypatch.setattr(provider, "_attached", lambda v: AttachedVolume(v.id, v.slot or "", v.volume_type))
+    added = provider.add_volume("local-1", "by-hand", 10, server_id=server_id)
+    data = next(v for v in provider.volumes.values() if v.name.endswith("-data"))
+    await provider.detach_volume("local-1", server_id, data.id)
+    provider.calls.clear()
+
+    assert await reconcile_volumes(rt) == 2
+
+    assert (provider.count("get_server"), provider.count("list_server_volumes")) == (1, 0)
+    assert sorted(subject for method, subject in provider.calls if method == "get_volume") == sorted(
+        [added.id, data.id]
+    )
+    tracked = {v["provider_volume_id"]: v for v in await db.volumes(instance_id)}
+    assert (tracked[added.id]["size_bytes"], tracked[added.id]["name"]) == (10 * GB, "by-hand")
+
+
+async def test_described_fills_in_only_what_the_listing_left_out(provider: MemoryProvider) -> None:
+    volume = provider.add_volume("local-1", "by-hand", 10)
+    listed = AttachedVolume(volume.id, "1", "sbs_volume")
+    assert await described(provider, "local-1", listed) == AttachedVolume(volume.id, "1", "sbs_volume", 10 * GB,
+                                                                          "by-hand")  # fmt: skip
+    complete = AttachedVolume(volume.id, "1", "sbs_volume", 5 * GB, "as-listed")
+    assert await described(provider, "local-1", complete) == complete
+    assert provider.count("get_volume") == 1, "a complete entry is not looked up"
+    unknown = AttachedVolume("vol-nowhere", "2", "sbs_volume")
+    assert await described(provider, "local-1", unknown) == unknown
+
+
+async def test_a_mismatch_left_to_an_operator_is_logged_at_debug_level_only(
+    make_instance: Any, drive: Any, db: Any, rt: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    instance_id = await make_instance()
+    await drive(instance_id, "ready")
+    async with db.pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(
+            "UPDATE instance_volumes SET size_bytes = 1 WHERE instance_id = %s AND is_boot", (instance_id,)
+        )
+
+    caplog.set_level(logging.INFO, logger="scheduler.reconcile")
+    assert await reconcile_volumes(rt) == 0, "a size is not this job's to repair"
+    assert [r for r in caplog.records if r.name == "scheduler.reconcile"] == [], "every interval: not at info"
+
+    caplog.set_level(logging.DEBUG, logger="scheduler.reconcile")
+    await reconcile_volumes(rt)
+    [record] = [r for r in caplog.records if r.name == "scheduler.reconcile"]
+    assert (record.levelno, record.kind) == (logging.DEBUG, "size")
 
 
 async def test_cloud_errors_skip_the_instance(
@@ -176,7 +234,6 @@ async def test_finished_and_terminating_instances_are_not_reconciled(
         (Kind.SERVER_MISSING, "ready", Repair.FAIL),
         (Kind.SERVER_MISSING, "booting", Repair.FAIL),
         (Kind.SERVER_MISSING, "provisioning", None),
-        (Kind.SERVER_MISSING, "failed", None),
         (Kind.SIZE, "ready", None),
         (Kind.UNEXPECTED_ATTACHMENT, "ready", None),
         (Kind.DELETE_ON_TERMINATE, "ready", None),
@@ -185,3 +242,13 @@ async def test_finished_and_terminating_instances_are_not_reconciled(
 def test_repairs(kind: Kind, status: str, repair: Repair | None) -> None:
     finding = Finding(kind, "i", "v", "what", "expected", "actual")
     assert repairs([finding], status) == ([(repair, finding)] if repair else [])
+
+
+@pytest.mark.parametrize(
+    ("status", "repaired"),
+    [("ready", [Repair.FAIL]), ("booting", [Repair.FAIL]), ("provisioning", []), ("failed", []), ("terminating", [])],
+)
+def test_a_gone_server_fails_the_instance_only_where_nothing_else_notices(status: str, repaired: list[Repair]) -> None:
+    expect = Expectation.from_row({"id": "i", "status": status, "provider_instance_id": "srv-1",
+                                   "data_volume_delete_on_terminate": True})  # fmt: skip
+    assert [repair for repair, _ in repairs(compare(expect, [], None, {}), status)] == repaired
