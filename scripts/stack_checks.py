@@ -30,12 +30,12 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,7 @@ CHECKS = ROOT / "scripts" / "checks"
 sys.path.insert(0, str(CHECKS))
 
 import checklib  # noqa: E402  (scripts/checks is not a package)
+from checklib import say  # noqa: E402
 
 KEY_LINE = re.compile(r"admin key for organization '[^']+' \(shown once\): (ik_\S+)")
 DEFAULT_LOAD_VENV = Path.home() / ".cache" / "inventiv" / "load-venv"
@@ -77,7 +78,7 @@ class Run:
         return self.tmp / "data"
 
     def remaining(self) -> float:
-        return self.args.deadline - (time.monotonic() - self.started)
+        return float(self.args.deadline) - (time.monotonic() - self.started)
 
     def budget(self, wanted: float) -> float:
         left = self.remaining()
@@ -86,14 +87,18 @@ class Run:
         return min(wanted, left - 5)
 
     def step(self, name: str, body: Callable[[], str]) -> bool:
+        """Run one step; any exception but an interrupt is its failure, so the clean-up and the summary
+        still run after a crash (a timeout of a subprocess, an API answer of an unexpected shape)."""
         say(f"\n==== {name} (t={self.elapsed():.0f} s)")
         started = time.monotonic()
         try:
             detail, ok = body(), True
         except StepFailed as exc:
             detail, ok = str(exc), False
-        except checklib.CheckError as exc:
-            detail, ok = str(exc), False
+        except Exception as exc:
+            if not isinstance(exc, checklib.CheckError):
+                say(traceback.format_exc().rstrip())  # where it crashed, for whoever fixes it
+            detail, ok = checklib.failure_text(exc), False
         seconds = time.monotonic() - started
         self.steps.append(Step(name, ok, seconds, detail))
         say(f"{'PASS' if ok else 'FAIL'} {name} ({seconds:.1f} s){': ' + detail if detail else ''}")
@@ -115,14 +120,6 @@ class Run:
 
 class StepFailed(Exception):
     pass
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
-
-
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 # -- preflight ------------------------------------------------------------------------------------
@@ -315,21 +312,8 @@ def checks_step(run: Run) -> str:
 
 
 def deploy_for_load(run: Run, created: list[str]) -> str:
-    api = run.api()
-    model = checklib.resolve_model(api, run.args.model)
-    type_id, zone_id = checklib.mock_placement(api)
-    for _ in range(2):
-        created.append(checklib.deploy(api, type_id, zone_id, model["id"])["id"])
-    for instance_id in created:
-        checklib.wait_status(api, instance_id, {"ready"}, run.budget(60))
-    seen: set[str | None] = set()
-
-    def both() -> bool | None:
-        seen.add(api.chat("warm up", max_tokens=1).instance)
-        return True if set(created) <= seen else None
-
-    checklib.wait_for("both instances to answer", both, run.budget(30), interval_s=0.05)
-    return f"instances {', '.join(i[:8] for i in created)} ready and answering"
+    checklib.deploy_pair(run.api(), created, ready_timeout_s=run.budget(60), answer_timeout_s=run.budget(30))
+    return f"instances {', '.join(map(checklib.short, created))} ready and answering"
 
 
 def ab_step(run: Run) -> str:
@@ -391,10 +375,9 @@ def terminate_all(run: Run, ids: list[str] | None = None) -> str:
     api = run.api()
     if ids is None:
         ids = [i["id"] for i in api.list_all("/instances") if i["status"] != "terminated"]
-    for instance_id in ids:
-        checklib.terminate(api, instance_id)
-    for instance_id in ids:
-        checklib.wait_status(api, instance_id, {"terminated"}, max(10.0, run.remaining() - 5))
+    failures = checklib.teardown(api, ids, max(10.0, run.remaining() - 5))
+    if failures:
+        raise StepFailed(f"{len(failures)} of {len(ids)} instance(s) not terminated: {'; '.join(failures)}")
     return f"{len(ids)} instance(s) terminated"
 
 
@@ -489,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = Run(args, Path(tempfile.mkdtemp(prefix="inventiv-stack-checks-")))
     say(f"== stack-checks: inventiv up on {run.tmp}, then run-all, ab, locust; deadline {args.deadline:.0f} s")
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _on_signal)
+        signal.signal(sig, checklib.on_signal)
     load_ids: list[str] = []
     try:
         if run.step("inventiv up", lambda: start_up(run, inventiv, args.port or free_port())):

@@ -17,10 +17,13 @@ import http.client
 import json
 import os
 import secrets
+import sys
 import time
+import traceback
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -306,6 +309,19 @@ def short(instance_id: str | None) -> str:
     return (instance_id or "none")[:8]
 
 
+def failure_text(exc: BaseException) -> str:
+    """What a FAIL line says of an exception: a CheckError's message; the type too of any other (a crash:
+    a bug, or an answer of an unexpected shape, such as a KeyError)."""
+    if isinstance(exc, CheckError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def on_signal(signum: int, frame: FrameType | None) -> None:
+    """A SIGTERM handler: stop as Ctrl-C does, so that `finally` blocks still tear down."""
+    raise KeyboardInterrupt
+
+
 def run_check(name: str, description: str, body: Callable[[Report, Api], None]) -> int:
     """Run one check: a CheckError or a crash is its last FAIL line; Ctrl-C too."""
     report = Report(name, description)
@@ -317,6 +333,9 @@ def run_check(name: str, description: str, body: Callable[[Report, Api], None]) 
         report.fail(str(exc))
     except KeyboardInterrupt:
         report.fail("interrupted")
+    except Exception as exc:
+        traceback.print_exc(file=sys.stdout)  # where it crashed, for whoever fixes it
+        report.fail(failure_text(exc))
     return report.finish()
 
 
@@ -400,6 +419,63 @@ def terminate(api: Api, instance_id: str) -> Response:
     if resp.status not in (202, 409):
         raise CheckError(f"DELETE /instances/{instance_id}: {resp.describe()}")
     return resp
+
+
+def deploy_pair(
+    api: Api,
+    created: list[str],
+    type_code: str = MOCK_TYPE,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+    answer_timeout_s: float = 30.0,
+) -> list[str]:
+    """Deploy two instances of the configured model on the mock cloud, appending their ids to `created` as
+    they are made (so a caller's teardown sees them even if this fails), wait until both are ready and both
+    answer chat through the gateway; returns `created`."""
+    model = resolve_model(api, api.config.model)
+    type_id, zone_id = mock_placement(api, type_code)
+    say(f"   .. POST /deployments x 2: {type_code}, zone {short(zone_id)}, model {model['hf_repo_id']}")
+    for _ in range(2):
+        created.append(deploy(api, type_id, zone_id, model["id"])["id"])
+    started = time.monotonic()
+    for instance_id in created:
+        wait_status(api, instance_id, {"ready"}, ready_timeout_s)
+    say(f"PASS instances {', '.join(map(short, created))} ready after {time.monotonic() - started:.1f} s")
+    # The gateways reload their workers every INVENTIV_ROUTING_REFRESH_S: wait until both answer.
+    seen: set[str | None] = set()
+
+    def both_answer() -> bool | None:
+        seen.add(api.chat("warm up", max_tokens=1).instance)
+        return True if set(created) <= seen else None
+
+    wait_for("both instances to answer through the gateway", both_answer, answer_timeout_s, interval_s=0.05)
+    say("PASS both instances answer through the gateway")
+    return created
+
+
+def teardown(api: Api, ids: list[str], timeout_s: float = TERMINATED_TIMEOUT_S) -> list[str]:
+    """Terminate the instances and wait until each is terminated; the failures (also printed as FAIL lines),
+    none when all went. One failure, even a crash, does not stop the others: this is the clean-up."""
+    if not ids:
+        return []
+    say("")
+    say(f"== teardown: terminating {', '.join(map(short, ids))}")
+    failures = []
+    asked = []
+    for instance_id in ids:
+        try:
+            terminate(api, instance_id)
+            asked.append(instance_id)
+        except Exception as exc:
+            failures.append(failure_text(exc))
+            say(f"FAIL {failures[-1]}")
+    for instance_id in asked:
+        try:
+            wait_status(api, instance_id, {"terminated"}, timeout_s)
+            say(f"PASS {short(instance_id)} terminated")
+        except Exception as exc:
+            failures.append(failure_text(exc))
+            say(f"FAIL {failures[-1]}")
+    return failures
 
 
 def served_models(api: Api) -> set[str]:

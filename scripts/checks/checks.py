@@ -12,11 +12,11 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from checklib import (
@@ -29,14 +29,18 @@ from checklib import (
     Response,
     chat_body,
     deploy,
+    deploy_pair,
+    failure_text,
     mock_placement,
     new_session_id,
+    on_signal,
     ready_instances,
     require_served,
     resolve_model,
     run_check,
     say,
     short,
+    teardown,
     terminate,
     wait_for,
     wait_status,
@@ -429,14 +433,10 @@ def _volume_lifecycle(report: Report, api: Api, instance_id: str, size: int) -> 
 CHECKS = ("chat-session", "load-balancing", "token-tracking", "failover", "volume-lifecycle")
 
 
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def run_all(args: argparse.Namespace) -> int:
     """Deploy two instances, run every check on them, terminate what was deployed; exit 1 on any failure."""
     say(f"== run-all: deploy 2 x {args.type} of the model, run {', '.join(CHECKS)}, tear down")
-    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
     results: dict[str, int | str] = {}
     created: list[str] = []
@@ -445,7 +445,7 @@ def run_all(args: argparse.Namespace) -> int:
         config = Config.from_env()
         api = Api(config)
         say(f"   gateway {config.base_url}, model {config.model}")
-        created = _deploy_pair(api, args.type, created)
+        deploy_pair(api, created, args.type)
         env = {**os.environ, "CHECK_INSTANCE_IDS": ",".join(created)}
         for name in args.only or CHECKS:
             say("")
@@ -460,12 +460,16 @@ def run_all(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         say("FAIL interrupted")
         results["interrupted"] = 1
+    except Exception as exc:
+        traceback.print_exc(file=sys.stdout)
+        say(f"FAIL {failure_text(exc)}")
+        results["crash"] = 1
     finally:
         # A second Ctrl-C or SIGTERM must not cut the teardown short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if api is not None and created:
-            results["teardown"] = _teardown(api, created)
+            results["teardown"] = 1 if teardown(api, created) else 0
     say("")
     say("== run-all summary")
     for name, status in results.items():
@@ -477,48 +481,6 @@ def run_all(args: argparse.Namespace) -> int:
         f"{time.monotonic() - started:.1f} s)"
     )
     return 0 if verdict == "PASS" else 1
-
-
-def _deploy_pair(api: Api, type_code: str, created: list[str]) -> list[str]:
-    model = resolve_model(api, api.config.model)
-    type_id, zone_id = mock_placement(api, type_code)
-    say(f"   .. POST /deployments x 2: {type_code}, zone {short(zone_id)}, model {model['hf_repo_id']}")
-    for _ in range(2):
-        created.append(deploy(api, type_id, zone_id, model["id"])["id"])
-    started = time.monotonic()
-    for instance_id in created:
-        wait_status(api, instance_id, {"ready"}, READY_TIMEOUT_S)
-    say(f"PASS instances {', '.join(map(short, created))} ready after {time.monotonic() - started:.1f} s")
-    # The gateways reload their workers every INVENTIV_ROUTING_REFRESH_S: wait until both answer.
-    seen: set[str | None] = set()
-
-    def both_answer() -> bool | None:
-        seen.add(api.chat("warm up", max_tokens=1).instance)
-        return True if set(created) <= seen else None
-
-    wait_for("both instances to answer through the gateway", both_answer, 30.0, interval_s=0.05)
-    say("PASS both instances answer through the gateway")
-    return created
-
-
-def _teardown(api: Api, created: list[str]) -> int:
-    say("")
-    say(f"== teardown: terminating {', '.join(map(short, created))}")
-    status = 0
-    for instance_id in created:
-        try:
-            terminate(api, instance_id)
-        except CheckError as exc:
-            say(f"FAIL {exc}")
-            status = 1
-    for instance_id in created:
-        try:
-            wait_status(api, instance_id, {"terminated"}, TERMINATED_TIMEOUT_S)
-            say(f"PASS {short(instance_id)} terminated")
-        except CheckError as exc:
-            say(f"FAIL {exc}")
-            status = 1
-    return status
 
 
 # -- command line -----------------------------------------------------------------------------------

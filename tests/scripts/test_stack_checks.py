@@ -5,6 +5,9 @@ The real run is CI's `make stack-checks`; these only catch a runner that no long
 
 from __future__ import annotations
 
+import argparse
+import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -60,3 +63,57 @@ def test_locust_summary(stack_checks: ModuleType) -> None:
         "375 requests, 2 failures, 38.32 requests/s, median 4 ms, average 4 ms, max 37 ms, p95 9 ms, p99 32 ms"
     )
     assert stack_checks.locust_summary("nothing") == "(no Aggregated row in locust's report)"
+
+
+def test_a_step_that_crashes_is_a_failed_step(
+    stack_checks: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = stack_checks.Run(argparse.Namespace(deadline=60.0), tmp_path)
+
+    def timeout() -> str:
+        raise subprocess.TimeoutExpired(["stop_all_workers"], 60)
+
+    def refused() -> str:
+        raise stack_checks.StepFailed("refused")
+
+    assert run.step("a subprocess timing out", timeout) is False
+    assert run.step("an odd answer", lambda: {"status": "ready"}["id"]) is False
+    assert run.step("a failure", refused) is False
+    assert run.step("a pass", lambda: "fine") is True
+    assert [(s.name, s.ok, s.detail) for s in run.steps] == [
+        ("a subprocess timing out", False, "TimeoutExpired: Command '['stop_all_workers']' timed out after 60 seconds"),
+        ("an odd answer", False, "KeyError: 'id'"),
+        ("a failure", False, "refused"),
+        ("a pass", True, "fine"),
+    ]
+    out = capsys.readouterr().out
+    assert out.count("Traceback") == 2  # the crashes say where they happened; a plain failure does not
+
+    def interrupted() -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # not a step's failure: the runner cleans up and stops
+        run.step("interrupted", interrupted)
+
+
+def test_a_crashing_step_still_cleans_up_and_sums_up(
+    stack_checks: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def crash(run: object) -> str:
+        raise KeyError("status")
+
+    cleaned: list[object] = []
+    monkeypatch.setattr(stack_checks.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+    monkeypatch.setattr(stack_checks, "start_up", lambda run, inventiv, port: "up")
+    monkeypatch.setattr(stack_checks, "checks_step", crash)
+    monkeypatch.setattr(stack_checks, "_clean_up", lambda run, python: cleaned.append(run))
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        status = stack_checks.main(["--skip-ab", "--skip-locust", "--port", "9"])
+    finally:
+        for sig, handler in handlers.items():  # main ignores both signals once it cleans up
+            signal.signal(sig, handler)
+    assert status == 1 and len(cleaned) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^FAIL scripts/checks/run-all \([0-9.]+ s\): KeyError: 'status'$", out, re.MULTILINE)
+    assert "==== stack-checks: FAIL (1 passed, 1 failed)" in out
