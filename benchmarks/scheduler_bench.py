@@ -26,9 +26,6 @@ import json
 import os
 import re
 import secrets
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,21 +39,22 @@ from typing import Any
 import aiopg
 import redis.asyncio as aioredis
 import uvloop
-from aiohttp import web
 
+from benchmarks.processes import Started, stop
 from benchmarks.procfs import tree_cpu_seconds
 from benchmarks.services import BenchServices, bench_services
+from benchmarks.stats import median, percentile
 from gateway.control import notify
 from inventiv.settings import Settings
-from providers.mock.worker import WorkerConfig, create_app
 from sql.migrate import migrate
 from sql.pool import create_pool
 from sql.seed import seed_demo_catalog
 
-# The fake Scaleway lives with the tests (it is their stand-in for the cloud); it imports its recorded
-# bodies as a top-level module, as the tests do.
+# The fake Scaleway and the in-process mock worker live with the tests (their stand-ins for the cloud and
+# a worker); the fake imports its recorded bodies as a top-level module, as the tests do.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 from fake_scaleway import FakeScaleway, run_fake_scaleway
+from memory_provider import serve_worker
 
 ZONE = "fr-par-2"
 TYPE = "L40S-1-48G"
@@ -113,14 +111,11 @@ def route(method: str, path: str) -> str:
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
-    if not values:
+    """Median, p95 and max, rounded to 0.01 (p95 interpolated as the other benchmarks' percentiles)."""
+    mid, p95 = median(values), percentile(values, 95)
+    if mid is None or p95 is None:
         return {}
-    ordered = sorted(values)
-    return {
-        "median": round(statistics.median(ordered), 2),
-        "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 2),
-        "max": round(ordered[-1], 2),
-    }
+    return {"median": round(mid, 2), "p95": round(p95, 2), "max": round(max(values), 2)}
 
 
 def per_instance_calls(calls: Sequence[tuple[str, str]], instances: int) -> dict[str, float]:
@@ -137,19 +132,7 @@ def duplicates(created: dict[str, tuple[str, ...]], instance_tags: set[str]) -> 
 
 
 @asynccontextmanager
-async def _worker() -> AsyncIterator[int]:
-    runner = web.AppRunner(create_app(WorkerConfig(model=MODEL)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    finally:
-        await runner.cleanup()
-
-
-@asynccontextmanager
-async def _scheduler(services: BenchServices, fake: FakeScaleway, log_path: Path) -> AsyncIterator[int]:
+async def _scheduler(services: BenchServices, fake: FakeScaleway, log_path: Path) -> AsyncIterator[Started]:
     env = {
         **os.environ,
         **services.gateway_env(),
@@ -163,25 +146,22 @@ async def _scheduler(services: BenchServices, fake: FakeScaleway, log_path: Path
         "INVENTIV_SCHEDULER_METRICS_PORT": "0",
         "INVENTIV_LOG_FORMAT": "json",
     }
-    proc = _start(env, log_path)
+    scheduler = await _start(env, log_path)
     try:
-        yield proc.pid
+        yield scheduler
     finally:
-        await asyncio.to_thread(_stop, proc)
+        await stop(scheduler)
 
 
-def _start(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "inventiv", "scheduler"], env=env, stdout=log, stderr=log)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+async def _start(env: dict[str, str], log_path: Path) -> Started:
+    # Not benchmarks.processes.start: that one pins the process to one CPU (taskset), and this benchmark
+    # measures the scheduler as it runs by default, on every CPU. Stopped by benchmarks.processes.stop.
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "inventiv", "scheduler",
+            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    return Started("scheduler", process, log_path)
 
 
 async def _prepare(pool: aiopg.Pool, worker_port: int) -> None:
@@ -207,24 +187,18 @@ async def _transactions(pool: aiopg.Pool) -> int:
     return int(await _scalar(pool, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
 
 
-async def _until(pool: aiopg.Pool, sql: str, expected: int, pid: int) -> float:
+async def _until(pool: aiopg.Pool, sql: str, expected: int, scheduler: Started) -> float:
     began = time.monotonic()
     while time.monotonic() - began < _PHASE_TIMEOUT_S:
         if int(await _scalar(pool, sql)) >= expected:
             return time.monotonic() - began
-        if _gone(pid):
-            raise RuntimeError("the scheduler process exited; see its log")
+        if scheduler.process.returncode is not None:
+            raise RuntimeError(
+                f"the scheduler exited with status {scheduler.process.returncode}; its log ({scheduler.log_path}) "
+                f"ends with:\n{scheduler.log_tail()}"
+            )
         await asyncio.sleep(_POLL_S)
     raise TimeoutError(f"not converged after {_PHASE_TIMEOUT_S:.0f} s: {sql}")
-
-
-def _gone(pid: int) -> bool:
-    """Whether the process exited (reaped or not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2] in "ZX"
 
 
 async def _command_all(redis: aioredis.Redis, settings: Settings, command: str, ids: Sequence[str]) -> None:
@@ -241,15 +215,15 @@ async def run_scenario(scenario: Scenario, boot_s: float, run_dir: Path) -> RunF
             polls_to_running=10**9, seconds_to_running=boot_s, polls_to_gone=2, error_rate=half,
             error_after_rate=half, seed=1,
         ) as fake,
-        _worker() as worker_port,
+        serve_worker(MODEL) as (_, worker_port),
     ):  # fmt: skip
         pool = await create_pool(services.database_url, maxsize=2)
         redis = aioredis.Redis.from_url(services.redis_url)
         settings = Settings(redis_prefix=services.redis_prefix)
         try:
             await _prepare(pool, worker_port)
-            async with _scheduler(services, fake, run_dir / f"scheduler-{scenario.name}.log") as pid:
-                await _measure(scenario, figures, pool, redis, settings, fake, pid)
+            async with _scheduler(services, fake, run_dir / f"scheduler-{scenario.name}.log") as scheduler:
+                await _measure(scenario, figures, pool, redis, settings, fake, scheduler)
         finally:
             pool.close()
             await pool.wait_closed()
@@ -259,9 +233,9 @@ async def run_scenario(scenario: Scenario, boot_s: float, run_dir: Path) -> RunF
 
 async def _measure(
     scenario: Scenario, figures: RunFigures, pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings,
-    fake: FakeScaleway, pid: int,
+    fake: FakeScaleway, scheduler: Started,
 ) -> None:  # fmt: skip
-    n = scenario.instances
+    n, pid = scenario.instances, scheduler.pid
     ids = []
     async with pool.acquire() as conn, conn.cursor() as cur:
         for _ in range(n):
@@ -271,7 +245,7 @@ async def _measure(
     cpu0, tx0, calls0 = tree_cpu_seconds(pid), await _transactions(pool), len(fake.requests)
     await _command_all(redis, settings, notify.PROVISION, ids)
     settled = "SELECT count(*) FROM instances WHERE status IN ('ready', 'failed')"
-    figures.ready_s = round(await _until(pool, settled, n, pid), 1)
+    figures.ready_s = round(await _until(pool, settled, n, scheduler), 1)
     calls1 = len(fake.requests)
     await _times(figures, pool, fake)
     async with pool.acquire() as conn, conn.cursor() as cur:
@@ -281,7 +255,7 @@ async def _measure(
         )
     await _command_all(redis, settings, notify.TERMINATE, ids)
     done = "SELECT count(*) FROM instances WHERE deleted_at IS NOT NULL"
-    figures.released_s = round(await _until(pool, done, n, pid), 1)
+    figures.released_s = round(await _until(pool, done, n, scheduler), 1)
     await asyncio.sleep(2)  # let the statistics and the last passes settle
     figures.scheduler_cpu_s = round(tree_cpu_seconds(pid) - cpu0, 2)
     figures.db_transactions_per_instance = round((await _transactions(pool) - tx0) / n, 1)
@@ -370,8 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"== {scenario.name} ({time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
         runs.append(uvloop.run(run_scenario(scenario, args.boot_s, run_dir)))
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"\n{stamp}, {time.monotonic() - began:.0f} s, load average {load_before[0]:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after; servers run {args.boot_s:g} s after power-on; logs in {run_dir}\n")
+    print(
+        f"\n{stamp}, {time.monotonic() - began:.0f} s, load average {load_before[0]:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after; servers run {args.boot_s:g} s after power-on; logs in {run_dir}\n"
+    )
     print(render(runs))
     print("\nCloud calls per instance by route:\n" + _routes(runs))
     if args.json is not None:
