@@ -53,7 +53,8 @@ clean:
 # `make stack-checks` starts `inventiv up` on a fresh temporary data folder and a free port, runs
 # scripts/checks/run-all, ApacheBench and locust against it, stops it and cleans up (scripts/stack-checks).
 # The checks alone, against a running stack: API_BASE_URL=... API_KEY=ik_... scripts/checks/run-all
-# `make load-tools` installs what it needs, each only when missing: ab (Debian apache2-utils) and locust
+# `make load-tools` installs what it needs, each only when missing: ab (Debian apache2-utils), shellcheck
+# (a test lints benchmarks/ab with it) and locust
 # (setup.cfg's `load` extra) in a virtualenv of its own, LOAD_VENV: locust brings gevent, which patches the
 # standard library when imported, and a pytest plugin; neither belongs in the test environment.
 LOAD_VENV ?= $(HOME)/.cache/inventiv/load-venv
@@ -63,8 +64,8 @@ LOAD_REQUIREMENTS = $(BIN)/python -c 'import configparser as c; p = c.ConfigPars
 .PHONY: load-tools stack-checks
 
 load-tools: $(LOAD_VENV)/.installed
-	@command -v ab >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	  --no-install-recommends apache2-utils; }
+	@command -v ab >/dev/null && command -v shellcheck >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends apache2-utils shellcheck; }
 
 $(LOAD_VENV)/.installed: setup.cfg | $(STAMP)
 	test -x $(LOAD_VENV)/bin/python || $(BIN)/python -m venv $(LOAD_VENV)
