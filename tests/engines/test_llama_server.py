@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from fixtures.llama import StartLlamaServer
-from llama_server import LlamaServer, stop_server
+from fixtures.llama import LLAMA_API_KEY, StartLlamaServer
+from llama_server import LlamaBuild, LlamaServer, metrics, start_server, stop_server
+from tiny_gguf import SLOW_LOAD_LAYERS, write_tiny_model
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +39,6 @@ def sse_events(payload: bytes) -> list[Any]:
                 data = line.removeprefix(b"data: ")
                 events.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
     return events
-
-
-async def metrics(session: aiohttp.ClientSession, server: LlamaServer) -> dict[str, float]:
-    async with session.get(f"{server.base_url}/metrics") as response:
-        assert response.status == 200, await response.text()
-        text = await response.text()
-    samples = (line.split(" ") for line in text.splitlines() if line and not line.startswith("#"))
-    return {name: float(value) for name, value in samples}
 
 
 async def test_api_key_guards_everything_but_health(llama_server: LlamaServer) -> None:
@@ -113,9 +107,9 @@ async def test_metrics_expose_processing_and_deferred_requests(llama_server: Lla
         async with session.get(f"{llama_server.base_url}/metrics") as response:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        before = await metrics(session, llama_server)
+        before = await metrics(llama_server)
         await chat(session, llama_server, max_tokens=4)
-        after = await metrics(session, llama_server)
+        after = await metrics(llama_server)
     assert before["llamacpp:requests_processing"] == 0
     assert before["llamacpp:requests_deferred"] == 0
     assert after["llamacpp:requests_processing"] == 0
@@ -144,15 +138,15 @@ async def test_client_disconnect_stops_generation(llama_server: LlamaServer) -> 
     max_tokens = 2000
     body = {"messages": MESSAGES, "max_tokens": max_tokens, "stream": True}
     async with aiohttp.ClientSession(headers=llama_server.headers) as session:
-        before = await metrics(session, llama_server)
+        before = await metrics(llama_server)
         response = await session.post(f"{llama_server.base_url}/v1/chat/completions", json=body)
         assert response.status == 200
         await response.content.readuntil(b"\n\n")
-        assert (await metrics(session, llama_server))["llamacpp:requests_processing"] == 1
+        assert (await metrics(llama_server))["llamacpp:requests_processing"] == 1
         response.close()  # drops the connection mid-stream
 
         deadline = time.monotonic() + 10
-        while (after := await metrics(session, llama_server))["llamacpp:requests_processing"] != 0:
+        while (after := await metrics(llama_server))["llamacpp:requests_processing"] != 0:
             assert time.monotonic() < deadline, "generation still running after the client left"
             await asyncio.sleep(0.02)
     # A released slot adds its generated tokens to the counter: fewer than asked means it was cancelled.
@@ -189,13 +183,11 @@ async def test_connection_is_closed_after_a_stream_despite_keep_alive(llama_serv
         await writer.wait_closed()
 
 
-def test_health_answers_503_until_the_model_is_loaded(start_llama_server: StartLlamaServer) -> None:
-    # The tiny model loads in ~10 ms: restart until the 5 ms /health poll lands inside that window.
-    for _ in range(20):
-        server = start_llama_server()
-        stop_server(server)
-        if 503 in server.startup_statuses:
-            break
+def test_health_answers_503_until_the_model_is_loaded(llama_build: LlamaBuild, tmp_path: Path) -> None:
+    # The tiny model loads in ~10 ms; this deeper one in ~1 s (SLOW_LOAD_LAYERS): ~200 polls see the 503.
+    model = write_tiny_model(tmp_path / "deep.gguf", llama_build.gguf_py, n_layer=SLOW_LOAD_LAYERS)
+    server = start_server(llama_build, model, api_key=LLAMA_API_KEY, log_path=tmp_path / "llama-server.log")
+    stop_server(server)
     statuses = server.startup_statuses
     assert statuses[-1] == 200
     assert set(statuses) == {503, 200}

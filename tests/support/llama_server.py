@@ -17,9 +17,9 @@ import fcntl
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -31,6 +31,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import aiohttp
+
+from providers.mock.processes import free_port
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 CACHE_ENV = "INVENTIV_LLAMA_CACHE"
@@ -268,7 +272,7 @@ def stop_server(server: LlamaServer, timeout_s: float = 10.0) -> None:
 def _spawn(
     build: LlamaBuild, model: Path, *, api_key: str, log_path: Path, extra_args: Sequence[str]
 ) -> LlamaServer:
-    port = _free_port()
+    port = free_port(())
     command = _command(build, model, port=port, api_key=api_key, extra_args=extra_args)
     # llama-server reads LLAMA_ARG_* / LLAMA_API_KEY: a developer's settings must not change the server.
     env = {name: value for name, value in os.environ.items() if not name.startswith("LLAMA_")}
@@ -290,15 +294,20 @@ def _wait_healthy(server: LlamaServer, timeout_s: float) -> bool:
             server.startup_statuses.append(error.code)
         except OSError:  # not listening yet
             pass
-        time.sleep(0.005)  # the model loads in tens of milliseconds: poll often enough to see 503
+        time.sleep(0.005)  # the tiny model loads in ~10 ms: poll often enough to see a 503 now and then
     return False
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+# A sample line of /metrics (Prometheus text format): `llamacpp:requests_processing 0`.
+_SAMPLE = re.compile(r"^(llamacpp:\w+) ([0-9.e+-]+)$", re.MULTILINE)
+
+
+async def metrics(server: LlamaServer) -> dict[str, float]:
+    """The server's `llamacpp:*` counters and gauges from GET /metrics (started with --metrics)."""
+    async with aiohttp.ClientSession() as http, http.get(f"{server.base_url}/metrics", headers=server.headers) as r:
+        assert r.status == 200, await r.text()
+        text = await r.text()
+    return {name: float(value) for name, value in _SAMPLE.findall(text)}
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:

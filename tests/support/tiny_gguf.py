@@ -7,6 +7,10 @@ integers, so the bytes are written here with the standard library.
 
 The model only ever emits printable ASCII (never EOS, bytes outside 0x20-0x7e or special tokens): every
 completion runs to `max_tokens` (finish_reason "length") and stream chunks are whole UTF-8 text.
+
+`n_layer=SLOW_LOAD_LAYERS` gives the same model with many more blocks, for a test that needs the server to
+take a while to load (/health answers 503 meanwhile); those extra blocks repeat the weights of the first
+N_LAYER ones, so the file is written in well under a second.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ N_LAYER = 2
 N_EMBD = 64
 N_HEAD = 4
 N_FF = 128
+# llama-server's load time grows with the block count: with this many blocks (85 MB, written in ~0.2 s)
+# /health answers 503 for ~1.1 s on a 2-core VM (185 polls 5 ms apart), against ~10 ms for N_LAYER blocks.
+SLOW_LOAD_LAYERS = 512
 # The server's default -c is read from here; tests pass their own, this only has to cover it.
 CONTEXT_LENGTH = 4096
 
@@ -89,8 +96,10 @@ def vocabulary() -> tuple[list[str], list[str]]:
     return tokens + list(SPECIAL_TOKENS), list(MERGES)
 
 
-def write_tiny_model(path: Path, gguf_py: Path, *, seed: int = 0) -> Path:
-    """Write the model to `path` (same seed, same bytes) and return it."""
+def write_tiny_model(path: Path, gguf_py: Path, *, seed: int = 0, n_layer: int = N_LAYER) -> Path:
+    """Write the model to `path` (same seed and n_layer, same bytes) and return it.
+
+    Blocks past the first N_LAYER reuse their weights in turn (see SLOW_LOAD_LAYERS)."""
     c = load_gguf_constants(gguf_py)
     tokens, merges = vocabulary()
     rng = random.Random(seed)
@@ -106,7 +115,7 @@ def write_tiny_model(path: Path, gguf_py: Path, *, seed: int = 0) -> Path:
         (llm.VOCAB_SIZE.format(arch=ARCH), t.UINT32, len(tokens)),
         (llm.CONTEXT_LENGTH.format(arch=ARCH), t.UINT32, CONTEXT_LENGTH),
         (llm.EMBEDDING_LENGTH.format(arch=ARCH), t.UINT32, N_EMBD),
-        (llm.BLOCK_COUNT.format(arch=ARCH), t.UINT32, N_LAYER),
+        (llm.BLOCK_COUNT.format(arch=ARCH), t.UINT32, n_layer),
         (llm.FEED_FORWARD_LENGTH.format(arch=ARCH), t.UINT32, N_FF),
         (keys.Attention.HEAD_COUNT.format(arch=ARCH), t.UINT32, N_HEAD),
         (keys.Attention.HEAD_COUNT_KV.format(arch=ARCH), t.UINT32, N_HEAD),
@@ -126,11 +135,11 @@ def write_tiny_model(path: Path, gguf_py: Path, *, seed: int = 0) -> Path:
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as out:
-        _write_gguf(out, c, metadata, _tensors(c, rng, tokens))
+        _write_gguf(out, c, metadata, _tensors(c, rng, tokens, n_layer))
     return path
 
 
-def _tensors(c: ModuleType, rng: random.Random, tokens: list[str]) -> list[_Tensor]:
+def _tensors(c: ModuleType, rng: random.Random, tokens: list[str], n_layer: int) -> list[_Tensor]:
     def name(kind: str, block: int | None = None) -> str:
         base: str = c.TENSOR_NAMES[c.MODEL_TENSOR[kind]]
         return (base.format(bid=block) if block is not None else base) + ".weight"
@@ -153,18 +162,24 @@ def _tensors(c: ModuleType, rng: random.Random, tokens: list[str]) -> list[_Tens
         _Tensor(name("OUTPUT_NORM"), (N_EMBD,), ones(N_EMBD)),
         _Tensor(name("OUTPUT"), (vocab, N_EMBD), _output_rows(rng, tokens)),
     ]
-    for block in range(N_LAYER):
-        tensors += [
-            _Tensor(name("ATTN_NORM", block), (N_EMBD,), ones(N_EMBD)),
-            _Tensor(name("ATTN_Q", block), (N_EMBD, N_EMBD), matrix(N_EMBD, N_EMBD)),
-            _Tensor(name("ATTN_K", block), (N_EMBD, N_EMBD), matrix(N_EMBD, N_EMBD)),
-            _Tensor(name("ATTN_V", block), (N_EMBD, N_EMBD), matrix(N_EMBD, N_EMBD)),
-            _Tensor(name("ATTN_OUT", block), (N_EMBD, N_EMBD), matrix(N_EMBD, N_EMBD, keep_bias_channel=True)),
-            _Tensor(name("FFN_NORM", block), (N_EMBD,), ones(N_EMBD)),
-            _Tensor(name("FFN_GATE", block), (N_FF, N_EMBD), matrix(N_FF, N_EMBD)),
-            _Tensor(name("FFN_UP", block), (N_FF, N_EMBD), matrix(N_FF, N_EMBD)),
-            _Tensor(name("FFN_DOWN", block), (N_EMBD, N_FF), matrix(N_EMBD, N_FF, keep_bias_channel=True)),
+
+    def block() -> list[tuple[str, tuple[int, ...], array[float]]]:
+        return [
+            ("ATTN_NORM", (N_EMBD,), ones(N_EMBD)),
+            ("ATTN_Q", (N_EMBD, N_EMBD), matrix(N_EMBD, N_EMBD)),
+            ("ATTN_K", (N_EMBD, N_EMBD), matrix(N_EMBD, N_EMBD)),
+            ("ATTN_V", (N_EMBD, N_EMBD), matrix(N_EMBD, N_EMBD)),
+            ("ATTN_OUT", (N_EMBD, N_EMBD), matrix(N_EMBD, N_EMBD, keep_bias_channel=True)),
+            ("FFN_NORM", (N_EMBD,), ones(N_EMBD)),
+            ("FFN_GATE", (N_FF, N_EMBD), matrix(N_FF, N_EMBD)),
+            ("FFN_UP", (N_FF, N_EMBD), matrix(N_FF, N_EMBD)),
+            ("FFN_DOWN", (N_EMBD, N_FF), matrix(N_EMBD, N_FF, keep_bias_channel=True)),
         ]
+
+    # Drawing fresh weights for hundreds of blocks would take seconds: blocks past N_LAYER repeat earlier ones.
+    drawn = [block() for _ in range(min(n_layer, N_LAYER))]
+    for index in range(n_layer):
+        tensors += [_Tensor(name(kind, index), shape, data) for kind, shape, data in drawn[index % len(drawn)]]
     return tensors
 
 
