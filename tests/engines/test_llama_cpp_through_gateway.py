@@ -8,7 +8,6 @@ boot script starts it (there through LLAMA_API_KEY). It is routed to as the `lla
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,8 +17,8 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient
 from fixtures.llama import StartLlamaServer
-from fleet import insert_ready_instance, new_key, set_instance
-from llama_server import LlamaServer
+from fleet import insert_ready_instance, new_key, set_instance, usage_rows
+from llama_server import LlamaServer, metrics
 
 from gateway.app import create_app
 from inventiv.settings import Settings
@@ -33,6 +32,8 @@ pytestmark = pytest.mark.slow
 
 MODEL = "inventiv-test/tiny-llama"
 MESSAGES = [{"role": "user", "content": "hello"}]
+# The usage columns these tests read.
+USAGE = "stream, status, prompt_tokens, completion_tokens, instance_id::text"
 
 
 async def _add_model(pool: aiopg.Pool) -> None:
@@ -82,24 +83,6 @@ async def _scalar(pool: aiopg.Pool, sql: str, *args: Any) -> Any:
     return row[0] if row else None
 
 
-async def _usage_rows(pool: aiopg.Pool, expected: int) -> list[tuple[Any, ...]]:
-    for _ in range(300):
-        async with pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute("SELECT stream, status, prompt_tokens, completion_tokens, instance_id::text "
-                              "FROM finops.inference_usage ORDER BY created_at")  # fmt: skip
-            rows = list(await cur.fetchall())
-        if len(rows) >= expected:
-            return rows
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{expected} usage rows expected, {len(rows)} recorded")
-
-
-async def _metrics(server: LlamaServer) -> dict[str, float]:
-    async with aiohttp.ClientSession() as http, http.get(f"{server.base_url}/metrics", headers=server.headers) as r:
-        assert r.status == 200
-        text = await r.text()
-    return {name: float(value) for name, value in re.findall(r"^(llamacpp:\w+) ([0-9.e+-]+)$", text, re.M)}
-
 
 async def test_json_and_streaming_chat_through_the_gateway_are_metered(
     sdk: openai.AsyncOpenAI, engine_instance: tuple[str, LlamaServer], db_pool: aiopg.Pool
@@ -120,7 +103,7 @@ async def test_json_and_streaming_chat_through_the_gateway_are_metered(
     stream = await sdk.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=5, stream=True)
     assert all(c.usage is None for c in [chunk async for chunk in stream])
 
-    rows = await _usage_rows(db_pool, 3)
+    rows = await usage_rows(db_pool, USAGE, 3)
     assert [(r[0], r[1], r[3], r[4]) for r in rows] == [
         (False, "success", 8, instance_id), (True, "success", 6, instance_id), (True, "success", 5, instance_id),
     ]  # fmt: skip
@@ -148,7 +131,7 @@ async def test_a_client_that_leaves_mid_stream_stops_the_generation(
     gateway: TestClient, engine_instance: tuple[str, LlamaServer], db_pool: aiopg.Pool, key: str
 ) -> None:
     _, server = engine_instance
-    before = await _metrics(server)
+    before = await metrics(server)
     body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 3000, "stream": True}
     resp = await gateway.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
     assert resp.status == 200
@@ -157,14 +140,14 @@ async def test_a_client_that_leaves_mid_stream_stops_the_generation(
     resp.close()  # the client goes away after a few tokens
 
     for _ in range(200):
-        after = await _metrics(server)
+        after = await metrics(server)
         if after["llamacpp:requests_processing"] == 0:
             break
         await asyncio.sleep(0.05)
     predicted = after["llamacpp:tokens_predicted_total"] - before.get("llamacpp:tokens_predicted_total", 0)
     assert after["llamacpp:requests_processing"] == 0, "the engine stopped working on it"
     assert 0 < predicted < 3000, f"{predicted} tokens generated of 3000 asked: cancelled, not finished"
-    [row] = await _usage_rows(db_pool, 1)
+    [row] = await usage_rows(db_pool, USAGE, 1)
     assert row[1] == "client_cancelled"
 
 

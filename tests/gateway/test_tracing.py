@@ -12,7 +12,7 @@ import aiopg
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
-from fleet import SMALL, ServeOne
+from fleet import SMALL, ServeOne, usage_rows
 from prometheus_client import REGISTRY
 
 from gateway.app import access_sink
@@ -22,6 +22,8 @@ from inventiv.settings import Settings
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": SMALL, "messages": [{"role": "user", "content": "hi"}]}
+# The usage columns these tests read.
+USAGE = "request_id, correlation_id, input_tokens, output_tokens, total_tokens"
 
 
 @pytest.mark.parametrize(
@@ -37,18 +39,6 @@ def test_only_a_sane_client_request_id_is_kept(value: str | None, kept: bool) ->
 def _phase_count(phase: str) -> float:
     return REGISTRY.get_sample_value("inventiv_gateway_phase_seconds_count", {"phase": phase}) or 0.0
 
-
-async def _usage(pool: aiopg.Pool, expected: int) -> list[tuple[Any, ...]]:
-    rows: list[tuple[Any, ...]] = []
-    for _ in range(300):
-        async with pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute("SELECT request_id, correlation_id, input_tokens, output_tokens, total_tokens "
-                              "FROM finops.inference_usage ORDER BY created_at")  # fmt: skip
-            rows = list(await cur.fetchall())
-        if len(rows) >= expected:
-            return rows
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{expected} usage rows expected, got {rows}")
 
 
 async def _stats(worker: Any, client: TestClient) -> dict[str, Any]:
@@ -67,7 +57,7 @@ async def test_the_clients_request_id_goes_to_the_worker_the_usage_row_and_back(
             assert resp.status == 200 and resp.headers["X-Request-Id"] == "trace-me-42"
 
     assert (await _stats(worker, client))["last_request"]["headers"]["x-request-id"] == "trace-me-42"
-    rows = await _usage(db_pool, 2)
+    rows = await usage_rows(db_pool, USAGE, 2)
     assert [r[1] for r in rows] == ["trace-me-42", "trace-me-42"]
     assert len({r[0] for r in rows}) == 2, "the usage rows keep ids of their own"
     # The old system's column names answer too.
@@ -81,7 +71,7 @@ async def test_an_insane_request_id_is_replaced(serve_one: ServeOne, db_pool: ai
         assert resp.status == 200
         given = resp.headers["X-Request-Id"]
     assert given != "x" * 200 and len(given) == 32
-    [row] = await _usage(db_pool, 1)
+    [row] = await usage_rows(db_pool, USAGE, 1)
     assert row[0] == row[1] == given, "without a client id, ours is the correlation id"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -87,3 +88,17 @@ async def refresh(client: TestClient) -> None:
     app = client.server.app
     assert app is not None
     await app[state.PLANE].reload(app[state.DB])
+
+
+async def usage_rows(pool: aiopg.Pool, columns: str, expected: int, timeout_s: float = 15.0) -> list[tuple[Any, ...]]:
+    """The `columns` of every finops.inference_usage row, oldest first, once at least `expected` are
+    written (the usage writer records them in the background)."""
+    rows: list[tuple[Any, ...]] = []
+    for _ in range(int(timeout_s / 0.05)):
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(f"SELECT {columns} FROM finops.inference_usage ORDER BY created_at")
+            rows = list(await cur.fetchall())
+        if len(rows) >= expected:
+            return rows
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{expected} usage rows expected, got {rows}")
