@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -198,10 +199,7 @@ async def test_the_scheduler_polls_only_workers_whose_agent_went_quiet(
             await Agent(config_for(gateway, instance_id, port, secret), http).beat()
         assert await check_ready_workers(rt) == 0, "a fresh heartbeat: left to its agent"
         quiet = 3 * settings.agent_interval_s + 1
-        await set_instance(db_pool, instance_id, agent_heartbeat_at=None)
-        async with db_pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute("UPDATE instances SET agent_heartbeat_at = now() - make_interval(secs => %s) "
-                              "WHERE id = %s", (quiet, instance_id))  # fmt: skip
+        await set_instance(db_pool, instance_id, agent_heartbeat_at=datetime.now(UTC) - timedelta(seconds=quiet))
         assert await check_ready_workers(rt) == 1, "three heartbeats missed: polled again"
     finally:
         await rt.close()

@@ -18,11 +18,9 @@ import boot_script
 import pytest
 from boot_script import LINK_PREFIX, BootResult, BootRig, Disk, blank, ext4, ext4_with_stray_iso9660, partition_table
 
-from providers.scaleway.cloud_init import WorkerBoot, worker_cloud_config
+from providers.scaleway.cloud_init import DATA_DIR, SCRIPT_PATH, WorkerBoot, worker_cloud_config
 from worker.engines import ENGINES, EngineName
 
-SCRIPT_PATH = "/usr/local/sbin/inventiv-worker-boot"
-DATA_DIR = "/var/lib/inventiv"
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
 IMAGE = "registry.example.com/team/vllm:1"
 
