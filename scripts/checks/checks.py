@@ -115,12 +115,18 @@ def chat_session(report: Report, api: Api, args: argparse.Namespace) -> None:
 # -- load-balancing ---------------------------------------------------------------------------------
 
 
-def load_balancing(report: Report, api: Api, args: argparse.Namespace) -> None:
+def _two_ready(report: Report, api: Api, check: str) -> tuple[dict[str, Any], set[str]]:
+    """The configured model and its ready instances, of which `check` needs two (or fails here)."""
     require_served(api, report)
     model = resolve_model(api, api.config.model)
     ready = {i["id"] for i in ready_instances(api, model["id"])}
     if not report.check(len(ready) >= 2, f"{len(ready)} ready instances of {model['hf_repo_id']} (2 or more needed)"):
-        raise CheckError("load-balancing needs two ready instances of the model (run-all deploys them)")
+        raise CheckError(f"{check} needs two ready instances of the model (run-all deploys them)")
+    return model, ready
+
+
+def load_balancing(report: Report, api: Api, args: argparse.Namespace) -> None:
+    _, ready = _two_ready(report, api, "load-balancing")
     n = args.requests
     report.step(f"{n} chat requests without a session, {args.concurrency} at a time")
 
@@ -261,11 +267,7 @@ def _pin_session(api: Api, allowed: set[str], attempts: int = 20) -> tuple[str, 
 
 
 def failover(report: Report, api: Api, args: argparse.Namespace) -> None:
-    require_served(api, report)
-    model = resolve_model(api, api.config.model)
-    ready = {i["id"] for i in ready_instances(api, model["id"])}
-    if not report.check(len(ready) >= 2, f"{len(ready)} ready instances of {model['hf_repo_id']} (2 or more needed)"):
-        raise CheckError("failover needs two ready instances of the model (run-all deploys them)")
+    model, ready = _two_ready(report, api, "failover")
     allowed = ready & api.config.instance_ids if api.config.instance_ids else ready
     if not allowed:
         raise CheckError("none of CHECK_INSTANCE_IDS is ready: nothing this run may terminate")
