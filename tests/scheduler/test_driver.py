@@ -38,16 +38,7 @@ async def test_a_claim_hides_the_instance_until_the_pass_hands_it_back(
     make_instance: Any, driver: Driver, db_pool: Any, provider: MemoryProvider
 ) -> None:
     instance_id = await make_instance()
-    gate = asyncio.Event()
-    entered = asyncio.Event()
-    original = provider.create_server
-
-    async def slow_create(spec: Any) -> Any:
-        entered.set()
-        await gate.wait()
-        return await original(spec)
-
-    provider.create_server = slow_create  # type: ignore[method-assign]
+    gate, entered = _hold_create(provider)
     assert await driver.start_due() == [instance_id]
     await entered.wait()
     assert await driver.start_due() == [], "a running pass is not claimed again"

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from fake_scaleway import FakeScaleway, run_fake_scaleway
+from fleet import point_provider_types_at
 from memory_provider import Crash, serve_worker
 
 from inventiv.settings import Settings
@@ -39,12 +40,7 @@ async def fake() -> AsyncIterator[FakeScaleway]:
 async def rt(fast_settings: Settings, db_pool: Any, redis: Any, fake: FakeScaleway) -> AsyncIterator[Runtime]:
     settings = fast_settings.replace(**fake.settings_changes())
     async with serve_worker(MODEL_7B) as (_, port):
-        async with db_pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(
-                "UPDATE instance_types SET worker_port = %s "
-                "WHERE provider_id = (SELECT id FROM providers WHERE code = 'scaleway')",
-                (port,),
-            )
+        await point_provider_types_at(db_pool, "scaleway", port)
         # The registry's providers: the real Scaleway provider, pointed at the fake.
         runtime = Runtime(settings, db_pool, redis, ProviderSet(settings), aiohttp.ClientSession())
         try:

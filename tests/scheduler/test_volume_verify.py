@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from fake_scaleway import FakeScaleway, run_fake_scaleway
+from fleet import point_provider_types_at
 from memory_provider import serve_worker
 from mock_cloud import reaping_mock_cloud
 
@@ -77,12 +78,7 @@ async def fleet(
             settings = fast_settings.replace(**fake.settings_changes())
             # Health checks reach an in-process worker: the Scaleway types' port is pointed at it.
             _, port = await stack.enter_async_context(serve_worker("Qwen/Qwen2.5-7B-Instruct"))
-            async with db_pool.acquire() as conn, conn.cursor() as cur:
-                await cur.execute(
-                    "UPDATE instance_types SET worker_port = %s "
-                    "WHERE provider_id = (SELECT id FROM providers WHERE code = 'scaleway')",
-                    (port,),
-                )
+            await point_provider_types_at(db_pool, "scaleway", port)
             rt = Runtime(settings, db_pool, redis, ProviderSet(settings), aiohttp.ClientSession())
             stack.push_async_callback(rt.close)
             yield Fleet("scaleway", rt, "fr-par-2", "L40S-1-48G", "Qwen/Qwen2.5-7B-Instruct", fake)

@@ -102,3 +102,13 @@ async def usage_rows(pool: aiopg.Pool, columns: str, expected: int, timeout_s: f
             return rows
         await asyncio.sleep(0.05)
     raise AssertionError(f"{expected} usage rows expected, got {rows}")
+
+
+async def point_provider_types_at(pool: aiopg.Pool, provider_code: str, port: int) -> None:
+    """Every instance type of the provider serves its worker on `port`: health checks of a stand-in
+    cloud's servers reach an in-process worker there."""
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(
+            "UPDATE instance_types SET worker_port = %s WHERE provider_id = (SELECT id FROM providers WHERE code = %s)",
+            (port, provider_code),
+        )
