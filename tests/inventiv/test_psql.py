@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -55,7 +56,8 @@ def test_psql_on_the_configured_database(database_url: str) -> None:
     result = _inventiv("psql", "--", "-At", "-c", "select current_database(), 1",
                        env={"INVENTIV_DATABASE_URL": database_url})  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"{database_url.rsplit('/', 1)[1]}|1"
+    # The database's name is the URL's path; the embedded one's URL names its socket folder in the query.
+    assert result.stdout.strip() == f"{urlsplit(database_url).path.lstrip('/')}|1"
 
 
 @needs_psql
