@@ -6,64 +6,23 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 import pytest
-from deploy_env import fake_client, fake_values, settings_for
-from fake_scaleway import FakeScaleway, run_fake_scaleway
-from ssh_server import SshVm, run_ssh_vm
+from deploy_env import NOBODY, SECRETS, World, run_world
 
-from inventiv.deploy import commands, vm
+from inventiv.deploy import commands
 from inventiv.deploy.errors import DeployError, HostKeyMismatch
 from inventiv.deploy.remote import FINGERPRINTS_KEY
-from inventiv.deploy.vm_settings import VmSettings, load
-from providers.scaleway.client import ScalewayClient
-
-# nobody:nogroup, an unprivileged user every Debian has: stands for the containers' uid and gid.
-NOBODY = 65534
-SECRETS = {"inventiv.env": b"POSTGRES_PASSWORD=s3cret\n", "scw_secret_key": b"scw-key\n",
-           "worker_secret_key": os.urandom(3 * 2**20)}  # fmt: skip
-
-
-@dataclass
-class World:
-    fake: FakeScaleway
-    client: ScalewayClient
-    ssh: SshVm
-    server_id: str
-    tmp: Path
-
-    @property
-    def secrets_dir(self) -> Path:
-        return self.ssh.workdir / "etc" / "inventiv" / "secrets"
-
-    def settings(self, **values: object) -> VmSettings:
-        return settings_for(self.tmp, **{**self.values(), **values})
-
-    def values(self) -> dict[str, object]:
-        return {
-            **fake_values(self.fake), "SSH_PORT": self.ssh.port, "SSH_KEY_FILE": self.ssh.client_key_path,
-            "SECRETS_DIR": self.secrets_dir, "CONTAINER_UID": NOBODY, "CONTAINER_GID": NOBODY,
-            "SECRET_FILES": ",".join(f"secrets/{name}" for name in SECRETS),
-        }  # fmt: skip
+from inventiv.deploy.vm_settings import load
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    local = tmp_path / "deploy" / "env" / "secrets"
-    local.mkdir(parents=True)
-    for name, data in SECRETS.items():
-        (local / name).write_bytes(data)
-    async with run_fake_scaleway(polls_to_running=0) as fake, run_ssh_vm(tmp_path) as ssh:
-        client = fake_client(fake)
-        world = World(fake, client, ssh, "", tmp_path)
-        server = await vm.provision(client, world.settings())
-        world.server_id = server["id"]
-        fake.user_data[server["id"]][FINGERPRINTS_KEY] = ssh.fingerprints
+    async with run_world(tmp_path) as world:
         yield world
-        await client.close()
+
 
 
 def _listing(folder: Path) -> dict[str, tuple[int, int, int, bytes]]:
