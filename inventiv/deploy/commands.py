@@ -40,6 +40,8 @@ def run(args: argparse.Namespace, ask: Ask = input) -> int:
     except (DeployError, ProviderError) as exc:
         print(f"inventiv: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -25,7 +25,8 @@ Resizes: Block `PATCH /block/v1alpha1/.../volumes/{id} {"size"}` (online, never 
 `products/servers` (the recorded fr-par-2 catalog), its `availability`, Marketplace `local-images`
 (the recorded GPU image plus a few derived ones: `images`). Both pagination styles.
 Server user data: `GET .../user_data` lists the keys, `GET|PATCH|DELETE .../user_data/{key}` read,
-write (text/plain body only, 204) and delete one value; it goes with its server.
+write (text/plain body only, 204) and delete one value; it goes with its server. With `ssh_host_fingerprints`
+set, each server's first power-on publishes it under `ssh-host-fingerprints`, as Scaleway's images do.
 Security groups: create (201; inbound/outbound policies default to accept; six non-editable outbound
 SMTP drop rules, as recorded), get and list (`servers` computed; list filters `name` (a part matches),
 `project`, `tags` comma-joined (ALL), `project_default`; Instance pagination), PATCH, DELETE (409
@@ -166,6 +167,9 @@ class FakeScaleway:
     create_errors: dict[str, str] = field(default_factory=dict)
     volume_create_error: str | None = None
     availability: dict[str, str] = field(default_factory=dict)
+    # What Scaleway's images publish at first boot under the user data key `ssh-host-fingerprints`
+    # (`ssh-keygen -l` lines of the server's host keys); None: nothing is published.
+    ssh_host_fingerprints: str | None = None
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -364,6 +368,8 @@ class FakeScaleway:
             raise FAULTS[self.poweron_error]
         if server["id"] not in self.first_boot_cloud_init:
             self.first_boot_cloud_init[server["id"]] = self.user_data.get(server["id"], {}).get("cloud-init")
+            if self.ssh_host_fingerprints is not None:
+                self.user_data.setdefault(server["id"], {})["ssh-host-fingerprints"] = self.ssh_host_fingerprints
         self._set_state(server, "starting", "allocating node", STARTING_ACTIONS)
         self._progress[server["id"]] = (self.polls_to_running, time.monotonic())
         if self.polls_to_running == 0:
