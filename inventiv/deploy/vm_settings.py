@@ -56,8 +56,6 @@ class VmSettings:
     commercial_type: str = field(default="PRO2-S", metadata=_env("SCW_COMMERCIAL_TYPE"))
     image_label: str = field(default="ubuntu_noble", metadata=_env("SCW_IMAGE"))
     root_volume_type: str = field(default="sbs_volume", metadata=_env("SCW_ROOT_VOLUME_TYPE"))
-    # Told to Let's Encrypt for expiry notices; optional.
-    acme_email: str | None = field(default=None, metadata=_env("ACME_EMAIL"))
     ssh_port: int = field(default=22, metadata=_env("SSH_PORT"))
     # Scaleway's Ubuntu images let root in with the project's SSH keys.
     ssh_user: str = field(default="root", metadata=_env("SSH_USER"))
