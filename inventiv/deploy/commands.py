@@ -20,12 +20,15 @@ from typing import Any
 import asyncssh
 
 from inventiv.deploy import remote, secrets_sync, stack, teardown, vm
-from inventiv.deploy.errors import DeployError
+from inventiv.deploy.errors import DeployError, SshUnreachable
 from inventiv.deploy.vm_settings import VmSettings, load
 from providers.base import ProviderError
 from providers.scaleway.client import ScalewayClient
 
 Ask = Callable[[str], str]
+# A server that was just (re)created answers SSH some seconds after it is `running`: 5 minutes of tries.
+SSH_ATTEMPTS = 30
+SSH_RETRY_S = 10.0
 
 
 def run(args: argparse.Namespace, ask: Ask = input) -> int:
@@ -34,6 +37,7 @@ def run(args: argparse.Namespace, ask: Ask = input) -> int:
 
     try:
         settings = load(args.env, args.env_file)
+        settings.require_for(args.deploy_command)
         if args.deploy_command in ("destroy", "rebuild") and not args.yes:
             confirm(settings, ask)
         uvloop.run(dispatch(args.deploy_command, settings))
@@ -92,7 +96,14 @@ async def ssh(client: ScalewayClient, settings: VmSettings) -> AsyncIterator[asy
     if address is None:
         raise DeployError(f"server {server['id']} has no public IP (state {server.get('state')}): run provision")
     fingerprints = await remote.published_fingerprints(client, settings.zone, str(server["id"]))
-    conn = await remote.connect(settings, address, fingerprints)
+    for attempt in range(1, SSH_ATTEMPTS + 1):
+        try:
+            conn = await remote.connect(settings, address, fingerprints)
+            break
+        except SshUnreachable:
+            if attempt == SSH_ATTEMPTS:
+                raise
+            await client.pause(SSH_RETRY_S)
     try:
         yield conn
     finally:

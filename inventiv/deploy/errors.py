@@ -9,3 +9,7 @@ class DeployError(RuntimeError):
 
 class HostKeyMismatch(DeployError, ConnectionError):
     """The VM's SSH host key is not one of those Scaleway published for it."""
+
+
+class SshUnreachable(DeployError, ConnectionError):
+    """The VM does not answer SSH (yet): refused, timed out, dropped before login."""

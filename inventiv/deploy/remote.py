@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import asyncssh
 
-from inventiv.deploy.errors import DeployError, HostKeyMismatch
+from inventiv.deploy.errors import DeployError, HostKeyMismatch, SshUnreachable
 from inventiv.deploy.vm_settings import VmSettings
 from providers.base import NotFound
 from providers.scaleway.client import ScalewayClient
@@ -91,7 +91,9 @@ async def connect(settings: VmSettings, address: str, fingerprints: frozenset[st
             f"{address}:{settings.ssh_port} offered a host key that is not among the fingerprints Scaleway "
             f"published for the server ({exc.reason}); refusing to connect"
         ) from None
-    except (OSError, asyncssh.Error) as exc:
+    except (OSError, asyncssh.ConnectionLost) as exc:
+        raise SshUnreachable(f"SSH to {address}:{settings.ssh_port}: {exc or type(exc).__name__}") from None
+    except asyncssh.Error as exc:
         raise DeployError(f"SSH to {settings.ssh_user}@{address}:{settings.ssh_port} failed: {exc}") from None
     return conn
 

@@ -137,6 +137,13 @@ class VmSettings:
         if self.ssh_key_file is not None and not self.ssh_key_path.is_file():
             raise DeployError(f"SSH_KEY_FILE: {self.ssh_key_path} does not exist")
 
+    def require_for(self, command: str) -> None:
+        """What a command needs beyond the common settings, checked before its first cloud call."""
+        if command in ("secrets", "up", "rebuild") and self.ssh_key_file is None:
+            raise DeployError(f"{self.source}: SSH_KEY_FILE is not set; `{command}` logs in to the VM with it")
+        if command in ("secrets", "rebuild") and not self.secret_paths:
+            raise DeployError(f"{self.source}: SECRET_FILES lists no file; `{command}` would push nothing")
+
     @property
     def ssh_cidrs(self) -> tuple[str, ...]:
         return parse_cidrs("SSH_ALLOWED_CIDRS", self.ssh_allowed_cidrs)

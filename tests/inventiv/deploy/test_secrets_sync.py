@@ -11,11 +11,13 @@ from pathlib import Path
 import asyncssh
 import pytest
 from deploy_env import NOBODY, SECRETS, World, run_world
+from tcp_proxy import TcpProxy
 
 from inventiv.deploy import commands
-from inventiv.deploy.errors import DeployError, HostKeyMismatch
+from inventiv.deploy.errors import DeployError, HostKeyMismatch, SshUnreachable
 from inventiv.deploy.remote import FINGERPRINTS_KEY
 from inventiv.deploy.vm_settings import load
+from providers.scaleway.client import ScalewayClient
 
 
 @pytest.fixture
@@ -87,3 +89,34 @@ async def test_a_secret_the_container_user_cannot_reach_fails_the_check(world: W
     world.secrets_dir.parent.chmod(0o700)
     with pytest.raises(DeployError, match=r"checking .*/secrets/inventiv.env failed on the VM .*Permission denied"):
         await commands.sync_secrets(world.client, world.settings())
+
+
+async def test_ssh_is_retried_until_the_vm_answers(world: World) -> None:
+    # A VM that just booted: the port takes connections and drops them, three times, then sshd answers.
+    proxy = await TcpProxy("127.0.0.1", world.ssh.port).start()
+    proxy.cut()
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 3:
+            proxy.restore()
+
+    client = ScalewayClient(world.fake.secret_key, world.fake.url, sleep=pause)
+    try:
+        await commands.sync_secrets(client, world.settings(SSH_PORT=proxy.port))
+    finally:
+        await client.close()
+        await proxy.close()
+    assert pauses == [commands.SSH_RETRY_S] * 3
+    assert set(_listing(world.secrets_dir)) == set(SECRETS)
+
+
+async def test_ssh_gives_up_after_its_attempts(world: World) -> None:
+    proxy = await TcpProxy("127.0.0.1", world.ssh.port).start()
+    proxy.cut()
+    try:
+        with pytest.raises(SshUnreachable, match=rf"SSH to 127.0.0.1:{proxy.port}"):
+            await commands.sync_secrets(world.client, world.settings(SSH_PORT=proxy.port))
+    finally:
+        await proxy.close()

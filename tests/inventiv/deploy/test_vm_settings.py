@@ -98,3 +98,25 @@ def test_examples_are_complete_and_valid(tmp_path: Path) -> None:
         sizes[env] = load(env, str(path)).root_volume_size_gb
         assert dict(os.environ) == env_before
     assert sizes == {"staging": 40, "prod": 100}
+
+
+@pytest.mark.parametrize(
+    ("command", "values", "message"),
+    [
+        ("secrets", {}, r"SSH_KEY_FILE is not set; `secrets` logs in to the VM with it"),
+        ("up", {}, r"SSH_KEY_FILE is not set; `up` logs in"),
+        ("rebuild", {"SSH_KEY_FILE": "key"}, r"SECRET_FILES lists no file; `rebuild` would push nothing"),
+        ("provision", {}, None),
+        ("destroy", {}, None),
+        ("up", {"SSH_KEY_FILE": "key"}, None),
+    ],
+)
+def test_what_each_command_needs(tmp_path: Path, command: str, values: dict[str, Any], message: str | None) -> None:
+    (tmp_path / "deploy" / "env").mkdir(parents=True)
+    (tmp_path / "deploy" / "env" / "key").write_text("not checked here")
+    settings = settings_for(tmp_path, **values)
+    if message is None:
+        settings.require_for(command)
+    else:
+        with pytest.raises(DeployError, match=message):
+            settings.require_for(command)
