@@ -100,7 +100,11 @@ async def prepare_folder(conn: asyncssh.SSHClientConnection, folder: str, gid: i
 async def put_atomically(
     sftp: asyncssh.SFTPClient, data: bytes, temp: str, final: str, *, gid: int, mode: int, uid: int = ROOT_UID
 ) -> None:
-    """`data` at `final` with this owner and mode, through `temp`; `final` is never seen half-written."""
+    """`data` at `final` with this owner and mode, through `temp`; `final` is never seen half-written.
+
+    `fsync` and `posix_rename` are OpenSSH's SFTP extensions fsync@openssh.com and posix-rename@openssh.com
+    (its PROTOCOL file), which its sftp-server offers: a plain SFTP rename refuses to replace an existing file.
+    """
     try:
         async with sftp.open(temp, "wb", attrs=asyncssh.SFTPAttrs(permissions=TEMP_MODE)) as file:
             await file.write(data)
