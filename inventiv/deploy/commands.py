@@ -50,7 +50,11 @@ def run(args: argparse.Namespace, ask: Ask = input) -> int:
 
 
 def confirm(settings: VmSettings, ask: Ask) -> None:
-    answer = ask(f"This deletes the {settings.env} control plane ({settings.name}) and its data. Type {settings.env}: ")
+    try:
+        answer = ask(f"This deletes the {settings.env} control plane ({settings.name}) and its data. "
+                     f"Type {settings.env}: ")  # fmt: skip
+    except EOFError:
+        answer = ""
     if answer.strip() != settings.env:
         raise DeployError(f"not confirmed: {answer.strip()!r} is not {settings.env!r}; nothing was deleted")
 

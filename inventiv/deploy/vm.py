@@ -148,6 +148,8 @@ async def grow_root(client: ScalewayClient, settings: VmSettings, server: dict[s
     try:
         await client.request("PATCH", f"/instance/v1/zones/{zone}/volumes/{root.id}", body={"size": wanted})
     except InvalidRequest as exc:
+        if was_running:  # back as it was: a refused resize must not leave the control plane down
+            await power_on(client, zone, str(server["id"]))
         raise DeployError(f"Scaleway refused to grow local root volume {root.id} to {wanted} bytes: {exc}") from exc
     if was_running:
         return await power_on(client, zone, str(server["id"]))

@@ -69,6 +69,7 @@ Faults (set them on the object at any time, or as keyword arguments):
 - `create_errors`: commercial type -> "out_of_stock" or "quota" on server create;
   `volume_create_error`: the same for Block volume creates;
 - `availability`: commercial type -> "available" / "scarce" / "shortage";
+- `refuse_local_resize`: local volume resizes are refused (400), as older Scaleway texts say they are;
 - the `X-Auth-Token` header must equal `secret_key` (401 `denied_authentication` otherwise).
 """
 
@@ -170,6 +171,7 @@ class FakeScaleway:
     # What Scaleway's images publish at first boot under the user data key `ssh-host-fingerprints`
     # (`ssh-keygen -l` lines of the server's host keys); None: nothing is published.
     ssh_host_fingerprints: str | None = None
+    refuse_local_resize: bool = False
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -561,6 +563,8 @@ class FakeScaleway:
         size = int(body.get("size") or 0)
         if size < volume["size"]:
             raise invalid("volume size can only be increased")
+        if self.refuse_local_resize:  # older SDK texts: "only `b_ssd` volumes can currently be increased in size"
+            raise invalid("only b_ssd volumes can be increased in size")
         attached = volume.get("server") and self.servers.get(volume["server"]["id"])
         if attached and attached["state"] != "stopped":
             raise invalid("server should be stopped to resize a local volume")

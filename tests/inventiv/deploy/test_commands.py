@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from deploy_env import World, fake_values, run_world, write_env
+from deploy_env import World, fake_values, run_world, settings_for, write_env
 from fake_scaleway import FakeScaleway, run_fake_scaleway
+
+from inventiv.deploy import commands
+from inventiv.deploy.errors import DeployError
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -113,3 +116,11 @@ async def test_rebuild_replaces_the_vm_and_ends_healthy(world: World, healthy: s
     pull, start = (world.ssh.bin_dir / "docker.log").read_text().splitlines()
     assert pull.endswith("docker-compose.vm.yml pull") and start.endswith("up -d --no-build --remove-orphans")
     assert f"{healthy} is healthy" in stdout
+
+
+def test_no_answer_is_no_confirmation(tmp_path: Path) -> None:
+    def closed_stdin(_: str) -> str:
+        raise EOFError
+
+    with pytest.raises(DeployError, match=r"not confirmed: '' is not 'prod'; nothing was deleted"):
+        commands.confirm(settings_for(tmp_path), closed_stdin)

@@ -132,3 +132,15 @@ async def test_two_servers_of_one_env_are_refused(fake: FakeScaleway, client: Sc
     fake.create_server("fr-par-1", {**vm.server_request(settings, group_id), "image": "ubuntu_noble"})
     with pytest.raises(DeployError, match=r"several servers named inventiv-control-plane-prod"):
         await vm.provision(client, settings)
+
+
+async def test_a_refused_local_resize_starts_the_server_again(
+    fake: FakeScaleway, client: ScalewayClient, tmp_path: Path
+) -> None:
+    local = {**fake_values(fake), "SCW_COMMERCIAL_TYPE": LOCAL_TYPE, "SCW_ROOT_VOLUME_TYPE": "l_ssd"}
+    server = await vm.provision(client, settings_for(tmp_path, **local, SCW_ROOT_VOLUME_SIZE_GB=20))
+    root_id = fake.servers[server["id"]]["volumes"]["0"]["id"]
+    fake.refuse_local_resize = True
+    with pytest.raises(DeployError, match=rf"Scaleway refused to grow local root volume {root_id} to 40000000000"):
+        await vm.provision(client, settings_for(tmp_path, **local, SCW_ROOT_VOLUME_SIZE_GB=40))
+    assert fake.servers[server["id"]]["state"] == "running" and fake.local_volumes[root_id]["size"] == 20 * GB
