@@ -32,7 +32,7 @@ from gateway.upstream import (
     build_head,
 )
 from gateway.usage import UsageRecord
-from gateway.workers import Worker
+from gateway.workers import Worker, shows_instance
 
 # A worker refusing the secret it was started with is misconfigured (or not ours): another may serve.
 _REFUSED_SECRET = frozenset((401, 403))
@@ -173,7 +173,7 @@ class InferenceCall:
 
     async def _pinned(self, model_id: str, session: str) -> str | None:
         try:
-            pinned = await self.plane.affinity.lookup(model_id, session)
+            pinned = await self.plane.affinity.lookup(self.principal.organization_id, model_id, session)
         except AffinityUnavailable:
             metrics.affinity("unavailable").inc()
             return None
@@ -185,7 +185,7 @@ class InferenceCall:
     async def _pin(self, model_id: str, worker: Worker) -> None:
         assert self.session is not None
         try:
-            await self.plane.affinity.pin(model_id, self.session, worker.instance_id)
+            await self.plane.affinity.pin(self.principal.organization_id, model_id, self.session, worker.instance_id)
         except AffinityUnavailable:
             metrics.affinity("unavailable").inc()
 
@@ -313,8 +313,9 @@ class InferenceCall:
 
     def _headers(self) -> dict[str, str]:
         headers = {"X-Request-Id": self.request_id}
-        if self.worker is not None:
-            headers["X-Inventiv-Instance"] = self.worker.instance_id
+        worker = self.worker
+        if worker is not None and shows_instance(worker, self.principal.organization_id, self.principal.is_admin):
+            headers["X-Inventiv-Instance"] = worker.instance_id
         if self.session_moved:
             headers["X-Inventiv-Session-Moved"] = "1"
         return headers

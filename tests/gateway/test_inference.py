@@ -10,6 +10,7 @@ import aiohttp
 import aiopg
 import orjson
 import pytest
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from fleet import SMALL, ServeOne, WorkerFactory, insert_ready_instance, new_key, refresh, set_instance
 
@@ -42,8 +43,14 @@ async def stats_when(worker: TestServer, timeout_s: float = 2.0, **expected: int
     return counters
 
 
-async def fleet(db_pool: aiopg.Pool, *workers: TestServer, model: str = SMALL) -> list[str]:
-    return [await insert_ready_instance(db_pool, model, "127.0.0.1", w.port or 0) for w in workers]
+async def fleet(
+    db_pool: aiopg.Pool, *workers: TestServer, model: str = SMALL, organization: str | None = "demo"
+) -> list[str]:
+    """Ready instances for `workers`, deployed by `organization` (the test keys' own, by default)."""
+    return [
+        await insert_ready_instance(db_pool, model, "127.0.0.1", w.port or 0, organization=organization)
+        for w in workers
+    ]
 
 
 def events(body: bytes) -> list[Any]:
@@ -204,8 +211,10 @@ async def test_least_loaded_worker_is_chosen_and_stale_ones_never(
     start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
 ) -> None:
     busy, idle, stale = await start_worker(), await start_worker(), await start_worker()
-    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", busy.port or 0, queue_depth=5)
-    idle_id = await insert_ready_instance(db_pool, SMALL, "127.0.0.1", idle.port or 0, queue_depth=1)
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", busy.port or 0, queue_depth=5, organization="demo")
+    idle_id = await insert_ready_instance(
+        db_pool, SMALL, "127.0.0.1", idle.port or 0, queue_depth=1, organization="demo"
+    )
     await insert_ready_instance(db_pool, SMALL, "127.0.0.1", stale.port or 0, heartbeat_age_s=400)
     key = await new_key(db_pool)
     client = await start_gateway()
@@ -249,6 +258,60 @@ async def test_session_affinity_pins_and_fails_over(
         assert "X-Inventiv-Session-Moved" not in resp.headers
 
 
+async def org_id(db_pool: aiopg.Pool, slug: str) -> str:
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT id FROM organizations WHERE slug = %s", (slug,))
+        row = await cur.fetchone()
+    return str(row[0])
+
+
+async def test_two_organizations_using_one_session_id_get_their_own_pins(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool, redis: aioredis.Redis,
+    settings: Settings,
+) -> None:  # fmt: skip
+    worker = await start_worker()
+    (instance,) = await fleet(db_pool, worker)
+    ours, theirs = await new_key(db_pool), await new_key(db_pool, "acme")
+    client = await start_gateway()
+    for key in (ours, theirs):
+        async with client.post(
+            CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key, **{"X-Inventiv-Session": "conv-1"})
+        ) as resp:
+            assert resp.status == 200
+    # One pin per organization, each under its own organization's id.
+    names = sorted([k.decode() async for k in redis.scan_iter(match=f"{settings.redis_prefix}affinity:*:conv-1")])
+    orgs = sorted([await org_id(db_pool, "demo"), await org_id(db_pool, "acme")])
+    assert [name.split(":")[-3] for name in names] == orgs
+    assert [await redis.get(name) for name in names] == [instance.encode()] * 2
+
+
+@pytest.mark.parametrize(
+    ("owner", "caller", "scopes", "shown"),
+    [
+        ("demo", "demo", ("inference",), True),
+        ("demo", "acme", ("inference",), False),
+        ("demo", "acme", ("inference", "admin"), False),
+        (None, "acme", ("inference",), False),
+        (None, "acme", ("inference", "admin"), True),
+    ],
+    ids=["own-instance", "other-orgs-instance", "other-orgs-instance-admin", "operator-instance",
+         "operator-instance-admin"],
+)
+async def test_the_instance_header_is_shown_only_to_keys_that_may_see_the_instance(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool,
+    owner: str | None, caller: str, scopes: tuple[str, ...], shown: bool,
+) -> None:  # fmt: skip
+    worker = await start_worker()
+    (instance,) = await fleet(db_pool, worker, organization=owner)
+    key = await new_key(db_pool, caller, scopes)
+    client = await start_gateway()
+    for stream in (False, True):
+        body = {"model": SMALL, "messages": MESSAGES, "stream": stream}
+        async with client.post(CHAT, json=body, headers=auth(key)) as resp:
+            assert resp.status == 200
+            assert resp.headers.get("X-Inventiv-Instance") == (instance if shown else None)
+
+
 async def test_redis_down_still_serves_without_affinity(
     start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
 ) -> None:
@@ -268,7 +331,9 @@ async def test_connect_failure_is_retried_on_another_worker(
 ) -> None:
     worker = await start_worker()
     dead_port = unused_tcp_port_factory()
-    live = await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port or 0, queue_depth=3)
+    live = await insert_ready_instance(
+        db_pool, SMALL, "127.0.0.1", worker.port or 0, queue_depth=3, organization="demo"
+    )
     await insert_ready_instance(db_pool, SMALL, "127.0.0.1", dead_port, queue_depth=0)
     key = await new_key(db_pool)
     client = await start_gateway()
