@@ -15,6 +15,7 @@ _TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",
+    408: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
@@ -27,12 +28,16 @@ _TYPES = {
 class ApiError(Exception):
     """Raised anywhere in a handler; the error middleware turns it into the JSON body."""
 
-    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: str, param: str | None = None, *, close_connection: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.param = param
+        # The client's connection is not reused after this answer (`Connection: close`).
+        self.close_connection = close_connection
 
     def body(self) -> bytes:
         error: dict[str, str | None] = {
@@ -45,9 +50,10 @@ class ApiError(Exception):
         return orjson.dumps({"error": error})
 
     def response(self, headers: dict[str, str] | None = None) -> web.Response:
-        return web.Response(
-            status=self.status, body=self.body(), content_type="application/json", headers=headers
-        )
+        response = web.Response(status=self.status, body=self.body(), content_type="application/json", headers=headers)
+        if self.close_connection:
+            response.force_close()
+        return response
 
 
 def bad_request(message: str, param: str | None = None, code: str = "invalid_request") -> ApiError:
@@ -73,4 +79,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def _http_code(status: int) -> str:
-    return {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(status, "http_error")
+    return {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large"}.get(
+        status, "http_error"
+    )

@@ -20,6 +20,7 @@ from gateway import metrics, tracing
 from gateway.affinity import MAX_SESSION_LEN, AffinityUnavailable, session_of
 from gateway.auth import Principal, authenticate
 from gateway.catalog import Resolved
+from gateway.connections import read_body
 from gateway.errors import ApiError, bad_request
 from gateway.relay import Outcome, content_type, json_usage, relay_stream
 from gateway.request_body import InferenceRequest, forward_body, parse_request
@@ -141,11 +142,7 @@ class InferenceCall:
             up.close()
 
     async def _read_body(self) -> bytes:
-        try:
-            return await self.request.read()
-        except web.HTTPRequestEntityTooLarge:
-            limit = self.plane.settings.max_body_bytes
-            raise ApiError(413, f"The request body is larger than {limit} bytes.", "request_too_large") from None
+        return await read_body(self.request, self.plane.settings.body_timeout_s)
 
     # -- choosing the worker --------------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
+from gateway import state
+from gateway.connections import read_body
 from gateway.errors import bad_request
 
 Kind = Literal["str", "uuid", "int", "bool", "str_list", "uuid_list", "datetime"]
@@ -48,7 +50,7 @@ Spec = Mapping[str, FieldSpec]
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    return parse_json_object(await request.read())
+    return parse_json_object(await read_body(request, request.app[state.SETTINGS].body_timeout_s))
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
