@@ -22,13 +22,14 @@ from gateway.auth import Principal, authenticate
 from gateway.catalog import Resolved
 from gateway.connections import read_body
 from gateway.errors import ApiError, bad_request
-from gateway.relay import Outcome, content_type, json_usage, relay_stream
+from gateway.relay import Outcome, content_type, is_json, json_usage, relay_stream
 from gateway.request_body import InferenceRequest, forward_body, parse_request
 from gateway.state import PLANE
 from gateway.tracing import client_request_id
 from gateway.upstream import (
     UpstreamConnectError,
     UpstreamError,
+    UpstreamProtocolError,
     UpstreamResponse,
     build_head,
 )
@@ -212,6 +213,7 @@ class InferenceCall:
             except UpstreamError as exc:
                 metrics.upstream_errors(_error_kind(exc)).inc()
                 if attempt or not await self._move(resolved):
+                    self.record.status = "upstream_error"
                     raise _upstream_failed(exc) from None
                 continue
             if up.status in _RETRY_STATUSES and attempt == 0 and await self._move(resolved):
@@ -257,11 +259,18 @@ class InferenceCall:
             body = await up.read_all()
         except UpstreamError as exc:
             metrics.upstream_errors(_error_kind(exc)).inc()
+            self.record.status = "upstream_error"
             raise _upstream_failed(exc) from None
         self.record.http_status = up.status
         if up.status == 200:
+            usage = json_usage(body)
+            # An OpenAI-compatible answer carries its usage; one without is parsed once to be sure it is JSON.
+            if usage is None and not is_json(body):
+                metrics.upstream_errors("invalid").inc()
+                self.record.status = "upstream_error"
+                raise ApiError(502, "The worker answered with a body that is not JSON.", "upstream_invalid_response")
             self.record.status = "success"
-            self.record.set_usage(json_usage(body))
+            self.record.set_usage(usage)
         else:
             self.record.status = "upstream_error" if up.status >= 500 else "error"
         headers = self._headers()
@@ -374,12 +383,16 @@ def _error_kind(exc: UpstreamError) -> str:
         return "timeout"
     if isinstance(exc, UpstreamConnectError):
         return "connect"
+    if isinstance(exc, UpstreamProtocolError):
+        return "invalid"
     return "closed"
 
 
 def _upstream_failed(exc: UpstreamError) -> ApiError:
     if isinstance(exc, TimeoutError):
         return ApiError(504, f"The worker did not answer in time: {exc}", "upstream_timeout")
+    if isinstance(exc, UpstreamProtocolError):
+        return ApiError(502, f"The worker sent a response that is not HTTP: {exc}", "upstream_invalid_response")
     return ApiError(502, f"The worker could not be reached: {exc}", "upstream_unavailable")
 
 
