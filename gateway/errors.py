@@ -1,13 +1,20 @@
-"""OpenAI-shaped errors: `{"error": {"message", "type", "code", "param"?}}`, for every route."""
+"""OpenAI-shaped errors: `{"error": {"message", "type", "code", "param"?}}`, for every route.
+
+Client errors (4xx) are answers, not incidents: nothing here logs them. A bug (any other exception)
+is logged with its traceback and answered as a JSON 500 all the same.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger(__name__)
 
 # OpenAI's `type` for each status we answer with.
 _TYPES = {
@@ -76,6 +83,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return ApiError(exc.status, exc.reason, _http_code(exc.status)).response(
             headers={"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         )
+    except Exception:
+        if request.writer.output_size > 0:
+            # A response already started cannot become an error: aiohttp logs it and drops the connection.
+            raise
+        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        return ApiError(500, "The gateway failed to handle the request.", "internal_error").response()
 
 
 def _http_code(status: int) -> str:
