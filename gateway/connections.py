@@ -46,7 +46,9 @@ class HeadTimeoutHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        # `_waiter` is pending while `start()` waits for the next complete head (web_protocol.py).
+        # `_waiter` is pending while `start()` waits for the next complete head (web_protocol.py). The first
+        # read of a new connection can come before `start()` first waits: the timer then starts at the
+        # head's second read, so a trickled head is cut within the timeout plus one gap between bytes.
         waiter = self._waiter
         waiting = waiter is not None and not waiter.done()
         timer = self._head_timer
