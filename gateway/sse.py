@@ -115,6 +115,8 @@ def count_data_events(chunk: bytes) -> int:
 
 
 def error_event(message: str, code: str) -> bytes:
-    """An OpenAI-shaped error event and the `[DONE]` that ends the stream, for a cut upstream."""
+    """An OpenAI-shaped error event for a cut upstream, with no `[DONE]` after it: `[DONE]` says the
+    answer is complete. OpenAI's SDK raises `APIError` on a `data:` event that holds an `error`
+    (openai-python, src/openai/_streaming.py, `_raise_streaming_error`)."""
     error = {"error": {"message": message, "type": "upstream_error", "code": code}}
-    return b"data: " + orjson.dumps(error) + b"\n\ndata: [DONE]\n\n"
+    return b"data: " + orjson.dumps(error) + b"\n\n"

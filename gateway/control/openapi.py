@@ -38,10 +38,11 @@ _ERRORS = {
     401: "Missing, invalid or revoked key.",
     403: "The key lacks the scope or the organization for this.",
     404: "Not found.",
+    408: "The request body did not arrive within INVENTIV_BODY_TIMEOUT_S.",
     409: "Conflicts with the current state.",
     413: "Request body too large.",
-    502: "The worker failed.",
-    503: "No ready worker for the model, or the gateway is draining.",
+    502: "The worker failed, or answered something that is not HTTP or not JSON.",
+    503: "No ready worker for the model, the gateway is draining, or the database is unavailable.",
     504: "The worker did not answer in time.",
 }
 _ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
@@ -219,14 +220,15 @@ def _control_paths() -> dict[str, Schema]:
 
 def _sse_or_json(schema: Schema) -> Schema:
     return {
-        "description": "A JSON body, or with `stream: true` server-sent events of chunks ending in `data: [DONE]`",
+        "description": "A JSON body, or with `stream: true` server-sent events of chunks ending in `data: [DONE]`"
+                       " (a stream the worker cuts ends with an error event instead)",
         "content": {"application/json": {"schema": schema}, "text/event-stream": {"schema": {"type": "string"}}},
     }
 
 
 def _inference(summary: str, request: str, response: Schema) -> Schema:
     op = _op("inference", summary, (200, None), body=_ref(request),
-             errors=(400, 401, 403, 404, 413, 502, 503, 504))
+             errors=(400, 401, 403, 404, 408, 413, 502, 503, 504))
     op["responses"]["200"] = response
     return op
 

@@ -12,19 +12,24 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
+from gateway import state
+from gateway.connections import read_body
 from gateway.errors import bad_request
 
 Kind = Literal["str", "uuid", "int", "bool", "str_list", "uuid_list", "datetime"]
 
 # Postgres `integer` columns hold at most this; larger values would fail in SQL instead of here.
 INT4_MAX = 2**31 - 1
+# Real UTC offsets run from -12:00 to +14:00. Python parses any offset under 24 h, but Postgres refuses
+# a displacement beyond 15:59 ("time zone displacement out of range"), which surfaced as a 500.
+MAX_UTC_OFFSET = timedelta(hours=14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +50,7 @@ Spec = Mapping[str, FieldSpec]
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    return parse_json_object(await request.read())
+    return parse_json_object(await read_body(request, request.app[state.SETTINGS].body_timeout_s))
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -210,7 +215,16 @@ def _text_datetime(name: str, raw: str, field: FieldSpec) -> datetime:
     except ValueError:
         raise bad_request(f"'{name}' must be an ISO 8601 date or date-time.", name) from None
     # A bare date means its midnight; a time without an offset is UTC.
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    offset = parsed.utcoffset()
+    if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+        raise bad_request(f"'{name}' has a UTC offset beyond -14:00 to +14:00.", name, "invalid_datetime")
+    try:
+        # In UTC from here on: SQL and JSON never see the client's offset.
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise bad_request(f"'{name}' is outside years 1 to 9999 once in UTC.", name, "invalid_datetime") from None
 
 
 def _text_str(name: str, raw: str, field: FieldSpec) -> str:

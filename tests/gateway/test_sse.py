@@ -165,12 +165,13 @@ def test_count_data_events(chunk: bytes, count: int) -> None:
     assert sse.count_data_events(chunk) == count
 
 
-def test_error_event_is_an_openai_error_then_done() -> None:
+def test_error_event_is_one_openai_error_without_done() -> None:
     event = sse.error_event('worker "w1" went away', "upstream_error")
-    first, done = sse.split_complete(event)[0].split(b"\n\n")[:2]
-    assert event.endswith(b"\n\ndata: [DONE]\n\n")
-    assert done == b"data: [DONE]"
-    assert first.startswith(b"data: ")
+    complete, rest = sse.split_complete(event)
+    assert complete == event and rest == b""
+    assert b"[DONE]" not in event
+    first = event[: -len(b"\n\n")]
+    assert first.startswith(b"data: ") and b"\n\n" not in first
     assert orjson.loads(first[len(b"data: ") :]) == {
         "error": {"message": 'worker "w1" went away', "type": "upstream_error", "code": "upstream_error"}
     }

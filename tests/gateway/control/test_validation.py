@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -103,6 +103,35 @@ def test_query_values_are_converted() -> None:
         "id": UUID, "size": 7, "on": True, "tags": ["a", "b"],
         "at": datetime.fromisoformat("2026-01-02T03:04:05+02:00"),
     }
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Offsets Python parses and Postgres refuses ("time zone displacement out of range").
+        "0323-09-25T16:42:42+23:34", "2026-01-02T03:04:05-15:00", "2026-01-02T03:04:05+14:01",
+        # Valid here, but outside Python's years once in UTC.
+        "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
+    ],
+)
+def test_datetimes_out_of_range_name_the_parameter(raw: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        check_query(MultiDict([("at", raw)]), {"at": SPEC["at"]})
+    assert (caught.value.status, caught.value.param, caught.value.code) == (400, "at", "invalid_datetime")
+
+
+@pytest.mark.parametrize(
+    ("raw", "utc"),
+    [
+        ("0323-09-25T16:42:42+14:00", datetime(323, 9, 25, 2, 42, 42, tzinfo=UTC)),
+        ("2026-01-02T03:04:05-12:00", datetime(2026, 1, 2, 15, 4, 5, tzinfo=UTC)),
+        ("0001-01-01", datetime(1, 1, 1, tzinfo=UTC)),
+        ("9999-12-31T23:59:59+00:00", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    ],
+)
+def test_datetimes_come_back_in_utc(raw: str, utc: datetime) -> None:
+    parsed = check_query(MultiDict([("at", raw)]), {"at": SPEC["at"]})["at"]
+    assert parsed == utc and parsed.utcoffset() == timedelta(0)
 
 
 @pytest.mark.parametrize("raw", [b"", b"  ", b"{", b"[1]", b'"x"', b"null", b"\xff"])
