@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from gateway.control.validation import is_blank
 from gateway.errors import bad_request
 
 
@@ -37,7 +38,7 @@ def parse_request(raw: bytes, *, streamable: bool) -> InferenceRequest:
     model = body.get("model")
     if model is None:
         raise bad_request("`model` is required.", "model", "missing_required_parameter")
-    if not isinstance(model, str) or not model.strip():
+    if not isinstance(model, str) or is_blank(model):
         raise bad_request("`model` must be a non-empty string.", "model", "invalid_type")
     stream = body.get("stream", False)
     if stream is None:

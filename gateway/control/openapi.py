@@ -27,7 +27,7 @@ from gateway.control import (
 )
 from gateway.control.heartbeat import TELEMETRY_FIELDS
 from gateway.control.responses import dumps
-from gateway.control.validation import Spec, body_schema, query_parameters
+from gateway.control.validation import TEXT_PATTERN, Spec, body_schema, query_parameters
 from gateway.errors import Handler
 from worker.engines import EngineName
 
@@ -351,6 +351,8 @@ def _resource_schemas() -> dict[str, Schema]:
 
 
 def _openai_schemas() -> dict[str, Schema]:
+    # What gateway/request_body.py accepts as a model name: text that is not blank.
+    model: Schema = {"type": "string", "minLength": 1, "pattern": TEXT_PATTERN}
     stream_options = _object(False, include_usage="bool")
     usage_schema = _object(False, prompt_tokens="int", completion_tokens="int", total_tokens="int")
     text_or_tokens: Schema = {"oneOf": [_t("str"), _array("str"), _array("int"), _array(_array("int"))]}
@@ -359,15 +361,15 @@ def _openai_schemas() -> dict[str, Schema]:
         "ChatMessage": _object(False, role="str", content={"oneOf": [_t("str"), _array("object"), {"type": "null"}]})
         | {"required": ["role"]},
         "ChatCompletionRequest": _object(
-            False, model="str", messages={"type": "array", "items": _ref("ChatMessage")}, stream="bool",
+            False, model=model, messages={"type": "array", "items": _ref("ChatMessage")}, stream="bool",
             stream_options=stream_options, max_tokens="int?", temperature="num?", top_p="num?", n="int?",
             stop={"oneOf": [_t("str"), _array("str"), {"type": "null"}]}, user="str",
         ) | {"required": ["model", "messages"]} | extra,
         "CompletionRequest": _object(
-            False, model="str", prompt=text_or_tokens, stream="bool", stream_options=stream_options,
+            False, model=model, prompt=text_or_tokens, stream="bool", stream_options=stream_options,
             max_tokens="int?", temperature="num?", top_p="num?", n="int?", user="str",
         ) | {"required": ["model", "prompt"]} | extra,
-        "EmbeddingRequest": _object(False, model="str", input=text_or_tokens, encoding_format="str", user="str")
+        "EmbeddingRequest": _object(False, model=model, input=text_or_tokens, encoding_format="str", user="str")
         | {"required": ["model", "input"]} | extra,
         "Usage": usage_schema,
         "ChatCompletion": _object(

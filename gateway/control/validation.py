@@ -242,6 +242,17 @@ _TEXT_CHECKS: dict[Kind, Callable[[str, str, FieldSpec], Any]] = {
 
 # Shared bounds ---------------------------------------------------------------------------------
 
+# Text is refused when it holds only these blanks, or a NUL. The set is spelt out rather than `\s`, which
+# means different characters in Python and in the ECMA-262 regexes of JSON Schema; TEXT_PATTERN says the
+# same in the schema: https://json-schema.org/draft/2020-12/json-schema-core#section-6.4
+_BLANKS = r"\t\n\v\f\r "
+_VISIBLE = re.compile(f"[^{_BLANKS}]")
+TEXT_PATTERN = rf"^[^\u0000]*[^\u0000{_BLANKS}][^\u0000]*$"
+
+
+def is_blank(value: str) -> bool:
+    return _VISIBLE.search(value) is None
+
 
 def _checked_int(name: str, value: int, field: FieldSpec) -> int:
     if field.minimum is not None and value < field.minimum:
@@ -255,7 +266,7 @@ def _checked_text(name: str, value: str, field: FieldSpec) -> str:
     if "\x00" in value:
         # Postgres text cannot hold NUL; refusing it here keeps it from becoming a 500.
         raise bad_request(f"'{name}' must not contain NUL characters.", name)
-    if not value.strip():
+    if is_blank(value):
         raise bad_request(f"'{name}' must not be empty.", name)
     if len(value) > field.max_length:
         raise bad_request(f"'{name}' must be at most {field.max_length} characters.", name)
@@ -295,6 +306,10 @@ def _scalar_schema(kind: Kind, field: FieldSpec) -> dict[str, Any]:
     schema = dict(_SCHEMAS[kind])
     if kind == "str":
         schema["maxLength"] = field.max_length
+        if field.choices is None and field.pattern is None:
+            # A pattern or a list of choices of its own already rules out blank text and NUL.
+            schema["minLength"] = 1
+            schema["pattern"] = TEXT_PATTERN
     if field.choices is not None:
         schema["enum"] = list(field.choices)
     if field.pattern is not None:

@@ -34,11 +34,13 @@ def body(**fields: Any) -> bytes:
         (b'{"model": "demo/qwen-small", "input": "x"}', False, "demo/qwen-small", False, False),
         (b'  {"model":"m"}\n', True, "m", False, False),
         ('{"model": "mod\u00e8le"}'.encode(), True, "mod\u00e8le", False, False),
+        # Not blank by the rule the OpenAPI document's pattern states (an unknown model is a 404 later).
+        (orjson.dumps({"model": "\u3000\x1c"}), True, "\u3000\x1c", False, False),
     ],
     ids=[
         "chat", "stream", "stream-false-not-streamable", "stream-null", "include-usage", "include-usage-false",
         "empty-stream-options", "null-stream-options", "null-include-usage", "other-fields-unchecked",
-        "embeddings", "whitespace", "unicode-model",
+        "embeddings", "whitespace", "unicode-model", "unicode-blank-model",
     ],
 )
 def test_parse_request_accepts(raw: bytes, streamable: bool, model: str, stream: bool, wants_usage: bool) -> None:

@@ -9,6 +9,7 @@ import pytest
 from multidict import MultiDict
 
 from gateway.control.validation import (
+    TEXT_PATTERN,
     FieldSpec,
     body_schema,
     check_body,
@@ -125,3 +126,4 @@ def test_body_schema_mirrors_the_spec() -> None:
     assert schema["properties"]["size"] == {"type": ["integer", "null"], "minimum": 0, "maximum": 100}
     assert schema["properties"]["tags"]["items"]["enum"] == ["a", "b"]
     assert schema["properties"]["code"]["pattern"] == "^[a-z]+$"
+    assert schema["properties"]["name"] | {"minLength": 1, "pattern": TEXT_PATTERN} == schema["properties"]["name"]
