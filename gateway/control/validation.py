@@ -131,7 +131,11 @@ def _json_uuid(name: str, value: Any, field: FieldSpec) -> str:
 
 
 def _json_int(name: str, value: Any, field: FieldSpec) -> int:
-    # bool is an int in Python; `true` is not a size.
+    # JSON Schema's integer is any number with a zero fractional part, so the document allows `40.0`
+    # (https://json-schema.org/draft/2020-12/json-schema-core#section-4.2.1, and the official test suite's
+    # zeroTerminatedFloats.json). Not `true`, an int in Python.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad_request(f"'{name}' must be an integer.", name)
     return _checked_int(name, value, field)

@@ -6,6 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from multidict import MultiDict
 
 from gateway.control.validation import (
@@ -127,3 +130,27 @@ def test_body_schema_mirrors_the_spec() -> None:
     assert schema["properties"]["tags"]["items"]["enum"] == ["a", "b"]
     assert schema["properties"]["code"]["pattern"] == "^[a-z]+$"
     assert schema["properties"]["name"] | {"minLength": 1, "pattern": TEXT_PATTERN} == schema["properties"]["name"]
+
+
+def test_integral_numbers_are_integers() -> None:
+    assert check_body({"id": UUID, "size": 5.0}, SPEC)["size"] == 5
+
+
+def _accepted(body: dict[str, Any]) -> bool:
+    try:
+        check_body(body, SPEC)
+    except ApiError:
+        return False
+    return True
+
+
+# Text with the characters validation and the schema's pattern could read differently: blanks of both
+# Python's str.isspace() and ECMA-262's \s, NUL, other control characters.
+_TEXT = st.text(st.sampled_from(" \t\n\v\f\r\x00\x1c\x85\xa0\u2028\u3000\ufeffa-"), max_size=8)
+_NUMBER = st.one_of(st.integers(-5, 105), st.floats(-5, 105, allow_nan=False), st.booleans())
+
+
+@given(name=_TEXT, size=_NUMBER)
+def test_the_schema_accepts_what_validation_accepts(name: str, size: float) -> None:
+    body = {"id": UUID, "name": name, "size": size}
+    assert Draft202012Validator(body_schema(SPEC)).is_valid(body) == _accepted(body), body
