@@ -192,14 +192,14 @@ def control_routes() -> tuple[Route, ...]:
             errors=(400, 401, 403, 409))),
         Route("PATCH", "/models/{id}", models.update_model, _op(
             "catalog", "Change a model (activate, deactivate, data_volume_gb)", (200, _ref("Model")),
-            body=body_schema(models.UPDATE_BODY), errors=mine, path_id=True)),
+            body=body_schema(models.UPDATE_BODY, non_empty=True), errors=mine, path_id=True)),
         _list_route("/offerings", offerings.list_offerings, "catalog", "Offerings", "Offering", offerings.LIST_QUERY),
         Route("POST", "/offerings", offerings.create_offering, _op(
             "catalog", "Publish a model as org_slug/model_code", (201, _ref("Offering")),
             body=body_schema(offerings.CREATE_BODY), errors=(400, 401, 403, 404, 409))),
         Route("PATCH", "/offerings/{id}", offerings.update_offering, _op(
-            "catalog", "Change an offering", (200, _ref("Offering")), body=body_schema(offerings.UPDATE_BODY),
-            errors=mine, path_id=True)),
+            "catalog", "Change an offering", (200, _ref("Offering")),
+            body=body_schema(offerings.UPDATE_BODY, non_empty=True), errors=mine, path_id=True)),
         Route("GET", "/usage", usage.get_usage, _op(
             "usage", "Usage sums of an organization", (200, _ref("UsageReport")), query=usage.QUERY)),
         Route("POST", "/internal/workers/heartbeat", heartbeat.record_heartbeat, _op(

@@ -325,13 +325,16 @@ def _scalar_schema(kind: Kind, field: FieldSpec) -> dict[str, Any]:
     return schema
 
 
-def body_schema(spec: Spec) -> dict[str, Any]:
-    """The JSON Schema of a request body declared by `spec` (unknown fields refused)."""
+def body_schema(spec: Spec, *, non_empty: bool = False) -> dict[str, Any]:
+    """The JSON Schema of a request body declared by `spec` (unknown fields refused); `non_empty` for
+    updates, which refuse a body that changes nothing."""
     schema: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {name: field_schema(field) for name, field in spec.items()},
     }
+    if non_empty:
+        schema["minProperties"] = 1
     required = [name for name, field in spec.items() if field.required]
     if required:
         schema["required"] = required

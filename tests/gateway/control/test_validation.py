@@ -130,6 +130,7 @@ def test_body_schema_mirrors_the_spec() -> None:
     assert schema["properties"]["tags"]["items"]["enum"] == ["a", "b"]
     assert schema["properties"]["code"]["pattern"] == "^[a-z]+$"
     assert schema["properties"]["name"] | {"minLength": 1, "pattern": TEXT_PATTERN} == schema["properties"]["name"]
+    assert body_schema(SPEC, non_empty=True)["minProperties"] == 1
 
 
 def test_integral_numbers_are_integers() -> None:
