@@ -26,6 +26,7 @@ from gateway.control import (
     usage,
 )
 from gateway.control.heartbeat import TELEMETRY_FIELDS
+from gateway.control.placement import IDEMPOTENCY_KEY
 from gateway.control.responses import dumps
 from gateway.control.validation import TEXT_PATTERN, Spec, body_schema, query_parameters
 from gateway.errors import Handler
@@ -127,6 +128,8 @@ def _op(
         op["parameters"] = params
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        # Any body past INVENTIV_MAX_BODY_BYTES is refused before its handler runs.
+        errors = tuple(sorted({*errors, 413}))
     response: Schema = {"description": "OK" if status < 300 else "Accepted"}
     if schema is not None:
         response["content"] = {"application/json": {"schema": schema}}
@@ -162,7 +165,7 @@ def control_routes() -> tuple[Route, ...]:
             "deployments", "Ask for a GPU instance serving a model", (202, _ref("InstanceDetail")),
             body=_with_defaults(body_schema(deployments.BODY), deployments.DEFAULTS), errors=(400, 401, 403, 404, 409),
         ) | {"parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                             "schema": {"type": "string", "maxLength": 200},
+                             "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY.pattern}$"},
                              "description": "repeating a key returns the first instance"}]}),
         _list_route("/instances", instances.list_instances, "instances", "List instances with their storage summary",
                     "Instance", instances.LIST_QUERY),
