@@ -122,16 +122,15 @@ def take_usage(block: bytes, strip: bool) -> tuple[bytes, dict[str, Any] | None]
 
 def usage_in_tail(tail: bytes) -> dict[str, Any] | None:
     """The last usage object in the tail of a stream (which may start mid-event)."""
-    for marker in USAGE_MARKERS:
-        at = tail.rfind(marker)
+    for at in sorted((tail.rfind(marker) for marker in USAGE_MARKERS), reverse=True):
         if at < 0:
-            continue
-        # The `data:` that starts the line, not one inside the event's text.
-        start = tail.rfind(b"\n", 0, at) + 1
+            break
+        # The `data:` that starts the line, not one inside the event's text; lines end with LF, CR or both.
+        start = max(tail.rfind(b"\n", 0, at), tail.rfind(b"\r", 0, at)) + 1
         if not tail.startswith(_DATA, start):
             continue
-        end = tail.find(b"\n", at)
-        payload = _usage_of(event_json(tail[start : end if end >= 0 else len(tail)]))
+        end = min((i for i in (tail.find(b"\n", at), tail.find(b"\r", at)) if i >= 0), default=len(tail))
+        payload = _usage_of(event_json(tail[start:end]))
         if payload is not None:
             return payload
     return None

@@ -213,3 +213,7 @@ def test_take_usage_strips_exactly_the_usage_only_events(stream: Stream) -> None
     assert sse.take_usage(stream.raw, strip=True) == (stream.without_usage_events, stream.usage)
     assert sse.take_usage(stream.raw, strip=False) == (stream.raw, stream.usage)
 
+
+@given(stream=streams())
+def test_usage_in_tail_finds_the_last_usage(stream: Stream) -> None:
+    assert sse.usage_in_tail(stream.raw) == stream.usage
