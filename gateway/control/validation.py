@@ -306,8 +306,18 @@ def field_schema(field: FieldSpec) -> dict[str, Any]:
     return schema
 
 
+# RFC 3339 date-times as Python's datetime.fromisoformat reads them: it refuses the lowercase `t` and `z`
+# that RFC 3339 allows (https://datatracker.ietf.org/doc/html/rfc3339#section-5.6, NOTE), and year 0000,
+# and second 60. The schema states this pattern beside `format: date-time`, so it allows no more.
+DATETIME_PATTERN = (
+    r"^(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9](\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
 def _scalar_schema(kind: Kind, field: FieldSpec) -> dict[str, Any]:
     schema = dict(_SCHEMAS[kind])
+    if kind == "datetime":
+        schema["pattern"] = DATETIME_PATTERN
     if kind == "str":
         schema["maxLength"] = field.max_length
         if field.choices is None and field.pattern is None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from multidict import MultiDict
 
 from gateway.control.validation import (
@@ -19,6 +19,7 @@ from gateway.control.validation import (
     check_query,
     parse_json_object,
     parse_uuid,
+    query_parameters,
 )
 from gateway.errors import ApiError
 
@@ -155,3 +156,17 @@ _NUMBER = st.one_of(st.integers(-5, 105), st.floats(-5, 105, allow_nan=False), s
 def test_the_schema_accepts_what_validation_accepts(name: str, size: float) -> None:
     body = {"id": UUID, "name": name, "size": size}
     assert Draft202012Validator(body_schema(SPEC)).is_valid(body) == _accepted(body), body
+
+
+@pytest.mark.parametrize("text", [
+    "2026-01-02T03:04:05Z", "2026-01-02T03:04:05.123456789+02:00", "2026-01-02t03:04:05z", "2026-01-02T23:59:60Z",
+    "0000-01-02T03:04:05Z", "0001-01-01T00:00:00-12:00", "2026-02-30T00:00:00Z", "2026-01-02 03:04:05Z",
+    "2026-01-02", "2026-01-02T03:04Z",
+])
+def test_the_schema_accepts_the_date_times_validation_accepts(text: str) -> None:
+    schema = {"type": "object", "properties": {"at": query_parameters({"at": SPEC["at"]})[0]["schema"]}}
+    valid = Draft202012Validator(schema, format_checker=FormatChecker()).is_valid({"at": text})
+    try:
+        check_query(MultiDict([("id", UUID), ("at", text)]), SPEC)
+    except ApiError:
+        assert not valid, text
