@@ -6,12 +6,21 @@ the gateway checks only the fields it acts on, so it never refuses what the work
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from gateway.control.validation import is_blank
 from gateway.errors import bad_request
+
+# orjson reads an integer beyond 64 bits as a float (orjson.loads(b"18446744073709551616") is
+# 1.8446744073709552e+19; https://github.com/ijl/orjson/issues/473), so re-encoding would send the worker
+# 1.2345678901234568e+29 for 123456789012345678901234567890. A body holding a float this large is
+# re-encoded from Python's json, which keeps integers exact (slower, and rare: a seed or an id sent as a
+# huge number).
+_INT64_LIMIT = 2.0**63
 
 
 @dataclass(slots=True)
@@ -37,7 +46,7 @@ def parse_request(raw: bytes, *, streamable: bool) -> InferenceRequest:
     model = body.get("model")
     if model is None:
         raise bad_request("`model` is required.", "model", "missing_required_parameter")
-    if not isinstance(model, str) or not model.strip():
+    if not isinstance(model, str) or is_blank(model):
         raise bad_request("`model` must be a non-empty string.", "model", "invalid_type")
     stream = body.get("stream", False)
     if stream is None:
@@ -66,9 +75,27 @@ def forward_body(request: InferenceRequest, model: str, add_usage: bool) -> byte
     """The bytes to send the worker: the client's own, unless the model name or usage must change."""
     if model == request.model and not add_usage:
         return request.raw
-    body = dict(request.body)
+    exact = _holds_huge_number(request.body)
+    body = json.loads(request.raw) if exact else dict(request.body)
     body["model"] = model
     if add_usage:
         options = body.get("stream_options")
         body["stream_options"] = {**(options or {}), "include_usage": True}
+    if exact:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     return orjson.dumps(body)
+
+
+def _holds_huge_number(body: dict[str, Any]) -> bool:
+    """Whether a number in `body` is at least 2**63 in size: one orjson may have read as a float. Iterative:
+    orjson parses nesting deeper than Python's recursion limit."""
+    stack: list[Any] = [body]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, float) and abs(value) >= _INT64_LIMIT:
+            return True
+    return False

@@ -26,8 +26,9 @@ from gateway.control import (
     usage,
 )
 from gateway.control.heartbeat import TELEMETRY_FIELDS
+from gateway.control.placement import IDEMPOTENCY_KEY
 from gateway.control.responses import dumps
-from gateway.control.validation import Spec, body_schema, query_parameters
+from gateway.control.validation import TEXT_PATTERN, Spec, body_schema, query_parameters
 from gateway.errors import Handler
 from worker.engines import EngineName
 
@@ -128,6 +129,8 @@ def _op(
         op["parameters"] = params
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        # Any body past INVENTIV_MAX_BODY_BYTES is refused before its handler runs.
+        errors = tuple(sorted({*errors, 413}))
     response: Schema = {"description": "OK" if status < 300 else "Accepted"}
     if schema is not None:
         response["content"] = {"application/json": {"schema": schema}}
@@ -163,7 +166,7 @@ def control_routes() -> tuple[Route, ...]:
             "deployments", "Ask for a GPU instance serving a model", (202, _ref("InstanceDetail")),
             body=_with_defaults(body_schema(deployments.BODY), deployments.DEFAULTS), errors=(400, 401, 403, 404, 409),
         ) | {"parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                             "schema": {"type": "string", "maxLength": 200},
+                             "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY.pattern}$"},
                              "description": "repeating a key returns the first instance"}]}),
         _list_route("/instances", instances.list_instances, "instances", "List instances with their storage summary",
                     "Instance", instances.LIST_QUERY),
@@ -193,14 +196,14 @@ def control_routes() -> tuple[Route, ...]:
             errors=(400, 401, 403, 409))),
         Route("PATCH", "/models/{id}", models.update_model, _op(
             "catalog", "Change a model (activate, deactivate, data_volume_gb)", (200, _ref("Model")),
-            body=body_schema(models.UPDATE_BODY), errors=mine, path_id=True)),
+            body=body_schema(models.UPDATE_BODY, non_empty=True), errors=mine, path_id=True)),
         _list_route("/offerings", offerings.list_offerings, "catalog", "Offerings", "Offering", offerings.LIST_QUERY),
         Route("POST", "/offerings", offerings.create_offering, _op(
             "catalog", "Publish a model as org_slug/model_code", (201, _ref("Offering")),
             body=body_schema(offerings.CREATE_BODY), errors=(400, 401, 403, 404, 409))),
         Route("PATCH", "/offerings/{id}", offerings.update_offering, _op(
-            "catalog", "Change an offering", (200, _ref("Offering")), body=body_schema(offerings.UPDATE_BODY),
-            errors=mine, path_id=True)),
+            "catalog", "Change an offering", (200, _ref("Offering")),
+            body=body_schema(offerings.UPDATE_BODY, non_empty=True), errors=mine, path_id=True)),
         Route("GET", "/usage", usage.get_usage, _op(
             "usage", "Usage sums of an organization", (200, _ref("UsageReport")), query=usage.QUERY)),
         Route("POST", "/internal/workers/heartbeat", heartbeat.record_heartbeat, _op(
@@ -353,6 +356,8 @@ def _resource_schemas() -> dict[str, Schema]:
 
 
 def _openai_schemas() -> dict[str, Schema]:
+    # What gateway/request_body.py accepts as a model name: text that is not blank.
+    model: Schema = {"type": "string", "minLength": 1, "pattern": TEXT_PATTERN}
     stream_options = _object(False, include_usage="bool")
     usage_schema = _object(False, prompt_tokens="int", completion_tokens="int", total_tokens="int")
     text_or_tokens: Schema = {"oneOf": [_t("str"), _array("str"), _array("int"), _array(_array("int"))]}
@@ -361,15 +366,15 @@ def _openai_schemas() -> dict[str, Schema]:
         "ChatMessage": _object(False, role="str", content={"oneOf": [_t("str"), _array("object"), {"type": "null"}]})
         | {"required": ["role"]},
         "ChatCompletionRequest": _object(
-            False, model="str", messages={"type": "array", "items": _ref("ChatMessage")}, stream="bool",
+            False, model=model, messages={"type": "array", "items": _ref("ChatMessage")}, stream="bool",
             stream_options=stream_options, max_tokens="int?", temperature="num?", top_p="num?", n="int?",
             stop={"oneOf": [_t("str"), _array("str"), {"type": "null"}]}, user="str",
         ) | {"required": ["model", "messages"]} | extra,
         "CompletionRequest": _object(
-            False, model="str", prompt=text_or_tokens, stream="bool", stream_options=stream_options,
+            False, model=model, prompt=text_or_tokens, stream="bool", stream_options=stream_options,
             max_tokens="int?", temperature="num?", top_p="num?", n="int?", user="str",
         ) | {"required": ["model", "prompt"]} | extra,
-        "EmbeddingRequest": _object(False, model="str", input=text_or_tokens, encoding_format="str", user="str")
+        "EmbeddingRequest": _object(False, model=model, input=text_or_tokens, encoding_format="str", user="str")
         | {"required": ["model", "input"]} | extra,
         "Usage": usage_schema,
         "ChatCompletion": _object(

@@ -31,7 +31,7 @@ def test_window_defaults(start: datetime | None, end: datetime | None, window: t
 def test_bad_windows(start: datetime, end: datetime) -> None:
     with pytest.raises(ApiError) as caught:
         usage_window(start, end, NOW)
-    assert caught.value.param == "from"
+    assert (caught.value.param, caught.value.code) == ("from", "invalid_window")
 
 
 async def _seed(api: Api) -> str:

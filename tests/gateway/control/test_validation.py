@@ -6,15 +6,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator, FormatChecker
 from multidict import MultiDict
 
 from gateway.control.validation import (
+    TEXT_PATTERN,
     FieldSpec,
     body_schema,
     check_body,
     check_query,
     parse_json_object,
     parse_uuid,
+    query_parameters,
 )
 from gateway.errors import ApiError
 
@@ -154,3 +159,43 @@ def test_body_schema_mirrors_the_spec() -> None:
     assert schema["properties"]["size"] == {"type": ["integer", "null"], "minimum": 0, "maximum": 100}
     assert schema["properties"]["tags"]["items"]["enum"] == ["a", "b"]
     assert schema["properties"]["code"]["pattern"] == "^[a-z]+$"
+    assert schema["properties"]["name"] | {"minLength": 1, "pattern": TEXT_PATTERN} == schema["properties"]["name"]
+    assert body_schema(SPEC, non_empty=True)["minProperties"] == 1
+
+
+def test_integral_numbers_are_integers() -> None:
+    assert check_body({"id": UUID, "size": 5.0}, SPEC)["size"] == 5
+
+
+def _accepted(body: dict[str, Any]) -> bool:
+    try:
+        check_body(body, SPEC)
+    except ApiError:
+        return False
+    return True
+
+
+# Text with the characters validation and the schema's pattern could read differently: blanks of both
+# Python's str.isspace() and ECMA-262's \s, NUL, other control characters.
+_TEXT = st.text(st.sampled_from(" \t\n\v\f\r\x00\x1c\x85\xa0\u2028\u3000\ufeffa-"), max_size=8)
+_NUMBER = st.one_of(st.integers(-5, 105), st.floats(-5, 105, allow_nan=False), st.booleans())
+
+
+@given(name=_TEXT, size=_NUMBER)
+def test_the_schema_accepts_what_validation_accepts(name: str, size: float) -> None:
+    body = {"id": UUID, "name": name, "size": size}
+    assert Draft202012Validator(body_schema(SPEC)).is_valid(body) == _accepted(body), body
+
+
+@pytest.mark.parametrize("text", [
+    "2026-01-02T03:04:05Z", "2026-01-02T03:04:05.123456789+02:00", "2026-01-02t03:04:05z", "2026-01-02T23:59:60Z",
+    "0000-01-02T03:04:05Z", "0001-01-01T00:00:00-12:00", "2026-02-30T00:00:00Z", "2026-01-02 03:04:05Z",
+    "2026-01-02", "2026-01-02T03:04Z",
+])
+def test_the_schema_accepts_the_date_times_validation_accepts(text: str) -> None:
+    schema = {"type": "object", "properties": {"at": query_parameters({"at": SPEC["at"]})[0]["schema"]}}
+    valid = Draft202012Validator(schema, format_checker=FormatChecker()).is_valid({"at": text})
+    try:
+        check_query(MultiDict([("id", UUID), ("at", text)]), SPEC)
+    except ApiError:
+        assert not valid, text
