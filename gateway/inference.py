@@ -21,6 +21,7 @@ from gateway.affinity import MAX_SESSION_LEN, AffinityUnavailable, session_of
 from gateway.auth import Principal, authenticate
 from gateway.catalog import Resolved
 from gateway.errors import ApiError, bad_request
+from gateway.limits import Admission
 from gateway.relay import Outcome, content_type, json_usage, relay_stream
 from gateway.request_body import InferenceRequest, forward_body, parse_request
 from gateway.state import PLANE
@@ -75,6 +76,7 @@ class InferenceCall:
     """The state of one inference request, from authentication to its usage record."""
 
     __slots__ = (
+        "admission",
         "authed", "connect_s", "first_byte_s", "own_id", "plane", "principal", "record", "request", "request_id",
         "resolved", "route", "selected", "session", "session_moved", "started", "worker",
     )  # fmt: skip
@@ -94,6 +96,7 @@ class InferenceCall:
         self.worker: Worker | None = None
         self.session: str | None = None
         self.session_moved = False
+        self.admission: Admission | None = None
 
     async def run(self) -> web.StreamResponse:
         lifecycle = self.plane.lifecycle
@@ -108,6 +111,10 @@ class InferenceCall:
         )  # fmt: skip
         lifecycle.enter()
         try:
+            if self.principal.limits is not None:
+                self.admission = await self.plane.limits.admit(
+                    self.principal.key_id, self.principal.organization_id, self.principal.limits, self.own_id
+                )
             return await self._serve()
         except ApiError as exc:
             self.record.http_status = exc.status
@@ -317,6 +324,8 @@ class InferenceCall:
             headers["X-Inventiv-Instance"] = self.worker.instance_id
         if self.session_moved:
             headers["X-Inventiv-Session-Moved"] = "1"
+        if self.admission is not None:
+            headers.update(self.admission.headers)
         return headers
 
     def _finish(self) -> None:
@@ -327,6 +336,8 @@ class InferenceCall:
         if self.worker is not None:
             record.instance_id = self.worker.instance_id
         self.plane.usage.record(record)
+        if self.admission is not None:
+            self.plane.limits.settle(self.admission, record.total_tokens)
         entry = self.plane.catalog.by_id.get(record.model_id) if record.model_id else None
         model = entry.hf_repo_id if entry is not None else "-"
         metrics.requests(self.route.path, model, str(record.http_status or 0)).inc()

@@ -24,6 +24,10 @@ USAGE_GROUP = "usage-writers"
 # Session pin: affinity:{model}:{session} -> instance id, sliding TTL (Settings.affinity_ttl_s).
 AFFINITY = "affinity:{model}:{session}"
 
+# Rate limits of one scope (key or org, by id): {LIMITS}:requests:{minute} and :tokens:{minute}, counters
+# that expire after two minutes, and :slots, the requests in flight (gateway/limits.py has the TTLs).
+LIMITS = "limits:{scope}:{id}"
+
 # Pub/sub channels that push changes to every gateway process at once (polling still backs them up).
 WORKERS_CHANGED = "events:workers"
 KEYS_CHANGED = "events:keys"
