@@ -28,6 +28,8 @@ class Principal:
     scopes: frozenset[str]
     # The key's and its organization's rate limits; None: neither sets any (gateway/limits.py).
     limits: KeyLimits | None = None
+    # Its organization is a platform one: its admin keys manage every organization (control/access.py).
+    is_platform: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -49,6 +51,7 @@ class KeyTable:
                 organization_slug=str(r["organization_slug"]),
                 scopes=frozenset(cast(list[str], r["scopes"])),
                 limits=key_limits_from_row(r),
+                is_platform=bool(r.get("organization_is_platform")),
             )
             for r in rows
         }

@@ -10,7 +10,8 @@ RETURNING id, organization_id, name, key_prefix, scopes, created_at, last_used_a
 SELECT k.id, k.key_hash, k.organization_id, o.slug AS organization_slug, k.scopes,
        k.requests_per_minute, k.tokens_per_minute, k.concurrent_requests, k.limits_fail_mode,
        o.requests_per_minute AS org_requests_per_minute, o.tokens_per_minute AS org_tokens_per_minute,
-       o.concurrent_requests AS org_concurrent_requests
+       o.concurrent_requests AS org_concurrent_requests,
+       o.is_platform OR o.id = (SELECT id FROM organizations ORDER BY created_at, id LIMIT 1) AS organization_is_platform
 FROM api_keys k JOIN organizations o ON o.id = k.organization_id
 WHERE k.revoked_at IS NULL;
 

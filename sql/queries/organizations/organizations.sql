@@ -51,15 +51,16 @@ RETURNING id;
 -- the second counts the first's instance and both cannot pass a quota at its last unit.
 SELECT max_instances, max_gpus, monthly_budget FROM organizations WHERE id = :organization_id FOR UPDATE;
 
--- name: get-organization-spending(organization_id)^
+-- name: get-organization-spending(organization_id, instance_type_id)^
 -- Live instances and their GPUs, and this calendar month's (UTC) spend: each instance's cost_per_hour
--- times the hours of its life (created_at to terminated_at, or to its last update when it failed, or to
--- now while alive) within the month.
+-- times the hours of its life within the month: created_at to terminated_at (to its last update when it
+-- ended without one), or to now while alive. requested_gpus: the GPUs of instance_type_id (NULL: none).
 WITH month AS (SELECT date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS start)
-SELECT count(*) FILTER (WHERE i.status NOT IN ('terminated', 'failed')) AS live_instances,
+SELECT (SELECT gpu_count FROM instance_types WHERE id = :instance_type_id::uuid) AS requested_gpus,
+       count(*) FILTER (WHERE i.status NOT IN ('terminated', 'failed')) AS live_instances,
        coalesce(sum(t.gpu_count) FILTER (WHERE i.status NOT IN ('terminated', 'failed')), 0) AS live_gpus,
        coalesce(sum(t.cost_per_hour * extract(epoch FROM
-           greatest(interval '0', least(coalesce(i.terminated_at, CASE WHEN i.status = 'failed' THEN i.updated_at END,
+           greatest(interval '0', least(coalesce(i.terminated_at, CASE WHEN i.status IN ('terminated', 'failed') THEN i.updated_at END,
                                                  now()), now())
                                   - greatest(i.created_at, month.start))) / 3600), 0)::numeric(14, 4) AS month_spend
 FROM instances i
