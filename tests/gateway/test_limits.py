@@ -213,17 +213,6 @@ async def test_concurrent_requests_are_counted_until_each_ends(serve_one: ServeO
     assert (await _chat(client, key))[0] == 200
 
 
-async def test_an_unlimited_key_never_asks_redis(
-    serve_one: ServeOne, redis: aioredis.Redis, settings: Settings
-) -> None:
-    _, client, key, _ = await serve_one()
-    status, headers, _ = await _chat(client, key)
-    await _settled(client)
-    assert status == 200
-    assert not any(name.startswith("x-ratelimit") for name in headers)
-    assert [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}limits:*")] == []
-
-
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -255,6 +244,16 @@ async def test_redis_down_serves_a_fail_open_key_and_logs_once(
     assert statuses == [200, 200, 200, 200]
     assert metrics.LIMITS_UNAVAILABLE.labels("open")._value.get() - before == 4
     assert len([r for r in caplog.records if r.name == "gateway.limits"]) == 1
+
+
+async def test_an_unlimited_key_never_asks_redis(without_redis: tuple[TestClient, str]) -> None:
+    client, key = without_redis
+    before = [metrics.LIMITS_UNAVAILABLE.labels(mode)._value.get() for mode in limits.FAIL_MODES]
+    status, headers, _ = await _chat(client, key)
+    assert status == 200
+    assert not any(name.startswith("x-ratelimit") for name in headers)
+    # Redis was never asked: asking it here would have failed and been counted.
+    assert [metrics.LIMITS_UNAVAILABLE.labels(mode)._value.get() for mode in limits.FAIL_MODES] == before
 
 
 async def test_redis_down_refuses_a_fail_closed_key_with_503(
