@@ -13,8 +13,8 @@ Windows are calendar minutes (fixed windows, reset at second 0 of each minute, U
 
 Cost: a key with no limit on itself nor its organization costs nothing here. A limited one costs one
 Redis round trip before it is forwarded (one Lua script checks and counts key and organization at once,
-atomically), and one pipelined write once it ends (token charge, slot release), sent in the background
-so no answer waits for it.
+atomically), and its share of a pipelined write once it ends (token charge, slot release): sent in the
+background so no answer waits for it, and batched: one pipeline per 10 ms and process at most.
 
 Redis down: each key chooses (`limits_fail_mode`). `open` (the default) serves the request unlimited and
 counts it in `inventiv_gateway_limits_unavailable{mode="open"}`; `closed` answers 503. A circuit breaker,
@@ -58,6 +58,10 @@ _SLOT_TTL_S = 900
 _TIMEOUT_S = 0.25
 # After a failure, skip Redis this long: one slow request per second instead of every request.
 _BREAKER_S = 1.0
+# Ended requests are settled in one pipeline per this interval and process, not one per request: a slot
+# freed 10 ms late is invisible next to a generation's seconds, and a round trip per request doubled the
+# limits' CPU cost (benchmarks/limits_cost.py).
+_SETTLE_EVERY_S = 0.01
 # A refusal for concurrency has no window to wait for: a slot frees when any request ends.
 _CONCURRENCY_RETRY_S = 1
 
@@ -244,7 +248,7 @@ class Admission:
     """An admitted request: the headers its answer carries and what to settle when it ends."""
 
     headers: dict[str, str]
-    # (scope's key prefix, whether tokens are charged, whether a slot is held) for key and organization.
+    # (scope's key prefix, whether tokens are charged, whether a slot is held) for each scope with a limit.
     scopes: tuple[tuple[str, bool, bool], ...]
     member: str
 
@@ -261,7 +265,9 @@ class Limiter:
         self._prefix = settings.redis_prefix
         self._script = redis.register_script(_ADMIT)
         self._down_until = 0.0
-        self._pending: set[asyncio.Task[None]] = set()
+        # Ended requests whose tokens and slots are not yet written, and the task writing them.
+        self._owed: list[tuple[Admission, int]] = []
+        self._settling: asyncio.Task[None] | None = None
         # Where windows and slot expiries take their time from (tests pin it inside one minute).
         self.clock: Callable[[], float] = time.time
 
@@ -273,7 +279,10 @@ class Limiter:
         Redis is down for a fail-closed key; None when Redis is down for a fail-open one."""
         now = self.clock()
         minute, reset_s = window_of(now)
-        scopes = ((self._scope("key", key_id), limits.key), (self._scope("org", organization_id), limits.org))
+        # Only the scopes that set a limit go to Redis; the reply then holds their counts only.
+        scopes = [(self._scope("key", key_id), limits.key)] if limits.key.any else []
+        if limits.org.any:
+            scopes.append((self._scope("org", organization_id), limits.org))
         keys = [k for prefix, _ in scopes for k in (f"{prefix}:requests:{minute}", f"{prefix}:tokens:{minute}",
                                                     f"{prefix}:slots")]
         args: list[float | int | str] = [now, _COUNTER_TTL_S, _SLOT_TTL_S, member]
@@ -282,7 +291,9 @@ class Limiter:
         if reply is None:
             return None
         admitted = bool(reply[0])
-        key_used, org_used = Used(*reply[1:4]), Used(*reply[4:7])
+        counts = iter(reply[1:])
+        key_used = Used(next(counts), next(counts), next(counts)) if limits.key.any else Used()
+        org_used = Used(next(counts), next(counts), next(counts)) if limits.org.any else Used()
         if not admitted:
             refused = refusal(limits, key_used, org_used, reset_s)
             assert refused is not None, "the script and exceeded() apply one rule"
@@ -311,30 +322,50 @@ class Limiter:
         return None
 
     def settle(self, admission: Admission, tokens: int) -> None:
-        """Charge the request's tokens and free its slot, in the background: no answer waits for it."""
-        task = asyncio.get_running_loop().create_task(self._settle(admission, tokens))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        """Charge the request's tokens and free its slot, in the background: no answer waits for it.
 
-    async def _settle(self, admission: Admission, tokens: int) -> None:
-        minute, _ = window_of(self.clock())
-        pipe = self._redis.pipeline(transaction=False)
-        for prefix, charges_tokens, holds_slot in admission.scopes:
-            if charges_tokens and tokens > 0:
-                pipe.incrby(f"{prefix}:tokens:{minute}", tokens)
-                pipe.expire(f"{prefix}:tokens:{minute}", _COUNTER_TTL_S)
-            if holds_slot:
-                pipe.zrem(f"{prefix}:slots", admission.member)
-        if not pipe.command_stack:
-            return
-        try:
-            async with asyncio.timeout(_TIMEOUT_S):
-                await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            # The slot expires by itself (_SLOT_TTL_S); the tokens go uncounted.
-            log.debug("rate limit settlement lost", extra={"error": str(exc) or type(exc).__name__})
+        Settlements are gathered for `_SETTLE_EVERY_S`, and those that arrive while a batch is being
+        written go together in the next: one pipeline for many requests.
+        """
+        self._owed.append((admission, tokens))
+        if self._settling is None or self._settling.done():
+            self._settling = asyncio.get_running_loop().create_task(self._settle_owed())
+
+    async def _settle_owed(self) -> None:
+        await asyncio.sleep(_SETTLE_EVERY_S)
+        while self._owed:
+            owed, self._owed = self._owed, []
+            charges, releases = settlement(owed, window_of(self.clock())[0])
+            pipe = self._redis.pipeline(transaction=False)
+            for key, tokens in charges.items():
+                pipe.incrby(key, tokens)
+                pipe.expire(key, _COUNTER_TTL_S)
+            for key, members in releases.items():
+                pipe.zrem(key, *members)
+            if not pipe.command_stack:
+                continue
+            try:
+                async with asyncio.timeout(_TIMEOUT_S):
+                    await pipe.execute()
+            except (RedisError, OSError, TimeoutError) as exc:
+                # The slots expire by themselves (_SLOT_TTL_S); the tokens go uncounted.
+                log.debug("rate limit settlement lost", extra={"error": str(exc) or type(exc).__name__})
 
     async def flush(self) -> None:
-        """Wait for the settlements in flight (at shutdown)."""
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        """Wait until every settlement owed is written (tests; shutdown)."""
+        while self._settling is not None and not self._settling.done():
+            await self._settling
+
+
+def settlement(owed: list[tuple[Admission, int]], minute: int) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """What a batch of ended requests owes Redis: tokens per counter key, slot members per set key."""
+    charges: dict[str, int] = {}
+    releases: dict[str, list[str]] = {}
+    for admission, tokens in owed:
+        for prefix, charges_tokens, holds_slot in admission.scopes:
+            if charges_tokens and tokens > 0:
+                key = f"{prefix}:tokens:{minute}"
+                charges[key] = charges.get(key, 0) + tokens
+            if holds_slot:
+                releases.setdefault(f"{prefix}:slots", []).append(admission.member)
+    return charges, releases

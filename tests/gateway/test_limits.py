@@ -107,6 +107,15 @@ def test_a_row_without_limits_costs_nothing_and_the_fail_mode_travels() -> None:
     assert limits.key_limits_from_row(row) == KeyLimits(Rates(), Rates(concurrent_requests=4), fail_closed=True)
 
 
+def test_a_batch_of_settlements_sums_tokens_per_counter_and_frees_every_slot() -> None:
+    both = limits.Admission({}, (("key:a", True, False), ("org:o", True, True)), "r1")
+    other_key = limits.Admission({}, (("key:b", False, True), ("org:o", True, True)), "r2")
+    nothing_set = limits.Admission({}, (("key:c", False, False),), "r3")
+    charges, releases = limits.settlement([(both, 7), (other_key, 5), (nothing_set, 9), (both, 0)], 42)
+    assert charges == {"key:a:tokens:42": 7, "org:o:tokens:42": 12}
+    assert releases == {"org:o:slots": ["r1", "r2", "r1"], "key:b:slots": ["r2"]}
+
+
 # Through the gateway ---------------------------------------------------------------------------------
 
 
