@@ -49,8 +49,8 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, int(port)
 
 
-async def _round(session: aiohttp.ClientSession, url: str, key: str, n: int) -> tuple[float, float]:
-    """CPU and wall microseconds per request over n requests."""
+async def _round(session: aiohttp.ClientSession, url: str, key: str, n: int, limited: bool) -> tuple[float, float]:
+    """CPU and wall microseconds per request over n requests, each checked to be limited or not as asked."""
     headers = {"Authorization": f"Bearer {key}"}
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(n):
@@ -58,6 +58,8 @@ async def _round(session: aiohttp.ClientSession, url: str, key: str, n: int) -> 
             await resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"request failed: {resp.status}")
+            if ("x-ratelimit-limit-requests" in resp.headers) != limited:
+                raise RuntimeError(f"the key's limits are not {'on' if limited else 'off'} as this round needs")
     return (time.process_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6
 
 
@@ -91,11 +93,11 @@ async def _run(requests: int, rounds: int, data_dir: Path) -> dict[str, tuple[fl
 async def _measure(app: web.Application, url: str, key: str, n: int, rounds: int) -> dict[str, tuple[float, float]]:
     samples: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
     async with aiohttp.ClientSession() as session:
-        await _round(session, url, key, min(n, 200))  # warm up connections and caches
+        await _round(session, url, key, min(n, 200), limited=False)  # warm up connections and caches
         for _ in range(rounds):
             for variant, value in (("off", None), ("on", _HIGH)):
                 await _set_limits(app, value)
-                samples[variant].append(await _round(session, url, key, n))
+                samples[variant].append(await _round(session, url, key, n, limited=value is not None))
     return {v: (statistics.median(c for c, _ in s), statistics.median(w for _, w in s)) for v, s in samples.items()}
 
 
