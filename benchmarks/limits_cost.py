@@ -1,35 +1,43 @@
-"""What the rate limits cost the gateway: CPU and wall time per request, a key unlimited vs limited.
+"""What the rate limits cost the gateway: its CPU per request, a key unlimited vs limited.
 
-    python -m benchmarks.limits_cost [--requests N] [--rounds R]
+    python -m benchmarks.limits_cost [--requests N] [--rounds R] [--clients C]
 
-One process holds a mock worker, the gateway app and the client, against real Postgres and Redis
-(benchmarks/services.py). Each round sends N sequential non-streaming chat requests with the key
-unlimited, then N with requests, tokens and concurrency limits set on the key and its organization, far
-above what the run uses, so every request pays the Lua check and the background settlement but none is
-refused. `time.process_time()` counts this process's CPU: worker and client are the same in both
-variants, so the difference is the limits' cost in the gateway. Redis's own CPU is not counted. The
-medians over the rounds are printed.
+A mock worker and the client run in this process; the gateway runs as production runs it, its own
+process (`inventiv gateway --workers 1`), against real Postgres and Redis (benchmarks/services.py).
+Each round sends N non-streaming chat requests (from C concurrent clients) with the key unlimited, then N with requests,
+tokens and concurrency limits set on the key and its organization, far above what the run uses, so
+every request pays the Lua check and its share of the batched settlement but none is refused. The
+gateway's CPU (utime + stime from /proc, benchmarks/procfs.py) over each round, divided by N, is its
+cost per request; Redis's own CPU is not counted. Medians over the rounds are printed. Every answer
+is checked to carry x-ratelimit-* headers in the limited rounds and none in the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import secrets
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
+import redis.asyncio as aioredis
 import uvloop
 from aiohttp import web
 
-from benchmarks.services import bench_services, prepare_database
-from gateway import state
-from gateway.app import create_app
-from inventiv.settings import Settings
+from benchmarks import procfs
+from benchmarks.loadgen import Endpoint
+from benchmarks.processes import LOOPBACK, Started, free_port, get_request, start, stop, wait_ready
+from benchmarks.services import BenchServices, bench_services, prepare_database
+from inventiv import redis_keys
 from providers.mock.worker import WorkerConfig
 from providers.mock.worker import create_app as create_worker_app
+from sql.pool import create_pool
 
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
@@ -38,21 +46,27 @@ _HIGH = 1_000_000_000
 _SET_LIMITS = """
 UPDATE {table} SET requests_per_minute = %(v)s, tokens_per_minute = %(v)s, concurrent_requests = %(v)s
 """
+# The gateway reloads its key table every second; a change is announced too, so this is ample.
+_RELOAD_WAIT_S = 5.0
+# The gateway on one CPU, as benchmarks/stack.py runs it; the client and the worker share the others.
+_GATEWAY_CPU = 1
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
+async def _serve_worker() -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(create_worker_app(WorkerConfig(model=MODEL)), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, LOOPBACK, 0)
     await site.start()
-    port = runner.addresses[0][1]
-    return runner, int(port)
+    return runner, int(runner.addresses[0][1])
 
 
-async def _round(session: aiohttp.ClientSession, url: str, key: str, n: int, limited: bool) -> tuple[float, float]:
-    """CPU and wall microseconds per request over n requests, each checked to be limited or not as asked."""
+async def _round(session: aiohttp.ClientSession, url: str, key: str, n: int, limited: bool, clients: int = 1) -> None:
+    """n requests from `clients` concurrent senders, each answer checked to be limited or not as asked."""
+    await asyncio.gather(*(_send(session, url, key, n // clients + (i < n % clients), limited) for i in range(clients)))
+
+
+async def _send(session: aiohttp.ClientSession, url: str, key: str, n: int, limited: bool) -> None:
     headers = {"Authorization": f"Bearer {key}"}
-    cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(n):
         async with session.post(url, json=BODY, headers=headers) as resp:
             await resp.read()
@@ -60,59 +74,92 @@ async def _round(session: aiohttp.ClientSession, url: str, key: str, n: int, lim
                 raise RuntimeError(f"request failed: {resp.status}")
             if ("x-ratelimit-limit-requests" in resp.headers) != limited:
                 raise RuntimeError(f"the key's limits are not {'on' if limited else 'off'} as this round needs")
-    return (time.process_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6
 
 
-async def _set_limits(app: web.Application, value: int | None) -> None:
-    async with app[state.DB].acquire() as conn, conn.cursor() as cur:
-        for table in ("api_keys", "organizations"):
-            await cur.execute(_SET_LIMITS.format(table=table), {"v": value})
-    await app[state.PLANE].reload(app[state.DB])
+async def _set_limits(services: BenchServices, value: int | None) -> None:
+    pool = await create_pool(services.database_url, maxsize=1)
+    try:
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            for table in ("api_keys", "organizations"):
+                await cur.execute(_SET_LIMITS.format(table=table), {"v": value})
+    finally:
+        pool.close()
+        await pool.wait_closed()
+    client = aioredis.Redis.from_url(services.redis_url)
+    try:
+        await client.publish(services.redis_prefix + redis_keys.KEYS_CHANGED, "benchmark")
+    finally:
+        await client.aclose()
 
 
-async def _run(requests: int, rounds: int, data_dir: Path) -> dict[str, tuple[float, float]]:
-    worker_runner, worker_port = await _serve(create_worker_app(WorkerConfig(model=MODEL)))
+async def _until_applied(session: aiohttp.ClientSession, url: str, key: str, limited: bool) -> None:
+    deadline = time.monotonic() + _RELOAD_WAIT_S
+    while True:
+        try:
+            await _round(session, url, key, 1, limited)
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def _start_gateway(services: BenchServices, data_dir: Path) -> tuple[Started, Endpoint]:
+    endpoint = Endpoint(LOOPBACK, free_port())
+    env = {
+        **os.environ, **services.gateway_env(), "INVENTIV_LOG_LEVEL": "WARNING", "INVENTIV_ACCESS_LOG": "false",
+        "INVENTIV_DATA_DIR": str(data_dir / "gateway-data"), "INVENTIV_WORKER_SECRET_KEY": secrets.token_urlsafe(48),
+    }  # fmt: skip
+    argv = [sys.executable, "-m", "inventiv", "gateway", "--workers", "1", "--port", str(endpoint.port)]
+    gateway = await start("gateway", argv, cpu=_GATEWAY_CPU, log_dir=data_dir, env=env, cwd=data_dir)
+    await wait_ready(gateway, endpoint, get_request(endpoint, "/readyz"))
+    return gateway, endpoint
+
+
+async def _run(requests: int, rounds: int, clients: int, data_dir: Path) -> dict[str, float]:
+    worker, worker_port = await _serve_worker()
     try:
         async with bench_services(data_dir) as services:
-            key, _ = await prepare_database(services.database_url, {MODEL: ("127.0.0.1", worker_port)})
-            settings = Settings(
-                database_url=services.database_url, redis_url=services.redis_url,
-                redis_prefix=services.redis_prefix, data_dir=str(data_dir), access_log=False,
-                worker_secret_key="limits-cost-benchmark-key-0123456789",
-            )  # fmt: skip
-            app = create_app(settings)
-            runner, port = await _serve(app)
+            key, _ = await prepare_database(services.database_url, {MODEL: (LOOPBACK, worker_port)})
+            gateway, endpoint = await _start_gateway(services, data_dir)
             try:
-                return await _measure(app, f"http://127.0.0.1:{port}/v1/chat/completions", key, requests, rounds)
+                url = f"http://{endpoint.host}:{endpoint.port}/v1/chat/completions"
+                return await _measure(services, gateway, url, key, requests, rounds, clients)
             finally:
-                await runner.cleanup()
+                await stop(gateway)
     finally:
-        await worker_runner.cleanup()
+        await worker.cleanup()
 
 
-async def _measure(app: web.Application, url: str, key: str, n: int, rounds: int) -> dict[str, tuple[float, float]]:
-    samples: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+async def _measure(services: BenchServices, gateway: Started, url: str, key: str, n: int,
+                   rounds: int, clients: int) -> dict[str, float]:  # fmt: skip
+    samples: dict[str, list[float]] = {"off": [], "on": []}
     async with aiohttp.ClientSession() as session:
         await _round(session, url, key, min(n, 200), limited=False)  # warm up connections and caches
         for _ in range(rounds):
             for variant, value in (("off", None), ("on", _HIGH)):
-                await _set_limits(app, value)
-                samples[variant].append(await _round(session, url, key, n, limited=value is not None))
-    return {v: (statistics.median(c for c, _ in s), statistics.median(w for _, w in s)) for v, s in samples.items()}
+                await _set_limits(services, value)
+                await _until_applied(session, url, key, limited=value is not None)
+                before = procfs.tree_cpu_seconds(gateway.process.pid)
+                await _round(session, url, key, n, limited=value is not None, clients=clients)
+                samples[variant].append((procfs.tree_cpu_seconds(gateway.process.pid) - before) / n * 1e6)
+    return {variant: statistics.median(values) for variant, values in samples.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.limits_cost", description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
+    # Several requests in flight, as a gateway under load has them; 1: strictly one after another.
+    parser.add_argument("--clients", type=int, default=16, help="concurrent senders")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="limits-cost-") as tmp:
-        result = uvloop.run(_run(args.requests, args.rounds, Path(tmp)))
-    (off_cpu, off_wall), (on_cpu, on_wall) = result["off"], result["on"]
-    print(f"requests per variant and round: {args.requests}, rounds: {args.rounds} (medians)")
-    print(f"limits off: {off_cpu:8.1f} µs CPU/request  {off_wall:8.1f} µs wall/request")
-    print(f"limits on:  {on_cpu:8.1f} µs CPU/request  {on_wall:8.1f} µs wall/request")
-    print(f"cost:       {on_cpu - off_cpu:8.1f} µs CPU/request  {on_wall - off_wall:8.1f} µs wall/request")
+        result = uvloop.run(_run(args.requests, args.rounds, args.clients, Path(tmp)))
+    print(f"requests per variant and round: {args.requests} from {args.clients} clients, rounds: {args.rounds} "
+          "(medians)")
+    print(f"limits off: {result['off']:8.1f} µs gateway CPU/request")
+    print(f"limits on:  {result['on']:8.1f} µs gateway CPU/request")
+    print(f"cost:       {result['on'] - result['off']:8.1f} µs gateway CPU/request")
     return 0
 
 
