@@ -113,7 +113,7 @@ class InferenceCall:
         try:
             if self.principal.limits is not None:
                 self.admission = await self.plane.limits.admit(
-                    self.principal.key_id, self.principal.organization_id, self.principal.limits, self.own_id
+                    self.principal.key_id, self.principal.organization_id, self.principal.limits
                 )
             return await self._serve()
         except ApiError as exc:

@@ -7,19 +7,21 @@ Windows are calendar minutes (fixed windows, reset at second 0 of each minute, U
 - Tokens per minute: total tokens (prompt + completion, as the worker reported them, or the estimate of
   a cut stream) charged when each request ends; a request is admitted while the minute's count is below
   the limit, so one request may overshoot it by its own size and the next ones wait for the next minute.
-- Concurrent requests: inference requests in flight, streamed or not, counted in Redis across every
-  gateway process. Each holds a slot that expires after `_SLOT_TTL_S`, so a gateway that crashed
-  cannot leak slots for longer than that (a request running longer stops counting then).
+- Concurrent requests: inference requests in flight, streamed or not, across every gateway process.
 
-Cost: a key with no limit on itself nor its organization costs nothing here. A limited one costs one
-Redis round trip before it is forwarded (one Lua script checks and counts key and organization at once,
-atomically), and its share of a pipelined write once it ends (token charge, slot release): sent in the
-background so no answer waits for it, and batched: one pipeline per 10 ms and process at most.
+How it counts: each gateway process counts its own requests and decides at once, from every process's
+counts as of the last sync plus its own since. Every `_SYNC_EVERY_S` (50 ms) one Redis pipeline pushes
+what the process counted (INCRBY on the minute's counters; its in-flight count, stamped, into a hash per
+scope) and reads back everyone's totals. So a limited request costs no Redis round trip on its path
+(the first one of a scope in a process waits for one sync); the price is that each process may overshoot
+a shared limit by what it admits in 50 ms. A gateway that crashed stops counting as in flight once its
+stamp is `_IN_FLIGHT_FRESH_S` old. A key with no limit on itself nor its organization costs nothing.
 
-Redis down: each key chooses (`limits_fail_mode`). `open` (the default) serves the request unlimited and
-counts it in `inventiv_gateway_limits_unavailable{mode="open"}`; `closed` answers 503. A circuit breaker,
-as in gateway/affinity.py, keeps an outage from adding its timeout to every request, and the outage is
-logged once per breaker window, not per request.
+Redis down: each key chooses (`limits_fail_mode`). Counts not synced for `_STALE_S` are not trusted:
+`open` (the default) then serves the request unlimited and counts it in
+`inventiv_gateway_limits_unavailable{mode="open"}`; `closed` answers 503. A circuit breaker, as in
+gateway/affinity.py, keeps an outage from adding its timeout to every request, and the outage is logged
+once per breaker window, not per request.
 
 Answers of limited keys carry OpenAI's headers (https://platform.openai.com/docs/guides/rate-limits,
 "Rate limits in headers"): x-ratelimit-limit-requests, -remaining-requests, -reset-requests and the same
@@ -30,8 +32,10 @@ limit, the headers show the one with less remaining. A refusal is a 429 with `Re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,17 +55,22 @@ log = logging.getLogger(__name__)
 WINDOW_S = 60
 # Counters outlive their minute by one more, so a late token charge still finds the right key.
 _COUNTER_TTL_S = 2 * WINDOW_S
-# A slot outlives any request we expect (generations run minutes); past this a crashed gateway's
-# slots are free again.
-_SLOT_TTL_S = 900
+# Each process pushes what it counted and reads everyone's totals this often. A Redis round trip in
+# every request doubled the gateway's CPU per request (benchmarks/limits_cost.py); counting locally
+# and syncing every 50 ms costs none on the request path, and lets each process overshoot a limit by
+# at most what it admits in 50 ms.
+_SYNC_EVERY_S = 0.05
+# Counts not synced for this long are not trusted: Redis is then treated as down.
+_STALE_S = 1.0
+# A process's in-flight count, stamped when it was pushed, is ignored by others once this old: a
+# gateway that crashed frees its slots within 10 s. Live processes re-push every _SYNC_EVERY_S.
+_IN_FLIGHT_FRESH_S = 10.0
+# A scope no request used for this long is forgotten by the process (memory stays bounded).
+_FORGET_AFTER_S = 2 * WINDOW_S
 # Loopback Redis answers in well under a millisecond; past this it is in trouble (as in affinity.py).
 _TIMEOUT_S = 0.25
 # After a failure, skip Redis this long: one slow request per second instead of every request.
 _BREAKER_S = 1.0
-# Ended requests are settled in one pipeline per this interval and process, not one per request: a slot
-# freed 10 ms late is invisible next to a generation's seconds, and a round trip per request doubled the
-# limits' CPU cost (benchmarks/limits_cost.py).
-_SETTLE_EVERY_S = 0.01
 # A refusal for concurrency has no window to wait for: a slot frees when any request ends.
 _CONCURRENCY_RETRY_S = 1
 
@@ -117,10 +126,7 @@ class Used:
 
 
 def exceeded(rates: Rates, used: Used) -> str | None:
-    """The limit a new request would break ('requests', 'tokens', 'concurrency'), or None.
-
-    `_ADMIT` (the Lua script) applies this same rule inside Redis, where it is atomic.
-    """
+    """The limit a new request would break ('requests', 'tokens', 'concurrency'), or None."""
     if rates.requests_per_minute is not None and used.requests >= rates.requests_per_minute:
         return "requests"
     if rates.tokens_per_minute is not None and used.tokens >= rates.tokens_per_minute:
@@ -198,59 +204,55 @@ class RateLimited(ApiError):
         return super().response({**(headers or {}), **self.headers})
 
 
-# Redis -----------------------------------------------------------------------------------------------
+# Counting: locally, synchronised with Redis in batches ------------------------------------------------
 
-# Redis runs a script atomically: no other command runs between its reads and its writes
-# (https://redis.io/docs/latest/develop/interact/programmability/eval-intro/), so two gateways cannot
-# both take the last unit. KEYS, per scope (key, then organization): requests counter, tokens counter,
-# slots sorted set (member: request id, score: expiry). ARGV: now, counter TTL, slot TTL, request id,
-# then per scope rpm, tpm, concurrency (0: unlimited). Reply: 1 or 0 (admitted), then per scope the
-# requests, tokens and slots counted before this request.
-_ADMIT = """
-local now = tonumber(ARGV[1])
-local used = {}
-local admitted = 1
-for i = 0, #KEYS / 3 - 1 do
-  local rpm, tpm, conc = tonumber(ARGV[5 + 3 * i]), tonumber(ARGV[6 + 3 * i]), tonumber(ARGV[7 + 3 * i])
-  local requests, tokens, slots = 0, 0, 0
-  if rpm > 0 then requests = tonumber(redis.call('GET', KEYS[1 + 3 * i]) or '0') end
-  if tpm > 0 then tokens = tonumber(redis.call('GET', KEYS[2 + 3 * i]) or '0') end
-  if conc > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[3 + 3 * i], '-inf', now)
-    slots = redis.call('ZCARD', KEYS[3 + 3 * i])
-  end
-  if (rpm > 0 and requests >= rpm) or (tpm > 0 and tokens >= tpm) or (conc > 0 and slots >= conc) then
-    admitted = 0
-  end
-  table.insert(used, requests)
-  table.insert(used, tokens)
-  table.insert(used, slots)
-end
-if admitted == 1 then
-  for i = 0, #KEYS / 3 - 1 do
-    if tonumber(ARGV[5 + 3 * i]) > 0 then
-      redis.call('INCR', KEYS[1 + 3 * i])
-      redis.call('EXPIRE', KEYS[1 + 3 * i], ARGV[2])
-    end
-    if tonumber(ARGV[7 + 3 * i]) > 0 then
-      redis.call('ZADD', KEYS[3 + 3 * i], now + tonumber(ARGV[3]), ARGV[4])
-      redis.call('EXPIRE', KEYS[3 + 3 * i], ARGV[3])
-    end
-  end
-end
-table.insert(used, 1, admitted)
-return used
-"""
+
+def others_in_flight(fields: Mapping[bytes, bytes], own: str, now: float) -> int:
+    """Requests in flight in the other processes: their fresh `count:stamp` fields of the scope's hash."""
+    total = 0
+    for process, value in fields.items():
+        count, _, stamp = value.decode().partition(":")
+        if process.decode() != own and now - float(stamp or 0) < _IN_FLIGHT_FRESH_S:
+            total += int(count)
+    return total
+
+
+@dataclass(slots=True)
+class Window:
+    """One scope's counts as this process sees them: everyone's as of the last sync, plus its own since."""
+
+    prefix: str
+    minute: int = -1
+    # Every process's counts in `minute`, as Redis had them at the last sync (this process's included).
+    requests: int = 0
+    tokens: int = 0
+    # Admitted (requests) and charged (tokens) here since the last sync; pushed by the next one.
+    new_requests: int = 0
+    new_tokens: int = 0
+    # Requests in flight here now, and in the other processes as of the last sync.
+    in_flight: int = 0
+    others_in_flight: int = 0
+    # Whether a limit on concurrency is set: only then is the in-flight count shared.
+    shares_in_flight: bool = False
+    synced_at: float = -math.inf
+    used_at: float = 0.0
+
+    def roll(self, minute: int) -> None:
+        if minute != self.minute:
+            self.minute, self.requests, self.tokens, self.new_requests, self.new_tokens = minute, 0, 0, 0, 0
+
+    def used(self) -> Used:
+        return Used(self.requests + self.new_requests, self.tokens + self.new_tokens,
+                    self.others_in_flight + self.in_flight)
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """An admitted request: the headers its answer carries and what to settle when it ends."""
+    """An admitted request: the headers its answer carries and the windows it counts in."""
 
     headers: dict[str, str]
-    # (scope's key prefix, whether tokens are charged, whether a slot is held) for each scope with a limit.
-    scopes: tuple[tuple[str, bool, bool], ...]
-    member: str
+    # One per scope with a limit: key, organization.
+    windows: tuple[Window, ...]
 
 
 class LimitsUnavailable(ApiError):
@@ -260,112 +262,131 @@ class LimitsUnavailable(ApiError):
 
 
 class Limiter:
+    """The rate limits of one gateway process.
+
+    Requests are counted here and decided on at once; every `_SYNC_EVERY_S` one pipeline pushes what
+    this process counted (INCRBY on each minute's counters, its in-flight count into each scope's hash)
+    and reads back every process's totals. The first request of a scope in a process waits for one
+    sync, so a process never decides on counts it has not seen.
+    """
+
     def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
         self._redis = redis
         self._prefix = settings.redis_prefix
-        self._script = redis.register_script(_ADMIT)
+        self._windows: dict[str, Window] = {}
+        # Names this process's field in the in-flight hashes.
+        self._process = os.urandom(8).hex()
         self._down_until = 0.0
-        # Ended requests whose tokens and slots are not yet written, and the task writing them.
-        self._owed: list[tuple[Admission, int]] = []
-        self._settling: asyncio.Task[None] | None = None
-        # Where windows and slot expiries take their time from (tests pin it inside one minute).
+        self._syncing: asyncio.Task[None] | None = None
+        self._sync_lock = asyncio.Lock()
+        # Where windows and in-flight stamps take their time from (tests pin it inside one minute).
         self.clock: Callable[[], float] = time.time
 
-    def _scope(self, scope: str, scope_id: str) -> str:
-        return self._prefix + redis_keys.LIMITS.format(scope=scope, id=scope_id)
+    def _window(self, scope: str, scope_id: str, rates: Rates, minute: int, now: float) -> Window:
+        prefix = self._prefix + redis_keys.LIMITS.format(scope=scope, id=scope_id)
+        window = self._windows.get(prefix)
+        if window is None:
+            window = self._windows[prefix] = Window(prefix)
+        window.roll(minute)
+        window.shares_in_flight = window.shares_in_flight or rates.concurrent_requests is not None
+        window.used_at = now
+        return window
 
-    async def admit(self, key_id: str, organization_id: str, limits: KeyLimits, member: str) -> Admission | None:
+    async def admit(self, key_id: str, organization_id: str, limits: KeyLimits) -> Admission | None:
         """Count the request in; RateLimited (429) when a limit refuses it, LimitsUnavailable (503) when
         Redis is down for a fail-closed key; None when Redis is down for a fail-open one."""
         now = self.clock()
         minute, reset_s = window_of(now)
-        # Only the scopes that set a limit go to Redis; the reply then holds their counts only.
-        scopes = [(self._scope("key", key_id), limits.key)] if limits.key.any else []
-        if limits.org.any:
-            scopes.append((self._scope("org", organization_id), limits.org))
-        keys = [k for prefix, _ in scopes for k in (f"{prefix}:requests:{minute}", f"{prefix}:tokens:{minute}",
-                                                    f"{prefix}:slots")]
-        args: list[float | int | str] = [now, _COUNTER_TTL_S, _SLOT_TTL_S, member]
-        args += [v for _, rates in scopes for v in rates.as_args()]
-        reply = await self._call(keys, args, limits)
-        if reply is None:
+        scopes = [(s, i, r) for s, i, r in (("key", key_id, limits.key), ("org", organization_id, limits.org)) if r.any]
+        windows = [self._window(s, i, r, minute, now) for s, i, r in scopes]
+        if any(time.monotonic() - w.synced_at > _STALE_S for w in windows) and not await self.sync():
+            self._unavailable(limits)
             return None
-        admitted = bool(reply[0])
-        counts = iter(reply[1:])
-        key_used = Used(next(counts), next(counts), next(counts)) if limits.key.any else Used()
-        org_used = Used(next(counts), next(counts), next(counts)) if limits.org.any else Used()
-        if not admitted:
-            refused = refusal(limits, key_used, org_used, reset_s)
-            assert refused is not None, "the script and exceeded() apply one rule"
+        key_used = windows[0].used() if limits.key.any else Used()
+        org_used = windows[-1].used() if limits.org.any else Used()
+        refused = refusal(limits, key_used, org_used, reset_s)
+        if refused is not None:
             metrics.rate_limited(refused.scope, refused.limit).inc()
             raise refused
-        return Admission(
-            headers=rate_headers(limits, key_used, org_used, True, reset_s),
-            scopes=tuple((prefix, rates.tokens_per_minute is not None, rates.concurrent_requests is not None)
-                         for prefix, rates in scopes),
-            member=member,
-        )
+        for window in windows:
+            window.new_requests += 1
+            window.in_flight += 1
+        self._keep_syncing()
+        return Admission(rate_headers(limits, key_used, org_used, True, reset_s), tuple(windows))
 
-    async def _call(self, keys: list[str], args: list[float | int | str], limits: KeyLimits) -> list[int] | None:
-        if time.monotonic() >= self._down_until:
-            try:
-                async with asyncio.timeout(_TIMEOUT_S):
-                    return [int(v) for v in await self._script(keys=keys, args=args)]
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._down_until = time.monotonic() + _BREAKER_S
-                log.warning("rate limits unavailable: fail-open keys are served unlimited, fail-closed keys refused",
-                            extra={"error": str(exc) or type(exc).__name__})
+    def settle(self, admission: Admission, tokens: int) -> None:
+        """The request ended: charge its tokens, free its slot (Redis hears of both at the next sync)."""
+        for window in admission.windows:
+            window.new_tokens += tokens
+            window.in_flight -= 1
+
+    def _unavailable(self, limits: KeyLimits) -> None:
         mode = "closed" if limits.fail_closed else "open"
         metrics.limits_unavailable(mode).inc()
         if limits.fail_closed:
             raise LimitsUnavailable()
-        return None
 
-    def settle(self, admission: Admission, tokens: int) -> None:
-        """Charge the request's tokens and free its slot, in the background: no answer waits for it.
+    def _keep_syncing(self) -> None:
+        if self._syncing is None or self._syncing.done():
+            self._syncing = asyncio.get_running_loop().create_task(self._sync_forever())
 
-        Settlements are gathered for `_SETTLE_EVERY_S`, and those that arrive while a batch is being
-        written go together in the next: one pipeline for many requests.
-        """
-        self._owed.append((admission, tokens))
-        if self._settling is None or self._settling.done():
-            self._settling = asyncio.get_running_loop().create_task(self._settle_owed())
+    async def _sync_forever(self) -> None:
+        while self._windows:
+            await asyncio.sleep(_SYNC_EVERY_S)
+            await self.sync()
+            horizon = self.clock() - _FORGET_AFTER_S
+            for prefix in [p for p, w in self._windows.items() if w.used_at < horizon and not w.in_flight]:
+                del self._windows[prefix]
 
-    async def _settle_owed(self) -> None:
-        await asyncio.sleep(_SETTLE_EVERY_S)
-        while self._owed:
-            owed, self._owed = self._owed, []
-            charges, releases = settlement(owed, window_of(self.clock())[0])
-            pipe = self._redis.pipeline(transaction=False)
-            for key, tokens in charges.items():
-                pipe.incrby(key, tokens)
-                pipe.expire(key, _COUNTER_TTL_S)
-            for key, members in releases.items():
-                pipe.zrem(key, *members)
-            if not pipe.command_stack:
-                continue
-            try:
-                async with asyncio.timeout(_TIMEOUT_S):
-                    await pipe.execute()
-            except (RedisError, OSError, TimeoutError) as exc:
-                # The slots expire by themselves (_SLOT_TTL_S); the tokens go uncounted.
-                log.debug("rate limit settlement lost", extra={"error": str(exc) or type(exc).__name__})
+    async def sync(self) -> bool:
+        """Push this process's counts and read everyone's; False when Redis could not be asked."""
+        if time.monotonic() < self._down_until:
+            return False
+        async with self._sync_lock:
+            return await self._sync()
+
+    async def _sync(self) -> bool:
+        windows = list(self._windows.values())
+        if not windows:
+            return True
+        # What is pushed now; counted meanwhile is pushed next time.
+        sent = [(w, w.minute, w.new_requests, w.new_tokens) for w in windows]
+        pipe = self._redis.pipeline(transaction=False)
+        for window, minute, requests, tokens in sent:
+            for kind, value in (("requests", requests), ("tokens", tokens)):
+                pipe.incrby(f"{window.prefix}:{kind}:{minute}", value)
+                pipe.expire(f"{window.prefix}:{kind}:{minute}", _COUNTER_TTL_S)
+            if window.shares_in_flight:
+                pipe.hset(f"{window.prefix}:in_flight", self._process, f"{window.in_flight}:{self.clock()}")
+                pipe.expire(f"{window.prefix}:in_flight", int(_IN_FLIGHT_FRESH_S) * 2)
+                pipe.hgetall(f"{window.prefix}:in_flight")
+        try:
+            async with asyncio.timeout(_TIMEOUT_S):
+                replies = iter(await pipe.execute())
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._down_until = time.monotonic() + _BREAKER_S
+            log.warning("rate limits unavailable: fail-open keys are served unlimited, fail-closed keys refused",
+                        extra={"error": str(exc) or type(exc).__name__})
+            return False
+        synced = time.monotonic()
+        for window, minute, requests, tokens in sent:
+            total_requests, _expire, total_tokens, _expire = (next(replies) for _reply in range(4))
+            if window.shares_in_flight:
+                for _written in range(2):  # HSET, EXPIRE
+                    next(replies)
+                window.others_in_flight = others_in_flight(next(replies), self._process, self.clock())
+            if window.minute == minute:
+                window.requests, window.tokens = int(total_requests), int(total_tokens)
+                window.new_requests -= requests
+                window.new_tokens -= tokens
+            window.synced_at = synced
+        return True
 
     async def flush(self) -> None:
-        """Wait until every settlement owed is written (tests; shutdown)."""
-        while self._settling is not None and not self._settling.done():
-            await self._settling
-
-
-def settlement(owed: list[tuple[Admission, int]], minute: int) -> tuple[dict[str, int], dict[str, list[str]]]:
-    """What a batch of ended requests owes Redis: tokens per counter key, slot members per set key."""
-    charges: dict[str, int] = {}
-    releases: dict[str, list[str]] = {}
-    for admission, tokens in owed:
-        for prefix, charges_tokens, holds_slot in admission.scopes:
-            if charges_tokens and tokens > 0:
-                key = f"{prefix}:tokens:{minute}"
-                charges[key] = charges.get(key, 0) + tokens
-            if holds_slot:
-                releases.setdefault(f"{prefix}:slots", []).append(admission.member)
-    return charges, releases
+        """Push what this process counted now (tests; shutdown)."""
+        await self.sync()
+        if self._syncing is not None:
+            self._syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._syncing
+            self._syncing = None

@@ -25,7 +25,8 @@ USAGE_GROUP = "usage-writers"
 AFFINITY = "affinity:{model}:{session}"
 
 # Rate limits of one scope (key or org, by id): {LIMITS}:requests:{minute} and :tokens:{minute}, counters
-# that expire after two minutes, and :slots, the requests in flight (gateway/limits.py has the TTLs).
+# that expire after two minutes, and :in_flight, a hash of each gateway process's requests in flight,
+# stamped (gateway/limits.py has the TTLs).
 LIMITS = "limits:{scope}:{id}"
 
 # Pub/sub channels that push changes to every gateway process at once (polling still backs them up).

@@ -107,13 +107,10 @@ def test_a_row_without_limits_costs_nothing_and_the_fail_mode_travels() -> None:
     assert limits.key_limits_from_row(row) == KeyLimits(Rates(), Rates(concurrent_requests=4), fail_closed=True)
 
 
-def test_a_batch_of_settlements_sums_tokens_per_counter_and_frees_every_slot() -> None:
-    both = limits.Admission({}, (("key:a", True, False), ("org:o", True, True)), "r1")
-    other_key = limits.Admission({}, (("key:b", False, True), ("org:o", True, True)), "r2")
-    nothing_set = limits.Admission({}, (("key:c", False, False),), "r3")
-    charges, releases = limits.settlement([(both, 7), (other_key, 5), (nothing_set, 9), (both, 0)], 42)
-    assert charges == {"key:a:tokens:42": 7, "org:o:tokens:42": 12}
-    assert releases == {"org:o:slots": ["r1", "r2", "r1"], "key:b:slots": ["r2"]}
+def test_in_flight_of_other_processes_counts_only_fresh_stamps() -> None:
+    fields = {b"me": b"5:100.0", b"a": b"2:99.0", b"b": b"3:95.0", b"crashed": b"7:80.0", b"idle": b"0:100.0"}
+    # At 100 s: "crashed" pushed 20 s ago (past the 10 s freshness), "me" is this process.
+    assert limits.others_in_flight(fields, "me", 100.0) == 5
 
 
 # Through the gateway ---------------------------------------------------------------------------------
@@ -278,21 +275,39 @@ async def test_redis_down_refuses_a_fail_closed_key_with_503(
     assert "limits_fail_mode 'closed'" in body["error"]["message"]
 
 
-async def test_slots_of_a_crashed_gateway_expire(
+async def test_a_crashed_gateways_in_flight_requests_stop_counting(
     serve_one: ServeOne, db_pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings
 ) -> None:
     _, client, key, _ = await serve_one()
-    await _limit_key(db_pool, key, concurrent_requests=1)
+    await _limit_org(db_pool, "demo", concurrent_requests=1)
     await refresh(client)
     now = _pin_clock(client)
     app = client.server.app
     assert app is not None
     org_id = app[state.PLANE].keys.lookup(key).organization_id  # type: ignore[union-attr]
-    # A slot a crashed gateway took just now (its expiry is still ahead), for this key's organization too.
-    slots = f"{settings.redis_prefix}limits:org:{org_id}:slots"
-    await redis.zadd(slots, {"crashed": now + 5})
-    await _limit_org(db_pool, "demo", concurrent_requests=1)
-    await refresh(client)
-    assert (await _chat(client, key))[0] == 429
-    app[state.PLANE].limits.clock = lambda: now + 6
+    # Another gateway process pushed one request in flight just now, then died.
+    await redis.hset(f"{settings.redis_prefix}limits:org:{org_id}:in_flight", "crashed", f"1:{now}")
+    status, headers, _ = await _chat(client, key)
+    assert (status, headers["Retry-After"]) == (429, "1")
+    app[state.PLANE].limits.clock = lambda: now + 11
+    await _settled(client)
     assert (await _chat(client, key))[0] == 200
+
+
+async def test_processes_share_their_counts_through_redis(
+    serve_one: ServeOne, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    _, first, key, _ = await serve_one(tokens=5)
+    await _limit_key(db_pool, key, requests_per_minute=3)
+    await refresh(first)
+    second = await start_gateway()
+    for gateway in (first, second):
+        _pin_clock(gateway)
+    assert [(await _chat(first, key))[0] for _ in range(2)] == [200, 200]
+    await _settled(first)
+    await _settled(second)
+    status, headers, _ = await _chat(second, key)
+    assert (status, headers["x-ratelimit-remaining-requests"]) == (200, "0")
+    await _settled(second)
+    await _settled(first)
+    assert (await _chat(first, key))[0] == 429
