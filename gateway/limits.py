@@ -333,30 +333,36 @@ class Limiter:
     async def _sync_forever(self) -> None:
         while self._windows:
             await asyncio.sleep(_SYNC_EVERY_S)
-            await self.sync()
+            await self.sync(everything=False)
             horizon = self.clock() - _FORGET_AFTER_S
             for prefix in [p for p, w in self._windows.items() if w.used_at < horizon and not w.in_flight]:
                 del self._windows[prefix]
 
-    async def sync(self) -> bool:
-        """Push this process's counts and read everyone's; False when Redis could not be asked."""
+    async def sync(self, everything: bool = True) -> bool:
+        """Push this process's counts and read everyone's; False when Redis could not be asked.
+
+        everything=False (the periodic sync) leaves out windows with nothing to push and no request in
+        the last `_STALE_S`: their next request finds them stale and syncs them first.
+        """
         if time.monotonic() < self._down_until:
             return False
         async with self._sync_lock:
-            return await self._sync()
+            return await self._sync(everything)
 
-    async def _sync(self) -> bool:
-        windows = list(self._windows.values())
+    async def _sync(self, everything: bool) -> bool:
+        recent = self.clock() - _STALE_S
+        windows = [w for w in self._windows.values()
+                   if everything or w.new_requests or w.new_tokens or w.in_flight or w.used_at >= recent]
         if not windows:
             return True
         # What is pushed now; counted meanwhile is pushed next time.
-        sent = [(w, w.minute, w.new_requests, w.new_tokens) for w in windows]
+        sent = [(w, w.minute, w.new_requests, w.new_tokens, w.shares_in_flight) for w in windows]
         pipe = self._redis.pipeline(transaction=False)
-        for window, minute, requests, tokens in sent:
+        for window, minute, requests, tokens, shares_in_flight in sent:
             for kind, value in (("requests", requests), ("tokens", tokens)):
                 pipe.incrby(f"{window.prefix}:{kind}:{minute}", value)
                 pipe.expire(f"{window.prefix}:{kind}:{minute}", _COUNTER_TTL_S)
-            if window.shares_in_flight:
+            if shares_in_flight:
                 pipe.hset(f"{window.prefix}:in_flight", self._process, f"{window.in_flight}:{self.clock()}")
                 pipe.expire(f"{window.prefix}:in_flight", int(_IN_FLIGHT_FRESH_S) * 2)
                 pipe.hgetall(f"{window.prefix}:in_flight")
@@ -369,9 +375,9 @@ class Limiter:
                         extra={"error": str(exc) or type(exc).__name__})
             return False
         synced = time.monotonic()
-        for window, minute, requests, tokens in sent:
+        for window, minute, requests, tokens, shares_in_flight in sent:
             total_requests, _expire, total_tokens, _expire = (next(replies) for _reply in range(4))
-            if window.shares_in_flight:
+            if shares_in_flight:
                 for _written in range(2):  # HSET, EXPIRE
                     next(replies)
                 window.others_in_flight = others_in_flight(next(replies), self._process, self.clock())

@@ -3,6 +3,7 @@ and Redis (and a Redis that is not there)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -311,3 +312,23 @@ async def test_processes_share_their_counts_through_redis(
     await _settled(second)
     await _settled(first)
     assert (await _chat(first, key))[0] == 429
+
+
+async def test_counts_reach_redis_without_being_asked(redis: aioredis.Redis, settings: Settings) -> None:
+    limiter = limits.Limiter(redis, settings)
+    now = (time.time() // 60) * 60 + 30
+    limiter.clock = lambda: now
+    rules = KeyLimits(key=Rates(requests_per_minute=10), org=Rates())
+    admission = await limiter.admit("k1", "o1", rules)
+    assert admission is not None
+    limiter.settle(admission, 0)
+    counter = f"{settings.redis_prefix}limits:key:k1:requests:{int(now // 60)}"
+    # The periodic sync pushes the count (the first admission synced before counting it).
+    seen = None
+    for _ in range(100):
+        seen = await redis.get(counter)
+        if seen == b"1":
+            break
+        await asyncio.sleep(0.02)
+    assert seen == b"1"
+    await limiter.flush()
