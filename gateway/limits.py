@@ -355,7 +355,8 @@ class Limiter:
                    if everything or w.new_requests or w.new_tokens or w.in_flight or w.used_at >= recent]
         if not windows:
             return True
-        # What is pushed now; counted meanwhile is pushed next time.
+        # What is pushed now; counted meanwhile is pushed next time. INCRBY answers the value after the
+        # increment (https://redis.io/docs/latest/commands/incrby/): pushing our counts reads everyone's.
         sent = [(w, w.minute, w.new_requests, w.new_tokens, w.shares_in_flight) for w in windows]
         pipe = self._redis.pipeline(transaction=False)
         for window, minute, requests, tokens, shares_in_flight in sent:
