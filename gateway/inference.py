@@ -22,6 +22,7 @@ from gateway.auth import Principal, authenticate
 from gateway.catalog import Resolved
 from gateway.connections import read_body
 from gateway.errors import ApiError, bad_request
+from gateway.limits import Admission
 from gateway.relay import Outcome, content_type, is_json, json_usage, relay_stream
 from gateway.request_body import InferenceRequest, forward_body, parse_request
 from gateway.state import PLANE
@@ -77,6 +78,7 @@ class InferenceCall:
     """The state of one inference request, from authentication to its usage record."""
 
     __slots__ = (
+        "admission",
         "authed", "connect_s", "first_byte_s", "own_id", "plane", "principal", "record", "request", "request_id",
         "resolved", "route", "selected", "session", "session_moved", "started", "worker",
     )  # fmt: skip
@@ -96,6 +98,7 @@ class InferenceCall:
         self.worker: Worker | None = None
         self.session: str | None = None
         self.session_moved = False
+        self.admission: Admission | None = None
 
     async def run(self) -> web.StreamResponse:
         lifecycle = self.plane.lifecycle
@@ -110,6 +113,10 @@ class InferenceCall:
         )  # fmt: skip
         lifecycle.enter()
         try:
+            if self.principal.limits is not None:
+                self.admission = await self.plane.limits.admit(
+                    self.principal.key_id, self.principal.organization_id, self.principal.limits
+                )
             return await self._serve()
         except ApiError as exc:
             self.record.http_status = exc.status
@@ -324,6 +331,8 @@ class InferenceCall:
             headers["X-Inventiv-Instance"] = worker.instance_id
         if self.session_moved:
             headers["X-Inventiv-Session-Moved"] = "1"
+        if self.admission is not None:
+            headers.update(self.admission.headers)
         return headers
 
     def _finish(self) -> None:
@@ -334,6 +343,8 @@ class InferenceCall:
         if self.worker is not None:
             record.instance_id = self.worker.instance_id
         self.plane.usage.record(record)
+        if self.admission is not None:
+            self.plane.limits.settle(self.admission, record.total_tokens)
         entry = self.plane.catalog.by_id.get(record.model_id) if record.model_id else None
         model = entry.hf_repo_id if entry is not None else "-"
         metrics.requests(self.route.path, model, str(record.http_status or 0)).inc()

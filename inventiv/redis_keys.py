@@ -26,6 +26,11 @@ USAGE_GROUP = "usage-writers"
 # id from sharing (or moving) each other's pin.
 AFFINITY = "affinity:{org}:{model}:{session}"
 
+# Rate limits of one scope (key or org, by id): {LIMITS}:requests:{minute} and :tokens:{minute}, counters
+# that expire after two minutes, and :in_flight, a hash of each gateway process's requests in flight,
+# stamped (gateway/limits.py has the TTLs).
+LIMITS = "limits:{scope}:{id}"
+
 # Pub/sub channels that push changes to every gateway process at once (polling still backs them up).
 WORKERS_CHANGED = "events:workers"
 KEYS_CHANGED = "events:keys"

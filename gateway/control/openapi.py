@@ -23,6 +23,7 @@ from gateway.control import (
     instances,
     models,
     offerings,
+    organizations,
     usage,
 )
 from gateway.control.heartbeat import TELEMETRY_FIELDS
@@ -42,6 +43,7 @@ _ERRORS = {
     408: "The request body did not arrive within INVENTIV_BODY_TIMEOUT_S.",
     409: "Conflicts with the current state.",
     413: "Request body too large.",
+    429: "A rate limit (with Retry-After and x-ratelimit-* headers) or a deployment quota refused it.",
     502: "The worker failed, or answered something that is not HTTP or not JSON.",
     503: "No ready worker for the model, the gateway is draining, or the database is unavailable.",
     504: "The worker did not answer in time.",
@@ -164,7 +166,8 @@ def control_routes() -> tuple[Route, ...]:
     return (
         Route("POST", "/deployments", deployments.create_deployment, _op(
             "deployments", "Ask for a GPU instance serving a model", (202, _ref("InstanceDetail")),
-            body=_with_defaults(body_schema(deployments.BODY), deployments.DEFAULTS), errors=(400, 401, 403, 404, 409),
+            body=_with_defaults(body_schema(deployments.BODY), deployments.DEFAULTS),
+            errors=(400, 401, 403, 404, 409, 429),
         ) | {"parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                              "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY.pattern}$"},
                              "description": "repeating a key returns the first instance"}]}),
@@ -185,6 +188,22 @@ def control_routes() -> tuple[Route, ...]:
             body=body_schema(api_keys.BODY))),
         Route("DELETE", "/api_keys/{id}", api_keys.revoke_key, _op(
             "api_keys", "Revoke an API key", (200, _ref("ApiKey")), errors=mine, path_id=True)),
+        Route("PATCH", "/api_keys/{id}", api_keys.set_key_limits, _op(
+            "api_keys", "Set or clear (null) the key's rate limits and fail mode", (200, _ref("ApiKey")),
+            body=body_schema(api_keys.LIMITS_BODY), errors=mine, path_id=True)),
+        _list_route("/organizations", organizations.list_organizations, "organizations",
+                    "Organizations: every one for a platform admin, else the key's own", "Organization",
+                    organizations.LIST_QUERY),
+        Route("POST", "/organizations", organizations.create_organization, _op(
+            "organizations", "Create an organization (platform admins)", (201, _ref("OrganizationDetail")),
+            body=body_schema(organizations.CREATE_BODY), errors=(400, 401, 403, 409))),
+        Route("GET", "/organizations/{id}", organizations.get_organization, _op(
+            "organizations", "One organization with its limits, quotas and their current use",
+            (200, _ref("OrganizationDetail")), errors=mine, path_id=True)),
+        Route("PATCH", "/organizations/{id}", organizations.update_organization, _op(
+            "organizations", "Change an organization's name, limits or quotas (platform admins; null: unlimited)",
+            (200, _ref("OrganizationDetail")), body=body_schema(organizations.UPDATE_BODY), errors=mine,
+            path_id=True)),
         _list_route("/providers", catalog.list_providers, "catalog", "Cloud providers", "Provider",
                     catalog.PROVIDERS_QUERY),
         _list_route("/zones", catalog.list_zones, "catalog", "Zones", "Zone", catalog.ZONES_QUERY),
@@ -231,7 +250,7 @@ def _sse_or_json(schema: Schema) -> Schema:
 
 def _inference(summary: str, request: str, response: Schema) -> Schema:
     op = _op("inference", summary, (200, None), body=_ref(request),
-             errors=(400, 401, 403, 404, 408, 413, 502, 503, 504))
+             errors=(400, 401, 403, 404, 408, 413, 429, 502, 503, 504))
     op["responses"]["200"] = response
     return op
 
@@ -305,7 +324,13 @@ def _resource_schemas() -> dict[str, Schema]:
     api_key = _object(
         object={"type": "string", "const": "api_key"}, id="uuid", organization_id="uuid", name="str",
         key_prefix="str", scopes=_array("str"), created_at="datetime", last_used_at="datetime?",
-        revoked_at="datetime?",
+        revoked_at="datetime?", requests_per_minute="int?", tokens_per_minute="int?", concurrent_requests="int?",
+        limits_fail_mode=_t("str") | {"enum": ["open", "closed"]},
+    )
+    organization = _object(
+        object={"type": "string", "const": "organization"}, id="uuid", slug="str", name="str", is_platform="bool",
+        requests_per_minute="int?", tokens_per_minute="int?", concurrent_requests="int?", max_instances="int?",
+        max_gpus="int?", monthly_budget="num?", created_at="datetime", updated_at="datetime",
     )
     return {
         "Storage": storage,
@@ -317,6 +342,9 @@ def _resource_schemas() -> dict[str, Schema]:
             completed_at="datetime?",
         ),
         "ApiKey": api_key,
+        "Organization": organization,
+        "OrganizationDetail": {"allOf": [_ref("Organization"), _object(
+            usage=_object(live_instances="int", live_gpus="int", month_spend="num"))]},
         "CreatedApiKey": {"allOf": [_ref("ApiKey"), _object(key="str")]},
         "Provider": _object(object="str", id="uuid", code="str", name="str", is_active="bool",
                             created_at="datetime", worker_data_volume_gb_default="int?"),
