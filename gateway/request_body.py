@@ -17,10 +17,15 @@ from gateway.errors import bad_request
 
 # orjson reads an integer beyond 64 bits as a float (orjson.loads(b"18446744073709551616") is
 # 1.8446744073709552e+19; https://github.com/ijl/orjson/issues/473), so re-encoding would send the worker
-# 1.2345678901234568e+29 for 123456789012345678901234567890. A body holding a float this large is
+# 1.2345678901234568e+29 for 123456789012345678901234567890. A body that may hold such an integer is
 # re-encoded from Python's json, which keeps integers exact (slower, and rare: a seed or an id sent as a
-# huge number).
-_INT64_LIMIT = 2.0**63
+# huge number). "May hold": 19 digits in a row anywhere in the raw bytes (2**63 has 19 digits), found by
+# mapping every digit to "0" and everything else to a space in one C pass: several times cheaper than
+# walking the parsed body (for a 17 KB chat of 100 messages, 29 us against 65 us on a loaded machine;
+# 0.5 us against 2.8 us for a short one). Digits in a string (a phone number, an id) only cost the slower
+# exact path.
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_MAYBE_INT64_OVERFLOW = b"0" * 19
 
 
 @dataclass(slots=True)
@@ -75,7 +80,7 @@ def forward_body(request: InferenceRequest, model: str, add_usage: bool) -> byte
     """The bytes to send the worker: the client's own, unless the model name or usage must change."""
     if model == request.model and not add_usage:
         return request.raw
-    exact = _holds_huge_number(request.body)
+    exact = _may_hold_huge_integer(request.raw)
     body = json.loads(request.raw) if exact else dict(request.body)
     body["model"] = model
     if add_usage:
@@ -86,16 +91,6 @@ def forward_body(request: InferenceRequest, model: str, add_usage: bool) -> byte
     return orjson.dumps(body)
 
 
-def _holds_huge_number(body: dict[str, Any]) -> bool:
-    """Whether a number in `body` is at least 2**63 in size: one orjson may have read as a float. Iterative:
-    orjson parses nesting deeper than Python's recursion limit."""
-    stack: list[Any] = [body]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-        elif isinstance(value, float) and abs(value) >= _INT64_LIMIT:
-            return True
-    return False
+def _may_hold_huge_integer(raw: bytes) -> bool:
+    """Whether `raw` has 19 digits in a row: a number orjson may have read as a float could be there."""
+    return _MAYBE_INT64_OVERFLOW in raw.translate(_DIGITS_AS_ZERO)
