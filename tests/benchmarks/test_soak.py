@@ -53,11 +53,32 @@ def test_interval_p99_in_milliseconds_and_none_for_an_empty_interval() -> None:
     assert soak.interval_p99_ms([]) is None
 
 
-def test_rss_growth_is_measured_from_the_end_of_the_warm_up_to_the_last_sample() -> None:
-    # The warm-up's own growth (50 -> 100) does not count; a dip in between does not either.
-    samples = _steady((50, 300), (100, 300), (98, 300), (104, 300))
-    assert soak.rss_growth(samples, 2) == pytest.approx(0.04)
-    assert soak.rss_growth(samples, 1) == pytest.approx(1.08)
+@pytest.mark.parametrize(("minutes", "warmup"), [(1.0, 3), (1.99, 3), (2.0, 1), (10.0, 1)])
+def test_the_warm_up_is_the_first_minute_or_the_first_30_s_of_a_short_run(minutes: float, warmup: int) -> None:
+    assert soak.warmup_intervals(minutes) == warmup
+    assert warmup * soak.interval_s(minutes) in (30.0, 60.0)
+
+
+def test_rss_floor_is_the_lowest_sample_of_the_last_half_after_the_warm_up() -> None:
+    # After the warm-up (80): 90, 95 | 82, 99: the last half's lowest is 82.
+    samples = _steady((80, 500), (90, 500), (95, 500), (82, 500), (99, 500))
+    assert soak.rss_floor(samples, 1) == 82 * _MB
+    assert soak.rss_growth(samples, 1) == pytest.approx(0.025)
+    # With two warm-up intervals: 95 | 82, 99.
+    assert soak.rss_floor(samples, 2) == 82 * _MB
+    assert soak.rss_growth(samples, 2) == pytest.approx(82 / 90 - 1)
+
+
+def test_rss_the_allocator_gives_back_passes_and_a_steady_climb_fails() -> None:
+    rss = "RSS growth after the warm-up < 5%"
+    sawtooth = _steady((80, 500), (90, 500), (98, 500), (81, 500), (95, 500))
+    climb = _steady((80, 500), (82, 500), (84, 500), (86, 500), (88, 500))
+    assert rss not in _failed(sawtooth)
+    assert _failed(climb) == [rss]
+    judgement = next(j for j in soak.judge(climb, 1, _totals()) if j.name == rss)
+    assert (
+        judgement.measured == "80.0 MB at the warm-up's end, lowest of the last half 86.0 MB (+7.5%), highest 88.0 MB"
+    )
 
 
 def test_fd_growth_compares_the_last_sample_with_the_end_of_the_warm_up() -> None:
