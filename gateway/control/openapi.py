@@ -190,7 +190,7 @@ def control_routes() -> tuple[Route, ...]:
             "api_keys", "Revoke an API key", (200, _ref("ApiKey")), errors=mine, path_id=True)),
         Route("PATCH", "/api_keys/{id}", api_keys.set_key_limits, _op(
             "api_keys", "Set or clear (null) the key's rate limits and fail mode", (200, _ref("ApiKey")),
-            body=body_schema(api_keys.LIMITS_BODY), errors=mine, path_id=True)),
+            body=body_schema(api_keys.LIMITS_BODY, non_empty=True), errors=mine, path_id=True)),
         _list_route("/organizations", organizations.list_organizations, "organizations",
                     "Organizations: every one for a platform admin, else the key's own", "Organization",
                     organizations.LIST_QUERY),
@@ -202,7 +202,7 @@ def control_routes() -> tuple[Route, ...]:
             (200, _ref("OrganizationDetail")), errors=mine, path_id=True)),
         Route("PATCH", "/organizations/{id}", organizations.update_organization, _op(
             "organizations", "Change an organization's name, limits or quotas (platform admins; null: unlimited)",
-            (200, _ref("OrganizationDetail")), body=body_schema(organizations.UPDATE_BODY), errors=mine,
+            (200, _ref("OrganizationDetail")), body=body_schema(organizations.UPDATE_BODY, non_empty=True), errors=mine,
             path_id=True)),
         _list_route("/providers", catalog.list_providers, "catalog", "Cloud providers", "Provider",
                     catalog.PROVIDERS_QUERY),
