@@ -336,7 +336,8 @@ def _resource_schemas() -> dict[str, Schema]:
         "UsageReport": _object(
             object="str", organization_id="uuid", group_by="str",
             data=_array(_object(
-                False, day="date", model_id="uuid?", model="str", instance_id="uuid?", requests="int",
+                False, day="date", model_id="uuid?", model="str", instance_id="uuid?", api_key_id="uuid?",
+                api_key_name="str?", requests="int",
                 successful_requests="int", prompt_tokens="int", completion_tokens="int", total_tokens="int",
             )),
             totals=_object(requests="int", successful_requests="int", prompt_tokens="int",
