@@ -24,6 +24,11 @@ USAGE_GROUP = "usage-writers"
 # Session pin: affinity:{model}:{session} -> instance id, sliding TTL (Settings.affinity_ttl_s).
 AFFINITY = "affinity:{model}:{session}"
 
+# A console sign-in: console:session:{digest} -> the session (JSON), sliding TTL
+# (Settings.console_session_ttl_s). The digest is the SHA-256 of the cookie's value, so reading Redis
+# gives no one a usable cookie.
+CONSOLE_SESSION = "console:session:{digest}"
+
 # Pub/sub channels that push changes to every gateway process at once (polling still backs them up).
 WORKERS_CHANGED = "events:workers"
 KEYS_CHANGED = "events:keys"

@@ -24,7 +24,8 @@ def _registered_routes(settings: Settings) -> set[tuple[str, str]]:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter")
-        if route.method in _IMPLIED or path is None:
+        # The console's HTML pages (/console/...) are for browsers, not part of the API.
+        if route.method in _IMPLIED or path is None or path.startswith("/console"):
             continue
         routes.add((route.method.lower(), path))
     return routes
