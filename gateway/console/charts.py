@@ -16,6 +16,8 @@ _BOTTOM = 36
 _TOP = 10
 # Most labels one axis shows before it shows only every n-th (long windows, many days).
 _MAX_LABELS = 12
+# A lone bar as wide as the chart reads as a block, not a bar.
+_MAX_BAR_W = 48.0
 
 
 def nice_max(value: float) -> float:
@@ -43,7 +45,8 @@ def bar_geometry(values: Sequence[float]) -> list[tuple[float, float, float, flo
     bars = []
     for i, value in enumerate(values):
         h = plot_h * value / top
-        bars.append((_LEFT + i * slot + slot * 0.1, _TOP + plot_h - h, slot * 0.8, h))
+        w = min(slot * 0.8, _MAX_BAR_W)
+        bars.append((_LEFT + i * slot + (slot - w) / 2, _TOP + plot_h - h, w, h))
     return bars
 
 
