@@ -3,7 +3,6 @@ that signs in through the form as a browser does (its cookie jar keeps the sessi
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +10,7 @@ import aiopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from console_pages import EMAIL, PASSWORD, csrf_of
 from pytest_aiohttp import AiohttpClient
 
 from gateway.app import create_app
@@ -19,15 +19,6 @@ from inventiv.settings import Settings
 from sql.pool import transaction
 
 Client = TestClient[web.Request, web.Application]
-EMAIL = "ops@demo.example"
-PASSWORD = "correct horse battery"
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def csrf_of(html: str) -> str:
-    match = _CSRF.search(html)
-    assert match, "no CSRF field in the page"
-    return match.group(1)
 
 
 @dataclass

@@ -19,6 +19,7 @@ import aiopg
 import chromium
 import pytest
 import redis.asyncio as aioredis
+from console_pages import EMAIL, PASSWORD
 from mock_cloud import reaping_mock_cloud
 from playwright.async_api import Browser, Page, async_playwright, expect
 
@@ -30,8 +31,6 @@ from scheduler.driver import Driver
 from scheduler.runtime import ProviderSet, Runtime
 from sql.pool import transaction
 
-EMAIL = "ops@demo.example"
-PASSWORD = "correct horse battery"
 SMALL = "Qwen/Qwen2.5-0.5B-Instruct"
 # A mock worker is a fresh Python process; on a loaded 2-core machine it answers within a minute.
 READY_TIMEOUT_MS = 90_000
