@@ -113,12 +113,12 @@ async def test_an_operator_deploys_chats_and_terminates(live: Live) -> None:
     await page.goto(f"{live.base}/console/deploy")
     await page.click("#deploy")
     await expect(page.locator("#error-instance_type_id")).to_contain_text("instance_type_id")
+    await live.shot("deploy")
     for select, code in (("#instance_type_id", "MOCK-GPU-S"), ("#zone_id", "local-1")):
         value = await page.locator(f'{select} option[data-code="{code}"]').get_attribute("value")
         await page.select_option(select, value)
     await page.select_option("#model_id", label=SMALL)
     await page.fill("#data_volume_gb", "10")
-    await live.shot("deploy")
     await page.click("#deploy")
     await expect(page).to_have_url(re.compile(r"/console/instances/[0-9a-f-]{36}$"))
     instance_id = page.url.rsplit("/", 1)[1]
