@@ -34,3 +34,4 @@ def setup_console(app: web.Application) -> None:
         web.get("/console/playground", playground.playground_page),
         web.get(f"{render.STATIC_PREFIX}/{{version}}/{{name}}", render.static_file),
     ])
+    app.cleanup_ctx.append(playground.playground_sweeper)

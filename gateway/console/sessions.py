@@ -80,9 +80,19 @@ class SessionStore:
         self._settings = settings
         self.ttl_s = settings.console_session_ttl_s
 
-    def _key(self, session_id: str) -> str:
-        digest = hashlib.sha256(session_id.encode()).hexdigest()
+    @staticmethod
+    def digest(session_id: str) -> str:
+        return hashlib.sha256(session_id.encode()).hexdigest()
+
+    def key_of_digest(self, digest: str) -> str:
         return redis_keys.key(self._settings, redis_keys.CONSOLE_SESSION.format(digest=digest))
+
+    def _key(self, session_id: str) -> str:
+        return self.key_of_digest(self.digest(session_id))
+
+    async def alive(self, digest: str) -> bool:
+        """Whether the session with this digest still exists (without pushing its expiry back)."""
+        return bool(await self._redis.exists(self.key_of_digest(digest)))
 
     async def create(self, user: dict[str, Any]) -> Session:
         session = Session(
