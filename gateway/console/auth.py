@@ -63,8 +63,22 @@ def signed_in(handler: PageHandler) -> Handler:
             if given is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
                 given = str((await request.post()).get(sessions.CSRF_FIELD, ""))
             if not sessions.csrf_ok(session, given):
-                raise CsrfRefused()
+                return error_page(CsrfRefused(), None)
         request[SESSION_PRINCIPAL] = sessions.session_principal(session)
-        return await handler(request, session)
+        try:
+            return await handler(request, session)
+        except ApiError as exc:
+            return error_page(exc, session)
 
     return wrapped
+
+
+_TITLES = {400: "That request is not right", 403: "Refused", 404: "Not found", 409: "Not now"}
+
+
+def error_page(exc: ApiError, session: Session | None) -> web.Response:
+    """The API's error as a page: same status, message and code as the JSON the API would send."""
+    from gateway.console.render import render
+
+    return render("error.html", session, status=exc.status, title=_TITLES.get(exc.status, "Something failed"),
+                  message=exc.message, code=exc.code)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gateway import state
 from gateway.console import sessions
-from gateway.console.auth import CsrfRefused, signed_in
+from gateway.console.auth import CsrfRefused, error_page, signed_in
 from gateway.console.render import render
 from gateway.console.sessions import Session
 from gateway.console.users import authenticate_user
@@ -50,7 +50,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     expected = request.cookies.get(SIGN_IN_CSRF_COOKIE, "")
     given = str(form.get(sessions.CSRF_FIELD, ""))
     if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
-        raise CsrfRefused()
+        return error_page(CsrfRefused(), None)
     email, password = str(form.get("email", "")), str(form.get("password", ""))
     next_ = safe_next(str(form.get("next", "")))
     user = await authenticate_user(request.app[state.DB], email, password)

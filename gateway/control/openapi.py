@@ -133,7 +133,10 @@ def _op(
     op["responses"][str(status)] = response
     for code in errors:
         op["responses"][str(code)] = {"$ref": f"#/components/responses/Error{code}"}
-    if security is not None:
+    if security == "apiKey":
+        # A browser signed in to the console sends its session cookie instead (CSRF header on writes).
+        op["security"] = [{security: []}, {"consoleSession": []}]
+    elif security is not None:
         op["security"] = [{security: []}]
     return op
 
@@ -397,6 +400,9 @@ def _components() -> Schema:
                        "API needs one with the admin scope."},
             "workerToken": {"type": "http", "scheme": "bearer",
                             "description": "The per-instance worker token issued at provisioning."},
+            "consoleSession": {"type": "apiKey", "in": "cookie", "name": "inventiv_session",
+                               "description": "The console's session cookie; POST, PATCH and DELETE also need "
+                               "the session's CSRF token in the `X-CSRF-Token` header."},
         },
         "schemas": {"Error": error, **_resource_schemas(), **_openai_schemas()},
         "responses": {
