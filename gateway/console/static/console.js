@@ -121,8 +121,27 @@ function startPlayground(pg) {
   });
 }
 
+// The deployment form: zones where the chosen type is not available cannot be picked (the API would refuse).
+function startZonePicker(typeSelect, zoneSelect) {
+  const update = () => {
+    const chosen = typeSelect.selectedOptions[0];
+    const zones = chosen && chosen.dataset.zones !== undefined ? chosen.dataset.zones.split(" ") : null;
+    for (const option of zoneSelect.options) {
+      if (!option.value) continue;
+      const off = zones !== null && !zones.includes(option.value);
+      option.disabled = off;
+      option.textContent = option.dataset.label + (off ? " — not available for this type" : "");
+    }
+  };
+  for (const option of zoneSelect.options) option.dataset.label = option.textContent;
+  typeSelect.addEventListener("change", update);
+  update();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-refresh]").forEach(startRefresh);
+  const types = document.getElementById("instance_type_id");
+  if (types) startZonePicker(types, document.getElementById("zone_id"));
   const pg = document.getElementById("playground");
   if (pg) startPlayground(pg);
 });

@@ -117,6 +117,9 @@ async def test_an_operator_deploys_chats_and_terminates(live: Live) -> None:
     for select, code in (("#instance_type_id", "MOCK-GPU-S"), ("#zone_id", "local-1")):
         value = await page.locator(f'{select} option[data-code="{code}"]').get_attribute("value")
         await page.select_option(select, value)
+    # Availability: a mock GPU type is offered in no Scaleway zone, so those cannot be picked.
+    await expect(page.locator('#zone_id option[data-code="fr-par-2"]')).to_be_disabled()
+    await expect(page.locator('#zone_id option[data-code="local-1"]')).to_be_enabled()
     await page.select_option("#model_id", label=SMALL)
     await page.fill("#data_volume_gb", "10")
     await page.click("#deploy")
