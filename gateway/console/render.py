@@ -48,9 +48,21 @@ _ENV.globals.update(static_url=static_url, csrf_field=CSRF_FIELD)
 _ENV.filters["ago"] = ago
 
 
+# Pages load only this origin's files, run no inline script, post only here and are never framed (a
+# framed page could be clicked through: terminate, revoke). no-store: pages show keys and fleet state.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
 def render(template: str, session: Session | None, status: int = 200, **context: Any) -> web.Response:
     html = _ENV.get_template(template).render(session=session, **context)
-    return web.Response(text=html, status=status, content_type="text/html", headers={"Cache-Control": "no-store"})
+    return web.Response(text=html, status=status, content_type="text/html", headers=PAGE_HEADERS)
 
 
 async def static_file(request: web.Request) -> web.Response:

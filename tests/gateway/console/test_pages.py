@@ -159,3 +159,11 @@ async def test_static_files_are_versioned_and_cached_for_a_year(console: Console
     await console.page(f"/console/static/{STATIC_VERSION}/nope.js", expect=404)
     sign_in = await console.page("/console/sign-in")
     assert static_url("console.css") in sign_in and "https://" not in sign_in
+
+
+async def test_pages_are_never_cached_framed_or_allowed_other_origins(console: Console) -> None:
+    async with console.client.get("/console/sign-in") as resp:
+        headers = resp.headers
+    assert headers["Cache-Control"] == "no-store" and headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
