@@ -14,6 +14,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.console import sessions
+from gateway.console.render import render
 from gateway.console.sessions import Session
 from gateway.control.access import SESSION_PRINCIPAL
 from gateway.errors import ApiError, Handler
@@ -55,8 +56,11 @@ def signed_in(handler: PageHandler) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
         session = await sessions.request_session(request)
         if session is None:
-            if request.method == "GET" and request.headers.get("Accept", "").startswith("text/html"):
-                raise web.HTTPSeeOther(f"{SIGN_IN_PATH}?next={quote(request.path_qs, safe='')}")
+            # A browser's navigation or form post goes to sign in (back here after, for a page); the
+            # live-refresh script gets a 401 and reloads the page.
+            if request.headers.get("Accept", "").startswith("text/html"):
+                back = f"?next={quote(request.path_qs, safe='')}" if request.method == "GET" else ""
+                raise web.HTTPSeeOther(SIGN_IN_PATH + back)
             raise ApiError(401, "Not signed in, or the session expired; sign in again.", "session_expired")
         if request.method not in sessions.SAFE_METHODS:
             given = request.headers.get(sessions.CSRF_HEADER)
@@ -78,7 +82,5 @@ _TITLES = {400: "That request is not right", 403: "Refused", 404: "Not found", 4
 
 def error_page(exc: ApiError, session: Session | None) -> web.Response:
     """The API's error as a page: same status, message and code as the JSON the API would send."""
-    from gateway.console.render import render
-
     return render("error.html", session, status=exc.status, title=_TITLES.get(exc.status, "Something failed"),
                   message=exc.message, code=exc.code)

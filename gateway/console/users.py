@@ -19,7 +19,7 @@ from sql.queries import queries
 
 # argon2-cffi's defaults are RFC 9106's second recommendation (t=3, 64 MiB, p=4).
 _HASHER = PasswordHasher()
-# NIST SP 800-63B asks for at least 8; 12 keeps the printed first-admin style of password within reach.
+# NIST SP 800-63B asks for at least 8; 12, because a console user can start servers billed by the hour.
 MIN_PASSWORD_LENGTH = 12
 # Bytes of randomness in a generated password (the first admin's): 128 bits.
 _GENERATED_BYTES = 16

@@ -48,6 +48,11 @@ async def test_an_expired_session_is_a_401_that_says_so(console: Console) -> Non
     async with console.client.get("/console/fleet", headers={"Accept": "text/html"}, allow_redirects=False) as resp:
         assert resp.status == 303 and URL(resp.headers["Location"]).path == "/console/sign-in"
         assert URL(resp.headers["Location"]).query["next"] == "/console/fleet"
+    async with console.client.post("/console/deploy", data={"csrf_token": "x"}, headers={"Accept": "text/html"},
+                                   allow_redirects=False) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/console/sign-in"
+    async with console.client.get("/console/fleet/rows") as resp:
+        assert resp.status == 401
 
 
 async def _redis(console: Console):  # type: ignore[no-untyped-def]
