@@ -24,6 +24,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
+	@test -x /usr/bin/chromium || echo "note: Chromium is not installed, so the console's browser tests skip;" \
+	  "get it with: apt-get install chromium (or: make system-tools)"
 	$(BIN)/pytest
 
 # The real counterparts some tests run against; without them those tests skip and say how to get them.
@@ -35,12 +37,13 @@ test-deps: llama-server system-tools
 llama-server: $(STAMP)
 	$(BIN)/python -m tests.support.llama_server build
 
-# cloud-init (its schema validates every worker user data) and the disk tools the boot script uses on
-# the loop devices of its tests (Debian packages; the boot script tests also need root).
+# cloud-init (its schema validates every worker user data), the disk tools the boot script uses on
+# the loop devices of its tests (Debian packages; the boot script tests also need root), and Chromium
+# (the console's browser tests drive it through Playwright; Playwright's own browser downloads are not used).
 system-tools:
-	@command -v cloud-init >/dev/null && command -v sfdisk >/dev/null || { \
+	@command -v cloud-init >/dev/null && command -v sfdisk >/dev/null && test -x /usr/bin/chromium || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    cloud-init fdisk e2fsprogs util-linux mount; }
+	    cloud-init fdisk e2fsprogs util-linux mount chromium; }
 
 # `make bench BENCH_ARGS=--quick` for a smoke run; see benchmarks/RESULTS.md.
 bench: $(STAMP)

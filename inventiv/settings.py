@@ -71,6 +71,9 @@ class Settings:
     routing_refresh_s: float = 1.0
     # One structured line per inference request on the `gateway.access` logger (gateway/tracing.py).
     access_log: bool = True
+    # A console session ends after this long without a request (sliding): a working day, so an operator
+    # signs in once a day and a forgotten browser does not stay signed in for long.
+    console_session_ttl_s: int = 8 * 3600
 
     # The key every worker's secret (its engine's API key) is derived from; the gateway and the scheduler
     # must share it. None: generated into the data folder on the embedded default, required otherwise.

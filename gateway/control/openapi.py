@@ -139,7 +139,10 @@ def _op(
     op["responses"][str(status)] = response
     for code in errors:
         op["responses"][str(code)] = {"$ref": f"#/components/responses/Error{code}"}
-    if security is not None:
+    if security == "apiKey":
+        # A browser signed in to the console sends its session cookie instead (CSRF header on writes).
+        op["security"] = [{security: []}, {"consoleSession": []}]
+    elif security is not None:
         op["security"] = [{security: []}]
     return op
 
@@ -369,7 +372,8 @@ def _resource_schemas() -> dict[str, Schema]:
         "UsageReport": _object(
             object="str", organization_id="uuid", group_by="str",
             data=_array(_object(
-                False, day="date", model_id="uuid?", model="str", instance_id="uuid?", requests="int",
+                False, day="date", model_id="uuid?", model="str", instance_id="uuid?", api_key_id="uuid?",
+                api_key_name="str?", requests="int",
                 successful_requests="int", prompt_tokens="int", completion_tokens="int", total_tokens="int",
             )),
             totals=_object(requests="int", successful_requests="int", prompt_tokens="int",
@@ -431,6 +435,9 @@ def _components() -> Schema:
                        "API needs one with the admin scope."},
             "workerToken": {"type": "http", "scheme": "bearer",
                             "description": "The per-instance worker token issued at provisioning."},
+            "consoleSession": {"type": "apiKey", "in": "cookie", "name": "inventiv_session",
+                               "description": "The console's session cookie; POST, PATCH and DELETE also need "
+                               "the session's CSRF token in the `X-CSRF-Token` header."},
         },
         "schemas": {"Error": error, **_resource_schemas(), **_openai_schemas()},
         "responses": {
