@@ -205,3 +205,38 @@ WHERE i.deleted_at IS NULL;
 -- name: list-existing-instance-ids(instance_ids)
 -- Which of these ids have a row at all (action_logs may only reference existing instances).
 SELECT id FROM instances WHERE id = ANY(:instance_ids::uuid[]);
+
+-- name: list-silent-workers()
+-- Ready instances whose worker does not answer (stale or unhealthy), with how long it has been silent:
+-- since its last answer (a probe's or its agent's heartbeat), or since it became ready if it never gave one.
+SELECT i.id, i.worker_status, i.replace_on_failure,
+       extract(epoch FROM now() - coalesce(i.worker_last_heartbeat_at, i.ready_at, i.updated_at))::float8 AS silent_s
+FROM instances i
+WHERE i.status = 'ready' AND i.worker_status IN ('stale', 'unhealthy');
+
+-- name: mark-instance-worker-dead(instance_id, error_code, error_message)^
+-- Only while still ready and silent: a worker that answered since, or an operator's DELETE, wins. The
+-- release then runs as for a DELETE (kept data volumes are kept).
+UPDATE instances
+SET status = 'terminating', terminating_at = coalesce(terminating_at, now()), error_code = :error_code,
+    error_message = :error_message, next_attempt_at = now(), updated_at = now()
+WHERE id = :instance_id AND status = 'ready' AND worker_status IN ('stale', 'unhealthy')
+RETURNING id, replace_on_failure, coalesce(lineage_id, id) AS lineage_id;
+
+-- name: count-lineage-replacements(lineage_id, window_s)$
+-- Replacements made in this chain of instances within the window (the first instance is not one).
+SELECT count(*) FROM instances
+WHERE lineage_id = :lineage_id::uuid AND created_at > now() - make_interval(secs => :window_s::float8);
+
+-- name: insert-replacement-instance(instance_id, deadline_s)^
+-- A new instance asking for what the dead one asked for, linked to it; at most one per dead instance
+-- (the unique index on replaces_instance_id), however often this runs.
+INSERT INTO instances (provider_id, zone_id, instance_type_id, model_id, organization_id, status, worker_port,
+                       data_volume_gb, data_volume_delete_on_terminate, provisioning_deadline_at, engine,
+                       replace_on_failure, replaces_instance_id, lineage_id)
+SELECT provider_id, zone_id, instance_type_id, model_id, organization_id, 'provisioning', worker_port,
+       data_volume_gb, data_volume_delete_on_terminate, now() + make_interval(secs => :deadline_s::float8), engine,
+       replace_on_failure, id, coalesce(lineage_id, id)
+FROM instances WHERE id = :instance_id
+ON CONFLICT (replaces_instance_id) WHERE replaces_instance_id IS NOT NULL DO NOTHING
+RETURNING id;

@@ -176,3 +176,12 @@ async def test_redis_down_still_records_the_request(aiohttp_client: Any, api: Ap
     rows = await api.sql("SELECT status FROM instances WHERE id = %(i)s", {"i": instance_id})
     assert rows == [("provisioning",)]
     assert await api.commands() == []
+
+
+async def test_replace_on_failure_is_stored_on_the_instance(api: Api) -> None:
+    _, replaced = await api.call("POST", "/deployments", json=api.deployment(replace_on_failure=True), expect=202)
+    _, default = await api.call("POST", "/deployments", json=api.deployment(), expect=202)
+    rows = await api.sql("SELECT id::text, replace_on_failure FROM instances")
+    assert dict(rows) == {replaced["id"]: True, default["id"]: False}
+    status, body = await api.call("POST", "/deployments", json=api.deployment(replace_on_failure="yes"))
+    assert (status, body["error"]["param"]) == (400, "replace_on_failure")
