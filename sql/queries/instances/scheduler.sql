@@ -108,29 +108,35 @@ SET status = 'failed', error_code = :error_code, error_message = :error_message,
 WHERE id = :instance_id AND status IN ('provisioning', 'booting', 'ready');
 
 -- name: record-instance-retry(instance_id, error_code, error_message)!
--- While provisioning, the last transient error stays visible until the retry (cleared once ready); a
--- failed instance keeps the error it failed with, whatever its cleanup runs into.
+-- While provisioning or terminating, the last error stays visible until a pass succeeds (a release that
+-- cannot reach its cloud shows why); a failed instance keeps the error it failed with, whatever its
+-- cleanup runs into.
 UPDATE instances
 SET attempts = attempts + 1,
-    error_code = CASE WHEN status IN ('provisioning', 'booting') THEN :error_code ELSE error_code END,
-    error_message = CASE WHEN status IN ('provisioning', 'booting') THEN :error_message ELSE error_message END,
+    error_code = CASE WHEN status IN ('provisioning', 'booting', 'terminating') THEN :error_code ELSE error_code END,
+    error_message = CASE WHEN status IN ('provisioning', 'booting', 'terminating') THEN :error_message
+                         ELSE error_message END,
     updated_at = now()
 WHERE id = :instance_id;
 
 -- name: release-instance-claim(instance_id, claim_token, status, delay_s, progressed, waiting, stepped)!
 -- Hands the claim back, due again after delay_s; at once if the status changed under the pass (a DELETE
 -- during provisioning). A pass that ran without error clears the retry count and, while provisioning, the
--- error an earlier pass left. A pass that ends waiting keeps the time the wait began, or starts it anew
--- when it took a step first (a new thing to wait for). Only the claim's holder releases it.
+-- error an earlier pass left; a release clears it only when an earlier pass failed (attempts > 0), so the
+-- reason it was terminated for (WORKER_DEAD) stays. A pass that ends waiting keeps the time the wait
+-- began, or starts it anew when it took a step first (a new thing to wait for). Only the claim's holder
+-- releases it.
 UPDATE instances
 SET claim_token = NULL,
     claim_expires_at = NULL,
     next_attempt_at = CASE WHEN status = :status THEN now() + make_interval(secs => :delay_s::float8)
                            ELSE now() END,
     attempts = CASE WHEN :progressed::boolean THEN 0 ELSE attempts END,
-    error_code = CASE WHEN :progressed::boolean AND status IN ('provisioning', 'booting') THEN NULL
+    error_code = CASE WHEN :progressed::boolean AND (status IN ('provisioning', 'booting')
+                           OR (status IN ('terminating', 'terminated') AND attempts > 0)) THEN NULL
                       ELSE error_code END,
-    error_message = CASE WHEN :progressed::boolean AND status IN ('provisioning', 'booting') THEN NULL
+    error_message = CASE WHEN :progressed::boolean AND (status IN ('provisioning', 'booting')
+                              OR (status IN ('terminating', 'terminated') AND attempts > 0)) THEN NULL
                          ELSE error_message END,
     wait_started_at = CASE WHEN NOT :waiting::boolean OR status <> :status THEN NULL
                            WHEN :stepped::boolean THEN now()
