@@ -17,6 +17,7 @@ LIFECYCLES = 10
 
 
 # Starts, kills and restarts of a real process on two shared cores: well past the default per-test limit.
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 async def test_sigkilled_at_random_the_scheduler_converges_with_nothing_left_and_no_duplicate(
     db_pool: Any, settings: Settings, tmp_path: Path
