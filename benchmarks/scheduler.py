@@ -1,13 +1,15 @@
 """The scheduler's benchmarks, one entry:
 
     python -m benchmarks.scheduler --chaos 50 [--seed 0] [--json PATH]
+    python -m benchmarks.scheduler --passes 10000 [--orphans 100]
     python -m benchmarks.scheduler [scale options: see benchmarks/scheduler_bench.py]
 
 `--chaos N`: N lifecycles (create, then terminate) on the fake Scaleway with 20 % of calls failing and a
 fifth answered slowly, while a real `inventiv scheduler` process is killed with SIGKILL at random moments
 and restarted (tests/support/scheduler_chaos.py; tests/scheduler/test_chaos.py runs 10). Prints the wall
 time until every instance is final and nothing of ours is left in the fake, the kills, and what was left
-or duplicated (both must be 0). Without it, the scale runs of benchmarks/scheduler_bench.py.
+or duplicated (both must be 0). `--passes N`: one reconciliation and one orphan sweep over N tracked
+volumes (benchmarks/scheduler_passes.py). Without either, the scale runs of benchmarks/scheduler_bench.py.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import redis.asyncio as aioredis
 import uvloop
 
-from benchmarks import scheduler_bench
+from benchmarks import scheduler_bench, scheduler_passes
 from benchmarks.services import bench_services
+from inventiv.settings import Settings
 from sql.migrate import migrate
 from sql.pool import create_pool
 from sql.seed import seed_demo_catalog
@@ -48,6 +52,22 @@ async def chaos(lifecycles: int, seed: int, run_dir: Path) -> ChaosFigures:
             await pool.wait_closed()
 
 
+async def passes(volumes: int, orphans: int, run_dir: Path) -> list[scheduler_passes.PassFigures]:
+    async with bench_services(run_dir) as services:
+        pool = await create_pool(services.database_url, maxsize=10)
+        redis = aioredis.Redis.from_url(services.redis_url)
+        try:
+            await migrate(pool)
+            await seed_demo_catalog(pool)
+            settings = Settings(database_url=services.database_url, redis_url=services.redis_url,
+                                redis_prefix=services.redis_prefix, data_dir=str(run_dir / "data"))  # fmt: skip
+            return await scheduler_passes.run_passes(settings, pool, redis, volumes, orphans)
+        finally:
+            pool.close()
+            await pool.wait_closed()
+            await redis.aclose()
+
+
 def render(figures: ChaosFigures) -> str:
     left = ", ".join(f"{name} {n}" for name, n in figures.left.items())
     return "\n".join([
@@ -66,7 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chaos", type=int, help="lifecycles of the chaos run (random SIGKILLs, 20%% faults)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the faults, kills and terminations")
     parser.add_argument("--json", type=Path, help="also write the chaos figures as JSON to this file")
+    parser.add_argument("--passes", type=int, help="tracked volumes of the reconciliation and sweep passes")
+    parser.add_argument("--orphans", type=int, help="untracked tagged volumes of that run (default: 1 %% of it)")
     args, rest = parser.parse_known_args(argv)
+    if args.passes is not None:
+        orphans = args.passes // 100 if args.orphans is None else args.orphans
+        run_dir = Path(tempfile.mkdtemp(prefix="inventiv-scheduler-passes-"))
+        print(scheduler_passes.render(args.passes, uvloop.run(passes(args.passes, orphans, run_dir))))
+        return 0
     if args.chaos is None:
         return scheduler_bench.main([*rest, *(["--json", str(args.json)] if args.json else [])])
     run_dir = Path(tempfile.mkdtemp(prefix="inventiv-scheduler-chaos-"))

@@ -38,3 +38,11 @@ WHERE instance_id = :instance_id AND provider_volume_id = :provider_volume_id;
 SELECT v.provider_volume_id
 FROM instance_volumes v JOIN instances i ON i.id = v.instance_id
 WHERE v.deleted_at IS NULL AND (i.deleted_at IS NULL OR NOT v.delete_on_terminate);
+
+-- name: list-tracked-volumes-of-instances(instance_ids)
+-- list-tracked-volumes for many instances in one statement (reconciliation reads every live instance's).
+SELECT instance_id, provider_volume_id, name, volume_type, size_bytes, slot, is_boot, delete_on_terminate,
+       attached_at, detached_at, deleted_at
+FROM instance_volumes
+WHERE instance_id = ANY(:instance_ids::uuid[])
+ORDER BY instance_id, is_boot DESC, created_at, id;
