@@ -2,6 +2,7 @@
 
     python -m benchmarks.scheduler --chaos 50 [--seed 0] [--json PATH]
     python -m benchmarks.scheduler --passes 10000 [--orphans 100]
+    python -m benchmarks.scheduler --mock 50
     python -m benchmarks.scheduler [scale options: see benchmarks/scheduler_bench.py]
 
 `--chaos N`: N lifecycles (create, then terminate) on the fake Scaleway with 20 % of calls failing and a
@@ -9,7 +10,8 @@ fifth answered slowly, while a real `inventiv scheduler` process is killed with 
 and restarted (tests/support/scheduler_chaos.py; tests/scheduler/test_chaos.py runs 10). Prints the wall
 time until every instance is final and nothing of ours is left in the fake, the kills, and what was left
 or duplicated (both must be 0). `--passes N`: one reconciliation and one orphan sweep over N tracked
-volumes (benchmarks/scheduler_passes.py). Without either, the scale runs of benchmarks/scheduler_bench.py.
+volumes (benchmarks/scheduler_passes.py). `--mock N`: N instances created and released on the mock cloud
+(benchmarks/scheduler_mock.py). Without any of these, the scale runs of benchmarks/scheduler_bench.py.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 import uvloop
 
-from benchmarks import scheduler_bench, scheduler_passes
+from benchmarks import scheduler_bench, scheduler_mock, scheduler_passes
 from benchmarks.services import bench_services
 from inventiv.settings import Settings
 from sql.migrate import migrate
@@ -88,7 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the chaos figures as JSON to this file")
     parser.add_argument("--passes", type=int, help="tracked volumes of the reconciliation and sweep passes")
     parser.add_argument("--orphans", type=int, help="untracked tagged volumes of that run (default: 1 %% of it)")
+    parser.add_argument("--mock", type=int, help="instances created and released on the mock cloud")
     args, rest = parser.parse_known_args(argv)
+    if args.mock is not None:
+        run_dir = Path(tempfile.mkdtemp(prefix="inventiv-scheduler-mock-"))
+        print(scheduler_mock.render(uvloop.run(scheduler_mock.run_mock(args.mock, run_dir))))
+        return 0
     if args.passes is not None:
         orphans = args.passes // 100 if args.orphans is None else args.orphans
         run_dir = Path(tempfile.mkdtemp(prefix="inventiv-scheduler-passes-"))
