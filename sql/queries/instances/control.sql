@@ -26,6 +26,7 @@ SELECT i.id, i.status, i.organization_id, i.provider_id, p.code AS provider_code
        i.provider_instance_id, i.provider_instance_name, i.ip_address, i.worker_port, i.worker_status,
        i.worker_model_id, i.worker_queue_depth, i.worker_last_heartbeat_at, i.worker_consecutive_failures,
        i.engine, i.agent_heartbeat_at, i.worker_telemetry, i.data_volume_gb, i.data_volume_delete_on_terminate, i.error_code, i.error_message, i.provisioning_deadline_at,
+       i.replace_on_failure, i.replaces_instance_id,
        i.created_at, i.updated_at, i.ready_at, i.terminating_at, i.terminated_at
 FROM instances i
 JOIN providers p ON p.id = i.provider_id
