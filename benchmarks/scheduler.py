@@ -3,6 +3,7 @@
     python -m benchmarks.scheduler --chaos 50 [--seed 0] [--json PATH]
     python -m benchmarks.scheduler --passes 10000 [--orphans 100]
     python -m benchmarks.scheduler --mock 50
+    python -m benchmarks.scheduler --queries 200
     python -m benchmarks.scheduler [scale options: see benchmarks/scheduler_bench.py]
 
 `--chaos N`: N lifecycles (create, then terminate) on the fake Scaleway with 20 % of calls failing and a
@@ -11,7 +12,9 @@ and restarted (tests/support/scheduler_chaos.py; tests/scheduler/test_chaos.py r
 time until every instance is final and nothing of ours is left in the fake, the kills, and what was left
 or duplicated (both must be 0). `--passes N`: one reconciliation and one orphan sweep over N tracked
 volumes (benchmarks/scheduler_passes.py). `--mock N`: N instances created and released on the mock cloud
-(benchmarks/scheduler_mock.py). Without any of these, the scale runs of benchmarks/scheduler_bench.py.
+(benchmarks/scheduler_mock.py). `--queries N`: statements per instance by named query, and cloud calls
+by route, for N instances provisioned and released by the driver in process (benchmarks/scheduler_queries.py).
+Without any of these, the scale runs of benchmarks/scheduler_bench.py.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 import uvloop
 
-from benchmarks import scheduler_bench, scheduler_mock, scheduler_passes
+from benchmarks import scheduler_bench, scheduler_mock, scheduler_passes, scheduler_queries
 from benchmarks.services import bench_services
 from inventiv.settings import Settings
 from sql.migrate import migrate
@@ -52,6 +55,22 @@ async def chaos(lifecycles: int, seed: int, run_dir: Path) -> ChaosFigures:
         finally:
             pool.close()
             await pool.wait_closed()
+
+
+async def queries(instances: int, run_dir: Path) -> list[scheduler_queries.PhaseFigures]:
+    async with bench_services(run_dir) as services:
+        pool = await create_pool(services.database_url, maxsize=10)
+        redis = aioredis.Redis.from_url(services.redis_url)
+        try:
+            await migrate(pool)
+            await seed_demo_catalog(pool)
+            settings = Settings(database_url=services.database_url, redis_url=services.redis_url,
+                                redis_prefix=services.redis_prefix, data_dir=str(run_dir / "data"))  # fmt: skip
+            return await scheduler_queries.run_queries(settings, pool, redis, instances)
+        finally:
+            pool.close()
+            await pool.wait_closed()
+            await redis.aclose()
 
 
 async def passes(volumes: int, orphans: int, run_dir: Path) -> list[scheduler_passes.PassFigures]:
@@ -91,7 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, help="tracked volumes of the reconciliation and sweep passes")
     parser.add_argument("--orphans", type=int, help="untracked tagged volumes of that run (default: 1 %% of it)")
     parser.add_argument("--mock", type=int, help="instances created and released on the mock cloud")
+    parser.add_argument("--queries", type=int, help="instances whose statements are counted by named query")
     args, rest = parser.parse_known_args(argv)
+    if args.queries is not None:
+        run_dir = Path(tempfile.mkdtemp(prefix="inventiv-scheduler-queries-"))
+        print(scheduler_queries.render(args.queries, uvloop.run(queries(args.queries, run_dir))))
+        return 0
     if args.mock is not None:
         run_dir = Path(tempfile.mkdtemp(prefix="inventiv-scheduler-mock-"))
         print(scheduler_mock.render(uvloop.run(scheduler_mock.run_mock(args.mock, run_dir))))

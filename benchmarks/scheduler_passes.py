@@ -30,6 +30,7 @@ from inventiv.settings import Settings
 from scheduler.reconcile import reconcile_volumes
 from scheduler.runtime import ProviderSet, Runtime
 from scheduler.sweep import sweep_orphans
+from sql.queries import queries
 
 # tests/support is on sys.path (benchmarks.scheduler_bench puts it there).
 from memory_provider import MemoryProvider  # isort: skip
@@ -131,20 +132,40 @@ class StatementCounter:
 
     def __init__(self) -> None:
         self.count = 0
+        # The statements' text, counted: query_name() says which named query each is.
+        self.texts: Counter[str] = Counter()
         self._execute = aiopg.Cursor.execute
 
     def __enter__(self) -> StatementCounter:
         original = self._execute
 
-        async def execute(cursor: aiopg.Cursor, *args: Any, **kwargs: Any) -> Any:
+        async def execute(cursor: aiopg.Cursor, operation: str, *args: Any, **kwargs: Any) -> Any:
             self.count += 1
-            return await original(cursor, *args, **kwargs)
+            self.texts[operation] += 1
+            return await original(cursor, operation, *args, **kwargs)
 
         aiopg.Cursor.execute = execute  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
         aiopg.Cursor.execute = self._execute  # type: ignore[method-assign]
+
+
+def query_names() -> dict[str, str]:
+    """The SQL text of every named query (sql/queries) -> its name, e.g. `instances.claim_due_instances`."""
+    names = {}
+    # aiosql also makes a `<name>_cursor` twin of each query, with the same text.
+    for name in (n for n in queries.available_queries if not n.endswith("_cursor")):
+        method: Any = queries
+        for part in name.split("."):
+            method = getattr(method, part)
+        names[method.sql] = name
+    return names
+
+
+def query_name(text: str, names: dict[str, str]) -> str:
+    """A statement's query name, or its first words (BEGIN, COMMIT, a benchmark's own SQL)."""
+    return names.get(text) or " ".join(text.split()[:3])
 
 
 async def measure(name: str, provider: TimedProvider, run: Callable[[], Awaitable[Any]]) -> PassFigures:

@@ -6,8 +6,9 @@ from typing import Any
 
 import aiopg
 
-from benchmarks.scheduler_passes import StatementCounter, render, run_passes
+from benchmarks.scheduler_passes import StatementCounter, query_name, query_names, render, run_passes
 from inventiv.settings import Settings
+from sql.queries import queries
 
 
 async def test_a_small_fleet_reconciles_in_two_statements_and_one_listing(
@@ -31,3 +32,11 @@ async def test_the_statement_counter_counts_executes_and_puts_aiopg_back(db_pool
             await cur.execute("SELECT 2")
     assert counter.count == 2
     assert aiopg.Cursor.execute is execute
+
+
+def test_statements_are_named_by_their_query() -> None:
+    names = query_names()
+    claim = queries.instances.claim_due_instances.sql
+    assert query_name(claim, names) == "instances.claim_due_instances", "not its _cursor twin"
+    assert query_name("BEGIN", names) == "BEGIN"
+    assert query_name("SELECT count(*) FROM instances WHERE x", names) == "SELECT count(*) FROM"
