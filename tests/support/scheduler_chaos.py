@@ -33,7 +33,8 @@ TYPE = "L40S-1-48G"
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
 # Half the injected faults fail a call before it does anything, half after (a lost reply): 20 % in all.
 ERROR_RATE = 0.2
-# A fifth of the calls are answered after a pause of up to this long (the real API takes 0.1-2 s).
+# A fifth of the calls are answered after a pause of up to this long, so that many kills land while a
+# call is in flight (its change made or not, its reply lost either way).
 SLOW_RATE, SLOW_S = 0.2, 0.3
 # Servers run this long after power-on: short, so a run is about the scheduler, not the wait.
 BOOT_S = 0.3
