@@ -45,8 +45,9 @@ WHERE id = :instance_id AND claim_token = :claim_token::uuid
 RETURNING id;
 
 -- name: get-instance-for-scheduler(instance_id, default_deadline_s)^
--- Everything a step decides on: the row, its catalog entries, and whether the deadline has passed
--- (by the database's clock, the one every scheduler shares).
+-- Everything a step decides on: the row, its catalog entries, its tracked volumes (a JSON array, boot
+-- first: one statement, read again after every step), and whether the deadline has passed (by the
+-- database's clock, the one every scheduler shares).
 SELECT i.id, i.status, i.provider_id, p.code AS provider_code, p.is_active AS provider_active,
        i.zone_id, z.code AS zone_code, z.is_active AS zone_active,
        i.instance_type_id, t.code AS instance_type_code, t.is_active AS type_active,
@@ -60,7 +61,13 @@ SELECT i.id, i.status, i.provider_id, p.code AS provider_code, p.is_active AS pr
        i.attempts, i.deleted_at,
        extract(epoch FROM now() - i.wait_started_at)::float8 AS waited_s,
        now() >= coalesce(i.provisioning_deadline_at,
-                         i.created_at + make_interval(secs => :default_deadline_s::float8)) AS deadline_passed
+                         i.created_at + make_interval(secs => :default_deadline_s::float8)) AS deadline_passed,
+       coalesce((SELECT json_agg(json_build_object(
+                            'provider_volume_id', v.provider_volume_id, 'is_boot', v.is_boot,
+                            'delete_on_terminate', v.delete_on_terminate, 'name', v.name,
+                            'attached_at', v.attached_at, 'detached_at', v.detached_at, 'deleted_at', v.deleted_at)
+                        ORDER BY v.is_boot DESC, v.created_at, v.id)
+                 FROM instance_volumes v WHERE v.instance_id = i.id), '[]'::json) AS volumes
 FROM instances i
 JOIN providers p ON p.id = i.provider_id
 JOIN zones z ON z.id = i.zone_id
