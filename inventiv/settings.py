@@ -104,6 +104,13 @@ class Settings:
     scheduler_poll_max_s: float = 15.0
     # The scheduler's Prometheus /metrics (scheduler/metrics.py), on INVENTIV_GATEWAY_HOST; 0: not served.
     scheduler_metrics_port: int = 8004
+    # A ready instance whose worker has not answered for this long (stale or unhealthy all along) is dead:
+    # terminated, and replaced when its deployment asked (scheduler/replacement.py). Five minutes past the
+    # gateway's staleness limit: a worker that misses traffic for a blip or a restart is not killed for it.
+    worker_dead_after_s: float = 600.0
+    # Replacements of one deployment (a chain of instances replacing each other) per rolling hour; past it a
+    # crash-looping model or machine is left terminated for an operator instead of burning GPU hours.
+    replacements_per_hour: int = 3
 
     # Providers. Scaleway credentials use Scaleway's own variable names, as its CLI and SDKs do.
     scw_secret_key: str | None = field(default=None, repr=False, metadata=_env("SCW_SECRET_KEY"))
@@ -187,6 +194,8 @@ class Settings:
         failures, volume_gb = self.worker_health_failures, self.worker_data_volume_gb
         if failures < 1:
             raise SettingsError(f"INVENTIV_WORKER_HEALTH_FAILURES must be at least 1, not {failures}")
+        if self.replacements_per_hour < 0:
+            raise SettingsError(f"INVENTIV_REPLACEMENTS_PER_HOUR must be 0 or more, not {self.replacements_per_hour}")
         if volume_gb is not None and volume_gb < 0:
             raise SettingsError(f"WORKER_DATA_VOLUME_GB must be 0 (no data volume) or more, not {volume_gb}")
 
@@ -242,6 +251,7 @@ _SCHEDULER_DURATIONS = (
     "scheduler_tick_s", "health_interval_s", "reconcile_interval_s", "orphan_sweep_interval_s",
     "provisioning_deadline_s", "health_timeout_s", "scheduler_retry_base_s", "scheduler_retry_max_s",
     "scheduler_lease_s", "scheduler_poll_max_s",
+    "worker_dead_after_s",
 )  # fmt: skip
 
 

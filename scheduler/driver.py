@@ -22,7 +22,7 @@ import time
 from inventiv.logs import correlation_id
 from scheduler import action_log, metrics, provisioning, termination
 from scheduler.lease import Claim, keep_claim
-from scheduler.retry import Disposition, backoff_s, classify, error_fields
+from scheduler.retry import Disposition, backoff_s, classify, error_fields, retry_logged
 from scheduler.runtime import Runtime
 from scheduler.work import PROVISIONING_STATUSES, RELEASE_STATUSES, InstanceWork, Pass, load_work
 from sql.queries import fetch_all, queries
@@ -219,7 +219,21 @@ class Driver:
             await queries.instances.record_instance_retry(
                 conn, instance_id=work.id, error_code=code, error_message=message
             )
+        if work.status in RELEASE_STATUSES:
+            await _release_retry(self.rt, work, exc, delay)
         return Pass(work.status, delay)
+
+
+async def _release_retry(rt: Runtime, work: InstanceWork, exc: Exception, delay: float) -> None:
+    """A release that failed must not wait silently (a cloud that cannot be reached, its credentials
+    missing or refused): count it, and log the attempt with its error (the first few, then fewer)."""
+    code, _ = error_fields(exc)
+    metrics.RELEASE_RETRIES.labels(code).inc()
+    attempt = work.attempts + 1
+    if retry_logged(attempt):
+        await action_log.record(
+            rt.pool, work.id, "RELEASE_RETRY", error=exc, attempt=attempt, retry_in_s=round(delay, 1)
+        )
 
 
 def _stop(task: asyncio.Task[None], claim: Claim, why: str) -> None:

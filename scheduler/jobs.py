@@ -13,6 +13,7 @@ from scheduler.commands import CommandConsumer
 from scheduler.driver import Driver
 from scheduler.health import check_ready_workers
 from scheduler.reconcile import reconcile_volumes
+from scheduler.replacement import retire_dead_workers
 from scheduler.runtime import ProviderFactory, ProviderSet, Runtime
 from scheduler.sweep import sweep_orphans
 
@@ -39,6 +40,7 @@ async def register_jobs(
 
     async def health() -> None:
         await check_ready_workers(rt)
+        await retire_dead_workers(rt)
 
     async def reconcile() -> None:
         await reconcile_volumes(rt)

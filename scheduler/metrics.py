@@ -21,6 +21,12 @@ BOOT_IMAGES = Counter(
     "resolved it before), resolved (asked the cloud), none (nothing fits: the instance fails), error",
     ["outcome"],
 )
+RELEASE_RETRIES = Counter(
+    "inventiv_scheduler_release_retries",
+    "Release passes (terminating, or cleaning up a failed instance) that failed and will be retried, by error "
+    "code (a provider that cannot be reached: PROVIDER_NOT_CONFIGURED, PROVIDER_AUTH, PROVIDER_TRANSIENT...)",
+    ["error_code"],
+)
 PASSES = Counter(
     "inventiv_scheduler_passes", "Passes over an instance, by outcome (progressed, waiting, retry, failed)", ["outcome"]
 )

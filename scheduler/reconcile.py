@@ -12,20 +12,22 @@ repairs what it always has:
 - a booting or ready instance whose server vanished is failed (and so released).
 Any other disagreement (size, type, state, flags) is left to an operator, and logged at debug level.
 
-The server is read once: its own listing of its volumes is compared (Scaleway's leaves out the sizes of
-some), and the volume API is asked only about the volumes it stopped listing and those about to be tracked.
+The server is read once, from its zone's listing: its own listing of its volumes is compared (Scaleway's
+leaves out the sizes of some), and the volume API is asked only about the volumes it stopped listing and
+those about to be tracked.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from providers.base import AttachedVolume, Provider, ProviderError, Volume
+from providers.base import AttachedVolume, Provider, ProviderError, Server, Volume
 from scheduler import action_log
 from scheduler.driver import fail_instance
 from scheduler.fanout import fan_out
@@ -75,16 +77,56 @@ def repairs(findings: Sequence[Finding], status: str) -> list[tuple[Repair, Find
 
 
 async def reconcile_volumes(rt: Runtime) -> int:
-    """Reconcile every live instance with a server; returns how many changes were recorded."""
+    """Reconcile every live instance with a server; returns how many changes were recorded.
+
+    The rows are read in two statements, and each zone's servers in one listing (by the deployment's tag):
+    a fleet of N instances costs a few statements and a few pages, not N of each. A server the listing
+    leaves out (its tags changed by hand, or gone) is then asked for by id.
+    """
     async with rt.pool.acquire() as conn:
         rows = await fetch_all(queries.instances.list_instances_to_reconcile(conn))
-    return sum(await fan_out(rows, partial(_reconcile_or_skip, rt), limit=_CONCURRENT))
+        if not rows:
+            return 0
+        volumes = await fetch_all(
+            queries.instance_volumes.list_tracked_volumes_of_instances(
+                conn, instance_ids=[str(row["id"]) for row in rows]
+            )
+        )
+    tracked: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for volume in volumes:
+        tracked[str(volume["instance_id"])].append(volume)
+    listed = await _list_servers(rt, {(row["provider_code"], row["zone_code"]) for row in rows})
+    work = [(row, tracked_records(tracked[str(row["id"])])) for row in rows if _zone(row) in listed]
+    return sum(await fan_out(work, partial(_reconcile_or_skip, rt, listed), limit=_CONCURRENT))
 
 
-async def _reconcile_or_skip(rt: Runtime, row: dict[str, Any]) -> int:
+def _zone(row: dict[str, Any]) -> tuple[str, str]:
+    return row["provider_code"], row["zone_code"]
+
+
+async def _list_servers(rt: Runtime, zones: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Server]]:
+    """Each zone's servers carrying the deployment's tag, by id; a zone that cannot be listed is left out."""
+    listed = {}
+    for provider_code, zone in sorted(zones):
+        try:
+            servers = await rt.providers.get(provider_code).list_servers(zone, [rt.settings.deployment_tag])
+        except ProviderError as exc:
+            log.warning(
+                "reconciliation skipped a zone",
+                extra={"provider": provider_code, "zone": zone, "error_code": exc.code, "error": exc.message},
+            )
+            continue
+        listed[(provider_code, zone)] = {server.id: server for server in servers}
+    return listed
+
+
+async def _reconcile_or_skip(
+    rt: Runtime, listed: dict[tuple[str, str], dict[str, Server]], item: tuple[dict[str, Any], list[TrackedRecord]]
+) -> int:
+    row, tracked = item
     # One instance's cloud trouble must not stop the others from being reconciled.
     try:
-        return await _reconcile(rt, row)
+        return await _reconcile(rt, row, tracked, listed[_zone(row)])
     except ProviderError as exc:
         log.warning(
             "reconciliation skipped an instance",
@@ -105,15 +147,16 @@ class _Instance:
         return self.expect.instance_id
 
 
-async def _reconcile(rt: Runtime, row: dict[str, Any]) -> int:
+async def _reconcile(rt: Runtime, row: dict[str, Any], tracked: list[TrackedRecord], listed: dict[str, Server]) -> int:
     expect = Expectation.from_row(row)
     assert expect.server_id is not None, "list-instances-to-reconcile returns instances with a server"
     instance = _Instance(rt, rt.providers.get(row["provider_code"]), row["zone_code"], expect)
-    # Read before the cloud: a pass that changes the rows meanwhile (provisioning attaching, a release
-    # detaching) then shows as a change the cloud already made, which the repairs below record again
-    # harmlessly, never as a volume that vanished.
-    tracked = await _tracked(rt, instance.id)
-    server = await instance.provider.get_server(instance.zone, expect.server_id)
+    # The rows were read before the cloud: a pass that changes them meanwhile (provisioning attaching, a
+    # release detaching) then shows as a change the cloud already made, which the repairs below record
+    # again harmlessly, never as a volume that vanished.
+    server = listed.get(expect.server_id)
+    if server is None:
+        server = await instance.provider.get_server(instance.zone, expect.server_id)
     attached = None if server is None else list(server.volumes)
     findings = compare(expect, tracked, attached, await _look_up_vanished(instance, tracked, attached))
     changes = 0
@@ -127,13 +170,6 @@ async def _reconcile(rt: Runtime, row: dict[str, Any]) -> int:
             changes += await _repair(instance, repair, finding)
     _log_left(instance, findings)
     return changes
-
-
-async def _tracked(rt: Runtime, instance_id: str) -> list[TrackedRecord]:
-    async with rt.pool.acquire() as conn:
-        return tracked_records(
-            await fetch_all(queries.instance_volumes.list_tracked_volumes(conn, instance_id=instance_id))
-        )
 
 
 async def _look_up_vanished(

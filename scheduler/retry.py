@@ -52,3 +52,13 @@ def backoff_s(attempts: int, base_s: float, cap_s: float, jitter: float) -> floa
         raise ValueError("attempts starts at 1")
     delay = min(cap_s, base_s * 2 ** min(attempts - 1, 32))
     return delay * (0.5 + 0.5 * jitter)
+
+
+# Every retry of a release is logged up to this one; after it only the 2^n-th, so an outage of days leaves a
+# few dozen rows per instance, not one per minute (the backoff's cap), and the first ones show at once.
+_LOGGED_RETRIES = 4
+
+
+def retry_logged(attempt: int) -> bool:
+    """Whether retry number `attempt` (1-based) of a release gets its own action log row."""
+    return attempt <= _LOGGED_RETRIES or attempt & (attempt - 1) == 0

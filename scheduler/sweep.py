@@ -103,13 +103,18 @@ def find_orphans(
 
 
 async def sweep_orphans(rt: Runtime, now: datetime | None = None) -> list[Resource]:
-    """One sweep over every zone this deployment has used; returns the orphans found."""
+    """One sweep over every zone this deployment has used; returns the orphans found.
+
+    Every zone is listed first, then what the database owns is read once for all of them: a resource
+    created in between belongs to a row already seen, and the read does not repeat per zone.
+    """
     async with rt.pool.acquire() as conn:
         zones = await fetch_all(queries.instances.list_sweep_zones(conn))
-    found: list[Resource] = []
+    listed: list[tuple[Provider, str, list[Resource]]] = []
     for zone in zones:
         try:
-            found += await _sweep_zone(rt, rt.providers.get(zone["provider_code"]), zone["zone_code"], now)
+            provider = rt.providers.get(zone["provider_code"])
+            listed.append((provider, zone["zone_code"], await _list_zone(rt, provider, zone["zone_code"])))
         except ProviderError as exc:
             log.warning(
                 "orphan sweep skipped a zone",
@@ -120,6 +125,12 @@ async def sweep_orphans(rt: Runtime, now: datetime | None = None) -> list[Resour
                     "error": exc.message,
                 },
             )
+    if not listed:
+        return []
+    owned = await ownership(rt.pool)
+    found: list[Resource] = []
+    for provider, zone_code, resources in listed:
+        found += await _sweep_zone(rt, provider, zone_code, resources, owned, now)
     return found
 
 
@@ -136,16 +147,20 @@ async def ownership(pool: aiopg.Pool) -> Ownership:
     )
 
 
-async def _sweep_zone(rt: Runtime, provider: Provider, zone: str, now: datetime | None) -> list[Resource]:
+async def _list_zone(rt: Runtime, provider: Provider, zone: str) -> list[Resource]:
     tag = rt.settings.deployment_tag
-    # Listed before ownership is read: a resource created in between then belongs to a row already seen.
     listed = [Resource.of_server(s) for s in await provider.list_servers(zone, [tag])]
     listed += [Resource.of_volume(v) for v in await provider.list_volumes(zone, [tag])]
     listed += [Resource.of_firewall(f) for f in await provider.list_firewalls(zone, [tag])]
-    owned = await ownership(rt.pool)
+    return listed
+
+
+async def _sweep_zone(
+    rt: Runtime, provider: Provider, zone: str, listed: list[Resource], owned: Ownership, now: datetime | None
+) -> list[Resource]:
     orphans = find_orphans(
         listed,
-        deployment_tag=tag,
+        deployment_tag=rt.settings.deployment_tag,
         owned=owned,
         now=now or datetime.now(UTC),
         grace_s=rt.settings.orphan_grace_s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 import aiopg
@@ -11,7 +12,7 @@ from inventiv.settings import Settings
 from scheduler.naming import data_volume_name
 from scheduler.pacing import wait_delay_s
 from scheduler.volumes import TrackedVolume, data_volume_gb
-from sql.queries import fetch_all, queries
+from sql.queries import queries
 
 PROVISIONING_STATUSES = ("provisioning", "booting")
 RELEASE_STATUSES = ("terminating", "failed")
@@ -105,9 +106,16 @@ async def load_work(pool: aiopg.Pool, settings: Settings, instance_id: str) -> I
         row = await queries.instances.get_instance_for_scheduler(
             conn, instance_id=instance_id, default_deadline_s=settings.provisioning_deadline_s
         )
-        if row is None:
-            return None
-        volumes = await fetch_all(queries.instance_volumes.list_tracked_volumes(conn, instance_id=instance_id))
+    if row is None:
+        return None
     values = {name: row[name] for name in _ROW_FIELDS}
     values["id"] = str(values["id"])
-    return InstanceWork(**values, volumes=tuple(TrackedVolume.from_row(v) for v in volumes))
+    return InstanceWork(**values, volumes=tuple(TrackedVolume.from_row(_volume(v)) for v in row["volumes"]))
+
+
+def _volume(entry: dict[str, Any]) -> dict[str, Any]:
+    """A tracked volume of the row's JSON array, its times back to datetimes (JSON has them as text)."""
+    return {k: datetime.fromisoformat(v) if k in _TIMES and v is not None else v for k, v in entry.items()}
+
+
+_TIMES = ("attached_at", "detached_at", "deleted_at")

@@ -41,9 +41,15 @@ BODY = {
     "data_volume_delete_on_terminate": FieldSpec(
         "bool", description="whether terminating the instance deletes its data volume (true) or keeps it detached",
     ),
+    "replace_on_failure": FieldSpec(
+        "bool", description="whether an instance whose worker died (silent for WORKER_DEAD_AFTER_S) is replaced by a "
+        "new one like it (at most REPLACEMENTS_PER_HOUR per chain); it is terminated either way",
+    ),
 }
 # What an absent optional field means; the OpenAPI document shows the same values.
-DEFAULTS: dict[str, Any] = {"data_volume_gb": None, "data_volume_delete_on_terminate": True}
+DEFAULTS: dict[str, Any] = {
+    "data_volume_gb": None, "data_volume_delete_on_terminate": True, "replace_on_failure": False,
+}  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +100,7 @@ async def _insert(
             worker_port=instance_type["worker_port"],
             data_volume_gb=body["data_volume_gb"],
             data_volume_delete_on_terminate=body["data_volume_delete_on_terminate"],
+            replace_on_failure=body["replace_on_failure"],
             idempotency_key=idempotency_key,
             deadline_s=deadline_s,
         )

@@ -17,6 +17,7 @@ _FIELDS = (
     "worker_consecutive_failures", "engine", "agent_heartbeat_at", "worker_telemetry", "data_volume_gb",
     "data_volume_delete_on_terminate", "error_code", "error_message", "provisioning_deadline_at", "created_at",
     "updated_at", "ready_at", "terminating_at", "terminated_at",
+    "replace_on_failure", "replaces_instance_id",
 )
 _VOLUME_FIELDS = (
     "id", "provider_volume_id", "name", "volume_type", "size_bytes", "slot", "is_boot", "delete_on_terminate",

@@ -319,6 +319,7 @@ def _resource_schemas() -> dict[str, Schema]:
         worker_consecutive_failures="int", engine=_ENGINE, agent_heartbeat_at="datetime?",
         worker_telemetry=_TELEMETRY, data_volume_gb=_INSTANCE_DATA_VOLUME,
         data_volume_delete_on_terminate="bool",
+        replace_on_failure="bool", replaces_instance_id="uuid?",
         error_code="str?", error_message="str?",
         provisioning_deadline_at="datetime?", created_at="datetime", updated_at="datetime", ready_at="datetime?",
         terminating_at="datetime?", terminated_at="datetime?", storage_count="int",

@@ -17,6 +17,7 @@ import pytest
 from fake_scaleway import FakeScaleway, run_fake_scaleway
 from fleet import point_provider_types_at
 from memory_provider import Crash, serve_worker
+from prometheus_client import REGISTRY
 
 from inventiv.settings import Settings
 from providers.base import GB, ServerSpec
@@ -289,3 +290,55 @@ async def test_without_credentials_the_instance_fails_and_is_released_at_once(
     assert row["deleted_at"] is not None
     cleanup = next(a for a in await db.actions(instance_id) if a["action_type"] == "EXECUTE_CLEANUP")
     assert cleanup["status"] == "success" and "provider_unavailable" in cleanup["metadata"]
+
+
+async def _retry_until(driver: Driver, db: Any, instance_id: str, attempts: int) -> dict[str, Any]:
+    """Run passes until the instance's release failed this many times in a row."""
+    deadline = time.monotonic() + 20
+    while (row := await db.instance(instance_id))["attempts"] < attempts:
+        assert time.monotonic() < deadline, row
+        await driver.run_due()
+        await asyncio.sleep(0.02)
+    return row
+
+
+def _release_retries(code: str) -> float:
+    return REGISTRY.get_sample_value("inventiv_scheduler_release_retries_total", {"error_code": code}) or 0.0
+
+
+async def test_a_release_the_cloud_refuses_says_why_keeps_trying_and_completes_once_it_can(
+    scw_instance: Any, drive: Any, driver: Driver, db: Any, fake: FakeScaleway, terminate: Any, rt: Runtime
+) -> None:
+    instance_id = await scw_instance(data_volume_gb=0)
+    await drive(instance_id, "ready")
+    working = rt.providers
+    before = _release_retries("PROVIDER_NOT_CONFIGURED"), _release_retries("PROVIDER_AUTH")
+    rt.providers = ProviderSet(rt.settings.replace(scw_secret_key=None))  # the key was taken away
+    await terminate(instance_id)
+
+    row = await _retry_until(driver, db, instance_id, 3)
+
+    assert (row["status"], row["error_code"]) == ("terminating", "PROVIDER_NOT_CONFIGURED")
+    assert "SCW_SECRET_KEY" in row["error_message"]
+    retries = [a for a in await db.actions(instance_id) if a["action_type"] == "RELEASE_RETRY"]
+    assert [(a["error_code"], a["metadata"]["attempt"]) for a in retries[:3]] == [
+        ("PROVIDER_NOT_CONFIGURED", n) for n in (1, 2, 3)
+    ]
+    assert all(a["status"] == "failed" and a["metadata"]["retry_in_s"] >= 0 for a in retries)
+    assert _release_retries("PROVIDER_NOT_CONFIGURED") >= before[0] + 3
+    assert len(fake.servers) == 1, "nothing could be asked of the cloud"
+
+    # A key the cloud refuses (401) is retried the same way: the operator may fix it on the cloud's side.
+    refused = ProviderSet(rt.settings.replace(scw_secret_key="00000000-0000-0000-0000-000000000000"))
+    rt.providers = refused
+    row = await _retry_until(driver, db, instance_id, row["attempts"] + 2)
+    assert (row["status"], row["error_code"]) == ("terminating", "PROVIDER_AUTH")
+    assert _release_retries("PROVIDER_AUTH") >= before[1] + 2
+    await refused.close()
+
+    rt.providers = working  # the key is back
+    await driver.wake(instance_id)  # as the next tick would, without waiting out the backoff
+    row = await drive(instance_id, "terminated")
+
+    assert (row["error_code"], row["error_message"], row["attempts"]) == (None, None, 0)
+    assert_empty(fake)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +21,8 @@ from inventiv.settings import Settings
 from providers.base import GB, ServerSpec
 from providers.mock.cloud import MockCloud
 from scheduler.driver import Driver
+from scheduler.health import check_ready_workers
+from scheduler.replacement import Retired, retire_dead_workers
 from scheduler.runtime import ProviderSet, Runtime
 from scheduler.sweep import sweep_orphans
 
@@ -172,3 +178,32 @@ async def test_a_deployed_worker_serves_through_the_gateway_and_refuses_everyone
             json={"model": SMALL, "messages": [{"role": "user", "content": "hi"}]},
         ) as direct:  # fmt: skip
             assert direct.status == 401
+
+
+async def test_a_dead_worker_is_terminated_and_its_replacement_serves(
+    make_instance: Any, drive: Any, db: Any, cloud: MockCloud, rt: Runtime
+) -> None:
+    instance_id = await make_instance(model=SMALL, data_volume_gb=0)
+    await db.rows("UPDATE instances SET replace_on_failure = true WHERE id = %s RETURNING id", instance_id)
+    row = await drive(instance_id, "ready", timeout_s=40)
+    # Silent for a second and it is stale; for two, dead.
+    rt.settings = rt.settings.replace(worker_stale_after_s=1.0, worker_dead_after_s=2.0, worker_health_failures=1)
+    pid = (await cloud.snapshot())["servers"][row["provider_instance_id"]]["process"]["pid"]
+    os.killpg(pid, signal.SIGKILL)
+
+    retired: list[Retired] = []
+    deadline = time.monotonic() + 20
+    while not retired:
+        assert time.monotonic() < deadline, await db.instance(instance_id)
+        await check_ready_workers(rt)
+        retired = await retire_dead_workers(rt)
+        await asyncio.sleep(0.2)
+
+    (dead,) = retired
+    assert dead.instance_id == instance_id and dead.replacement_id is not None
+    old = await drive(instance_id, "terminated", timeout_s=30)
+    assert old["error_code"] == "WORKER_DEAD"
+    new = await drive(dead.replacement_id, "ready", timeout_s=40)
+    assert (new["model_id"], new["replaces_instance_id"]) == (old["model_id"], instance_id)
+    assert list((await cloud.snapshot())["servers"]) == [new["provider_instance_id"]]
+    assert (await chat(new["ip_address"], new["worker_port"], SMALL, rt.secrets.for_instance(dead.replacement_id)))

@@ -59,11 +59,13 @@ async def test_a_ready_instance_whose_server_vanished_is_failed_and_released(
     assert provider.volumes == {}
 
 
-async def test_the_server_is_read_once_and_the_volume_api_asked_only_about_volumes_to_track_or_gone(
+async def test_the_servers_are_read_once_per_zone_and_the_volume_api_asked_only_about_volumes_to_track_or_gone(
     make_instance: Any, drive: Any, db: Any, rt: Any, provider: MemoryProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     instance_id = await make_instance()
     row = await drive(instance_id, "ready")
+    for other in [await make_instance() for _ in range(2)]:
+        await drive(other, "ready")
     server_id = row["provider_instance_id"]
     # The server lists its volumes as Scaleway lists sbs ones: without a size or a name.
     monkeypatch.setattr(provider, "_attached", lambda v: AttachedVolume(v.id, v.slot or "", v.volume_type))
@@ -74,7 +76,10 @@ async def test_the_server_is_read_once_and_the_volume_api_asked_only_about_volum
 
     assert await reconcile_volumes(rt) == 2
 
-    assert (provider.count("get_server"), provider.count("list_server_volumes")) == (1, 0)
+    # One listing of the zone for the three instances, whatever their number; no server asked for by id.
+    assert (provider.count("list_servers"), provider.count("get_server"), provider.count("list_server_volumes")) == (
+        1, 0, 0,
+    )  # fmt: skip
     assert sorted(subject for method, subject in provider.calls if method == "get_volume") == sorted(
         [added.id, data.id]
     )
@@ -114,13 +119,20 @@ async def test_a_mismatch_left_to_an_operator_is_logged_at_debug_level_only(
     assert (record.levelno, record.kind) == (logging.DEBUG, "size")
 
 
-async def test_cloud_errors_skip_the_instance(
+async def test_cloud_errors_skip_the_zone_or_the_instance(
     make_instance: Any, drive: Any, rt: Any, provider: MemoryProvider
 ) -> None:
     instance_id = await make_instance()
-    await drive(instance_id, "ready")
+    row = await drive(instance_id, "ready")
+    provider.add_volume("local-1", "by-hand", 10, server_id=row["provider_instance_id"])
+    provider.calls.clear()
+    provider.fail("list_servers", TransientError("503"))
+    assert await reconcile_volumes(rt) == 0, "the zone could not be listed: nothing is judged"
+    provider.servers[row["provider_instance_id"]].tags = ("renamed-by-hand",)
     provider.fail("get_server", TransientError("503"))
-    assert await reconcile_volumes(rt) == 0
+    assert await reconcile_volumes(rt) == 0, "left out of the listing, and could not be read by id"
+    assert await reconcile_volumes(rt) == 1, "read by id: the volume added by hand is tracked"
+    assert provider.count("get_server") == 2
 
 
 # -- the statuses beyond ready: every live instance with a server ---------------------------------------

@@ -11,7 +11,7 @@ from providers.base import (
     QuotaExceeded,
     TransientError,
 )
-from scheduler.retry import Disposition, StepFailed, backoff_s, classify, error_fields
+from scheduler.retry import Disposition, StepFailed, backoff_s, classify, error_fields, retry_logged
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,7 @@ def test_backoff(attempts: int, jitter: float, expected: float) -> None:
 def test_backoff_counts_from_one() -> None:
     with pytest.raises(ValueError, match="starts at 1"):
         backoff_s(0, base_s=2.0, cap_s=60.0, jitter=0.5)
+
+
+def test_retry_logged_logs_the_first_retries_then_each_power_of_two() -> None:
+    assert [n for n in range(1, 300) if retry_logged(n)] == [1, 2, 3, 4, 8, 16, 32, 64, 128, 256]

@@ -8,6 +8,7 @@ import pytest
 from memory_provider import MemoryProvider, serve_worker
 
 from providers.base import ServerState
+from scheduler import sweep
 from scheduler.sweep import Kind, Ownership, Resource, find_orphans, sweep_orphans
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -157,3 +158,28 @@ async def test_zones_never_used_are_not_swept(make_instance: Any, rt: Any, provi
     provider.add_server("local-1", "leftover", ["inventiv"])
     assert await sweep_orphans(rt) == []
     assert provider.calls == []
+
+
+async def test_ownership_is_read_once_for_every_zone_after_all_were_listed(
+    make_instance: Any, db_pool: Any, sweep_rt: Any, provider: MemoryProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await use_zone(make_instance, db_pool)
+    other = await make_instance(provider="scaleway", zone="fr-par-2", instance_type="L40S-1-48G")
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("UPDATE instances SET create_requested_at = now() WHERE id = %s", (other,))
+    provider.add_volume("fr-par-2", "left", 1, ("inventiv", f"instance={DEAD}"))
+    reads: list[int] = []
+    read = sweep.ownership
+
+    async def counted(pool: Any) -> sweep.Ownership:
+        reads.append(len(provider.calls))
+        return await read(pool)
+
+    monkeypatch.setattr(sweep, "ownership", counted)
+
+    found = await sweep_orphans(sweep_rt)
+
+    assert [r.name for r in found] == ["left"]
+    listings = [m for m, _ in provider.calls if m.startswith("list_")]
+    assert reads == [len(listings)], "one read, after both zones' listings"
+    assert len(listings) == 4, "servers and volumes of each of the two zones"

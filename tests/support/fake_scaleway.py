@@ -46,7 +46,8 @@ Inspect: `fake.servers`, `fake.volumes` (Block), `fake.local_volumes` (l_ssd/scr
 API bodies by id; `fake.created_servers` / `fake.created_volumes` (id -> tags of everything ever created,
 to count duplicates), `fake.running_since` (server id -> when it was due to be running);
 `fake.requests` ((method, path) of every call); `fake.injected_errors` (500s
-answered); `fake.user_data` (server id -> key -> value); `fake.first_boot_cloud_init` (server id -> its
+answered); `fake.slowed` (calls answered after a pause); `fake.user_data` (server id -> key -> value);
+`fake.first_boot_cloud_init` (server id -> its
 `cloud-init` user data when it was first powered on, None if it had none; kept after the server is
 gone). `fake.add_scratch_volume(server_id)` gives a server a local volume, as the recorded L40S had.
 `fake.security_groups` (bodies by id, without `servers`), `fake.security_group_rules` (group id -> rules),
@@ -70,11 +71,13 @@ Faults (set them on the object at any time, or as keyword arguments):
   `volume_create_error`: the same for Block volume creates;
 - `availability`: commercial type -> "available" / "scarce" / "shortage";
 - `refuse_local_resize`: local volume resizes are refused (400), as older Scaleway texts say they are;
+- `slow_rate`: fraction of API calls answered only after a pause of up to `slow_s` seconds (uniform);
 - the `X-Auth-Token` header must equal `secret_key` (401 `denied_authentication` otherwise).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import ipaddress
 import random
@@ -162,6 +165,8 @@ class FakeScaleway:
     fault_paths: tuple[str, ...] = ()
     fault_methods: tuple[str, ...] = ()
     faults_left: int | None = None
+    slow_rate: float = 0.0
+    slow_s: float = 0.0
     seed: int = 0
     refuse_poweron: set[str] = field(default_factory=set)
     poweron_error: str = "out_of_stock"
@@ -198,6 +203,7 @@ class FakeScaleway:
         self.private_networks: dict[str, ipaddress.IPv4Network] = {}
         self.ipam_ips: dict[str, dict[str, Any]] = {}
         self.injected_errors = 0
+        self.slowed = 0
         self.rng = random.Random(self.seed)
         # server id -> (reads left, monotonic time) until its current transition completes
         self._progress: dict[str, tuple[int, float]] = {}
@@ -877,6 +883,9 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
              "type": "denied_authentication"},
             status=401,
         )
+    if fake.slow_rate and fake.rng.random() < fake.slow_rate:
+        fake.slowed += 1
+        await asyncio.sleep(fake.slow_s * fake.rng.random())
     faulty = (not fake.fault_paths or request.path.endswith(fake.fault_paths)) and (
         not fake.fault_methods or request.method in fake.fault_methods
     )

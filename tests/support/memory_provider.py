@@ -165,7 +165,12 @@ class MemoryProvider(Provider):
         # A listing reads each server, as get_server does: a transition advances either way.
         for server in found:
             self._tick(server)
-        return [self._server(s) for s in found if s.id in self.servers]
+        # Volumes grouped once, not scanned once per server: a listing of a large fleet stays linear.
+        attached: dict[str, list[MemVolume]] = defaultdict(list)
+        for volume in self.volumes.values():
+            if volume.server_id is not None:
+                attached[volume.server_id].append(volume)
+        return [self._server(s, attached[s.id]) for s in found if s.id in self.servers]
 
     async def power_on(self, zone: str, server_id: str) -> None:
         self._enter("power_on", server_id)
@@ -217,7 +222,9 @@ class MemoryProvider(Provider):
             raise NotFound(f"no server {server_id}")
         return server
 
-    def _server(self, server: MemServer) -> Server:
+    def _server(self, server: MemServer, attached: Sequence[MemVolume] | None = None) -> Server:
+        if attached is None:
+            attached = [v for v in self.volumes.values() if v.server_id == server.id]
         running = server.state is ServerState.RUNNING
         address = self.worker_address if running else None
         return Server(
@@ -227,7 +234,7 @@ class MemoryProvider(Provider):
             commercial_type=server.commercial_type,
             state=server.state,
             tags=server.tags,
-            volumes=tuple(self._attached(v) for v in self.volumes.values() if v.server_id == server.id),
+            volumes=tuple(self._attached(v) for v in attached),
             ip_address=address[0] if address else ("10.0.0.1" if running else None),
             worker_port=address[1] if address else None,
             created_at=server.created_at,

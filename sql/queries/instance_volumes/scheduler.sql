@@ -1,13 +1,6 @@
 -- The scheduler's tracking of every volume an instance uses: the boot volume, the data volume, and
 -- anything else found attached. Rows are never deleted: deleted_at records when the cloud's volume went.
 
--- name: list-tracked-volumes(instance_id)
-SELECT provider_volume_id, name, volume_type, size_bytes, slot, is_boot, delete_on_terminate,
-       attached_at, detached_at, deleted_at
-FROM instance_volumes
-WHERE instance_id = :instance_id
-ORDER BY is_boot DESC, created_at, id;
-
 -- name: track-volume(instance_id, provider_volume_id, name, volume_type, size_bytes, slot, is_boot, delete_on_terminate, attached)!
 -- Idempotent: tracking a volume again fills in what was unknown and keeps what was recorded.
 INSERT INTO instance_volumes (instance_id, provider_volume_id, name, volume_type, size_bytes, slot, is_boot,
@@ -38,3 +31,12 @@ WHERE instance_id = :instance_id AND provider_volume_id = :provider_volume_id;
 SELECT v.provider_volume_id
 FROM instance_volumes v JOIN instances i ON i.id = v.instance_id
 WHERE v.deleted_at IS NULL AND (i.deleted_at IS NULL OR NOT v.delete_on_terminate);
+
+-- name: list-tracked-volumes-of-instances(instance_ids)
+-- The tracked volumes of many instances in one statement (reconciliation reads every live instance's; a
+-- step reads its instance's with the row, in get-instance-for-scheduler).
+SELECT instance_id, provider_volume_id, name, volume_type, size_bytes, slot, is_boot, delete_on_terminate,
+       attached_at, detached_at, deleted_at
+FROM instance_volumes
+WHERE instance_id = ANY(:instance_ids::uuid[])
+ORDER BY instance_id, is_boot DESC, created_at, id;

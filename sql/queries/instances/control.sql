@@ -2,15 +2,15 @@
 -- Visibility: an admin key sees its organization's instances and those with no organization (see
 -- gateway/control/access.py).
 
--- name: insert-requested-instance(provider_id, zone_id, instance_type_id, model_id, organization_id, worker_port, data_volume_gb, data_volume_delete_on_terminate, idempotency_key, deadline_s)^
+-- name: insert-requested-instance(provider_id, zone_id, instance_type_id, model_id, organization_id, worker_port, data_volume_gb, data_volume_delete_on_terminate, replace_on_failure, idempotency_key, deadline_s)^
 -- A repeated idempotency key inserts nothing and returns no row: the caller then reads the first one.
 INSERT INTO instances (provider_id, zone_id, instance_type_id, model_id, organization_id, status, worker_port,
                        data_volume_gb, data_volume_delete_on_terminate, idempotency_key, provisioning_deadline_at,
-                       engine)
+                       engine, replace_on_failure)
 VALUES (:provider_id, :zone_id, :instance_type_id, :model_id, :organization_id, 'provisioning', :worker_port,
         :data_volume_gb, :data_volume_delete_on_terminate, :idempotency_key,
         now() + make_interval(secs => :deadline_s::float8),
-        coalesce((SELECT engine FROM models WHERE id = :model_id), 'vllm'))
+        coalesce((SELECT engine FROM models WHERE id = :model_id), 'vllm'), :replace_on_failure)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id;
 
@@ -26,6 +26,7 @@ SELECT i.id, i.status, i.organization_id, i.provider_id, p.code AS provider_code
        i.provider_instance_id, i.provider_instance_name, i.ip_address, i.worker_port, i.worker_status,
        i.worker_model_id, i.worker_queue_depth, i.worker_last_heartbeat_at, i.worker_consecutive_failures,
        i.engine, i.agent_heartbeat_at, i.worker_telemetry, i.data_volume_gb, i.data_volume_delete_on_terminate, i.error_code, i.error_message, i.provisioning_deadline_at,
+       i.replace_on_failure, i.replaces_instance_id,
        i.created_at, i.updated_at, i.ready_at, i.terminating_at, i.terminated_at
 FROM instances i
 JOIN providers p ON p.id = i.provider_id

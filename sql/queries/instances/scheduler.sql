@@ -45,8 +45,9 @@ WHERE id = :instance_id AND claim_token = :claim_token::uuid
 RETURNING id;
 
 -- name: get-instance-for-scheduler(instance_id, default_deadline_s)^
--- Everything a step decides on: the row, its catalog entries, and whether the deadline has passed
--- (by the database's clock, the one every scheduler shares).
+-- Everything a step decides on: the row, its catalog entries, its tracked volumes (a JSON array, boot
+-- first: one statement, read again after every step), and whether the deadline has passed (by the
+-- database's clock, the one every scheduler shares).
 SELECT i.id, i.status, i.provider_id, p.code AS provider_code, p.is_active AS provider_active,
        i.zone_id, z.code AS zone_code, z.is_active AS zone_active,
        i.instance_type_id, t.code AS instance_type_code, t.is_active AS type_active,
@@ -60,7 +61,13 @@ SELECT i.id, i.status, i.provider_id, p.code AS provider_code, p.is_active AS pr
        i.attempts, i.deleted_at,
        extract(epoch FROM now() - i.wait_started_at)::float8 AS waited_s,
        now() >= coalesce(i.provisioning_deadline_at,
-                         i.created_at + make_interval(secs => :default_deadline_s::float8)) AS deadline_passed
+                         i.created_at + make_interval(secs => :default_deadline_s::float8)) AS deadline_passed,
+       coalesce((SELECT json_agg(json_build_object(
+                            'provider_volume_id', v.provider_volume_id, 'is_boot', v.is_boot,
+                            'delete_on_terminate', v.delete_on_terminate, 'name', v.name,
+                            'attached_at', v.attached_at, 'detached_at', v.detached_at, 'deleted_at', v.deleted_at)
+                        ORDER BY v.is_boot DESC, v.created_at, v.id)
+                 FROM instance_volumes v WHERE v.instance_id = i.id), '[]'::json) AS volumes
 FROM instances i
 JOIN providers p ON p.id = i.provider_id
 JOIN zones z ON z.id = i.zone_id
@@ -108,29 +115,35 @@ SET status = 'failed', error_code = :error_code, error_message = :error_message,
 WHERE id = :instance_id AND status IN ('provisioning', 'booting', 'ready');
 
 -- name: record-instance-retry(instance_id, error_code, error_message)!
--- While provisioning, the last transient error stays visible until the retry (cleared once ready); a
--- failed instance keeps the error it failed with, whatever its cleanup runs into.
+-- While provisioning or terminating, the last error stays visible until a pass succeeds (a release that
+-- cannot reach its cloud shows why); a failed instance keeps the error it failed with, whatever its
+-- cleanup runs into.
 UPDATE instances
 SET attempts = attempts + 1,
-    error_code = CASE WHEN status IN ('provisioning', 'booting') THEN :error_code ELSE error_code END,
-    error_message = CASE WHEN status IN ('provisioning', 'booting') THEN :error_message ELSE error_message END,
+    error_code = CASE WHEN status IN ('provisioning', 'booting', 'terminating') THEN :error_code ELSE error_code END,
+    error_message = CASE WHEN status IN ('provisioning', 'booting', 'terminating') THEN :error_message
+                         ELSE error_message END,
     updated_at = now()
 WHERE id = :instance_id;
 
 -- name: release-instance-claim(instance_id, claim_token, status, delay_s, progressed, waiting, stepped)!
 -- Hands the claim back, due again after delay_s; at once if the status changed under the pass (a DELETE
 -- during provisioning). A pass that ran without error clears the retry count and, while provisioning, the
--- error an earlier pass left. A pass that ends waiting keeps the time the wait began, or starts it anew
--- when it took a step first (a new thing to wait for). Only the claim's holder releases it.
+-- error an earlier pass left; a release clears it only when an earlier pass failed (attempts > 0), so the
+-- reason it was terminated for (WORKER_DEAD) stays. A pass that ends waiting keeps the time the wait
+-- began, or starts it anew when it took a step first (a new thing to wait for). Only the claim's holder
+-- releases it.
 UPDATE instances
 SET claim_token = NULL,
     claim_expires_at = NULL,
     next_attempt_at = CASE WHEN status = :status THEN now() + make_interval(secs => :delay_s::float8)
                            ELSE now() END,
     attempts = CASE WHEN :progressed::boolean THEN 0 ELSE attempts END,
-    error_code = CASE WHEN :progressed::boolean AND status IN ('provisioning', 'booting') THEN NULL
+    error_code = CASE WHEN :progressed::boolean AND (status IN ('provisioning', 'booting')
+                           OR (status IN ('terminating', 'terminated') AND attempts > 0)) THEN NULL
                       ELSE error_code END,
-    error_message = CASE WHEN :progressed::boolean AND status IN ('provisioning', 'booting') THEN NULL
+    error_message = CASE WHEN :progressed::boolean AND (status IN ('provisioning', 'booting')
+                              OR (status IN ('terminating', 'terminated') AND attempts > 0)) THEN NULL
                          ELSE error_message END,
     wait_started_at = CASE WHEN NOT :waiting::boolean OR status <> :status THEN NULL
                            WHEN :stepped::boolean THEN now()
@@ -205,3 +218,38 @@ WHERE i.deleted_at IS NULL;
 -- name: list-existing-instance-ids(instance_ids)
 -- Which of these ids have a row at all (action_logs may only reference existing instances).
 SELECT id FROM instances WHERE id = ANY(:instance_ids::uuid[]);
+
+-- name: list-silent-workers()
+-- Ready instances whose worker does not answer (stale or unhealthy), with how long it has been silent:
+-- since its last answer (a probe's or its agent's heartbeat), or since it became ready if it never gave one.
+SELECT i.id, i.worker_status, i.replace_on_failure,
+       extract(epoch FROM now() - coalesce(i.worker_last_heartbeat_at, i.ready_at, i.updated_at))::float8 AS silent_s
+FROM instances i
+WHERE i.status = 'ready' AND i.worker_status IN ('stale', 'unhealthy');
+
+-- name: mark-instance-worker-dead(instance_id, error_code, error_message)^
+-- Only while still ready and silent: a worker that answered since, or an operator's DELETE, wins. The
+-- release then runs as for a DELETE (kept data volumes are kept).
+UPDATE instances
+SET status = 'terminating', terminating_at = coalesce(terminating_at, now()), error_code = :error_code,
+    error_message = :error_message, next_attempt_at = now(), updated_at = now()
+WHERE id = :instance_id AND status = 'ready' AND worker_status IN ('stale', 'unhealthy')
+RETURNING id, replace_on_failure, coalesce(lineage_id, id) AS lineage_id;
+
+-- name: count-lineage-replacements(lineage_id, window_s)$
+-- Replacements made in this chain of instances within the window (the first instance is not one).
+SELECT count(*) FROM instances
+WHERE lineage_id = :lineage_id::uuid AND created_at > now() - make_interval(secs => :window_s::float8);
+
+-- name: insert-replacement-instance(instance_id, deadline_s)^
+-- A new instance asking for what the dead one asked for, linked to it; at most one per dead instance
+-- (the unique index on replaces_instance_id), however often this runs.
+INSERT INTO instances (provider_id, zone_id, instance_type_id, model_id, organization_id, status, worker_port,
+                       data_volume_gb, data_volume_delete_on_terminate, provisioning_deadline_at, engine,
+                       replace_on_failure, replaces_instance_id, lineage_id)
+SELECT provider_id, zone_id, instance_type_id, model_id, organization_id, 'provisioning', worker_port,
+       data_volume_gb, data_volume_delete_on_terminate, now() + make_interval(secs => :deadline_s::float8), engine,
+       replace_on_failure, id, coalesce(lineage_id, id)
+FROM instances WHERE id = :instance_id
+ON CONFLICT (replaces_instance_id) WHERE replaces_instance_id IS NOT NULL DO NOTHING
+RETURNING id;

@@ -242,3 +242,15 @@ async def test_concurrent_deployments_cannot_both_take_the_last_unit(api: Api) -
     assert sorted(status for status, _ in results) == [202, 429, 429, 429]
     rows = await api.sql("SELECT count(*) FROM instances WHERE status NOT IN ('terminated', 'failed')")
     assert rows == [(3,)]
+
+
+async def test_replace_on_failure_is_stored_on_the_instance(api: Api) -> None:
+    _, replaced = await api.call("POST", "/deployments", json=api.deployment(replace_on_failure=True), expect=202)
+    _, default = await api.call("POST", "/deployments", json=api.deployment(), expect=202)
+    rows = await api.sql("SELECT id::text, replace_on_failure FROM instances")
+    assert dict(rows) == {replaced["id"]: True, default["id"]: False}
+    shown = await api.get(f"/instances/{replaced['id']}")
+    assert (shown["replace_on_failure"], shown["replaces_instance_id"]) == (True, None)
+    assert (replaced["replace_on_failure"], default["replace_on_failure"]) == (True, False)
+    status, body = await api.call("POST", "/deployments", json=api.deployment(replace_on_failure="yes"))
+    assert (status, body["error"]["param"]) == (400, "replace_on_failure")
