@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -15,10 +17,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from fleet import SMALL, WorkerFactory, insert_ready_instance, new_key
+from prometheus_client import REGISTRY
 from redis.exceptions import RedisError
 from tcp_proxy import TcpProxy
 
-from gateway.usage import UsageRecord, UsageRecorder, UsageWriter
+from gateway.usage import RecordBuffer, UsageRecord, UsageRecorder, UsageWriter
 from inventiv import redis_keys
 from inventiv.settings import Settings
 
@@ -195,3 +198,99 @@ async def test_postgres_outage_mid_run_loses_and_duplicates_nothing(
         assert total == 50
     finally:
         await proxy.close()
+
+
+# -- the local buffer -----------------------------------------------------------------------------------
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "sizes", "kept", "dropped"),
+    [
+        (1000, [99] * 10, 10, 0),  # exactly full: 10 x (99 + separator)
+        (1000, [99] * 11, 1, 10),  # the bound drops whole chunks: here the only one
+        (200_000, [999] * 300, 170, 130),  # 65 records a chunk: the two oldest go, 65 + 65 + 40 are kept
+    ],
+)
+def test_buffer_is_bounded_in_bytes_dropping_the_oldest(
+    max_bytes: int, sizes: list[int], kept: int, dropped: int
+) -> None:
+    buffer = RecordBuffer(max_bytes)
+    total = 0
+    for i, size in enumerate(sizes):
+        total += buffer.append(str(i % 10).encode() * size)[1]
+    assert (buffer.records, total) == (kept, dropped)
+    sent = []
+    while (chunk := buffer.take()) is not None:
+        sent += chunk.records()
+        chunk.free(True)
+    assert len(sent) == kept and buffer.size == 0 and buffer.records == 0
+    assert sent[-1] == str((len(sizes) - 1) % 10).encode() * sizes[-1]
+
+
+def test_a_chunk_that_failed_goes_back_in_front() -> None:
+    buffer = RecordBuffer(1 << 20)
+    buffer.append(b"a")
+    chunk = buffer.take()
+    assert chunk is not None
+    buffer.append(b"b")
+    assert buffer.restore(chunk) == 0
+    order = []
+    while (taken := buffer.take()) is not None:
+        order += taken.records()
+    assert order == [b"a", b"b"]
+
+
+def _big_record(request_id: str) -> UsageRecord:
+    return _record(request_id, "7f1c1a35-3c1b-4a8e-9f7e-0c8b8f1f2d3e", correlation_id="c" * 32, ttft_ms=12)
+
+
+async def test_a_buffered_record_costs_its_size_and_is_given_back(redis: aioredis.Redis, settings: Settings) -> None:
+    down = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
+    recorder = UsageRecorder(down, stream)
+    gc.collect()
+    before = _rss()
+    count = 20_000
+    for i in range(count):
+        recorder.record(_big_record(f"r-{i}"))
+    gc.collect()
+    during = _rss()
+    size = recorder.buffered_bytes
+    # The JSON itself (~450 B here) and its separator; 8 KB a record before chunks (orjson's buffers).
+    assert size / count < 600
+    assert during - before < 2 * size
+    assert _sample("inventiv_gateway_usage_buffered") == count
+    assert _sample("inventiv_gateway_usage_buffered_bytes") == size
+    with pytest.raises(RedisError):
+        await recorder.flush()
+    recorder._redis = redis
+    await recorder.flush()
+    gc.collect()
+    assert _rss() < during - size // 2
+    assert _sample("inventiv_gateway_usage_buffered") == 0
+    assert await redis.xlen(stream) == count
+    await down.aclose()
+
+
+async def test_a_full_buffer_drops_the_oldest_counted_and_logged_once(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    recorder = UsageRecorder(down, redis_keys.key(settings, redis_keys.USAGE_STREAM), max_bytes=256 * 1024)
+    dropped_before = _sample("inventiv_gateway_usage_dropped_total")
+    for i in range(3000):
+        recorder.record(_big_record(f"r-{i}"))
+    dropped = _sample("inventiv_gateway_usage_dropped_total") - dropped_before
+    assert recorder.buffered_bytes <= 256 * 1024
+    assert dropped == 3000 - recorder.buffered > 0
+    assert len([r for r in caplog.records if "usage buffer full" in r.getMessage()]) == 1
+    await down.aclose()
