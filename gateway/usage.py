@@ -77,7 +77,9 @@ class UsageRecord:
     organization_id: str | None = None
     instance_id: str | None = None
     model_id: str | None = None
-    status: str = "error"  # success | client_cancelled | upstream_error | error
+    # success | client_cancelled | upstream_error | error; incomplete: a stream's record at its start,
+    # replaced by its final one (what remains of a stream cut by a crash of the gateway).
+    status: str = "error"
     http_status: int | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -273,6 +275,10 @@ class UsageRecorder:
     def _report(self) -> None:
         metrics.USAGE_BUFFERED.set(self._buffer.records)
         metrics.USAGE_BUFFERED_BYTES.set(self._buffer.size)
+
+    @property
+    def durable(self) -> bool:
+        return self._durable
 
     @property
     def buffered(self) -> int:

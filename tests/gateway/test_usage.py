@@ -27,6 +27,8 @@ from inventiv.settings import Settings
 
 Gateway = Callable[..., Awaitable[TestClient]]
 CHAT = "/v1/chat/completions"
+# Final records: a stream's opened one (status incomplete) is in Postgres while it runs.
+FINAL = "SELECT count(*) FROM finops.inference_usage WHERE status <> 'incomplete'"
 MESSAGES = [{"role": "user", "content": "one two three"}]
 
 
@@ -69,7 +71,7 @@ async def test_every_request_is_recorded_once_with_its_tokens(
         await resp.read()
     async with client.post(CHAT, json={"model": "nope", "messages": MESSAGES}, headers=headers) as resp:
         assert resp.status == 404
-    assert await wait_for(db_pool, "SELECT count(*) FROM finops.inference_usage", 3) == 3
+    assert await wait_for(db_pool, FINAL, 3) == 3
     async with db_pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute(
             "SELECT stream, status, http_status, prompt_tokens, completion_tokens, total_tokens, instance_id,"
@@ -99,7 +101,7 @@ async def test_a_cut_stream_counts_what_was_streamed_as_an_estimate(
     body = {"model": SMALL, "messages": MESSAGES, "stream": True, "mock": {"abort_after": 4}}
     async with client.post(CHAT, json=body, headers={"Authorization": f"Bearer {key}"}) as resp:
         await resp.read()
-    await wait_for(db_pool, "SELECT count(*) FROM finops.inference_usage", 1)
+    await wait_for(db_pool, FINAL, 1)
     async with db_pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute("SELECT status, completion_tokens, usage_estimated FROM finops.inference_usage")
         assert await cur.fetchall() == [("upstream_error", 4, True)]
@@ -294,3 +296,98 @@ async def test_a_full_buffer_drops_the_oldest_counted_and_logged_once(
     assert dropped == 3000 - recorder.buffered > 0
     assert len([r for r in caplog.records if "usage buffer full" in r.getMessage()]) == 1
     await down.aclose()
+
+
+# -- a stream's opened record -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["same_batch", "opened_first", "final_first"])
+async def test_a_streams_final_record_replaces_its_opened_one_never_the_reverse(
+    db_pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings, order: str
+) -> None:
+    instance = await insert_ready_instance(db_pool, SMALL, "127.0.0.1", 9)
+    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
+    group = redis_keys.key(settings, redis_keys.USAGE_GROUP)
+    opened = asdict(_record("s-1", instance, prompt_tokens=5, usage_estimated=True)) | {"status": "incomplete"}
+    final = _record("s-1", instance, prompt_tokens=3, completion_tokens=4)
+    writer = UsageWriter(redis, db_pool, stream, group, consumer="c1", block_ms=10)
+    await writer.ensure_group()
+    batches = {"same_batch": [[opened, final]], "opened_first": [[opened], [final]], "final_first": [[final], [opened]]}
+    for batch in batches[order]:
+        for record in batch:
+            await redis.xadd(stream, {b"r": orjson.dumps(record)})
+        await writer.step(block=False)
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT status, prompt_tokens, completion_tokens, usage_estimated"
+                          " FROM finops.inference_usage")
+        assert await cur.fetchall() == [("success", 3, 4, False)]
+    assert await scalar(db_pool, "SELECT total_requests FROM instance_request_metrics") == 1
+
+
+async def test_a_stream_is_in_postgres_from_its_start_with_its_prompt_estimated(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker(tokens=40, token_delay_ms=50)
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port or 0)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    body = {"model": SMALL, "messages": MESSAGES, "stream": True}
+    async with client.post(CHAT, json=body, headers={"Authorization": f"Bearer {key}"}) as resp:
+        # While the stream runs (2 s): what a crash of the gateway now would leave.
+        row = await wait_for(
+            db_pool, "SELECT status || ' ' || usage_estimated || ' ' || (prompt_tokens > 0)"
+            " FROM finops.inference_usage", "incomplete true true",
+        )  # fmt: skip
+        assert row == "incomplete true true"
+        await resp.read()
+    final = "SELECT status || ' ' || completion_tokens FROM finops.inference_usage"
+    assert await wait_for(db_pool, final, "success 40") == "success 40"
+    assert await scalar(db_pool, "SELECT total_requests FROM instance_request_metrics") == 1
+
+
+# -- durable mode ---------------------------------------------------------------------------------------
+
+
+async def _recorded(redis: aioredis.Redis, pool: aiopg.Pool, settings: Settings, correlation_id: str) -> bool:
+    """The record is in the Redis stream, or already in Postgres (the writer deletes what it wrote)."""
+    entries = await redis.xrange(redis_keys.key(settings, redis_keys.USAGE_STREAM))
+    if any(orjson.loads(fields[b"r"])["correlation_id"] == correlation_id for _, fields in entries):
+        return True
+    sql = "SELECT count(*) FROM finops.inference_usage WHERE correlation_id = %s AND status <> 'incomplete'"
+    return bool(await scalar(pool, sql, correlation_id))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_durable_answers_end_once_their_record_is_in_redis(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool, redis: aioredis.Redis,
+    gateway_settings: Settings, stream: bool,
+) -> None:  # fmt: skip
+    worker = await start_worker(tokens=3)
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port or 0)
+    key = await new_key(db_pool)
+    client = await start_gateway(usage_durability="durable")
+    confirmed = _sample("inventiv_gateway_usage_durable_total", {"result": "confirmed"})
+    for i in range(5):
+        headers = {"Authorization": f"Bearer {key}", "X-Request-Id": f"durable-{stream}-{i}"}
+        body = {"model": SMALL, "messages": MESSAGES, "stream": stream}
+        async with client.post(CHAT, json=body, headers=headers) as resp:
+            await resp.read()
+            assert resp.status == 200
+        assert await _recorded(redis, db_pool, gateway_settings, f"durable-{stream}-{i}")
+    assert _sample("inventiv_gateway_usage_durable_total", {"result": "confirmed"}) - confirmed == 5
+
+
+async def test_durable_mode_answers_without_redis_and_counts_the_fallback(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker(tokens=3)
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port or 0)
+    key = await new_key(db_pool)
+    client = await start_gateway(usage_durability="durable", redis_url="redis://127.0.0.1:1/0")
+    fallback = _sample("inventiv_gateway_usage_durable_total", {"result": "fallback"})
+    for stream in (False, True, False):
+        body = {"model": SMALL, "messages": MESSAGES, "stream": stream}
+        async with client.post(CHAT, json=body, headers={"Authorization": f"Bearer {key}"}) as resp:
+            await resp.read()
+            assert resp.status == 200
+    assert _sample("inventiv_gateway_usage_durable_total", {"result": "fallback"}) - fallback == 3
