@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from redis_server import RedisServer
 
+from benchmarks.outages import PrivateRedis
 from gateway.redis_persistence import check_persistence, persistence_risk
 
 
@@ -20,11 +20,11 @@ def test_only_a_redis_without_aof_and_snapshots_is_a_risk(appendonly: str, save:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
-    started: list[RedisServer] = []
+def redis_server(tmp_path: Path) -> Iterator[Callable[..., PrivateRedis]]:
+    started: list[PrivateRedis] = []
 
-    def start(*args: str) -> RedisServer:
-        server = RedisServer(tmp_path / f"redis-{len(started)}", args).start()
+    def start(*args: str) -> PrivateRedis:
+        server = PrivateRedis(tmp_path / f"redis-{len(started)}", args).start()
         started.append(server)
         return server
 
@@ -44,7 +44,7 @@ def redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     ids=["none", "aof", "snapshots", "config-refused"],
 )
 def test_the_gateway_says_when_redis_keeps_nothing(
-    redis_server: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture, args: tuple[str, ...],
+    redis_server: Callable[..., PrivateRedis], caplog: pytest.LogCaptureFixture, args: tuple[str, ...],
     level: str | None, says: str | None,
 ) -> None:  # fmt: skip
     server = redis_server(*args)
