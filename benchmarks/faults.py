@@ -97,7 +97,7 @@ class Tally:
 
 
 class Driver:
-    """Chat requests to one gateway: open loop at `rate` a second, or closed loop with `concurrency`."""
+    """Chat requests to one gateway, in an open loop at `rate` a second."""
 
     def __init__(self, base: str, key: str, run: str, *, stream_every: int = 4, session_every: int = 4,
                  paced: bool = True) -> None:  # fmt: skip
@@ -128,17 +128,6 @@ class Driver:
                         await asyncio.wait_for(stop.wait(), delay)
             if tasks:
                 await asyncio.wait(tasks, timeout=_REQUEST_TIMEOUT_S)
-
-    async def closed_loop(self, concurrency: int, duration_s: float) -> None:
-        deadline = self._loop.time() + duration_s
-        counter = iter(range(10**9))
-
-        async def lane(session: aiohttp.ClientSession) -> None:
-            while self._loop.time() < deadline:
-                await self._one(session, next(counter))
-
-        async with self._session() as session:
-            await asyncio.gather(*(lane(session) for _ in range(concurrency)))
 
     def _session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=_MAX_IN_FLIGHT)
@@ -322,6 +311,7 @@ class OutageFigures:
     drain_s: float | None
     affinity_unavailable: float
     buffered_peak: float
+    buffered_bytes_peak: float
     dropped: float
     rss_before_mib: float
     rss_during_mib: float
@@ -343,11 +333,13 @@ async def outage(stack: FaultStack, service: str, *, outage_s: float, rate: floa
         await asyncio.to_thread(stack.postgres.stop)
     else:
         await asyncio.to_thread(stack.redis.stop, signal.SIGTERM)
-    rss_during = buffered_peak = 0.0
+    rss_during = buffered_peak = buffered_bytes_peak = 0.0
     while loop.time() - went < outage_s:
         await asyncio.sleep(min(1.0, outage_s))
         rss_during = max(rss_during, rss_mib(gateway))
-        buffered_peak = max(buffered_peak, (await scrape(base)).get("inventiv_gateway_usage_buffered", 0.0))
+        metrics = await scrape(base)
+        buffered_peak = max(buffered_peak, metrics.get("inventiv_gateway_usage_buffered", 0.0))
+        buffered_bytes_peak = max(buffered_bytes_peak, metrics.get("inventiv_gateway_usage_buffered_bytes", 0.0))
     if service == "postgres":
         await asyncio.to_thread(stack.postgres.start)
     else:
@@ -372,7 +364,8 @@ async def outage(stack: FaultStack, service: str, *, outage_s: float, rate: floa
         completed_during_outage=tally.completed_between(went, back), server_errors=tally.server_errors(),
         failures=len(tally.failures), lost=books.lost, doubled=books.doubled, drain_s=drain_s,
         affinity_unavailable=metrics.get('inventiv_gateway_affinity_total{result="unavailable"}', 0.0),
-        buffered_peak=buffered_peak, dropped=metrics.get("inventiv_gateway_usage_dropped_total", 0.0),
+        buffered_peak=buffered_peak, buffered_bytes_peak=buffered_bytes_peak,
+        dropped=metrics.get("inventiv_gateway_usage_dropped_total", 0.0),
         rss_before_mib=rss_before, rss_during_mib=rss_during, rss_after_mib=rss_after,
     )  # fmt: skip
 
@@ -416,8 +409,9 @@ class CostFigures:
     p99_ms: float | None
 
 
-async def cost(stack: FaultStack, *, concurrency: int, duration_s: float, reps: int) -> list[CostFigures]:
-    """Gateway CPU and client latency per request, buffered and durable, alternated `reps` times."""
+async def cost(stack: FaultStack, *, rate: float, duration_s: float, reps: int) -> list[CostFigures]:
+    """Gateway CPU and client latency per request at `rate` req/s (open loop, below saturation, so that
+    latency is the request's own and not a queue's), buffered and durable alternated `reps` times."""
     gateways = {mode: await stack.start_gateway(f"gateway-cost-{mode}", INVENTIV_USAGE_DURABILITY=mode)
                 for mode in ("buffered", "durable")}  # fmt: skip
     figures = []
@@ -429,7 +423,9 @@ async def cost(stack: FaultStack, *, concurrency: int, duration_s: float, reps: 
                 driver = Driver(base, stack.api_key, f"cost-{mode}-{secrets.token_hex(3)}",
                                 stream_every=1 if stream else 0, session_every=0, paced=False)  # fmt: skip
                 cpu = procfs.tree_cpu_seconds(gateway.pid)
-                await driver.closed_loop(concurrency, duration_s)
+                stopping = asyncio.Event()
+                asyncio.get_running_loop().call_later(duration_s, stopping.set)
+                await driver.open_loop(rate, stopping)
                 totals[mode][0] += procfs.tree_cpu_seconds(gateway.pid) - cpu
                 totals[mode][1] += len(driver.tally.completed)
                 latencies[mode] += driver.tally.latencies_ms
@@ -450,6 +446,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=300.0, help="requests a second during the outages")
     parser.add_argument("--postgres-s", type=float, default=60.0, help="length of the Postgres outage")
     parser.add_argument("--redis-s", type=float, default=30.0, help="length of the Redis outage")
+    parser.add_argument("--kills", type=int, default=5, help="SIGKILLs per usage durability")
+    parser.add_argument("--only", default="postgres,redis,sigkill,cost", help="comma-separated scenarios to run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser
 
@@ -457,18 +455,23 @@ def _parser() -> argparse.ArgumentParser:
 async def run_all(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     rate = 100.0 if args.quick else args.rate
     postgres_s, redis_s = (5.0, 5.0) if args.quick else (args.postgres_s, args.redis_s)
+    only = set(args.only.split(","))
     found: dict[str, Any] = {}
     async with fault_stack(run_dir) as stack:
-        found["postgres"] = asdict(await outage(stack, "postgres", outage_s=postgres_s, rate=rate))
-        print(json.dumps(found["postgres"]), flush=True)
-        found["redis"] = asdict(await outage(stack, "redis", outage_s=redis_s, rate=rate))
-        print(json.dumps(found["redis"]), flush=True)
-        found["sigkill"] = [asdict(await sigkill(stack, mode, rate=rate)) for mode in ("buffered", "durable")]
-        print(json.dumps(found["sigkill"]), flush=True)
-        reps = 1 if args.quick else 3
-        costs = await cost(stack, concurrency=16, duration_s=3.0 if args.quick else 8.0, reps=reps)
-        found["cost"] = [asdict(c) for c in costs]
-        print(json.dumps(found["cost"]), flush=True)
+        for service, outage_s in (("postgres", postgres_s), ("redis", redis_s)):
+            if service in only:
+                found[service] = asdict(await outage(stack, service, outage_s=outage_s, rate=rate))
+                print(json.dumps(found[service]), flush=True)
+        if "sigkill" in only:
+            kills = 1 if args.quick else args.kills
+            found["sigkill"] = [asdict(await sigkill(stack, mode, rate=rate))
+                                for _ in range(kills) for mode in ("buffered", "durable")]  # fmt: skip
+            print(json.dumps(found["sigkill"]), flush=True)
+        if "cost" in only:
+            reps = 1 if args.quick else 3
+            costs = await cost(stack, rate=200.0, duration_s=3.0 if args.quick else 10.0, reps=reps)
+            found["cost"] = [asdict(c) for c in costs]
+            print(json.dumps(found["cost"]), flush=True)
     return found
 
 

@@ -21,8 +21,10 @@ import redis
 
 _START_TIMEOUT_S = 30.0
 _POLL_S = 0.05
-# Settings of the private Postgres: no fsync (its data is thrown away after the run), few connections.
-_POSTGRES_OPTIONS = "-c fsync=off -c synchronous_commit=off -c max_connections=50"
+# Settings of the private Postgres: no fsync (a killed server's writes are still in the kernel's page
+# cache: only a crash of the machine would lose them), few connections. synchronous_commit stays on: off,
+# a commit the usage writer was told of (and then deleted from Redis) is lost by `stop -m immediate`.
+_POSTGRES_OPTIONS = "-c fsync=off -c max_connections=50"
 
 
 def free_port() -> int:

@@ -288,8 +288,14 @@ class InferenceCall:
         # Tells nginx-like proxies in front of us not to buffer the stream.
         headers["X-Accel-Buffering"] = "no"
         # What a stream cut by a crash of this process leaves in Postgres: replaced by the final record.
-        self.plane.usage.record(self._opened_record(req))
-        before_end = self._stream_ending(outcome, req) if self.plane.usage.durable else None
+        opened = self._opened_record(req)
+        before_end = None
+        if self.plane.usage.durable:
+            # In Redis before the client sees the stream begin, as the final one before it ends.
+            await self.plane.usage.record_durably(opened)
+            before_end = self._stream_ending(outcome, req)
+        else:
+            self.plane.usage.record(opened)
         try:
             response = await relay_stream(
                 self.request, up, headers, outcome, strip_usage=strip_usage, clock=time.perf_counter,

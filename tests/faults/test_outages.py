@@ -19,6 +19,8 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture
 async def stack() -> AsyncIterator[FaultStack]:
+    if not (shutil.which("initdb") and shutil.which("pg_ctl")):
+        pytest.skip("needs Postgres's server binaries (initdb, pg_ctl) on PATH to run a private Postgres")
     # Not pytest's tmp_path: the private Postgres runs as its own user when we are root, and pytest's
     # folders are private to us.
     run_dir = Path(tempfile.mkdtemp(prefix="inventiv-faults-"))
