@@ -45,9 +45,10 @@ _FIELD = b"r"
 # Wait this long after the first record before flushing to Redis: one pipelined round trip then
 # carries every record of the window (at 200 req/s, five), where a round trip per request cost more
 # CPU than the rest of the request. SIGTERM flushes; a process killed outright loses at most this
-# window's records.
+# window's records (measured: 0 to 8 completed requests per SIGKILL at 300 req/s). Durable mode sends
+# at once instead.
 _FLUSH_DELAY_S = 0.025
-# Bytes of records per buffer chunk, which is also one flush's pipeline: about 150 records of 450 bytes,
+# Bytes of records per buffer chunk, which is also one flush's pipeline: about 110 records of 580 bytes,
 # large enough that a backlog drains in few round trips, small enough that a dropped chunk (the buffer
 # full) loses few records at a time.
 _CHUNK_BYTES = 64 * 1024
