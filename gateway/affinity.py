@@ -1,5 +1,7 @@
 """Session affinity: `X-Inventiv-Session` pins a conversation to one instance, in Redis, sliding TTL.
 
+Pins are per organization: a session id is only a name a client chose, and another tenant may choose it too.
+
 Redis is an optimisation here, never a dependency: any Redis error or slow answer routes the request
 without affinity, and a short circuit breaker keeps a Redis outage from adding its timeout to every
 request.
@@ -44,16 +46,16 @@ class Affinity:
         self._down_until = 0.0
         self._local: dict[str, tuple[str, float]] = {}
 
-    def _key(self, model_id: str, session: str) -> str:
-        return self._prefix + redis_keys.AFFINITY.format(model=model_id, session=session)
+    def _key(self, organization_id: str, model_id: str, session: str) -> str:
+        return self._prefix + redis_keys.AFFINITY.format(org=organization_id, model=model_id, session=session)
 
     @property
     def available(self) -> bool:
         return time.monotonic() >= self._down_until
 
-    async def lookup(self, model_id: str, session: str) -> str | None:
-        """The pinned instance id (refreshing the TTL), or None; raises AffinityUnavailable."""
-        key = self._key(model_id, session)
+    async def lookup(self, organization_id: str, model_id: str, session: str) -> str | None:
+        """The organization's pinned instance id (refreshing the TTL), or None; raises AffinityUnavailable."""
+        key = self._key(organization_id, model_id, session)
         now = time.monotonic()
         remembered = self._local.get(key)
         if remembered is not None and now - remembered[1] < _LOCAL_S:
@@ -67,8 +69,8 @@ class Affinity:
         self._remember(key, value, now)
         return value
 
-    async def pin(self, model_id: str, session: str, instance_id: str) -> None:
-        key = self._key(model_id, session)
+    async def pin(self, organization_id: str, model_id: str, session: str, instance_id: str) -> None:
+        key = self._key(organization_id, model_id, session)
         self._remember(key, instance_id, time.monotonic())
         await self._call(self._redis.set(key, instance_id, ex=self._ttl))
 

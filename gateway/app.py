@@ -17,6 +17,7 @@ from gateway.auth import KeyTable
 from gateway.background import stop_tasks
 from gateway.errors import error_middleware
 from gateway.inference import setup_inference_routes
+from gateway.limits import Limiter
 from gateway.plane import DataPlane
 from gateway.upstream import UpstreamPool
 from gateway.usage import UsageRecorder, UsageWriter
@@ -80,6 +81,7 @@ async def _data_plane(app: web.Application) -> AsyncIterator[None]:
         workers=WorkerView(settings.worker_stale_after_s),
         secrets=app[state.WORKER_SECRETS],
         access=access_sink(settings),
+        limits=Limiter(redis, settings),
     )
     app[state.PLANE] = plane
     await plane.reload(app[state.DB])
@@ -93,6 +95,7 @@ async def _data_plane(app: web.Application) -> AsyncIterator[None]:
     app[state.LIFECYCLE].loaded = True
     yield
     await stop_tasks(tasks)
+    await plane.limits.flush()
     await plane.usage.close()
     plane.upstream.close()
     if plane.access is not None:

@@ -15,6 +15,7 @@ from typing import cast
 from aiohttp import web
 
 from gateway.errors import ApiError
+from gateway.limits import KeyLimits, key_limits_from_row
 
 _BEARER = "Bearer "
 
@@ -25,6 +26,10 @@ class Principal:
     organization_id: str
     organization_slug: str
     scopes: frozenset[str]
+    # The key's and its organization's rate limits; None: neither sets any (gateway/limits.py).
+    limits: KeyLimits | None = None
+    # Its organization is a platform one: its admin keys manage every organization (control/access.py).
+    is_platform: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -45,6 +50,8 @@ class KeyTable:
                 organization_id=str(r["organization_id"]),
                 organization_slug=str(r["organization_slug"]),
                 scopes=frozenset(cast(list[str], r["scopes"])),
+                limits=key_limits_from_row(r),
+                is_platform=bool(r.get("organization_is_platform")),
             )
             for r in rows
         }

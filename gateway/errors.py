@@ -1,7 +1,12 @@
-"""OpenAI-shaped errors: `{"error": {"message", "type", "code", "param"?}}`, for every route."""
+"""OpenAI-shaped errors: `{"error": {"message", "type", "code", "param"?}}`, for every route.
+
+Client errors (4xx) are answers, not incidents: nothing here logs them. A bug (any other exception)
+is logged with its traceback and answered as a JSON 500 all the same.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -9,12 +14,15 @@ from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+log = logging.getLogger(__name__)
+
 # OpenAI's `type` for each status we answer with.
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",
+    408: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
@@ -27,12 +35,16 @@ _TYPES = {
 class ApiError(Exception):
     """Raised anywhere in a handler; the error middleware turns it into the JSON body."""
 
-    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: str, param: str | None = None, *, close_connection: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.param = param
+        # The client's connection is not reused after this answer (`Connection: close`).
+        self.close_connection = close_connection
 
     def body(self) -> bytes:
         error: dict[str, str | None] = {
@@ -45,9 +57,10 @@ class ApiError(Exception):
         return orjson.dumps({"error": error})
 
     def response(self, headers: dict[str, str] | None = None) -> web.Response:
-        return web.Response(
-            status=self.status, body=self.body(), content_type="application/json", headers=headers
-        )
+        response = web.Response(status=self.status, body=self.body(), content_type="application/json", headers=headers)
+        if self.close_connection:
+            response.force_close()
+        return response
 
 
 def bad_request(message: str, param: str | None = None, code: str = "invalid_request") -> ApiError:
@@ -70,7 +83,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return ApiError(exc.status, exc.reason, _http_code(exc.status)).response(
             headers={"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         )
+    except Exception:
+        if request.writer.output_size > 0:
+            # A response already started cannot become an error: aiohttp logs it and drops the connection.
+            raise
+        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        return ApiError(500, "The gateway failed to handle the request.", "internal_error").response()
 
 
 def _http_code(status: int) -> str:
-    return {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(status, "http_error")
+    return {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large"}.get(
+        status, "http_error"
+    )

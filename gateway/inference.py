@@ -21,19 +21,22 @@ from gateway import metrics, tracing
 from gateway.affinity import MAX_SESSION_LEN, AffinityUnavailable, session_of
 from gateway.auth import Principal, authenticate
 from gateway.catalog import Resolved
+from gateway.connections import read_body
 from gateway.errors import ApiError, bad_request
-from gateway.relay import Outcome, content_type, json_usage, relay_stream
+from gateway.limits import Admission
+from gateway.relay import Outcome, content_type, is_json, json_usage, relay_stream
 from gateway.request_body import InferenceRequest, forward_body, parse_request
 from gateway.state import PLANE
 from gateway.tracing import client_request_id
 from gateway.upstream import (
     UpstreamConnectError,
     UpstreamError,
+    UpstreamProtocolError,
     UpstreamResponse,
     build_head,
 )
 from gateway.usage import UsageRecord
-from gateway.workers import Worker
+from gateway.workers import Worker, shows_instance
 
 # A worker refusing the secret it was started with is misconfigured (or not ours): another may serve.
 _REFUSED_SECRET = frozenset((401, 403))
@@ -76,8 +79,8 @@ class InferenceCall:
     """The state of one inference request, from authentication to its usage record."""
 
     __slots__ = (
-        "authed", "connect_s", "first_byte_s", "own_id", "plane", "principal", "record", "recorded", "request",
-        "request_id", "resolved", "route", "selected", "session", "session_moved", "started", "worker",
+        "admission", "authed", "connect_s", "first_byte_s", "own_id", "plane", "principal", "record", "recorded",
+        "request", "request_id", "resolved", "route", "selected", "session", "session_moved", "started", "worker",
     )  # fmt: skip
 
     def __init__(self, request: web.Request, route: Route) -> None:
@@ -95,6 +98,7 @@ class InferenceCall:
         self.worker: Worker | None = None
         self.session: str | None = None
         self.session_moved = False
+        self.admission: Admission | None = None
         # The usage record went out before the answer ended (durable mode), not from _finish.
         self.recorded = False
 
@@ -112,6 +116,10 @@ class InferenceCall:
         lifecycle.enter()
         try:
             try:
+                if self.principal.limits is not None:
+                    self.admission = await self.plane.limits.admit(
+                        self.principal.key_id, self.principal.organization_id, self.principal.limits
+                    )
                 response = await self._serve()
             except ApiError as exc:
                 self.record.http_status = exc.status
@@ -149,11 +157,7 @@ class InferenceCall:
             up.close()
 
     async def _read_body(self) -> bytes:
-        try:
-            return await self.request.read()
-        except web.HTTPRequestEntityTooLarge:
-            limit = self.plane.settings.max_body_bytes
-            raise ApiError(413, f"The request body is larger than {limit} bytes.", "request_too_large") from None
+        return await read_body(self.request, self.plane.settings.body_timeout_s)
 
     # -- choosing the worker --------------------------------------------------------------------------
 
@@ -181,7 +185,7 @@ class InferenceCall:
 
     async def _pinned(self, model_id: str, session: str) -> str | None:
         try:
-            pinned = await self.plane.affinity.lookup(model_id, session)
+            pinned = await self.plane.affinity.lookup(self.principal.organization_id, model_id, session)
         except AffinityUnavailable:
             metrics.affinity("unavailable").inc()
             return None
@@ -193,7 +197,7 @@ class InferenceCall:
     async def _pin(self, model_id: str, worker: Worker) -> None:
         assert self.session is not None
         try:
-            await self.plane.affinity.pin(model_id, self.session, worker.instance_id)
+            await self.plane.affinity.pin(self.principal.organization_id, model_id, self.session, worker.instance_id)
         except AffinityUnavailable:
             metrics.affinity("unavailable").inc()
 
@@ -223,6 +227,7 @@ class InferenceCall:
             except UpstreamError as exc:
                 metrics.upstream_errors(_error_kind(exc)).inc()
                 if attempt or not await self._move(resolved):
+                    self.record.status = "upstream_error"
                     raise _upstream_failed(exc) from None
                 continue
             if up.status in _RETRY_STATUSES and attempt == 0 and await self._move(resolved):
@@ -268,11 +273,18 @@ class InferenceCall:
             body = await up.read_all()
         except UpstreamError as exc:
             metrics.upstream_errors(_error_kind(exc)).inc()
+            self.record.status = "upstream_error"
             raise _upstream_failed(exc) from None
         self.record.http_status = up.status
         if up.status == 200:
+            usage = json_usage(body)
+            # An OpenAI-compatible answer carries its usage; one without is parsed once to be sure it is JSON.
+            if usage is None and not is_json(body):
+                metrics.upstream_errors("invalid").inc()
+                self.record.status = "upstream_error"
+                raise ApiError(502, "The worker answered with a body that is not JSON.", "upstream_invalid_response")
             self.record.status = "success"
-            self.record.set_usage(json_usage(body))
+            self.record.set_usage(usage)
         else:
             self.record.status = "upstream_error" if up.status >= 500 else "error"
         headers = self._headers()
@@ -347,10 +359,13 @@ class InferenceCall:
 
     def _headers(self) -> dict[str, str]:
         headers = {"X-Request-Id": self.request_id}
-        if self.worker is not None:
-            headers["X-Inventiv-Instance"] = self.worker.instance_id
+        worker = self.worker
+        if worker is not None and shows_instance(worker, self.principal.organization_id, self.principal.is_admin):
+            headers["X-Inventiv-Instance"] = worker.instance_id
         if self.session_moved:
             headers["X-Inventiv-Session-Moved"] = "1"
+        if self.admission is not None:
+            headers.update(self.admission.headers)
         return headers
 
     async def _record_durably(self) -> None:
@@ -371,6 +386,8 @@ class InferenceCall:
         if not self.recorded:
             self._complete_record()
             self.plane.usage.record(record)
+        if self.admission is not None:
+            self.plane.limits.settle(self.admission, record.total_tokens)
         entry = self.plane.catalog.by_id.get(record.model_id) if record.model_id else None
         model = entry.hf_repo_id if entry is not None else "-"
         metrics.requests(self.route.path, model, str(record.http_status or 0)).inc()
@@ -424,12 +441,16 @@ def _error_kind(exc: UpstreamError) -> str:
         return "timeout"
     if isinstance(exc, UpstreamConnectError):
         return "connect"
+    if isinstance(exc, UpstreamProtocolError):
+        return "invalid"
     return "closed"
 
 
 def _upstream_failed(exc: UpstreamError) -> ApiError:
     if isinstance(exc, TimeoutError):
         return ApiError(504, f"The worker did not answer in time: {exc}", "upstream_timeout")
+    if isinstance(exc, UpstreamProtocolError):
+        return ApiError(502, f"The worker sent a response that is not HTTP: {exc}", "upstream_invalid_response")
     return ApiError(502, f"The worker could not be reached: {exc}", "upstream_unavailable")
 
 

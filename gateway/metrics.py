@@ -73,6 +73,15 @@ USAGE_DURABLE = Counter(
     "inventiv_gateway_usage_durable",
     "Durable mode: records confirmed in Redis before the answer ended, or left buffered (fallback)", ["result"],
 )
+RATE_LIMITED = Counter(
+    "inventiv_gateway_rate_limited", "Requests refused by a rate limit, by scope (key, organization) and limit",
+    ["scope", "limit"],
+)
+LIMITS_UNAVAILABLE = Counter(
+    "inventiv_gateway_limits_unavailable",
+    "Limited requests whose limits Redis could not check, by the key's fail mode (open: served, closed: 503)",
+    ["mode"],
+)
 
 
 # The hot path takes label children through these caches: `labels()` costs about 2 µs a call,
@@ -86,6 +95,8 @@ affinity = functools.lru_cache(maxsize=16)(AFFINITY.labels)
 upstream_errors = functools.lru_cache(maxsize=64)(UPSTREAM_ERRORS.labels)
 phase = functools.lru_cache(maxsize=16)(PHASE.labels)
 usage_durable = functools.lru_cache(maxsize=4)(USAGE_DURABLE.labels)
+rate_limited = functools.lru_cache(maxsize=16)(RATE_LIMITED.labels)
+limits_unavailable = functools.lru_cache(maxsize=4)(LIMITS_UNAVAILABLE.labels)
 
 
 def forget_instance(instance_id: str) -> None:

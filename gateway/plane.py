@@ -20,6 +20,7 @@ from gateway import metrics
 from gateway.affinity import Affinity
 from gateway.auth import KeyTable
 from gateway.catalog import Catalog
+from gateway.limits import Limiter
 from gateway.state import Lifecycle
 from gateway.tracing import AccessSink
 from gateway.upstream import UpstreamPool
@@ -47,6 +48,7 @@ class DataPlane:
     upstream: UpstreamPool
     workers: WorkerView
     secrets: WorkerSecrets
+    limits: Limiter
     # Where each inference request's access line goes; None: the access log is off (gateway/tracing.py).
     access: AccessSink | None = None
     catalog: Catalog = field(default_factory=Catalog)

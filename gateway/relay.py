@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from gateway import sse
-from gateway.upstream import UpstreamClosed, UpstreamResponse, UpstreamTimeout
+from gateway.upstream import UpstreamError, UpstreamResponse
 
 
 @dataclass(slots=True)
@@ -32,6 +32,14 @@ class Outcome:
     complete: bool = False
     # The client went away mid-stream (a write to it failed).
     client_gone: bool = False
+
+
+def is_json(body: bytes) -> bool:
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def json_usage(body: bytes) -> dict[str, Any] | None:
@@ -187,7 +195,8 @@ async def relay_stream(
         try:
             await up.stream(relay)
             outcome.complete = True
-        except (UpstreamClosed, UpstreamTimeout) as exc:
+        except UpstreamError as exc:
+            # Closed, stuck, or bytes that are not HTTP (a broken chunked encoding): the same cut stream.
             outcome.upstream_error = str(exc)
         await relay.wait_settled()
     finally:
@@ -203,8 +212,10 @@ async def relay_stream(
     if before_end is not None:
         # The caller's last word before the end of the answer goes out (the durable usage record).
         await before_end()
+    # The last bytes the client got: whole events only while stripping, the worker's last read otherwise.
+    last = b"" if relay.strip else relay.tail[2]
     try:
-        await _finish(response, pending, outcome)
+        await _finish(response, pending, outcome, last)
     except ConnectionResetError:
         # The client left after the last event (it had the answer): nothing to report, nothing to log.
         outcome.client_gone = not outcome.complete
@@ -224,11 +235,15 @@ def _take_usage(relay: _Relay, outcome: Outcome) -> bytes:
     return pending
 
 
-async def _finish(response: web.StreamResponse, pending: bytes, outcome: Outcome) -> None:
-    """The end of a stream: held-back bytes, an error event if it was cut."""
-    if pending:
-        await response.write(pending)
-    if outcome.upstream_error is not None:
+async def _finish(response: web.StreamResponse, pending: bytes, outcome: Outcome, last: bytes) -> None:
+    """The end of a stream: held-back bytes, or the error event if it was cut."""
+    if outcome.upstream_error is None:
+        if pending:
+            await response.write(pending)
+    else:
+        # Cut mid-event: held-back bytes are dropped, and an event already half forwarded is ended, so
+        # that the error arrives as an event of its own.
+        cut = b"\n\n" if last and not last.endswith((b"\n\n", b"\r\n\r\n")) else b""
         message = f"The worker failed mid-stream: {outcome.upstream_error}"
-        await response.write(sse.error_event(message, "upstream_error"))
+        await response.write(cut + sse.error_event(message, "upstream_error"))
     await response.write_eof()

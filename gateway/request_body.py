@@ -6,12 +6,26 @@ the gateway checks only the fields it acts on, so it never refuses what the work
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from gateway.control.validation import is_blank
 from gateway.errors import bad_request
+
+# orjson reads an integer beyond 64 bits as a float (orjson.loads(b"18446744073709551616") is
+# 1.8446744073709552e+19; https://github.com/ijl/orjson/issues/473), so re-encoding would send the worker
+# 1.2345678901234568e+29 for 123456789012345678901234567890. A body that may hold such an integer is
+# re-encoded from Python's json, which keeps integers exact (slower, and rare: a seed or an id sent as a
+# huge number). "May hold": 19 digits in a row anywhere in the raw bytes (2**63 has 19 digits), found by
+# mapping every digit to "0" and everything else to a space in one C pass: several times cheaper than
+# walking the parsed body (for a 17 KB chat of 100 messages, 29 us against 65 us on a loaded machine;
+# 0.5 us against 2.8 us for a short one). Digits in a string (a phone number, an id) only cost the slower
+# exact path.
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_MAYBE_INT64_OVERFLOW = b"0" * 19
 
 
 @dataclass(slots=True)
@@ -37,7 +51,7 @@ def parse_request(raw: bytes, *, streamable: bool) -> InferenceRequest:
     model = body.get("model")
     if model is None:
         raise bad_request("`model` is required.", "model", "missing_required_parameter")
-    if not isinstance(model, str) or not model.strip():
+    if not isinstance(model, str) or is_blank(model):
         raise bad_request("`model` must be a non-empty string.", "model", "invalid_type")
     stream = body.get("stream", False)
     if stream is None:
@@ -66,9 +80,17 @@ def forward_body(request: InferenceRequest, model: str, add_usage: bool) -> byte
     """The bytes to send the worker: the client's own, unless the model name or usage must change."""
     if model == request.model and not add_usage:
         return request.raw
-    body = dict(request.body)
+    exact = _may_hold_huge_integer(request.raw)
+    body = json.loads(request.raw) if exact else dict(request.body)
     body["model"] = model
     if add_usage:
         options = body.get("stream_options")
         body["stream_options"] = {**(options or {}), "include_usage": True}
+    if exact:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     return orjson.dumps(body)
+
+
+def _may_hold_huge_integer(raw: bytes) -> bool:
+    """Whether `raw` has 19 digits in a row: a number orjson may have read as a float could be there."""
+    return _MAYBE_INT64_OVERFLOW in raw.translate(_DIGITS_AS_ZERO)

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from gateway import state
 from gateway.app import create_app
+from gateway.connections import GatewayRunner
 from gateway.redis_persistence import check_persistence
 from inventiv.logs import setup_logging
 from inventiv.services import ensure_services
@@ -162,8 +163,9 @@ async def run_app(settings: Settings, stop: asyncio.Event | None = None, parent:
     app = create_app(settings)
     # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
     # request at once (the GPU stops generating) even before the first byte was sent.
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_S
+    runner = GatewayRunner(
+        app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_S,
+        head_timeout_s=settings.header_timeout_s, keepalive_timeout=settings.keepalive_timeout_s,
     )
     await runner.setup()
     site = web.TCPSite(

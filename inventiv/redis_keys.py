@@ -21,8 +21,15 @@ SCHEDULER_COMMANDS_MAXLEN = 100_000
 USAGE_STREAM = "usage:records"
 USAGE_GROUP = "usage-writers"
 
-# Session pin: affinity:{model}:{session} -> instance id, sliding TTL (Settings.affinity_ttl_s).
-AFFINITY = "affinity:{model}:{session}"
+# Session pin: affinity:{org}:{model}:{session} -> instance id, sliding TTL (Settings.affinity_ttl_s).
+# Session ids are chosen by clients: the organization in the key keeps two tenants that pick the same
+# id from sharing (or moving) each other's pin.
+AFFINITY = "affinity:{org}:{model}:{session}"
+
+# Rate limits of one scope (key or org, by id): {LIMITS}:requests:{minute} and :tokens:{minute}, counters
+# that expire after two minutes, and :in_flight, a hash of each gateway process's requests in flight,
+# stamped (gateway/limits.py has the TTLs).
+LIMITS = "limits:{scope}:{id}"
 
 # Pub/sub channels that push changes to every gateway process at once (polling still backs them up).
 WORKERS_CHANGED = "events:workers"

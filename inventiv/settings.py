@@ -55,6 +55,16 @@ class Settings:
     upstream_first_byte_timeout_s: float = 600.0
     # Streams in flight get this long to finish after SIGTERM.
     drain_timeout_s: float = 30.0
+    # A client's request head must arrive within this from its first byte (slowloris); an SDK sends
+    # one in milliseconds.
+    header_timeout_s: float = 10.0
+    # A request body must arrive within this (408 past it): a few MiB of chat history takes well under
+    # a second on any real link; 30 s still admits a 16 MiB body at about 560 KB/s.
+    body_timeout_s: float = 30.0
+    # An idle keep-alive connection is closed after this. Longer than the idle timeouts of the load
+    # balancers that keep connections to us (AWS ALB and nginx: 60 s), so they close first and never
+    # reuse a connection just as we drop it; aiohttp's own default is 3630 s.
+    keepalive_timeout_s: float = 75.0
     # How often each gateway process reloads keys, catalog and ready workers from Postgres (changes
     # published on Redis reload at once): revoked keys must stop working within 2 s, and the
     # ready-worker view must be at most a second old.
@@ -167,6 +177,9 @@ class Settings:
         ):
             if url is not None and not url.startswith(schemes):
                 raise SettingsError(f"{name} must start with {' or '.join(schemes)}")
+        for name in ("header_timeout_s", "body_timeout_s", "keepalive_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"INVENTIV_{name.upper()} must be positive, not {getattr(self, name)}")
         self._validate_scheduler()
         self._validate_scaleway()
         self._validate_workers()

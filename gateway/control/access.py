@@ -5,8 +5,9 @@ action logs), usage and API keys, and can create keys and offerings only for it.
 organization (created by the scheduler or by hand) and action logs with no instance belong to the
 operator and are visible to every admin key. The shared catalog (providers, zones, instance types,
 models, every offering) is readable by any admin key, and models, being shared, are writable by any
-admin key: admin scope is meant for the operator's people, inference scope for tenants. There is no
-cross-organization "super admin" key.
+admin key: admin scope is meant for the operator's people, inference scope for tenants. The one
+cross-organization power is over organizations themselves: admin keys of a platform organization create,
+list and change every organization, its limits and quotas (gateway/control/organizations.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""POST /api_keys, GET /api_keys, DELETE /api_keys/{id} for the key's own organization.
+"""POST /api_keys, GET /api_keys, DELETE /api_keys/{id}, PATCH /api_keys/{id} (rate limits) for the key's
+own organization.
 
 A new key is shown once. Creating or revoking updates this process's key table at once and publishes
 the key id so the other gateway processes reload theirs; they also reload every second, so a revoked
@@ -16,10 +17,12 @@ from gateway.api_keys import SCOPES, create_api_key, hash_key
 from gateway.auth import Principal
 from gateway.control import notify
 from gateway.control.access import admin, own_organization
+from gateway.control.organizations import RATE_FIELDS, limits_changed
 from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, page_body
 from gateway.control.responses import json_response
 from gateway.control.validation import FieldSpec, check_body, path_uuid, read_json_object
-from gateway.errors import not_found
+from gateway.errors import bad_request, not_found
+from gateway.limits import FAIL_MODES, KeyLimits, Rates
 from inventiv import redis_keys
 from sql.pool import transaction
 from sql.queries import queries
@@ -30,6 +33,12 @@ BODY = {
     "scopes": FieldSpec("str_list", required=True, choices=SCOPES),
 }
 LIST_QUERY = {**PAGE_PARAMS}
+# PATCH /api_keys/{id}: the key's own rate limits (null: unlimited; its organization's apply as well).
+LIMITS_BODY = {
+    **RATE_FIELDS,
+    "limits_fail_mode": FieldSpec("str", choices=FAIL_MODES, description="when Redis is down: 'open' serves "
+                                  "the key's requests unlimited, 'closed' refuses them with 503"),
+}
 
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +56,10 @@ async def create_key(request: web.Request) -> web.Response:
         organization_id=organization_id,
         organization_slug=principal.organization_slug,
         scopes=frozenset(created.row["scopes"]),
+        # A new key has no limits of its own; its organization's hold from the first request.
+        limits=KeyLimits(Rates(), principal.limits.org, False) if principal.limits and principal.limits.org.any
+        else None,
+        is_platform=principal.is_platform,
     ))
     await _announce(request, str(created.row["id"]))
     return json_response({**_view(created.row), "key": created.key}, status=201)
@@ -70,6 +83,25 @@ async def revoke_key(request: web.Request) -> web.Response:
         row = await queries.api_keys.revoke_api_key(conn, key_id=key_id)
     request.app[state.KEYS].revoke(key_id)
     await _announce(request, key_id)
+    return json_response(_view(row))
+
+
+async def set_key_limits(request: web.Request) -> web.Response:
+    principal = admin(request)
+    key_id = path_uuid(request)
+    body = check_body(await read_json_object(request), LIMITS_BODY)
+    if not body:
+        raise bad_request("Send at least one limit to change.", code="empty_update")
+    params: dict[str, Any] = {}
+    for name in LIMITS_BODY:
+        params[f"set_{name}"] = name in body
+        params[name] = body.get(name)
+    async with transaction(request.app[state.DB]) as conn:
+        row = await queries.api_keys.get_api_key(conn, key_id=key_id)
+        if row is None or str(row["organization_id"]) != principal.organization_id:
+            raise not_found("No such API key.", "api_key_not_found", "id")
+        row = await queries.api_keys.update_api_key_limits(conn, key_id=key_id, **params)
+    await limits_changed(request, key_id)
     return json_response(_view(row))
 
 

@@ -19,6 +19,7 @@ from gateway.control import notify
 from gateway.control.access import admin
 from gateway.control.instances import fetch_instance_detail
 from gateway.control.placement import check_placement, check_replay, scoped_idempotency_key
+from gateway.control.quotas import check_quotas
 from gateway.control.responses import dumps, json_response
 from gateway.control.validation import FieldSpec, check_body, read_json_object
 from sql.pool import transaction
@@ -75,6 +76,7 @@ async def _insert(
         if replayed is not None:
             return replayed, False
         instance_type = await _check(conn, body)
+        await check_quotas(conn, principal.organization_id, body["instance_type_id"])
         row = await queries.instances.insert_requested_instance(
             conn,
             provider_id=instance_type["provider_id"],

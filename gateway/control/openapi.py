@@ -23,11 +23,13 @@ from gateway.control import (
     instances,
     models,
     offerings,
+    organizations,
     usage,
 )
 from gateway.control.heartbeat import TELEMETRY_FIELDS
+from gateway.control.placement import IDEMPOTENCY_KEY
 from gateway.control.responses import dumps
-from gateway.control.validation import Spec, body_schema, query_parameters
+from gateway.control.validation import TEXT_PATTERN, Spec, body_schema, query_parameters
 from gateway.errors import Handler
 from worker.engines import EngineName
 
@@ -38,10 +40,12 @@ _ERRORS = {
     401: "Missing, invalid or revoked key.",
     403: "The key lacks the scope or the organization for this.",
     404: "Not found.",
+    408: "The request body did not arrive within INVENTIV_BODY_TIMEOUT_S.",
     409: "Conflicts with the current state.",
     413: "Request body too large.",
-    502: "The worker failed.",
-    503: "No ready worker for the model, or the gateway is draining.",
+    429: "A rate limit (with Retry-After and x-ratelimit-* headers) or a deployment quota refused it.",
+    502: "The worker failed, or answered something that is not HTTP or not JSON.",
+    503: "No ready worker for the model, the gateway is draining, or the database is unavailable.",
     504: "The worker did not answer in time.",
 }
 _ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
@@ -127,6 +131,8 @@ def _op(
         op["parameters"] = params
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        # Any body past INVENTIV_MAX_BODY_BYTES is refused before its handler runs.
+        errors = tuple(sorted({*errors, 413}))
     response: Schema = {"description": "OK" if status < 300 else "Accepted"}
     if schema is not None:
         response["content"] = {"application/json": {"schema": schema}}
@@ -160,9 +166,10 @@ def control_routes() -> tuple[Route, ...]:
     return (
         Route("POST", "/deployments", deployments.create_deployment, _op(
             "deployments", "Ask for a GPU instance serving a model", (202, _ref("InstanceDetail")),
-            body=_with_defaults(body_schema(deployments.BODY), deployments.DEFAULTS), errors=(400, 401, 403, 404, 409),
+            body=_with_defaults(body_schema(deployments.BODY), deployments.DEFAULTS),
+            errors=(400, 401, 403, 404, 409, 429),
         ) | {"parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                             "schema": {"type": "string", "maxLength": 200},
+                             "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY.pattern}$"},
                              "description": "repeating a key returns the first instance"}]}),
         _list_route("/instances", instances.list_instances, "instances", "List instances with their storage summary",
                     "Instance", instances.LIST_QUERY),
@@ -181,6 +188,22 @@ def control_routes() -> tuple[Route, ...]:
             body=body_schema(api_keys.BODY))),
         Route("DELETE", "/api_keys/{id}", api_keys.revoke_key, _op(
             "api_keys", "Revoke an API key", (200, _ref("ApiKey")), errors=mine, path_id=True)),
+        Route("PATCH", "/api_keys/{id}", api_keys.set_key_limits, _op(
+            "api_keys", "Set or clear (null) the key's rate limits and fail mode", (200, _ref("ApiKey")),
+            body=body_schema(api_keys.LIMITS_BODY), errors=mine, path_id=True)),
+        _list_route("/organizations", organizations.list_organizations, "organizations",
+                    "Organizations: every one for a platform admin, else the key's own", "Organization",
+                    organizations.LIST_QUERY),
+        Route("POST", "/organizations", organizations.create_organization, _op(
+            "organizations", "Create an organization (platform admins)", (201, _ref("OrganizationDetail")),
+            body=body_schema(organizations.CREATE_BODY), errors=(400, 401, 403, 409))),
+        Route("GET", "/organizations/{id}", organizations.get_organization, _op(
+            "organizations", "One organization with its limits, quotas and their current use",
+            (200, _ref("OrganizationDetail")), errors=mine, path_id=True)),
+        Route("PATCH", "/organizations/{id}", organizations.update_organization, _op(
+            "organizations", "Change an organization's name, limits or quotas (platform admins; null: unlimited)",
+            (200, _ref("OrganizationDetail")), body=body_schema(organizations.UPDATE_BODY), errors=mine,
+            path_id=True)),
         _list_route("/providers", catalog.list_providers, "catalog", "Cloud providers", "Provider",
                     catalog.PROVIDERS_QUERY),
         _list_route("/zones", catalog.list_zones, "catalog", "Zones", "Zone", catalog.ZONES_QUERY),
@@ -192,14 +215,14 @@ def control_routes() -> tuple[Route, ...]:
             errors=(400, 401, 403, 409))),
         Route("PATCH", "/models/{id}", models.update_model, _op(
             "catalog", "Change a model (activate, deactivate, data_volume_gb)", (200, _ref("Model")),
-            body=body_schema(models.UPDATE_BODY), errors=mine, path_id=True)),
+            body=body_schema(models.UPDATE_BODY, non_empty=True), errors=mine, path_id=True)),
         _list_route("/offerings", offerings.list_offerings, "catalog", "Offerings", "Offering", offerings.LIST_QUERY),
         Route("POST", "/offerings", offerings.create_offering, _op(
             "catalog", "Publish a model as org_slug/model_code", (201, _ref("Offering")),
             body=body_schema(offerings.CREATE_BODY), errors=(400, 401, 403, 404, 409))),
         Route("PATCH", "/offerings/{id}", offerings.update_offering, _op(
-            "catalog", "Change an offering", (200, _ref("Offering")), body=body_schema(offerings.UPDATE_BODY),
-            errors=mine, path_id=True)),
+            "catalog", "Change an offering", (200, _ref("Offering")),
+            body=body_schema(offerings.UPDATE_BODY, non_empty=True), errors=mine, path_id=True)),
         Route("GET", "/usage", usage.get_usage, _op(
             "usage", "Usage sums of an organization", (200, _ref("UsageReport")), query=usage.QUERY)),
         Route("POST", "/internal/workers/heartbeat", heartbeat.record_heartbeat, _op(
@@ -219,14 +242,15 @@ def _control_paths() -> dict[str, Schema]:
 
 def _sse_or_json(schema: Schema) -> Schema:
     return {
-        "description": "A JSON body, or with `stream: true` server-sent events of chunks ending in `data: [DONE]`",
+        "description": "A JSON body, or with `stream: true` server-sent events of chunks ending in `data: [DONE]`"
+                       " (a stream the worker cuts ends with an error event instead)",
         "content": {"application/json": {"schema": schema}, "text/event-stream": {"schema": {"type": "string"}}},
     }
 
 
 def _inference(summary: str, request: str, response: Schema) -> Schema:
     op = _op("inference", summary, (200, None), body=_ref(request),
-             errors=(400, 401, 403, 404, 413, 502, 503, 504))
+             errors=(400, 401, 403, 404, 408, 413, 429, 502, 503, 504))
     op["responses"]["200"] = response
     return op
 
@@ -300,7 +324,13 @@ def _resource_schemas() -> dict[str, Schema]:
     api_key = _object(
         object={"type": "string", "const": "api_key"}, id="uuid", organization_id="uuid", name="str",
         key_prefix="str", scopes=_array("str"), created_at="datetime", last_used_at="datetime?",
-        revoked_at="datetime?",
+        revoked_at="datetime?", requests_per_minute="int?", tokens_per_minute="int?", concurrent_requests="int?",
+        limits_fail_mode=_t("str") | {"enum": ["open", "closed"]},
+    )
+    organization = _object(
+        object={"type": "string", "const": "organization"}, id="uuid", slug="str", name="str", is_platform="bool",
+        requests_per_minute="int?", tokens_per_minute="int?", concurrent_requests="int?", max_instances="int?",
+        max_gpus="int?", monthly_budget="num?", created_at="datetime", updated_at="datetime",
     )
     return {
         "Storage": storage,
@@ -312,6 +342,9 @@ def _resource_schemas() -> dict[str, Schema]:
             completed_at="datetime?",
         ),
         "ApiKey": api_key,
+        "Organization": organization,
+        "OrganizationDetail": {"allOf": [_ref("Organization"), _object(
+            usage=_object(live_instances="int", live_gpus="int", month_spend="num"))]},
         "CreatedApiKey": {"allOf": [_ref("ApiKey"), _object(key="str")]},
         "Provider": _object(object="str", id="uuid", code="str", name="str", is_active="bool",
                             created_at="datetime", worker_data_volume_gb_default="int?"),
@@ -351,6 +384,8 @@ def _resource_schemas() -> dict[str, Schema]:
 
 
 def _openai_schemas() -> dict[str, Schema]:
+    # What gateway/request_body.py accepts as a model name: text that is not blank.
+    model: Schema = {"type": "string", "minLength": 1, "pattern": TEXT_PATTERN}
     stream_options = _object(False, include_usage="bool")
     usage_schema = _object(False, prompt_tokens="int", completion_tokens="int", total_tokens="int")
     text_or_tokens: Schema = {"oneOf": [_t("str"), _array("str"), _array("int"), _array(_array("int"))]}
@@ -359,15 +394,15 @@ def _openai_schemas() -> dict[str, Schema]:
         "ChatMessage": _object(False, role="str", content={"oneOf": [_t("str"), _array("object"), {"type": "null"}]})
         | {"required": ["role"]},
         "ChatCompletionRequest": _object(
-            False, model="str", messages={"type": "array", "items": _ref("ChatMessage")}, stream="bool",
+            False, model=model, messages={"type": "array", "items": _ref("ChatMessage")}, stream="bool",
             stream_options=stream_options, max_tokens="int?", temperature="num?", top_p="num?", n="int?",
             stop={"oneOf": [_t("str"), _array("str"), {"type": "null"}]}, user="str",
         ) | {"required": ["model", "messages"]} | extra,
         "CompletionRequest": _object(
-            False, model="str", prompt=text_or_tokens, stream="bool", stream_options=stream_options,
+            False, model=model, prompt=text_or_tokens, stream="bool", stream_options=stream_options,
             max_tokens="int?", temperature="num?", top_p="num?", n="int?", user="str",
         ) | {"required": ["model", "prompt"]} | extra,
-        "EmbeddingRequest": _object(False, model="str", input=text_or_tokens, encoding_format="str", user="str")
+        "EmbeddingRequest": _object(False, model=model, input=text_or_tokens, encoding_format="str", user="str")
         | {"required": ["model", "input"]} | extra,
         "Usage": usage_schema,
         "ChatCompletion": _object(

@@ -30,7 +30,9 @@ MAX_LIMIT = 500
 
 PAGE_PARAMS = {
     "limit": FieldSpec("int", minimum=1, maximum=MAX_LIMIT, description=f"page size, default {DEFAULT_LIMIT}"),
-    "cursor": FieldSpec("str", max_length=1000, description="next_cursor of the previous page"),
+    # URL-safe base64 without padding, as encode_cursor writes it.
+    "cursor": FieldSpec("str", max_length=1000, pattern=r"[A-Za-z0-9_-]+",
+                        description="next_cursor of the previous page"),
 }
 
 

@@ -12,8 +12,9 @@ from gateway.errors import ApiError, bad_request, not_found
 
 Row = dict[str, Any] | None
 
-# Clients send UUIDs, ULIDs or hashes; 200 printable characters covers all of them.
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+# Clients send UUIDs, ULIDs or hashes; 200 printable characters covers all of them. The OpenAPI document
+# shows the same pattern.
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 def check_placement(instance_type: Row, zone: Row, offer: Row, model: Row) -> None:
@@ -46,7 +47,7 @@ def scoped_idempotency_key(header: str | None, organization_id: str) -> str | No
     """The key as stored: scoped to the organization, so two tenants' keys never collide."""
     if header is None:
         return None
-    if not _IDEMPOTENCY_KEY.fullmatch(header):
+    if not IDEMPOTENCY_KEY.fullmatch(header):
         raise bad_request("Idempotency-Key must be 1 to 200 printable ASCII characters without spaces.",
                           "Idempotency-Key", "invalid_idempotency_key")
     return f"{organization_id}:{header}"

@@ -5,19 +5,31 @@ richer line in gateway/inference.py); both go to the data plane's access sink, s
 turns both off. The correlation id is the client's sane `X-Request-Id` or a new
 one, returned in `X-Request-Id` and set as the log context's `cid` while the handler runs, so its own log
 lines carry it; handlers that create or end an instance log the instance id beside it.
+
+Every control route reads Postgres: while it is unreachable (or does not answer within the pool's
+timeout) the answer is an OpenAI-shaped 503 naming it, with one warning line, never a 500 traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
+import psycopg2
 from aiohttp import web
 
 from gateway import tracing
 from gateway.errors import ApiError, Handler
 from gateway.state import PLANE
 from inventiv.logs import correlation_id
+from sql.pool import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+# What aiopg raises when Postgres is gone: a refused or dropped connection (OperationalError, or
+# InterfaceError on a pooled connection already closed), and TimeoutError past the pool's timeout.
+_DATABASE_DOWN = (psycopg2.OperationalError, psycopg2.InterfaceError, DatabaseUnavailable, TimeoutError)
 
 
 def logged(handler: Handler) -> Handler:
@@ -38,6 +50,11 @@ def logged(handler: Handler) -> Handler:
         except web.HTTPException as exc:
             status = exc.status
             raise
+        except _DATABASE_DOWN as exc:
+            status = 503
+            log.warning("database unavailable", extra={"error": _first_line(exc), "path": request.path})
+            error = ApiError(503, "The database is unavailable; retry shortly.", "database_unavailable")
+            return error.response(headers={"X-Request-Id": request_id})
         finally:
             access = request.app[PLANE].access
             if access is not None and tracing.enabled():
@@ -50,3 +67,8 @@ def logged(handler: Handler) -> Handler:
             correlation_id.reset(token)
 
     return run
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -38,11 +38,13 @@ def usage_window(start: datetime | None, end: datetime | None, now: datetime) ->
     try:
         start = start or end - DEFAULT_WINDOW
     except OverflowError:
-        raise bad_request("'to' is too early for the default window; send 'from' too.", "to") from None
+        raise bad_request("'to' is too early for the default window; send 'from' too.", "to",
+                          "invalid_window") from None
     if start >= end:
-        raise bad_request("'from' must be before 'to'.", "from")
+        raise bad_request("'from' must be before 'to'.", "from", "invalid_window")
     if end - start > MAX_WINDOW:
-        raise bad_request(f"The window from 'from' to 'to' must be at most {MAX_WINDOW.days} days.", "from")
+        raise bad_request(f"The window from 'from' to 'to' must be at most {MAX_WINDOW.days} days.", "from",
+                          "invalid_window")
     return start, end
 
 

@@ -12,19 +12,24 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
+from gateway import state
+from gateway.connections import read_body
 from gateway.errors import bad_request
 
 Kind = Literal["str", "uuid", "int", "bool", "str_list", "uuid_list", "datetime"]
 
 # Postgres `integer` columns hold at most this; larger values would fail in SQL instead of here.
 INT4_MAX = 2**31 - 1
+# Real UTC offsets run from -12:00 to +14:00. Python parses any offset under 24 h, but Postgres refuses
+# a displacement beyond 15:59 ("time zone displacement out of range"), which surfaced as a 500.
+MAX_UTC_OFFSET = timedelta(hours=14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +50,7 @@ Spec = Mapping[str, FieldSpec]
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    return parse_json_object(await request.read())
+    return parse_json_object(await read_body(request, request.app[state.SETTINGS].body_timeout_s))
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -131,7 +136,11 @@ def _json_uuid(name: str, value: Any, field: FieldSpec) -> str:
 
 
 def _json_int(name: str, value: Any, field: FieldSpec) -> int:
-    # bool is an int in Python; `true` is not a size.
+    # JSON Schema's integer is any number with a zero fractional part, so the document allows `40.0`
+    # (https://json-schema.org/draft/2020-12/json-schema-core#section-4.2.1, and the official test suite's
+    # zeroTerminatedFloats.json). Not `true`, an int in Python.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad_request(f"'{name}' must be an integer.", name)
     return _checked_int(name, value, field)
@@ -210,7 +219,16 @@ def _text_datetime(name: str, raw: str, field: FieldSpec) -> datetime:
     except ValueError:
         raise bad_request(f"'{name}' must be an ISO 8601 date or date-time.", name) from None
     # A bare date means its midnight; a time without an offset is UTC.
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    offset = parsed.utcoffset()
+    if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+        raise bad_request(f"'{name}' has a UTC offset beyond -14:00 to +14:00.", name, "invalid_datetime")
+    try:
+        # In UTC from here on: SQL and JSON never see the client's offset.
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise bad_request(f"'{name}' is outside years 1 to 9999 once in UTC.", name, "invalid_datetime") from None
 
 
 def _text_str(name: str, raw: str, field: FieldSpec) -> str:
@@ -242,6 +260,17 @@ _TEXT_CHECKS: dict[Kind, Callable[[str, str, FieldSpec], Any]] = {
 
 # Shared bounds ---------------------------------------------------------------------------------
 
+# Text is refused when it holds only these blanks, or a NUL. The set is spelt out rather than `\s`, which
+# means different characters in Python and in the ECMA-262 regexes of JSON Schema; TEXT_PATTERN says the
+# same in the schema: https://json-schema.org/draft/2020-12/json-schema-core#section-6.4
+_BLANKS = r"\t\n\v\f\r "
+_VISIBLE = re.compile(f"[^{_BLANKS}]")
+TEXT_PATTERN = rf"^[^\u0000]*[^\u0000{_BLANKS}][^\u0000]*$"
+
+
+def is_blank(value: str) -> bool:
+    return _VISIBLE.search(value) is None
+
 
 def _checked_int(name: str, value: int, field: FieldSpec) -> int:
     if field.minimum is not None and value < field.minimum:
@@ -255,7 +284,7 @@ def _checked_text(name: str, value: str, field: FieldSpec) -> str:
     if "\x00" in value:
         # Postgres text cannot hold NUL; refusing it here keeps it from becoming a 500.
         raise bad_request(f"'{name}' must not contain NUL characters.", name)
-    if not value.strip():
+    if is_blank(value):
         raise bad_request(f"'{name}' must not be empty.", name)
     if len(value) > field.max_length:
         raise bad_request(f"'{name}' must be at most {field.max_length} characters.", name)
@@ -291,10 +320,24 @@ def field_schema(field: FieldSpec) -> dict[str, Any]:
     return schema
 
 
+# RFC 3339 date-times as Python's datetime.fromisoformat reads them: it refuses the lowercase `t` and `z`
+# that RFC 3339 allows (https://datatracker.ietf.org/doc/html/rfc3339#section-5.6, NOTE), and year 0000,
+# and second 60. The schema states this pattern beside `format: date-time`, so it allows no more.
+DATETIME_PATTERN = (
+    r"^(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9](\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
 def _scalar_schema(kind: Kind, field: FieldSpec) -> dict[str, Any]:
     schema = dict(_SCHEMAS[kind])
+    if kind == "datetime":
+        schema["pattern"] = DATETIME_PATTERN
     if kind == "str":
         schema["maxLength"] = field.max_length
+        if field.choices is None and field.pattern is None:
+            # A pattern or a list of choices of its own already rules out blank text and NUL.
+            schema["minLength"] = 1
+            schema["pattern"] = TEXT_PATTERN
     if field.choices is not None:
         schema["enum"] = list(field.choices)
     if field.pattern is not None:
@@ -306,13 +349,16 @@ def _scalar_schema(kind: Kind, field: FieldSpec) -> dict[str, Any]:
     return schema
 
 
-def body_schema(spec: Spec) -> dict[str, Any]:
-    """The JSON Schema of a request body declared by `spec` (unknown fields refused)."""
+def body_schema(spec: Spec, *, non_empty: bool = False) -> dict[str, Any]:
+    """The JSON Schema of a request body declared by `spec` (unknown fields refused); `non_empty` for
+    updates, which refuse a body that changes nothing."""
     schema: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {name: field_schema(field) for name, field in spec.items()},
     }
+    if non_empty:
+        schema["minProperties"] = 1
     required = [name for name, field in spec.items() if field.required]
     if required:
         schema["required"] = required

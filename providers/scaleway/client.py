@@ -84,6 +84,7 @@ class Reply:
     status: int
     headers: Mapping[str, str]  # case-insensitive
     data: Any  # the decoded JSON body, None when empty
+    raw: bytes = b""  # the body as sent: user data values are plain text, not JSON
 
 
 class ScalewayClient:
@@ -199,7 +200,7 @@ class ScalewayClient:
             method, self.api_url + path, params=list(params), data=data, headers=headers
         ) as resp:
             raw = await resp.read()
-            return Reply(resp.status, CIMultiDict(resp.headers), _decode(raw))
+            return Reply(resp.status, CIMultiDict(resp.headers), _decode(raw), raw)
 
     # -- pagination --------------------------------------------------------------------------------
 

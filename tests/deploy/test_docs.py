@@ -15,6 +15,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from gateway import metrics
 from inventiv.cli import build_parser
+from inventiv.deploy.vm_settings import env_names as vm_env_names
 from inventiv.settings import Settings
 from worker.agent import AGENT_ENV_NAMES
 from worker.engines import CONTAINER_ENV_NAMES
@@ -95,9 +96,18 @@ def test_documented_default(value: Any, text: str) -> None:
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_docs_name_only_real_settings(path: Path) -> None:
+    # The control-plane VM's settings (inventiv deploy) are real too, in their own env files.
+    known = set(SETTINGS) | vm_env_names()
     names = set(ENV_NAME.findall(path.read_text())) - NOT_SETTINGS
-    unknown = {n for n in names if n not in SETTINGS and n.removesuffix("_FILE") not in SETTINGS}
+    unknown = {n for n in names if n not in known and n.removesuffix("_FILE") not in known}
     assert unknown == set()
+
+
+def test_deploy_readme_lists_every_vm_setting() -> None:
+    text = (ROOT / "deploy" / "README.md").read_text()
+    rows = re.findall(r"^\| (`[A-Z0-9_]+`(?:, `[A-Z0-9_]+`)*) \|", text, re.MULTILINE)
+    listed = {name for row in rows for name in re.findall(r"`([A-Z0-9_]+)`", row)}
+    assert vm_env_names() <= listed
 
 
 def test_configuration_table_lists_every_setting_with_its_default() -> None:
@@ -125,7 +135,7 @@ def test_shown_inventiv_commands_parse() -> None:
                     shown.add(build_parser().parse_args(argv).command)
                 except SystemExit:
                     pytest.fail(f"{path.name} shows `inventiv {shlex.join(argv)}`, which the CLI refuses")
-    assert shown >= {"migrate", "seed"}
+    assert shown >= {"migrate", "seed", "deploy"}
 
 
 def test_readme_says_what_data_volume_gb_null_and_0_mean() -> None:

@@ -17,6 +17,10 @@ from dotenv import dotenv_values
 
 from gateway.app import create_app
 from inventiv.cli import build_parser
+from inventiv.deploy.firewall import PUBLIC_PORTS
+from inventiv.deploy.stack import STACK_FILES
+from inventiv.deploy.user_data import STACK_IMAGES
+from inventiv.deploy.vm_settings import env_names as vm_env_names
 from inventiv.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -254,3 +258,51 @@ def test_kubernetes_probes_hit_gateway_routes_on_its_port() -> None:
 def test_schedulers_run_active_standby() -> None:
     assert _compose_inventiv_services()["scheduler"]["deploy"]["replicas"] == 2
     assert _kubernetes_workload("Deployment", "inventiv-scheduler")["spec"]["replicas"] == 2
+
+
+# -- the control-plane VM (inventiv deploy): docker-compose.vm.yml, Caddyfile, env/*.env.example -------------
+
+
+def _compose_vm() -> dict[str, Any]:
+    overlay: dict[str, Any] = _load(DEPLOY / "docker-compose.vm.yml")[0]
+    return overlay
+
+
+def test_vm_overlay_changes_only_inventiv_services_and_adds_caddy() -> None:
+    services = _compose_vm()["services"]
+    assert set(services) - {"caddy"} == set(_compose_inventiv_services())
+    for name in set(services) - {"caddy"}:
+        assert services[name]["image"].startswith("${DEPLOY_IMAGE:?")
+        assert services[name]["volumes"] == ["${SECRETS_DIR:?set SECRETS_DIR}:/run/secrets/inventiv:ro"]
+
+
+def test_caddy_serves_what_the_vm_firewall_opens() -> None:
+    caddy = _compose_vm()["services"]["caddy"]
+    published = {int(port.split(":")[0]) for port in caddy["ports"]}
+    assert published == set(PUBLIC_PORTS)
+    assert caddy["image"] in STACK_IMAGES
+    assert caddy["depends_on"]["gateway"]["condition"] == "service_healthy"
+
+
+def test_caddyfile_proxies_the_domain_to_the_gateway_port() -> None:
+    text = (DEPLOY / "Caddyfile").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert lines[0] == "{$DOMAIN} {"
+    (target,) = [line.split()[1] for line in lines if line.startswith("reverse_proxy")]
+    host, port = target.split(":")
+    assert host in _compose_inventiv_services() and host == "gateway"
+    gateway_port = int(_compose_inventiv_services()["gateway"]["ports"][0].rsplit(":", 1)[1])
+    assert int(port) == gateway_port == Settings.gateway_port
+
+
+def test_deploy_up_uploads_every_file_the_overlay_reads() -> None:
+    caddy_file = _compose_vm()["services"]["caddy"]["volumes"][0].split(":")[0]
+    assert Path(caddy_file).name in STACK_FILES and (DEPLOY / Path(caddy_file).name).is_file()
+    assert all((DEPLOY / name).is_file() for name in STACK_FILES)
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_vm_env_examples_set_only_vm_settings(env: str) -> None:
+    names = _dotenv_names(DEPLOY / "env" / f"{env}.env.example")
+    assert names <= vm_env_names()
+    assert {"DEPLOY_ENV", "SCW_ROOT_VOLUME_SIZE_GB", "SECRETS_DIR", "SECRET_FILES", "DOMAIN"} <= names

@@ -57,7 +57,8 @@ def serve_one(
 
     async def serve(**config: Any) -> tuple[TestServer, TestClient, str, str]:
         # The instance first: its id names the secret the worker must be started with.
-        instance = await insert_ready_instance(db_pool, config.get("model", SMALL), "127.0.0.1", 1)
+        model = config.get("model", SMALL)
+        instance = await insert_ready_instance(db_pool, model, "127.0.0.1", 1, organization="demo")
         config.setdefault("api_key", worker_secrets(gateway_settings).for_instance(instance))
         worker = await start_worker(**config)
         await set_instance(db_pool, instance, worker_port=worker.port)

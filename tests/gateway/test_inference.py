@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import aiopg
 import orjson
 import pytest
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
-from fleet import SMALL, ServeOne, WorkerFactory, insert_ready_instance, new_key, refresh, set_instance
+from fleet import (
+    SMALL,
+    ServeOne,
+    WorkerFactory,
+    insert_ready_instance,
+    new_key,
+    refresh,
+    set_instance,
+    usage_rows,
+)
 
 from gateway import sse
 from inventiv.settings import Settings
@@ -42,8 +56,14 @@ async def stats_when(worker: TestServer, timeout_s: float = 2.0, **expected: int
     return counters
 
 
-async def fleet(db_pool: aiopg.Pool, *workers: TestServer, model: str = SMALL) -> list[str]:
-    return [await insert_ready_instance(db_pool, model, "127.0.0.1", w.port or 0) for w in workers]
+async def fleet(
+    db_pool: aiopg.Pool, *workers: TestServer, model: str = SMALL, organization: str | None = "demo"
+) -> list[str]:
+    """Ready instances for `workers`, deployed by `organization` (the test keys' own, by default)."""
+    return [
+        await insert_ready_instance(db_pool, model, "127.0.0.1", w.port or 0, organization=organization)
+        for w in workers
+    ]
 
 
 def events(body: bytes) -> list[Any]:
@@ -204,8 +224,10 @@ async def test_least_loaded_worker_is_chosen_and_stale_ones_never(
     start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
 ) -> None:
     busy, idle, stale = await start_worker(), await start_worker(), await start_worker()
-    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", busy.port or 0, queue_depth=5)
-    idle_id = await insert_ready_instance(db_pool, SMALL, "127.0.0.1", idle.port or 0, queue_depth=1)
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", busy.port or 0, queue_depth=5, organization="demo")
+    idle_id = await insert_ready_instance(
+        db_pool, SMALL, "127.0.0.1", idle.port or 0, queue_depth=1, organization="demo"
+    )
     await insert_ready_instance(db_pool, SMALL, "127.0.0.1", stale.port or 0, heartbeat_age_s=400)
     key = await new_key(db_pool)
     client = await start_gateway()
@@ -249,6 +271,60 @@ async def test_session_affinity_pins_and_fails_over(
         assert "X-Inventiv-Session-Moved" not in resp.headers
 
 
+async def org_id(db_pool: aiopg.Pool, slug: str) -> str:
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT id FROM organizations WHERE slug = %s", (slug,))
+        row = await cur.fetchone()
+    return str(row[0])
+
+
+async def test_two_organizations_using_one_session_id_get_their_own_pins(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool, redis: aioredis.Redis,
+    settings: Settings,
+) -> None:  # fmt: skip
+    worker = await start_worker()
+    (instance,) = await fleet(db_pool, worker)
+    ours, theirs = await new_key(db_pool), await new_key(db_pool, "acme")
+    client = await start_gateway()
+    for key in (ours, theirs):
+        async with client.post(
+            CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key, **{"X-Inventiv-Session": "conv-1"})
+        ) as resp:
+            assert resp.status == 200
+    # One pin per organization, each under its own organization's id.
+    names = sorted([k.decode() async for k in redis.scan_iter(match=f"{settings.redis_prefix}affinity:*:conv-1")])
+    orgs = sorted([await org_id(db_pool, "demo"), await org_id(db_pool, "acme")])
+    assert [name.split(":")[-3] for name in names] == orgs
+    assert [await redis.get(name) for name in names] == [instance.encode()] * 2
+
+
+@pytest.mark.parametrize(
+    ("owner", "caller", "scopes", "shown"),
+    [
+        ("demo", "demo", ("inference",), True),
+        ("demo", "acme", ("inference",), False),
+        ("demo", "acme", ("inference", "admin"), False),
+        (None, "acme", ("inference",), False),
+        (None, "acme", ("inference", "admin"), True),
+    ],
+    ids=["own-instance", "other-orgs-instance", "other-orgs-instance-admin", "operator-instance",
+         "operator-instance-admin"],
+)
+async def test_the_instance_header_is_shown_only_to_keys_that_may_see_the_instance(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool,
+    owner: str | None, caller: str, scopes: tuple[str, ...], shown: bool,
+) -> None:  # fmt: skip
+    worker = await start_worker()
+    (instance,) = await fleet(db_pool, worker, organization=owner)
+    key = await new_key(db_pool, caller, scopes)
+    client = await start_gateway()
+    for stream in (False, True):
+        body = {"model": SMALL, "messages": MESSAGES, "stream": stream}
+        async with client.post(CHAT, json=body, headers=auth(key)) as resp:
+            assert resp.status == 200
+            assert resp.headers.get("X-Inventiv-Instance") == (instance if shown else None)
+
+
 async def test_redis_down_still_serves_without_affinity(
     start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
 ) -> None:
@@ -268,7 +344,9 @@ async def test_connect_failure_is_retried_on_another_worker(
 ) -> None:
     worker = await start_worker()
     dead_port = unused_tcp_port_factory()
-    live = await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port or 0, queue_depth=3)
+    live = await insert_ready_instance(
+        db_pool, SMALL, "127.0.0.1", worker.port or 0, queue_depth=3, organization="demo"
+    )
     await insert_ready_instance(db_pool, SMALL, "127.0.0.1", dead_port, queue_depth=0)
     key = await new_key(db_pool)
     client = await start_gateway()
@@ -308,8 +386,9 @@ async def test_worker_dying_mid_stream_ends_with_an_error_event(serve_one: Serve
         assert resp.status == 200
         got = events(await resp.read())
     assert len([e for e in got if isinstance(e, dict) and "choices" in e]) == 3
-    assert got[-2]["error"]["code"] == "upstream_error"
-    assert got[-1] == "data: [DONE]"
+    # An error event ends it, and no `[DONE]`: that would tell the client its answer was complete.
+    assert got[-1]["error"]["code"] == "upstream_error"
+    assert "data: [DONE]" not in got
 
 
 async def test_client_disconnect_mid_stream_cancels_the_worker(serve_one: ServeOne) -> None:
@@ -417,3 +496,176 @@ async def test_a_client_that_leaves_once_it_has_done_is_billed_the_workers_count
             break
         await asyncio.sleep(0.05)
     assert rows == [("success", 200, 2, 4, False)]
+
+
+# -- worker faults, with real worker processes -----------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def worker_process(port: int, api_key: str, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m providers.mock.worker` on `port`, refusing callers without `api_key` (as vLLM does)."""
+    env = {**os.environ, "VLLM_API_KEY": api_key}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "providers.mock.worker", "--port", str(port), "--model", SMALL, *args, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(400):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"http://127.0.0.1:{port}/health") as resp:
+                        if resp.status == 200:
+                            break
+                await asyncio.sleep(0.025)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def process_instance(
+    db_pool: aiopg.Pool, settings: Settings, port_factory: Callable[[], int], *, queue_depth: int = 0
+) -> tuple[str, int, str]:
+    """A ready instance for a worker process to come: (instance id, port, the secret it must require)."""
+    port = port_factory()
+    instance = await insert_ready_instance(
+        db_pool, SMALL, "127.0.0.1", port, queue_depth=queue_depth, organization="demo"
+    )
+    return instance, port, worker_secrets(settings).for_instance(instance)
+
+
+async def test_a_worker_killed_mid_stream_cuts_it_bills_an_estimate_and_the_session_moves(
+    start_gateway: Gateway, db_pool: aiopg.Pool, gateway_settings: Settings, unused_tcp_port_factory: Any
+) -> None:
+    ids: dict[str, int] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        procs = {}
+        for _ in range(2):
+            instance, port, secret = await process_instance(db_pool, gateway_settings, unused_tcp_port_factory)
+            procs[instance] = await stack.enter_async_context(
+                worker_process(port, secret, "--tokens", "2000", "--token-delay-ms", "10")
+            )
+            ids[instance] = port
+        key = await new_key(db_pool)
+        client = await start_gateway()
+        session = {"X-Inventiv-Session": "conv-killed"}
+        body = {"model": SMALL, "messages": MESSAGES, "stream": True}
+        async with client.post(CHAT, json=body, headers=auth(key, **session)) as resp:
+            assert resp.status == 200
+            served = resp.headers["X-Inventiv-Instance"]
+            received = [await resp.content.readline() for _ in range(6)]  # three events and their blank lines
+            procs[served].send_signal(signal.SIGKILL)
+            got = events(b"".join(received) + await resp.read())
+        chunks = [e for e in got if isinstance(e, dict) and "choices" in e]
+        assert len(chunks) >= 3
+        assert got[-1]["error"]["code"] == "upstream_error" and "data: [DONE]" not in got
+        ((status, http_status, instance, completion, estimated),) = await usage_rows(
+            db_pool, "status, http_status, instance_id::text, completion_tokens, usage_estimated", 1
+        )
+        assert (status, http_status, instance, estimated) == ("upstream_error", 200, served, True)
+        assert completion == len(chunks)
+        # The pinned worker is dead: the next request of the session goes to the other one, and says so.
+        body.update(stream=False, max_tokens=3)
+        async with client.post(CHAT, json=body, headers=auth(key, **session)) as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Inventiv-Instance"] == next(i for i in ids if i != served)
+            assert resp.headers["X-Inventiv-Session-Moved"] == "1"
+
+
+async def test_a_worker_hanging_before_its_first_byte_is_a_504_or_is_retried_elsewhere(
+    start_gateway: Gateway, db_pool: aiopg.Pool, gateway_settings: Settings, unused_tcp_port_factory: Any
+) -> None:
+    hung, port, secret = await process_instance(db_pool, gateway_settings, unused_tcp_port_factory)
+    async with worker_process(port, secret, "--first-token-delay-ms", "60000"):
+        key = await new_key(db_pool)
+        client = await start_gateway(upstream_first_byte_timeout_s=0.5)
+        body = {"model": SMALL, "messages": MESSAGES}
+        async with client.post(CHAT, json=body, headers=auth(key)) as resp:
+            assert resp.status == 504
+            assert (await resp.json())["error"]["code"] == "upstream_timeout"
+        # A second, healthy worker (busier on paper, so the hung one is still tried first): it answers.
+        healthy, port, secret = await process_instance(
+            db_pool, gateway_settings, unused_tcp_port_factory, queue_depth=5
+        )
+        async with worker_process(port, secret):
+            await refresh(client)
+            async with client.post(CHAT, json=body, headers=auth(key)) as resp:
+                assert resp.status == 200
+                assert resp.headers["X-Inventiv-Instance"] == healthy
+    rows = await usage_rows(db_pool, "status, http_status, instance_id::text", 2)
+    assert rows == [("upstream_error", 504, hung), ("success", 200, healthy)]
+
+
+_NOT_HTTP = b"SSH-2.0-OpenSSH_9.6\r\n\r\n"
+_NOT_JSON = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{not json"
+# One whole event, half of the next, then a chunk size that is not hexadecimal.
+_BROKEN_CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"17\r\ndata: {\"choices\": []}\n\n\r\nb\r\ndata: {\"cho\r\nzz\r\nnot a chunk\r\n"
+)
+
+
+@contextlib.asynccontextmanager
+async def garbage_worker(answer: bytes) -> AsyncIterator[int]:
+    """A server that answers every request with `answer` and closes: a worker gone wrong. Yields its port."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "answer", [_NOT_HTTP, _NOT_JSON, _BROKEN_CHUNKED], ids=["not-http", "not-json", "broken-chunked"]
+)
+async def test_a_worker_answering_garbage_is_a_502_recorded_as_upstream_error(
+    start_gateway: Gateway, db_pool: aiopg.Pool, answer: bytes
+) -> None:
+    async with garbage_worker(answer) as port:
+        await insert_ready_instance(db_pool, SMALL, "127.0.0.1", port, organization="demo")
+        key = await new_key(db_pool)
+        client = await start_gateway()
+        async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key)) as resp:
+            assert resp.status == 502
+            error = (await resp.json())["error"]
+    assert error["code"] == "upstream_invalid_response" and error["type"] == "upstream_error"
+    assert await usage_rows(db_pool, "status, http_status", 1) == [("upstream_error", 502)]
+
+
+@pytest.mark.parametrize(
+    ("include_usage", "before_error"),
+    [
+        # Forwarded as it comes: the half event is ended where it was cut.
+        (True, [{"choices": []}, 'data: {"cho']),
+        # Whole events only (the gateway strips the usage it asked for): the half event is dropped.
+        (False, [{"choices": []}]),
+    ],
+    ids=["passed-through", "whole-events"],
+)
+async def test_a_stream_whose_chunked_encoding_breaks_ends_with_an_error_event(
+    start_gateway: Gateway, db_pool: aiopg.Pool, include_usage: bool, before_error: list[Any]
+) -> None:
+    async with garbage_worker(_BROKEN_CHUNKED) as port:
+        await insert_ready_instance(db_pool, SMALL, "127.0.0.1", port, organization="demo")
+        key = await new_key(db_pool)
+        client = await start_gateway()
+        body = {
+            "model": SMALL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": include_usage}
+        }
+        async with client.post(CHAT, json=body, headers=auth(key)) as resp:
+            assert resp.status == 200
+            got = events(await resp.read())
+    # The error comes as an event of its own, and nothing after it.
+    assert got[:-1] == before_error
+    assert got[-1]["error"]["code"] == "upstream_error"
+    assert await usage_rows(db_pool, "status, usage_estimated", 1) == [("upstream_error", True)]

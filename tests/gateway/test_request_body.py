@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.errors import ApiError
 from gateway.request_body import InferenceRequest, forward_body, parse_request
@@ -34,11 +37,13 @@ def body(**fields: Any) -> bytes:
         (b'{"model": "demo/qwen-small", "input": "x"}', False, "demo/qwen-small", False, False),
         (b'  {"model":"m"}\n', True, "m", False, False),
         ('{"model": "mod\u00e8le"}'.encode(), True, "mod\u00e8le", False, False),
+        # Not blank by the rule the OpenAPI document's pattern states (an unknown model is a 404 later).
+        (orjson.dumps({"model": "\u3000\x1c"}), True, "\u3000\x1c", False, False),
     ],
     ids=[
         "chat", "stream", "stream-false-not-streamable", "stream-null", "include-usage", "include-usage-false",
         "empty-stream-options", "null-stream-options", "null-include-usage", "other-fields-unchecked",
-        "embeddings", "whitespace", "unicode-model",
+        "embeddings", "whitespace", "unicode-model", "unicode-blank-model",
     ],
 )
 def test_parse_request_accepts(raw: bytes, streamable: bool, model: str, stream: bool, wants_usage: bool) -> None:
@@ -136,3 +141,54 @@ def test_forward_body_keeps_field_order_and_values() -> None:
     raw = b'{"messages":[{"role":"user","content":"\\u00e9\\n"}],"temperature":0.1,"seed":-1,"model":"a/b"}'
     out = forward_body(parsed(raw), "c/d", add_usage=False)
     assert out == b'{"messages":[{"role":"user","content":"\xc3\xa9\\n"}],"temperature":0.1,"seed":-1,"model":"c/d"}'
+
+
+# Properties: any JSON object a client may send ---------------------------------------------------
+
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(),
+    # A huge string: far past one socket read, with escapes JSON must keep.
+    st.integers(0, 100_000).map(lambda n: "\u00e9\"\\\n\u2028" * n),
+)
+_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=12)
+_OPTIONS = st.one_of(st.none(), st.dictionaries(st.text(), _JSON).map(
+    lambda d: {k: v for k, v in d.items() if k != "include_usage"}).flatmap(
+    lambda d: st.sampled_from([d, {**d, "include_usage": True}, {**d, "include_usage": False}])))
+_MODEL = st.text(min_size=1).filter(lambda m: m.strip(" \t\n\r\v\f"))
+# Clients write JSON compactly, with ASCII escapes and spaces (Python's json's default), or indented.
+_ENCODERS = [lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode(),
+             lambda v: json.dumps(v).encode(), lambda v: json.dumps(v, indent=2).encode()]
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> tuple[dict[str, Any], bytes]:
+    body = draw(st.dictionaries(st.text(), _JSON, max_size=6))
+    body["model"] = draw(_MODEL)
+    if draw(st.booleans()):
+        body["stream"] = draw(st.booleans())
+        body["stream_options"] = draw(_OPTIONS)
+    return body, draw(st.sampled_from(_ENCODERS))(body)
+
+
+def _typed(value: Any) -> Any:
+    """The value with each number's type kept, so that 1 and 1.0 (or a big int and its float) differ."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
+@given(request=_requests(), model=_MODEL, add_usage=st.booleans())
+def test_forward_body_changes_only_the_model_and_usage(
+    request: tuple[dict[str, Any], bytes], model: str, add_usage: bool
+) -> None:
+    body, raw = request
+    forwarded = forward_body(parse_request(raw, streamable=True), model, add_usage)
+    # Python's json reads integers of any size exactly: the reference for what the client sent.
+    expected = {**json.loads(raw), "model": model}
+    if add_usage:
+        expected["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    assert _typed(json.loads(forwarded)) == _typed(expected)
+    if model == body["model"] and not add_usage:
+        assert forwarded is raw

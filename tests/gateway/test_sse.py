@@ -6,6 +6,9 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sse_streams import Stream, cuts, streams
 
 from gateway import sse
 
@@ -165,13 +168,53 @@ def test_count_data_events(chunk: bytes, count: int) -> None:
     assert sse.count_data_events(chunk) == count
 
 
-def test_error_event_is_an_openai_error_then_done() -> None:
+def test_error_event_is_one_openai_error_without_done() -> None:
     event = sse.error_event('worker "w1" went away', "upstream_error")
-    first, done = sse.split_complete(event)[0].split(b"\n\n")[:2]
-    assert event.endswith(b"\n\ndata: [DONE]\n\n")
-    assert done == b"data: [DONE]"
-    assert first.startswith(b"data: ")
+    complete, rest = sse.split_complete(event)
+    assert complete == event and rest == b""
+    assert b"[DONE]" not in event
+    first = event[: -len(b"\n\n")]
+    assert first.startswith(b"data: ") and b"\n\n" not in first
     assert orjson.loads(first[len(b"data: ") :]) == {
         "error": {"message": 'worker "w1" went away', "type": "upstream_error", "code": "upstream_error"}
     }
     assert sse.event_json(first + b"\n\n") == orjson.loads(first[6:])
+
+
+# Properties: any stream of events, any line ends, cut into reads anywhere --------------------------
+
+
+def _event_ends(stream: Stream) -> set[int]:
+    ends, at = {0}, 0
+    for event in stream.events:
+        at += len(event.raw)
+        ends.add(at)
+    return ends
+
+
+@given(stream=streams(), data=st.data())
+def test_reads_split_where_the_whole_stream_does(stream: Stream, data: st.DataObject) -> None:
+    whole = sse.split_complete(stream.raw)
+    pending, forwarded, ends = b"", b"", _event_ends(stream)
+    for read in data.draw(cuts(stream.raw)):
+        block, pending = sse.split_complete(pending + read)
+        forwarded += block
+        # A block ends where an event ends, never inside one.
+        assert len(forwarded) in ends
+    assert (forwarded, pending) == whole
+    # Every complete event, but a last one whose blank line ends in CR: an LF may still follow.
+    complete = [e.raw for e in stream.events if e.complete]
+    if complete and stream.raw.endswith(b"\r"):
+        complete.pop()
+    assert whole[0] == b"".join(complete)
+
+
+@given(stream=streams())
+def test_take_usage_strips_exactly_the_usage_only_events(stream: Stream) -> None:
+    assert sse.take_usage(stream.raw, strip=True) == (stream.without_usage_events, stream.usage)
+    assert sse.take_usage(stream.raw, strip=False) == (stream.raw, stream.usage)
+
+
+@given(stream=streams())
+def test_usage_in_tail_finds_the_last_usage(stream: Stream) -> None:
+    assert sse.usage_in_tail(stream.raw) == stream.usage

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from gateway.workers import Worker, WorkerView, choose, worker_from_row
+from gateway.workers import Worker, WorkerView, choose, shows_instance, worker_from_row
 from inventiv.worker_secrets import WorkerSecrets
 
 NOW = 1_000_000.0
@@ -175,12 +175,13 @@ def test_model_ids_lists_models_with_a_fresh_worker() -> None:
     [
         (
             {"id": "i1", "model_id": "m1", "ip_address": "10.1.2.3", "worker_port": "8000",
-             "worker_model_id": "served-name", "worker_queue_depth": 4, "heartbeat_at": 123.5},
-            Worker("i1", "m1", "10.1.2.3", 8000, "served-name", 4, 123.5),
+             "worker_model_id": "served-name", "worker_queue_depth": 4, "heartbeat_at": 123.5,
+             "organization_id": "o1"},
+            Worker("i1", "m1", "10.1.2.3", 8000, "served-name", 4, 123.5, "o1"),
         ),
         (
             {"id": "i2", "model_id": "m1", "ip_address": "10.1.2.4", "worker_port": 8001,
-             "worker_model_id": "", "worker_queue_depth": None, "heartbeat_at": None},
+             "worker_model_id": "", "worker_queue_depth": None, "heartbeat_at": None, "organization_id": None},
             Worker("i2", "m1", "10.1.2.4", 8001, None, 0, 0.0),
         ),
     ],
@@ -193,3 +194,21 @@ def test_worker_from_row(row: dict[str, object], expected: Worker) -> None:
     assert built.address == f"{expected.host}:{expected.port}".encode()
     assert built.authorization == f"Authorization: Bearer {secrets.for_instance(expected.instance_id)}\r\n".encode()
     assert secrets.for_instance(expected.instance_id) not in repr(built), "the secret stays out of logs"
+
+
+@pytest.mark.parametrize(
+    ("owner", "caller", "is_admin", "shown"),
+    [
+        ("o1", "o1", False, True),
+        ("o1", "o1", True, True),
+        ("o1", "o2", False, False),
+        # Admin keys manage their own organization only: another tenant's instance stays hidden.
+        ("o1", "o2", True, False),
+        # The operator's instances (no organization) are shown to admin keys, as the control API does.
+        (None, "o2", False, False),
+        (None, "o2", True, True),
+    ],
+)
+def test_shows_instance(owner: str | None, caller: str, is_admin: bool, shown: bool) -> None:
+    owned = Worker("i1", SMALL, "10.0.0.1", 8000, None, 0, NOW, owner)
+    assert shows_instance(owned, caller, is_admin) is shown

@@ -11,6 +11,7 @@ import aiopg
 import pytest
 import redis.asyncio as aioredis
 
+from gateway import state
 from gateway.api_keys import hash_key
 from gateway.app import create_app
 from inventiv import cli, redis_keys
@@ -160,3 +161,74 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_orgs_create_then_a_key_for_it_that_authenticates_as_it(
+    db_pool: aiopg.Pool, settings: Settings, aiohttp_client: Any
+) -> None:
+    env = _services_env(settings)
+    created = _inventiv("orgs", "create", "--slug", "acme", "--name", "Acme", env=env)
+    assert created.returncode == 0, created.stderr
+    org_id = created.stdout.strip()
+    key = _inventiv("keys", "create", "--org", "acme", "--name", "acme admin", "--scope", "admin", env=env)
+    assert key.returncode == 0, key.stderr
+    client = await aiohttp_client(create_app(settings))
+    async with client.get("/organizations", headers={"Authorization": f"Bearer {key.stdout.strip()}"}) as resp:
+        assert resp.status == 200
+        assert [o["id"] for o in (await resp.json())["data"]] == [org_id]
+    again = _inventiv("orgs", "create", "--slug", "acme", "--name", "Acme", env=env)
+    assert (again.returncode, again.stderr.strip()) == (
+        2, "inventiv: error: an organization with slug 'acme' exists already"
+    )
+    bad = _inventiv("orgs", "create", "--slug", "Acme Inc", "--name", "x", env=env)
+    assert bad.returncode == 2 and "slug" in bad.stderr
+
+
+async def test_orgs_limits_set_clear_and_list(db_pool: aiopg.Pool, settings: Settings) -> None:
+    env = _services_env(settings)
+    result = _inventiv("orgs", "limits", "demo", "--rpm", "600", "--max-instances", "3", "--monthly-budget", "250",
+                       env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "demo: requests_per_minute=600 max_instances=3 monthly_budget=250"
+    cleared = _inventiv("orgs", "limits", "demo", "--rpm", "none", env=env)
+    assert cleared.returncode == 0, cleared.stderr
+    listed = _inventiv("orgs", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.splitlines()
+    assert line.startswith("demo\t")
+    assert line.endswith("rpm=none tpm=none concurrency=none max_instances=3 max_gpus=none "
+                         "monthly_budget=250.00 platform")
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT requests_per_minute, max_instances FROM organizations WHERE slug = 'demo'")
+        assert await cur.fetchone() == (None, 3)
+    nothing = _inventiv("orgs", "limits", "demo", env=env)
+    assert (nothing.returncode, nothing.stderr.strip()) == (2, "inventiv: error: give at least one limit to set "
+                                                               "(see --help)")
+    zero = _inventiv("orgs", "limits", "demo", "--rpm", "0", env=env)
+    assert zero.returncode == 2 and "requests_per_minute must be at least 1" in zero.stderr
+
+
+async def test_keys_limits_reach_a_running_gateway(
+    db_pool: aiopg.Pool, settings: Settings, aiohttp_client: Any
+) -> None:
+    env = _services_env(settings)
+    key = _inventiv("keys", "create", "--org", "demo", "--name", "bot", env=env).stdout.strip()
+    client = await aiohttp_client(create_app(settings))
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT id FROM api_keys WHERE name = 'bot'")
+        (key_id,) = await cur.fetchone()
+    result = _inventiv("keys", "limits", str(key_id), "--tpm", "5000", "--fail-mode", "closed", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{key_id}: tokens_per_minute=5000 limits_fail_mode=closed"
+    app = client.server.app
+    assert app is not None
+    # The gateway hears of it through Redis (or its next one-second poll).
+    for _ in range(100):
+        principal = app[state.PLANE].keys.lookup(key)
+        if principal is not None and principal.limits is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert principal is not None and principal.limits is not None
+    assert (principal.limits.key.tokens_per_minute, principal.limits.fail_closed) == (5000, True)
+    unknown = _inventiv("keys", "limits", "not-an-id", "--rpm", "1", env=env)
+    assert unknown.returncode == 2 and "not an API key id" in unknown.stderr

@@ -19,10 +19,14 @@ as the recorded request was) after `polls_to_running` reads of the server or
 the server is gone, its l_ssd/scratch volumes deleted and its sbs volumes detached (`available`,
 `references: []`); `DELETE` of a stopped server leaves every volume. Block volumes: create, get, list
 (`tags=` repeated, ANY), PATCH tags, delete (412 while in use); attach/detach through the Instance API.
+Root volumes: `volumes["0"]` of a create gives the root's size, and `volume_type: "l_ssd"` makes it local.
+Resizes: Block `PATCH /block/v1alpha1/.../volumes/{id} {"size"}` (online, never smaller) and Instance
+`PATCH .../volumes/{id} {"size"}` of a local volume (only while its server is stopped, never smaller).
 `products/servers` (the recorded fr-par-2 catalog), its `availability`, Marketplace `local-images`
 (the recorded GPU image plus a few derived ones: `images`). Both pagination styles.
 Server user data: `GET .../user_data` lists the keys, `GET|PATCH|DELETE .../user_data/{key}` read,
-write (text/plain body only, 204) and delete one value; it goes with its server.
+write (text/plain body only, 204) and delete one value; it goes with its server. With `ssh_host_fingerprints`
+set, each server's first power-on publishes it under `ssh-host-fingerprints`, as Scaleway's images do.
 Security groups: create (201; inbound/outbound policies default to accept; six non-editable outbound
 SMTP drop rules, as recorded), get and list (`servers` computed; list filters `name` (a part matches),
 `project`, `tags` comma-joined (ALL), `project_default`; Instance pagination), PATCH, DELETE (409
@@ -65,6 +69,7 @@ Faults (set them on the object at any time, or as keyword arguments):
 - `create_errors`: commercial type -> "out_of_stock" or "quota" on server create;
   `volume_create_error`: the same for Block volume creates;
 - `availability`: commercial type -> "available" / "scarce" / "shortage";
+- `refuse_local_resize`: local volume resizes are refused (400), as older Scaleway texts say they are;
 - the `X-Auth-Token` header must equal `secret_key` (401 `denied_authentication` otherwise).
 """
 
@@ -163,6 +168,10 @@ class FakeScaleway:
     create_errors: dict[str, str] = field(default_factory=dict)
     volume_create_error: str | None = None
     availability: dict[str, str] = field(default_factory=dict)
+    # What Scaleway's images publish at first boot under the user data key `ssh-host-fingerprints`
+    # (`ssh-keygen -l` lines of the server's host keys); None: nothing is published.
+    ssh_host_fingerprints: str | None = None
+    refuse_local_resize: bool = False
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -241,19 +250,25 @@ class FakeScaleway:
         self.servers[server_id] = server
         self.created_servers[server_id] = tuple(server["tags"])
         requested = body.get("volumes") or {}
-        self._create_root(server, int((requested.get("0") or {}).get("size") or DEFAULT_ROOT_BYTES))
+        root = requested.get("0") or {}
+        if root.get("volume_type") == "l_ssd":  # a local root, on types with local disk
+            self.add_scratch_volume(server_id, int(root.get("size") or DEFAULT_ROOT_BYTES), "l_ssd", "0")
+        else:
+            self._create_root(server, int(root.get("size") or DEFAULT_ROOT_BYTES))
         for slot, entry in sorted(requested.items()):
             if slot != "0":
                 self._create_extra(server, slot, entry)
         return server
 
     def _image(self, zone: str, wanted: str, commercial_type: str) -> dict[str, Any]:
-        for image in self.images:
-            if wanted in (image["id"], image["label"]):
-                if commercial_type not in image["compatible_commercial_types"]:
-                    raise invalid(f"image {wanted} is not compatible with {commercial_type}")
+        matches = [image for image in self.images if wanted in (image["id"], image["label"])]
+        if not matches:
+            raise not_found("instance_image", wanted)
+        # A label names one image per architecture: the one the type boots is taken, as Scaleway resolves it.
+        for image in matches:
+            if commercial_type in image["compatible_commercial_types"]:
                 return image
-        raise not_found("instance_image", wanted)
+        raise invalid(f"image {wanted} is not compatible with {commercial_type}")
 
     def _create_root(self, server: dict[str, Any], size: int) -> None:
         volume = recorded("block_volume_boot_attached")
@@ -355,6 +370,8 @@ class FakeScaleway:
             raise FAULTS[self.poweron_error]
         if server["id"] not in self.first_boot_cloud_init:
             self.first_boot_cloud_init[server["id"]] = self.user_data.get(server["id"], {}).get("cloud-init")
+            if self.ssh_host_fingerprints is not None:
+                self.user_data.setdefault(server["id"], {})["ssh-host-fingerprints"] = self.ssh_host_fingerprints
         self._set_state(server, "starting", "allocating node", STARTING_ACTIONS)
         self._progress[server["id"]] = (self.polls_to_running, time.monotonic())
         if self.polls_to_running == 0:
@@ -530,6 +547,29 @@ class FakeScaleway:
                  "message": "resource is still in use"},
             )
         del self.volumes[volume_id]
+
+    def resize_volume(self, zone: str, volume_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Block API `PATCH .../volumes/{id} {"size"}`: online, sizes only go up (Scaleway's docs)."""
+        volume = self.get_volume(zone, volume_id)
+        size = int(body.get("size") or 0)
+        if size < volume["size"]:
+            raise ApiError(400, {"type": "invalid_arguments", "message": "volume size can only be increased"})
+        volume.update(size=size, updated_at=_now())
+        return volume
+
+    def resize_local_volume(self, zone: str, volume_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Instance API `PATCH .../volumes/{id} {"size"}` of a local volume: only while its server is stopped."""
+        volume = self.get_local_volume(zone, volume_id)
+        size = int(body.get("size") or 0)
+        if size < volume["size"]:
+            raise invalid("volume size can only be increased")
+        if self.refuse_local_resize:  # older SDK texts: "only `b_ssd` volumes can currently be increased in size"
+            raise invalid("only b_ssd volumes can be increased in size")
+        attached = volume.get("server") and self.servers.get(volume["server"]["id"])
+        if attached and attached["state"] != "stopped":
+            raise invalid("server should be stopped to resize a local volume")
+        volume.update(size=size, modification_date=_now())
+        return volume
 
     def get_local_volume(self, zone: str, volume_id: str) -> dict[str, Any]:
         volume = self.local_volumes.get(volume_id)
@@ -891,6 +931,8 @@ def create_app(fake: FakeScaleway) -> web.Application:
     r.add_get("/ipam/v1/regions/{region}/ips", _list_ipam_ips)
     r.add_get(f"{instance}/volumes/{{id}}", _get_local_volume)
     r.add_delete(f"{instance}/volumes/{{id}}", _delete_local_volume)
+    r.add_patch(f"{instance}/volumes/{{id}}", _patch_local_volume)
+    r.add_patch("/block/v1alpha1/zones/{zone}/volumes/{id}", _resize_volume)
     r.add_get(f"{instance}/products/servers", _products)
     r.add_get(f"{instance}/products/servers/availability", _availability)
     r.add_post(f"{block}/volumes", _post_volume)
@@ -1036,6 +1078,16 @@ async def _delete_local_volume(request: web.Request) -> web.Response:
     fake, zone, volume_id = _ids(request)
     fake.delete_local_volume(zone, volume_id)
     return web.Response(status=204)
+
+
+async def _patch_local_volume(request: web.Request) -> web.Response:
+    fake, zone, volume_id = _ids(request)
+    return web.json_response({"volume": fake.resize_local_volume(zone, volume_id, await _body(request))})
+
+
+async def _resize_volume(request: web.Request) -> web.Response:
+    fake, zone, volume_id = _ids(request)
+    return web.json_response(fake.resize_volume(zone, volume_id, await _body(request)))
 
 
 async def _products(request: web.Request) -> web.Response:

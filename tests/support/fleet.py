@@ -30,15 +30,18 @@ async def insert_ready_instance(
     served_model: str | None = None,
     status: str = "ready",
     worker_status: str = "ready",
+    organization: str | None = None,
 ) -> str:
-    """A `ready` instance of the mock provider serving `model` (hf_repo_id) at host:port; returns its id."""
+    """A `ready` instance of the mock provider serving `model` (hf_repo_id) at host:port; returns its id.
+    `organization`: the slug of the organization that deployed it; None: the operator's own."""
     async with pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute(
             """
-            INSERT INTO instances (provider_id, zone_id, instance_type_id, model_id, status, ip_address,
-                                   worker_port, worker_status, worker_model_id, worker_queue_depth,
+            INSERT INTO instances (provider_id, zone_id, instance_type_id, model_id, organization_id, status,
+                                   ip_address, worker_port, worker_status, worker_model_id, worker_queue_depth,
                                    worker_last_heartbeat_at, ready_at)
-            SELECT p.id, z.id, t.id, m.id, %(status)s, %(host)s, %(port)s, %(worker_status)s, %(served)s,
+            SELECT p.id, z.id, t.id, m.id, (SELECT id FROM organizations WHERE slug = %(org)s), %(status)s,
+                   %(host)s, %(port)s, %(worker_status)s, %(served)s,
                    %(depth)s, now() - make_interval(secs => %(age)s), now()
             FROM providers p
             JOIN zones z ON z.provider_id = p.id AND z.code = 'local-1'
@@ -56,6 +59,7 @@ async def insert_ready_instance(
                 "depth": queue_depth,
                 "age": heartbeat_age_s,
                 "model": model,
+                "org": organization,
             },
         )
         row = await cur.fetchone()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from gateway import state
 from gateway.app import create_app
 from inventiv import redis_keys
 
@@ -97,3 +98,51 @@ async def test_bad_ids_and_unknown_keys(api: Api) -> None:
     await api.call("DELETE", "/api_keys/00000000-0000-4000-8000-000000000000", expect=404)
     await api.call("GET", "/api_keys?limit=-1", expect=400)
     await api.call("GET", "/api_keys", key=api.inference_key, expect=403)
+
+
+async def test_limits_are_set_and_cleared_on_the_organizations_own_keys(api: Api) -> None:
+    _, created = await api.call("POST", "/api_keys", json={"name": "bot", "scopes": ["inference"]}, expect=201)
+    assert (created["requests_per_minute"], created["limits_fail_mode"]) == (None, "open")
+    _, limited = await api.call("PATCH", f"/api_keys/{created['id']}", json={
+        "requests_per_minute": 60, "tokens_per_minute": 1000, "limits_fail_mode": "closed",
+    }, expect=200)
+    assert (limited["requests_per_minute"], limited["tokens_per_minute"], limited["concurrent_requests"],
+            limited["limits_fail_mode"]) == (60, 1000, None, "closed")
+    # In this process's key table at once.
+    principal = api.client.server.app[state.PLANE].keys.lookup(created["key"])  # type: ignore[index]
+    assert principal is not None and principal.limits is not None
+    assert (principal.limits.key.requests_per_minute, principal.limits.fail_closed) == (60, True)
+    _, cleared = await api.call("PATCH", f"/api_keys/{created['id']}", json={"requests_per_minute": None},
+                                expect=200)
+    assert (cleared["requests_per_minute"], cleared["tokens_per_minute"]) == (None, 1000)
+    listed = {k["id"]: k for k in (await api.get("/api_keys"))["data"]}
+    assert listed[created["id"]]["tokens_per_minute"] == 1000
+
+
+async def test_another_organizations_key_limits_are_a_404(api: Api) -> None:
+    _, created = await api.call("POST", "/api_keys", json={"name": "bot", "scopes": ["inference"]}, expect=201)
+    _, body = await api.call("PATCH", f"/api_keys/{created['id']}", key=api.other_admin_key,
+                             json={"requests_per_minute": 1}, expect=404)
+    assert body["error"]["code"] == "api_key_not_found"
+
+
+@pytest.mark.parametrize(("change", "param"), [
+    ({"requests_per_minute": 0}, "requests_per_minute"),
+    ({"limits_fail_mode": "sometimes"}, "limits_fail_mode"),
+    ({"scopes": ["admin"]}, "scopes"),
+    ({}, None),
+])
+async def test_bad_limits_are_400(api: Api, change: dict[str, Any], param: str | None) -> None:
+    _, created = await api.call("POST", "/api_keys", json={"name": "bot", "scopes": ["inference"]}, expect=201)
+    _, body = await api.call("PATCH", f"/api_keys/{created['id']}", json=change, expect=400)
+    assert body["error"].get("param") == param
+
+
+async def test_a_key_created_here_is_held_to_its_organizations_limits_at_once(api: Api) -> None:
+    await api.sql("UPDATE organizations SET requests_per_minute = 5 WHERE id = %(o)s", {"o": api.org_id})
+    plane = api.client.server.app[state.PLANE]  # type: ignore[index]
+    await plane.reload(api.pool)
+    _, created = await api.call("POST", "/api_keys", json={"name": "bot", "scopes": ["inference"]}, expect=201)
+    principal = plane.keys.lookup(created["key"])
+    assert principal is not None and principal.limits is not None
+    assert principal.limits.org.requests_per_minute == 5

@@ -176,3 +176,69 @@ async def test_redis_down_still_records_the_request(aiohttp_client: Any, api: Ap
     rows = await api.sql("SELECT status FROM instances WHERE id = %(i)s", {"i": instance_id})
     assert rows == [("provisioning",)]
     assert await api.commands() == []
+
+
+# Quotas (gateway/control/quotas.py) ---------------------------------------------------------------------
+
+
+async def _quota(api: Api, **values: Any) -> None:
+    assignments = ", ".join(f"{name} = %({name})s" for name in values)
+    await api.sql(f"UPDATE organizations SET {assignments} WHERE id = %(o)s", {**values, "o": api.org_id})
+
+
+async def test_instance_quota_refuses_before_any_row_or_command(api: Api) -> None:
+    await _quota(api, max_instances=2)
+    await api.insert_instance(status="ready")
+    await api.insert_instance(status="terminated")
+    await api.insert_instance(status="ready", org="other")
+    await api.call("POST", "/deployments", json=api.deployment(), expect=202)
+    _, body = await api.call("POST", "/deployments", json=api.deployment(), expect=429)
+    assert body["error"] == {
+        "message": "The organization's quota of 2 live instances is reached: 2 are live.",
+        "type": "rate_limit_error", "code": "quota_exceeded", "param": "max_instances",
+    }
+    assert len(await api.commands()) == 1
+    rows = await api.sql("SELECT count(*) FROM instances WHERE organization_id = %(o)s", {"o": api.org_id})
+    assert rows == [(3,)]
+
+
+async def test_gpu_quota_counts_the_new_instance_types_gpus(api: Api) -> None:
+    await api.sql("UPDATE instance_types SET gpu_count = 2 WHERE code = 'MOCK-GPU-S'")
+    await _quota(api, max_gpus=3)
+    await api.call("POST", "/deployments", json=api.deployment(), expect=202)
+    _, body = await api.call("POST", "/deployments", json=api.deployment(), expect=429)
+    assert body["error"]["param"] == "max_gpus"
+    assert body["error"]["message"] == (
+        "The organization's quota of 3 GPUs would be exceeded: 2 are in use and this instance type has 2."
+    )
+
+
+async def test_a_spent_monthly_budget_refuses_new_deployments(api: Api) -> None:
+    await api.sql("UPDATE instance_types SET cost_per_hour = 10 WHERE code = 'MOCK-GPU-S'")
+    await api.insert_instance(status="terminated", created_at="2020-01-01T00:00:00Z",
+                              terminated_at="2020-01-02T00:00:00Z", updated_at="2020-01-02T00:00:00Z")
+    await _quota(api, monthly_budget=5)
+    # Years-old spend is not this month's.
+    await api.call("POST", "/deployments", json=api.deployment(), expect=202)
+    await api.sql("UPDATE instances SET created_at = now() - interval '1 hour' WHERE status = 'provisioning'")
+    _, body = await api.call("POST", "/deployments", json=api.deployment(), expect=429)
+    assert body["error"]["param"] == "monthly_budget"
+    assert body["error"]["message"].startswith("The organization's monthly budget of 5.00 is spent: 10.0")
+
+
+async def test_an_idempotent_replay_is_not_refused_by_a_quota(api: Api) -> None:
+    await _quota(api, max_instances=1)
+    headers = {"Idempotency-Key": "once"}
+    _, first = await api.call("POST", "/deployments", json=api.deployment(), headers=headers, expect=202)
+    _, again = await api.call("POST", "/deployments", json=api.deployment(), headers=headers, expect=202)
+    assert again["id"] == first["id"]
+
+
+async def test_concurrent_deployments_cannot_both_take_the_last_unit(api: Api) -> None:
+    await _quota(api, max_instances=3)
+    await api.insert_instance(status="ready")
+    await api.insert_instance(status="booting")
+    results = await asyncio.gather(*(api.call("POST", "/deployments", json=api.deployment()) for _ in range(4)))
+    assert sorted(status for status, _ in results) == [202, 429, 429, 429]
+    rows = await api.sql("SELECT count(*) FROM instances WHERE status NOT IN ('terminated', 'failed')")
+    assert rows == [(3,)]

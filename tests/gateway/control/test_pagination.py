@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
 
 from gateway.control.pagination import (
     BY_CREATED_AT,
+    PAGE_PARAMS,
     Keyset,
     Page,
     decode_cursor,
@@ -37,6 +39,13 @@ def test_foreign_cursors_are_refused(cursor: str) -> None:
     with pytest.raises(ApiError) as caught:
         decode_cursor(cursor, ("datetime", "uuid"))
     assert (caught.value.status, caught.value.param) == (400, "cursor")
+
+
+def test_cursors_match_the_documented_pattern() -> None:
+    pattern = PAGE_PARAMS["cursor"].pattern
+    assert pattern is not None
+    for values in ([WHEN, UUID], ["fr-par-1"], ["\u00e9\u00e8?>>"]):
+        assert re.fullmatch(pattern, encode_cursor(values))
 
 
 def test_page_defaults_and_key_params() -> None:

@@ -31,7 +31,7 @@ def test_window_defaults(start: datetime | None, end: datetime | None, window: t
 def test_bad_windows(start: datetime, end: datetime) -> None:
     with pytest.raises(ApiError) as caught:
         usage_window(start, end, NOW)
-    assert caught.value.param == "from"
+    assert (caught.value.param, caught.value.code) == ("from", "invalid_window")
 
 
 async def _seed(api: Api) -> str:
@@ -103,3 +103,25 @@ async def test_bad_queries_are_400(api: Api, query: str, param: str) -> None:
 
 async def test_needs_an_admin_key(api: Api) -> None:
     await api.call("GET", "/usage", key=api.inference_key, expect=403)
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        # `%2B` is `+`: a bare `+` in a query string is a space.
+        ("to=0323-09-25T16:42:42%2B23:34", "to"),
+        ("from=2026-03-01T00:00:00-15:30", "from"),
+        ("from=0001-01-01T00:00:00%2B01:00&to=0001-01-05", "from"),
+    ],
+)
+async def test_out_of_range_datetimes_are_400_naming_the_parameter(api: Api, query: str, param: str) -> None:
+    status, body = await api.call("GET", f"/usage?{query}")
+    assert status == 400, body
+    assert body["error"]["param"] == param
+
+
+async def test_a_window_given_with_offsets_is_answered_in_utc(api: Api) -> None:
+    await _seed(api)
+    body = await api.get("/usage?from=2026-03-01T09:00:00%2B09:00&to=2026-03-05T00:00:00-05:00")
+    assert body["from"].startswith("2026-03-01T00:00:00") and body["to"].startswith("2026-03-05T05:00:00")
+    assert body["totals"]["requests"] == 3

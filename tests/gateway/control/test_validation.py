@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator, FormatChecker
 from multidict import MultiDict
 
 from gateway.control.validation import (
+    TEXT_PATTERN,
     FieldSpec,
     body_schema,
     check_body,
     check_query,
     parse_json_object,
     parse_uuid,
+    query_parameters,
 )
 from gateway.errors import ApiError
 
@@ -105,6 +110,35 @@ def test_query_values_are_converted() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Offsets Python parses and Postgres refuses ("time zone displacement out of range").
+        "0323-09-25T16:42:42+23:34", "2026-01-02T03:04:05-15:00", "2026-01-02T03:04:05+14:01",
+        # Valid here, but outside Python's years once in UTC.
+        "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
+    ],
+)
+def test_datetimes_out_of_range_name_the_parameter(raw: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        check_query(MultiDict([("at", raw)]), {"at": SPEC["at"]})
+    assert (caught.value.status, caught.value.param, caught.value.code) == (400, "at", "invalid_datetime")
+
+
+@pytest.mark.parametrize(
+    ("raw", "utc"),
+    [
+        ("0323-09-25T16:42:42+14:00", datetime(323, 9, 25, 2, 42, 42, tzinfo=UTC)),
+        ("2026-01-02T03:04:05-12:00", datetime(2026, 1, 2, 15, 4, 5, tzinfo=UTC)),
+        ("0001-01-01", datetime(1, 1, 1, tzinfo=UTC)),
+        ("9999-12-31T23:59:59+00:00", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    ],
+)
+def test_datetimes_come_back_in_utc(raw: str, utc: datetime) -> None:
+    parsed = check_query(MultiDict([("at", raw)]), {"at": SPEC["at"]})["at"]
+    assert parsed == utc and parsed.utcoffset() == timedelta(0)
+
+
 @pytest.mark.parametrize("raw", [b"", b"  ", b"{", b"[1]", b'"x"', b"null", b"\xff"])
 def test_a_body_must_be_a_json_object(raw: bytes) -> None:
     with pytest.raises(ApiError) as caught:
@@ -125,3 +159,43 @@ def test_body_schema_mirrors_the_spec() -> None:
     assert schema["properties"]["size"] == {"type": ["integer", "null"], "minimum": 0, "maximum": 100}
     assert schema["properties"]["tags"]["items"]["enum"] == ["a", "b"]
     assert schema["properties"]["code"]["pattern"] == "^[a-z]+$"
+    assert schema["properties"]["name"] | {"minLength": 1, "pattern": TEXT_PATTERN} == schema["properties"]["name"]
+    assert body_schema(SPEC, non_empty=True)["minProperties"] == 1
+
+
+def test_integral_numbers_are_integers() -> None:
+    assert check_body({"id": UUID, "size": 5.0}, SPEC)["size"] == 5
+
+
+def _accepted(body: dict[str, Any]) -> bool:
+    try:
+        check_body(body, SPEC)
+    except ApiError:
+        return False
+    return True
+
+
+# Text with the characters validation and the schema's pattern could read differently: blanks of both
+# Python's str.isspace() and ECMA-262's \s, NUL, other control characters.
+_TEXT = st.text(st.sampled_from(" \t\n\v\f\r\x00\x1c\x85\xa0\u2028\u3000\ufeffa-"), max_size=8)
+_NUMBER = st.one_of(st.integers(-5, 105), st.floats(-5, 105, allow_nan=False), st.booleans())
+
+
+@given(name=_TEXT, size=_NUMBER)
+def test_the_schema_accepts_what_validation_accepts(name: str, size: float) -> None:
+    body = {"id": UUID, "name": name, "size": size}
+    assert Draft202012Validator(body_schema(SPEC)).is_valid(body) == _accepted(body), body
+
+
+@pytest.mark.parametrize("text", [
+    "2026-01-02T03:04:05Z", "2026-01-02T03:04:05.123456789+02:00", "2026-01-02t03:04:05z", "2026-01-02T23:59:60Z",
+    "0000-01-02T03:04:05Z", "0001-01-01T00:00:00-12:00", "2026-02-30T00:00:00Z", "2026-01-02 03:04:05Z",
+    "2026-01-02", "2026-01-02T03:04Z",
+])
+def test_the_schema_accepts_the_date_times_validation_accepts(text: str) -> None:
+    schema = {"type": "object", "properties": {"at": query_parameters({"at": SPEC["at"]})[0]["schema"]}}
+    valid = Draft202012Validator(schema, format_checker=FormatChecker()).is_valid({"at": text})
+    try:
+        check_query(MultiDict([("id", UUID), ("at", text)]), SPEC)
+    except ApiError:
+        assert not valid, text

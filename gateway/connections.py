@@ -1,0 +1,129 @@
+"""Client connections: a deadline for each request head, and JSON answers to requests that do not parse.
+
+aiohttp 3.x's server has no request-head timeout. Its `keepalive_timeout` (aiohttp/web_protocol.py,
+`RequestHandler.connection_made` and the end of `start()`) closes a connection still waiting for a
+head that long after it opened or after its last response, so a client trickling a head one byte at a
+time holds the connection for the whole idle timeout. `HeadTimeoutHandler` arms a timer when the
+first bytes of a head arrive and cancels it once the head is parsed: a head that arrives in one read
+(every ordinary request) never arms one, so keep-alive requests pay one attribute test, no timer.
+
+aiohttp answers a request it cannot parse (bad request line, oversized header, broken chunked
+encoding) from `RequestHandler.handle_error` in text/plain, logging an ERROR with a traceback each
+time: any client could flood the log. Those are the client's errors: an OpenAI-shaped JSON 400 here,
+and a DEBUG line.
+
+A body is read by the handler, so its deadline is there: `read_body`.
+
+The handler class is chosen by `web.Server.__call__`, which builds `RequestHandler(self,
+loop=self._loop, **self._kwargs)` (aiohttp/web_server.py); `GatewayRunner` makes its server build ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from gateway.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+
+class HeadTimeoutHandler(RequestHandler):
+    """aiohttp's connection protocol, closing a connection whose request head takes too long to arrive."""
+
+    __slots__ = ("_head_timeout_s", "_head_timer")
+
+    def __init__(self, manager: web.Server, head_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout_s = head_timeout_s
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # `_waiter` is pending while `start()` waits for the next complete head (web_protocol.py). The first
+        # read of a new connection can come before `start()` first waits: the timer then starts at the
+        # head's second read, so a trickled head is cut within the timeout plus one gap between bytes.
+        waiter = self._waiter
+        waiting = waiter is not None and not waiter.done()
+        timer = self._head_timer
+        if timer is None:
+            if waiting and data:
+                self._head_timer = self._loop.call_later(self._head_timeout_s, self._head_timed_out)
+        elif not waiting:
+            timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            log.debug("request head not received in time; closing", extra={"timeout_s": self._head_timeout_s})
+            self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        reason = message or (str(exc) if exc is not None else "malformed request")
+        log.debug("malformed HTTP request", extra={"status": status, "error": reason, "peer": request.remote})
+        if request.writer.output_size > 0:
+            # As aiohttp's own: a response already started cannot carry the error.
+            raise ConnectionError("response already started; cannot send the error")
+        error = ApiError(status, f"Malformed HTTP request: {reason}", "malformed_request", close_connection=True)
+        return error.response()
+
+
+async def read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The whole request body within `timeout_s` (408 past it); 413 over the app's `client_max_size`;
+    400 for a body that breaks its own framing (chunked encoding, Content-Length)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        # The rest of the body may still trickle in: the connection is not reused after the answer
+        # (aiohttp reads what is left for its `lingering_time`, 10 s, then closes it).
+        message = f"The request body did not arrive within {timeout_s:g} s."
+        raise ApiError(408, message, "request_timeout", close_connection=True) from None
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.client_max_size
+        raise ApiError(413, f"The request body is larger than {limit} bytes.", "request_too_large") from None
+    except HttpProcessingError as exc:
+        raise ApiError(400, f"Malformed request body: {exc.message}", "malformed_request") from None
+
+
+class _GatewayServer(web.Server):
+    head_timeout_s: float
+
+    def __call__(self) -> RequestHandler:
+        return HeadTimeoutHandler(self, self.head_timeout_s, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """`web.AppRunner` whose connections are `HeadTimeoutHandler`s."""
+
+    __slots__ = ("_head_timeout_s",)
+
+    def __init__(self, app: web.Application, *, head_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._head_timeout_s = head_timeout_s
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # The same server, building our handler: web.Server has no __slots__ and _GatewayServer adds none.
+        server.__class__ = _GatewayServer
+        assert isinstance(server, _GatewayServer)
+        server.head_timeout_s = self._head_timeout_s
+        return server
