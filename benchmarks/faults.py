@@ -139,7 +139,8 @@ class Driver:
         stream = self.stream_every > 0 and n % self.stream_every == 0
         headers = {"Authorization": f"Bearer {self.key}", "X-Request-Id": request_id}
         if self.session_every > 0 and n % self.session_every == 1:
-            headers["X-Inventiv-Session"] = f"{self.run}-session-{n % 50}"
+            # A new session each time: a pin the gateway remembers would not ask Redis.
+            headers["X-Inventiv-Session"] = f"{self.run}-session-{n}"
         body: dict[str, Any] = {"model": MODEL, "messages": _MESSAGES, "stream": stream}
         if not self.paced:
             body["mock"] = {"delay_ms": 0}
