@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pin_to_load_cpu() -> None:
+def pin_to_load_cpu() -> None:
     cpus = os.sched_getaffinity(0)
     if not {LOAD_CPU, PROXY_CPU} <= cpus:
         raise SystemExit(f"the benchmark needs CPUs {LOAD_CPU} and {PROXY_CPU}; this process may use {sorted(cpus)}")
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.reps < 1:
             raise SystemExit("--reps must be at least 1")
         plan = dataclasses.replace(plan, reps=args.reps)
-    _pin_to_load_cpu()
+    pin_to_load_cpu()
     peer_binary = _peer_binary(args.no_peer)
     run_dir = Path(tempfile.mkdtemp(prefix="inventiv-bench-"))
     began = time.monotonic()

@@ -187,7 +187,7 @@ class LoadResult:
 
 
 # Failures of one request: counted, and the run goes on.
-_REQUEST_ERRORS = (OSError, TimeoutError, httptools.HttpParserError)
+REQUEST_ERRORS = (OSError, TimeoutError, httptools.HttpParserError)
 
 
 async def closed_loop(endpoint: Endpoint, request: bytes, expected: ExpectedBody, *, concurrency: int,
@@ -212,7 +212,7 @@ async def closed_loop(endpoint: Endpoint, request: bytes, expected: ExpectedBody
                 if conn.closed:
                     conn = await Connection.open(endpoint)
                 response = await conn.send(request, timeout_s)
-            except _REQUEST_ERRORS as exc:
+            except REQUEST_ERRORS as exc:
                 result.error(exc)
                 conn.close()
                 await asyncio.sleep(_ERROR_PAUSE_S)
@@ -270,7 +270,7 @@ async def _scheduled(pool: _OpenLoopPool, request: bytes, scheduled_at: float, r
         return
     try:
         response = await conn.send(request, timeout_s)
-    except _REQUEST_ERRORS as exc:
+    except REQUEST_ERRORS as exc:
         result.error(exc)
         conn.close()
     else:
@@ -344,7 +344,7 @@ async def hold_streams(endpoint: Endpoint, request: bytes, expected: ExpectedBod
         conn.on_first_byte = first_byte
         try:
             response = await conn.send(request, timeout_s)
-        except _REQUEST_ERRORS as exc:
+        except REQUEST_ERRORS as exc:
             result.error(exc)
             return
         finally:

@@ -48,6 +48,24 @@ def memory_kb(status_text: str) -> tuple[int, int]:
     return values["VmHWM"], values["VmRSS"]
 
 
+# Columns of a /proc/net/tcp line (proc(5)): sl local_address rem_address st ... uid timeout inode.
+_LOCAL, _REMOTE, _INODE = 1, 2, 9
+
+
+def tcp_ports(net_tcp_text: str) -> dict[int, tuple[int, int]]:
+    """Socket inode -> (local port, remote port) from /proc/net/tcp or tcp6 text (addresses are
+    `HEXADDR:HEXPORT`); the header lines are skipped."""
+    ports = {}
+    for line in net_tcp_text.splitlines():
+        columns = line.split()
+        if len(columns) <= _INODE or not columns[0].rstrip(":").isdigit():
+            continue
+        local = int(columns[_LOCAL].rsplit(":", 1)[1], 16)
+        remote = int(columns[_REMOTE].rsplit(":", 1)[1], 16)
+        ports[int(columns[_INODE])] = (local, remote)
+    return ports
+
+
 @dataclass(frozen=True, slots=True)
 class CpuTimes:
     """Per-CPU counters from /proc/stat, in ticks."""
@@ -121,6 +139,29 @@ def tree_memory_kb(root: int) -> tuple[int, int]:
             peak, current = memory_kb(text)
             hwm, rss = hwm + peak, rss + current
     return hwm, rss
+
+
+def tree_fd_targets(root: int) -> list[str]:
+    """What each open file descriptor of the process tree points at (`socket:[INODE]`, `pipe:[...]`,
+    a path, `anon_inode:[eventpoll]`), as readlink(2) shows it under /proc/PID/fd."""
+    targets = []
+    for pid in process_tree(root):
+        fd_dir = _PROC / str(pid) / "fd"
+        try:
+            names = os.listdir(fd_dir)
+        except OSError:  # the process ended between listing and reading
+            continue
+        for name in names:
+            try:
+                targets.append(os.readlink(fd_dir / name))
+            except OSError:  # closed meanwhile
+                continue
+    return targets
+
+
+def read_tcp_ports() -> dict[int, tuple[int, int]]:
+    text = "".join(_read(_PROC / "net" / name) or "" for name in ("tcp", "tcp6"))
+    return tcp_ports(text)
 
 
 def read_cpu_times() -> CpuTimes:

@@ -22,7 +22,7 @@ import orjson
 from benchmarks import peer
 from benchmarks.loadgen import Endpoint, build_request
 from benchmarks.processes import LOOPBACK, Started, free_port, get_request, start, stop, wait_ready
-from benchmarks.services import bench_services, prepare_database
+from benchmarks.services import BenchServices, bench_services, prepare_database
 
 LOAD_CPU = 0
 PROXY_CPU = 1
@@ -98,27 +98,32 @@ def chat_body(model: str, *, stream: bool, max_tokens: int | None = None, includ
     return orjson.dumps(body)
 
 
+def gateway_env(services: BenchServices, run_dir: Path) -> dict[str, str]:
+    """The environment of a benchmarked gateway: the run's database and Redis prefix, warnings only."""
+    return {
+        **os.environ,
+        **services.gateway_env(),
+        "INVENTIV_LOG_LEVEL": "WARNING",
+        "INVENTIV_DATA_DIR": str(run_dir / "gateway-data"),
+        "INVENTIV_WORKER_STALE_AFTER_S": str(_STALE_AFTER_S),
+        "INVENTIV_WORKER_SECRET_KEY": secrets.token_urlsafe(48),
+    }
+
+
 @asynccontextmanager
 async def running_stack(run_dir: Path, specs: tuple[WorkerSpec, ...], peer_binary: Path | None) -> AsyncIterator[Stack]:
     async with AsyncExitStack() as exits:
         services = await exits.enter_async_context(bench_services(run_dir))
         workers: dict[str, Endpoint] = {}
         for spec in specs:
-            workers[spec.role] = await _start_worker(exits, spec, run_dir)
+            workers[spec.role] = await start_worker(exits, spec, run_dir)
         api_key, _ = await prepare_database(
             services.database_url, {spec.model: (LOOPBACK, workers[spec.role].port) for spec in specs}
         )
-        env = {
-            **os.environ,
-            **services.gateway_env(),
-            "INVENTIV_LOG_LEVEL": "WARNING",
-            "INVENTIV_DATA_DIR": str(run_dir / "gateway-data"),
-            "INVENTIV_WORKER_STALE_AFTER_S": str(_STALE_AFTER_S),
-            "INVENTIV_WORKER_SECRET_KEY": secrets.token_urlsafe(48),
-        }
-        gateway, endpoint = await _start_gateway(exits, "gateway", env, run_dir, api_key, specs)
+        env = gateway_env(services, run_dir)
+        gateway, endpoint = await start_gateway(exits, "gateway", env, run_dir, api_key, specs)
         logged_env = {**env, "INVENTIV_LOG_LEVEL": "INFO", "INVENTIV_LOG_FORMAT": "json"}
-        logged, logged_endpoint = await _start_gateway(exits, "gateway-logged", logged_env, run_dir, api_key, specs)
+        logged, logged_endpoint = await start_gateway(exits, "gateway-logged", logged_env, run_dir, api_key, specs)
         peers = {}
         if peer_binary is not None:
             for spec in specs:
@@ -127,7 +132,7 @@ async def running_stack(run_dir: Path, specs: tuple[WorkerSpec, ...], peer_binar
                     run_dir)  # fmt: skip
 
 
-async def _start_gateway(
+async def start_gateway(
     exits: AsyncExitStack, name: str, env: dict[str, str], run_dir: Path, api_key: str, specs: tuple[WorkerSpec, ...]
 ) -> tuple[Started, Endpoint]:
     endpoint = Endpoint(LOOPBACK, free_port())
@@ -142,7 +147,7 @@ async def _start_gateway(
     return gateway, endpoint
 
 
-async def _start_worker(exits: AsyncExitStack, spec: WorkerSpec, run_dir: Path) -> Endpoint:
+async def start_worker(exits: AsyncExitStack, spec: WorkerSpec, run_dir: Path) -> Endpoint:
     endpoint = Endpoint(LOOPBACK, free_port())
     argv = [
         sys.executable, "-m", "providers.mock.worker", "--port", str(endpoint.port), "--model", spec.model,

@@ -43,9 +43,11 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", metrics)
     setup_inference_routes(app)
 
+    from gateway.console import setup_console
     from gateway.control import setup_control_api
 
     setup_control_api(app)
+    setup_console(app)
     return app
 
 

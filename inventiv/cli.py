@@ -1,5 +1,5 @@
-"""The `inventiv` command: up, migrate, seed, gateway, scheduler, agent, keys, orgs, cloud check, volumes verify,
-psql, deploy (the control-plane VM: inventiv/deploy/).
+"""The `inventiv` command: up, migrate, seed, gateway, scheduler, agent, keys, orgs, users, cloud check,
+volumes verify, psql, deploy (the control-plane VM: inventiv/deploy/).
 
 Every expected failure (bad setting, unreachable service, port in use) ends with one line on stderr
 and exit status 2; tracebacks are for bugs.
@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", action="append", choices=["inference", "admin"],
                         help="repeatable; default inference")
     _add_limit_parsers(sub, keys_sub)
+
+    users = sub.add_parser("users", help="manage console users (email + password)")
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    create_user = users_sub.add_parser("create", help="create a user who signs in to the console at /console")
+    create_user.add_argument("--org", required=True, help="organization slug")
+    create_user.add_argument("--email", required=True)
+    create_user.add_argument("--password-stdin", action="store_true",
+                             help="read the password from the first line of stdin (default: prompt twice)")
 
     cloud = sub.add_parser("cloud", help="check the clouds the catalog uses")
     cloud_sub = cloud.add_subparsers(dest="cloud_command", required=True, metavar="ACTION")
@@ -169,6 +177,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "keys":
         # With Redis: running gateways hear of the new key from it.
         return _with_services(settings, lambda s: _create_key(s, args.org, args.name, args.scope or ["inference"]))
+    if args.command == "users":
+        password = _read_password(args.password_stdin)
+        return _with_services(settings, lambda s: _create_user(s, args.org, args.email, password), redis=False)
     if args.command in ("cloud", "volumes", "psql"):
         return _dispatch_fleet(args, settings)
     commands: dict[str, Command] = {"migrate": _migrate, "seed": _seed}
@@ -238,6 +249,45 @@ async def _seed(settings: Settings) -> int:
     print("demo catalog loaded")
     if key is not None:
         print(f"admin key for organization 'demo' (shown once): {key}")
+    await _seed_console_admin(settings)
+    return 0
+
+
+async def _seed_console_admin(settings: Settings) -> None:
+    """The demo organization's first console user, printed once beside the first key."""
+    from gateway.console.users import seed_first_admin
+    from sql.seed import DEMO_ORG
+
+    async with open_pool(settings) as pool:
+        first = await seed_first_admin(pool, DEMO_ORG)
+    if first is not None:
+        print(f"console user for organization 'demo' (shown once): {first[0]} / {first[1]}")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != password:
+        raise CommandError("the passwords differ")
+    return password
+
+
+async def _create_user(settings: Settings, org: str, email: str, password: str) -> int:
+    from gateway.console.users import UserError, create_user
+    from sql.queries import queries
+
+    async with open_pool(settings) as pool, pool.acquire() as conn:
+        organization = await queries.organizations.get_organization_by_slug(conn, slug=org)
+        if organization is None:
+            raise CommandError(f"no organization with slug {org!r}")
+        try:
+            user = await create_user(conn, organization["id"], email, password)
+        except UserError as exc:
+            raise CommandError(str(exc)) from None
+    print(f"user {user['email']} created in organization {org!r}; sign in at /console")
     return 0
 
 

@@ -31,6 +31,15 @@ AFFINITY = "affinity:{org}:{model}:{session}"
 # stamped (gateway/limits.py has the TTLs).
 LIMITS = "limits:{scope}:{id}"
 
+# A console sign-in: console:session:{digest} -> the session (JSON), sliding TTL
+# (Settings.console_session_ttl_s). The digest is the SHA-256 of the cookie's value, so reading Redis
+# gives no one a usable cookie.
+CONSOLE_SESSION = "console:session:{digest}"
+# Hash of the playground's inference keys: key id -> the session it was minted for (JSON). A key whose
+# session expired is revoked by the next sweep (gateway/console/playground.py); no TTL: the entry goes
+# with its key.
+CONSOLE_PLAYGROUND_KEYS = "console:playground-keys"
+
 # Pub/sub channels that push changes to every gateway process at once (polling still backs them up).
 WORKERS_CHANGED = "events:workers"
 KEYS_CHANGED = "events:keys"

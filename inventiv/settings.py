@@ -71,12 +71,15 @@ class Settings:
     routing_refresh_s: float = 1.0
     # One structured line per inference request on the `gateway.access` logger (gateway/tracing.py).
     access_log: bool = True
-    # Usage records each gateway process keeps while Redis is unreachable, in bytes (about 450 a record):
-    # 64 MiB holds some 150,000, minutes of a heavy load; past it the oldest are dropped and counted.
+    # Usage records each gateway process keeps while Redis is unreachable, in bytes (about 570 a record):
+    # 64 MiB holds some 115,000, minutes of a heavy load; past it the oldest are dropped and counted.
     usage_buffer_max_bytes: int = 64 * 1024 * 1024
     # "buffered": a record reaches Redis within 25 ms of its answer (a gateway killed outright loses
     # that window's). "durable": an answer ends only once its record is in Redis (gateway/usage.py).
     usage_durability: str = "buffered"
+    # A console session ends after this long without a request (sliding): a working day, so an operator
+    # signs in once a day and a forgotten browser does not stay signed in for long.
+    console_session_ttl_s: int = 8 * 3600
 
     # The key every worker's secret (its engine's API key) is derived from; the gateway and the scheduler
     # must share it. None: generated into the data folder on the embedded default, required otherwise.

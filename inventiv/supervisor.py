@@ -32,10 +32,13 @@ def run_up(settings: Settings) -> int:
     with ensure_services(settings) as resolved:
         import uvloop
 
-        key = uvloop.run(_prepare(resolved))
+        key, console_user = uvloop.run(_prepare(resolved))
         print(f"gateway: http://{resolved.gateway_host}:{resolved.gateway_port}  (data in {resolved.data_path})")
+        print(f"console: http://{resolved.gateway_host}:{resolved.gateway_port}/console")
         if key is not None:
             print(f"admin key for organization 'demo' (shown once): {key}")
+        if console_user is not None:
+            print(f"console user for organization 'demo' (shown once): {console_user[0]} / {console_user[1]}")
         sys.stdout.flush()
         child = settings_to_env(resolved)
         # A value passed directly replaces its `_FILE` form, which the child would otherwise see as both.
@@ -56,13 +59,16 @@ def run_up(settings: Settings) -> int:
     return status
 
 
-async def _prepare(settings: Settings) -> str | None:
+async def _prepare(settings: Settings) -> tuple[str | None, tuple[str, str] | None]:
+    """Migrate and seed: the demo organization's first admin key and first console user, each shown once."""
+    from gateway.console.users import seed_first_admin
     from sql.migrate import migrate
-    from sql.seed import seed_demo_catalog
+    from sql.seed import DEMO_ORG, seed_demo_catalog
 
     async with open_pool(settings) as pool:
         await migrate(pool)
-        return await seed_demo_catalog(pool)
+        key = await seed_demo_catalog(pool)
+        return key, await seed_first_admin(pool, DEMO_ORG)
 
 
 def _supervise(children: list[subprocess.Popen[bytes]], kill_after_s: float) -> int:

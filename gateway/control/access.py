@@ -18,9 +18,16 @@ from gateway import state
 from gateway.auth import Principal, require_admin
 from gateway.errors import ApiError
 
+# Where a request signed in with the console's session cookie (and no key) carries its principal
+# (gateway/console/auth.py sets it): a signed-in user is their organization's admin, under these same rules.
+SESSION_PRINCIPAL = web.RequestKey("session_principal", Principal)
+
 
 def admin(request: web.Request) -> Principal:
     """The admin principal of the request: 401 without a valid key, 403 for inference-only keys."""
+    session = request.get(SESSION_PRINCIPAL)
+    if session is not None:
+        return session
     return require_admin(request.app[state.KEYS], request)
 
 

@@ -47,11 +47,17 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
 
 async def create_key(request: web.Request) -> web.Response:
     principal = admin(request)
-    body = check_body(await read_json_object(request), BODY)
+    return json_response(await create(request.app, principal, await read_json_object(request)), status=201)
+
+
+async def create(app: web.Application, principal: Principal, raw: dict[str, Any]) -> dict[str, Any]:
+    """Check the body, store the key and make every gateway process accept it: the key's view with the key
+    itself (shown once). The console's form calls this too."""
+    body = check_body(raw, BODY)
     organization_id = own_organization(principal, body.get("organization_id"))
-    async with transaction(request.app[state.DB]) as conn:
+    async with transaction(app[state.DB]) as conn:
         created = await create_api_key(conn, organization_id, body["name"], body["scopes"])
-    request.app[state.KEYS].add(hash_key(created.key), Principal(
+    app[state.KEYS].add(hash_key(created.key), Principal(
         key_id=str(created.row["id"]),
         organization_id=organization_id,
         organization_slug=principal.organization_slug,
@@ -61,8 +67,8 @@ async def create_key(request: web.Request) -> web.Response:
         else None,
         is_platform=principal.is_platform,
     ))
-    await _announce(request, str(created.row["id"]))
-    return json_response({**_view(created.row), "key": created.key}, status=201)
+    await _announce(app, str(created.row["id"]))
+    return {**_view(created.row), "key": created.key}
 
 
 async def list_keys(request: web.Request) -> web.Response:
@@ -75,15 +81,19 @@ async def list_keys(request: web.Request) -> web.Response:
 
 async def revoke_key(request: web.Request) -> web.Response:
     principal = admin(request)
-    key_id = path_uuid(request)
-    async with transaction(request.app[state.DB]) as conn:
+    return json_response(await revoke(request.app, principal, path_uuid(request)))
+
+
+async def revoke(app: web.Application, principal: Principal, key_id: str) -> dict[str, Any]:
+    """Revoke one of the principal's organization's keys (404 for any other) everywhere; the key's view."""
+    async with transaction(app[state.DB]) as conn:
         row = await queries.api_keys.get_api_key(conn, key_id=key_id)
         if row is None or str(row["organization_id"]) != principal.organization_id:
             raise not_found("No such API key.", "api_key_not_found", "id")
         row = await queries.api_keys.revoke_api_key(conn, key_id=key_id)
-    request.app[state.KEYS].revoke(key_id)
-    await _announce(request, key_id)
-    return json_response(_view(row))
+    app[state.KEYS].revoke(key_id)
+    await _announce(app, key_id)
+    return _view(row)
 
 
 async def set_key_limits(request: web.Request) -> web.Response:
@@ -105,5 +115,6 @@ async def set_key_limits(request: web.Request) -> web.Response:
     return json_response(_view(row))
 
 
-async def _announce(request: web.Request, key_id: str) -> None:
-    await notify.publish_change(request.app[state.REDIS], request.app[state.SETTINGS], redis_keys.KEYS_CHANGED, key_id)
+
+async def _announce(app: web.Application, key_id: str) -> None:
+    await notify.publish_change(app[state.REDIS], app[state.SETTINGS], redis_keys.KEYS_CHANGED, key_id)

@@ -50,21 +50,28 @@ log = logging.getLogger(__name__)
 
 async def create_deployment(request: web.Request) -> web.Response:
     principal = admin(request)
-    body = check_body(await read_json_object(request), BODY)
-    body = {**DEFAULTS, **body}
-    idempotency_key = scoped_idempotency_key(request.headers.get("Idempotency-Key"), principal.organization_id)
-    pool = request.app[state.DB]
-    instance_id, created = await _insert(pool, request.app[state.SETTINGS].provisioning_deadline_s,
+    detail, created = await deploy(
+        request.app, principal, await read_json_object(request), request.headers.get("Idempotency-Key")
+    )
+    headers = None if created else {"Idempotent-Replayed": "true"}
+    return json_response(detail, status=202, headers=headers)
+
+
+async def deploy(
+    app: web.Application, principal: Principal, raw: dict[str, Any], idempotency_header: str | None
+) -> tuple[dict[str, Any] | None, bool]:
+    """Check and record a deployment, then wake the scheduler: the instance's detail, and whether this call
+    created it (False: an Idempotency-Key replay). The console's form calls this too."""
+    body = {**DEFAULTS, **check_body(raw, BODY)}
+    idempotency_key = scoped_idempotency_key(idempotency_header, principal.organization_id)
+    pool = app[state.DB]
+    instance_id, created = await _insert(pool, app[state.SETTINGS].provisioning_deadline_s,
                                          principal, body, idempotency_key)
     if created:
         ids = {name: body[name] for name in ("model_id", "instance_type_id", "zone_id")}
         log.info("deployment requested", extra={"instance_id": instance_id, **ids})
-        await notify.send_scheduler_command(
-            request.app[state.REDIS], request.app[state.SETTINGS], notify.PROVISION, instance_id
-        )
-    detail = await fetch_instance_detail(pool, instance_id, principal.organization_id)
-    headers = None if created else {"Idempotent-Replayed": "true"}
-    return json_response(detail, status=202, headers=headers)
+        await notify.send_scheduler_command(app[state.REDIS], app[state.SETTINGS], notify.PROVISION, instance_id)
+    return await fetch_instance_detail(pool, instance_id, principal.organization_id), created
 
 
 async def _insert(

@@ -14,6 +14,7 @@ import aiopg
 from aiohttp import web
 
 from gateway import state
+from gateway.auth import Principal
 from gateway.control import notify
 from gateway.control.access import admin
 from gateway.control.instance_view import group_by_instance, instance_detail, instance_summary
@@ -67,7 +68,12 @@ async def fetch_instance_detail(pool: aiopg.Pool, instance_id: str, organization
 
 
 async def list_instances(request: web.Request) -> web.Response:
-    principal = admin(request)
+    return json_response(await instance_page(request, admin(request)))
+
+
+async def instance_page(request: web.Request, principal: Principal) -> dict[str, Any]:
+    """One page of the instances the principal sees, filtered by the query string (LIST_QUERY), each with
+    its storage summary. The console's fleet page shows the same page."""
     rows, page = await fetch_page(
         request, LIST_QUERY, BY_CREATED_AT, queries.instances.list_visible_instances,
         organization_id=principal.organization_id, instance_id=None,
@@ -77,9 +83,7 @@ async def list_instances(request: web.Request) -> web.Response:
         volumes = group_by_instance(
             await fetch_all(queries.instance_volumes.list_volumes_of_instances(conn, instance_ids=ids))
         )
-    return json_response(page_body(
-        rows, page, BY_CREATED_AT.of, lambda r: instance_summary(r, volumes.get(str(r["id"]), []))
-    ))
+    return page_body(rows, page, BY_CREATED_AT.of, lambda r: instance_summary(r, volumes.get(str(r["id"]), [])))
 
 
 async def get_instance(request: web.Request) -> web.Response:
@@ -93,8 +97,13 @@ async def get_instance(request: web.Request) -> web.Response:
 
 async def terminate_instance(request: web.Request) -> web.Response:
     principal = admin(request)
-    instance_id = path_uuid(request)
-    pool = request.app[state.DB]
+    return json_response(await terminate(request.app, principal, path_uuid(request)), status=202)
+
+
+async def terminate(app: web.Application, principal: Principal, instance_id: str) -> dict[str, Any] | None:
+    """Mark the instance terminating and wake the scheduler (404 when the principal may not see it, 409 when
+    it is terminated already); its detail after. The console's terminate button calls this too."""
+    pool = app[state.DB]
     async with transaction(pool) as conn:
         row = await queries.instances.lock_visible_instance(
             conn, instance_id=instance_id, organization_id=principal.organization_id
@@ -113,9 +122,8 @@ async def terminate_instance(request: web.Request) -> web.Response:
                 action_type="REQUEST_TERMINATE",
                 metadata=dumps({"api_key_id": principal.key_id, "previous_status": row["status"]}).decode(),
             )
-    redis, settings = request.app[state.REDIS], request.app[state.SETTINGS]
+    redis, settings = app[state.REDIS], app[state.SETTINGS]
     await notify.send_scheduler_command(redis, settings, notify.TERMINATE, instance_id)
     # A terminating instance leaves every gateway's routing table now, not at its next refresh.
     await notify.publish_change(redis, settings, redis_keys.WORKERS_CHANGED, instance_id)
-    detail = await fetch_instance_detail(pool, instance_id, principal.organization_id)
-    return json_response(detail, status=202)
+    return await fetch_instance_detail(pool, instance_id, principal.organization_id)

@@ -139,7 +139,10 @@ def _op(
     op["responses"][str(status)] = response
     for code in errors:
         op["responses"][str(code)] = {"$ref": f"#/components/responses/Error{code}"}
-    if security is not None:
+    if security == "apiKey":
+        # A browser signed in to the console sends its session cookie instead (CSRF header on writes).
+        op["security"] = [{security: []}, {"consoleSession": []}]
+    elif security is not None:
         op["security"] = [{security: []}]
     return op
 
@@ -190,7 +193,7 @@ def control_routes() -> tuple[Route, ...]:
             "api_keys", "Revoke an API key", (200, _ref("ApiKey")), errors=mine, path_id=True)),
         Route("PATCH", "/api_keys/{id}", api_keys.set_key_limits, _op(
             "api_keys", "Set or clear (null) the key's rate limits and fail mode", (200, _ref("ApiKey")),
-            body=body_schema(api_keys.LIMITS_BODY), errors=mine, path_id=True)),
+            body=body_schema(api_keys.LIMITS_BODY, non_empty=True), errors=mine, path_id=True)),
         _list_route("/organizations", organizations.list_organizations, "organizations",
                     "Organizations: every one for a platform admin, else the key's own", "Organization",
                     organizations.LIST_QUERY),
@@ -202,7 +205,7 @@ def control_routes() -> tuple[Route, ...]:
             (200, _ref("OrganizationDetail")), errors=mine, path_id=True)),
         Route("PATCH", "/organizations/{id}", organizations.update_organization, _op(
             "organizations", "Change an organization's name, limits or quotas (platform admins; null: unlimited)",
-            (200, _ref("OrganizationDetail")), body=body_schema(organizations.UPDATE_BODY), errors=mine,
+            (200, _ref("OrganizationDetail")), body=body_schema(organizations.UPDATE_BODY, non_empty=True), errors=mine,
             path_id=True)),
         _list_route("/providers", catalog.list_providers, "catalog", "Cloud providers", "Provider",
                     catalog.PROVIDERS_QUERY),
@@ -369,7 +372,8 @@ def _resource_schemas() -> dict[str, Schema]:
         "UsageReport": _object(
             object="str", organization_id="uuid", group_by="str",
             data=_array(_object(
-                False, day="date", model_id="uuid?", model="str", instance_id="uuid?", requests="int",
+                False, day="date", model_id="uuid?", model="str", instance_id="uuid?", api_key_id="uuid?",
+                api_key_name="str?", requests="int",
                 successful_requests="int", prompt_tokens="int", completion_tokens="int", total_tokens="int",
             )),
             totals=_object(requests="int", successful_requests="int", prompt_tokens="int",
@@ -431,6 +435,9 @@ def _components() -> Schema:
                        "API needs one with the admin scope."},
             "workerToken": {"type": "http", "scheme": "bearer",
                             "description": "The per-instance worker token issued at provisioning."},
+            "consoleSession": {"type": "apiKey", "in": "cookie", "name": "inventiv_session",
+                               "description": "The console's session cookie; POST, PATCH and DELETE also need "
+                               "the session's CSRF token in the `X-CSRF-Token` header."},
         },
         "schemas": {"Error": error, **_resource_schemas(), **_openai_schemas()},
         "responses": {

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import state
+from gateway.auth import Principal
 from gateway.control.access import admin, own_organization
 from gateway.control.responses import json_response
 from gateway.control.validation import FieldSpec, check_query
@@ -15,7 +16,10 @@ from gateway.errors import bad_request
 from sql.queries import fetch_all, queries
 
 # Each grouping's key columns: the one usage query returns them all, NULL outside the grouping asked for.
-GROUP_KEYS = {"day": ("day",), "model": ("model_id", "model"), "instance": ("instance_id",)}
+GROUP_KEYS = {
+    "day": ("day",), "model": ("model_id", "model"), "instance": ("instance_id",),
+    "key": ("api_key_id", "api_key_name"),
+}
 GROUPINGS = tuple(GROUP_KEYS)
 _ALL_KEYS = frozenset(key for keys in GROUP_KEYS.values() for key in keys)
 # Without `from`, the last 30 days: a month is what an invoice covers.
@@ -56,11 +60,16 @@ def grouped_rows(rows: list[dict[str, Any]], group_by: str) -> list[dict[str, An
 
 async def get_usage(request: web.Request) -> web.Response:
     principal = admin(request)
-    params = check_query(request.query, QUERY)
+    return json_response(await usage_report(request.app, principal, check_query(request.query, QUERY)))
+
+
+async def usage_report(app: web.Application, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    """The report for query parameters already checked against QUERY. The console's usage page and CSV
+    export read the same reports."""
     organization_id = own_organization(principal, params.get("organization_id"))
     start, end = usage_window(params.get("from"), params.get("to"), datetime.now(UTC))
     group_by = params.get("group_by", "day")
-    async with request.app[state.DB].acquire() as conn:
+    async with app[state.DB].acquire() as conn:
         rows = grouped_rows(await fetch_all(queries.usage.sum_usage(
             conn, organization_id=organization_id, model=params.get("model"), from_ts=start, to_ts=end,
             group_by=group_by,
@@ -75,4 +84,4 @@ async def get_usage(request: web.Request) -> web.Response:
         "totals": {name: sum(r[name] for r in rows) for name in
                    ("requests", "successful_requests", "prompt_tokens", "completion_tokens", "total_tokens")},
     }
-    return json_response(body)
+    return body

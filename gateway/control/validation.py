@@ -322,9 +322,12 @@ def field_schema(field: FieldSpec) -> dict[str, Any]:
 
 # RFC 3339 date-times as Python's datetime.fromisoformat reads them: it refuses the lowercase `t` and `z`
 # that RFC 3339 allows (https://datatracker.ietf.org/doc/html/rfc3339#section-5.6, NOTE), and year 0000,
-# and second 60. The schema states this pattern beside `format: date-time`, so it allows no more.
+# and second 60. Offsets stop at +-14:00 (the widest in use; Postgres refuses past 15:59), and the first
+# and last days of years 1 and 9999 take no offset that would move them out of those years in UTC. The
+# schema states this pattern beside `format: date-time`, so it allows no more than `_text_datetime`.
 DATETIME_PATTERN = (
-    r"^(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9](\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+    r"^(?!0000)(?!0001-01-01T.*\+)(?!9999-12-31T.*-)[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9]"
+    r"(\.[0-9]+)?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)$"
 )
 
 

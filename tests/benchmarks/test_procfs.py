@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 
 import pytest
 
@@ -58,3 +60,51 @@ def test_readers_on_this_process() -> None:
     hwm, rss = procfs.tree_memory_kb(pid)
     assert hwm >= rss > 0
     assert procfs.process_tree(2**22 + 1) == []  # above pid_max: no such process
+
+
+def test_fd_targets_of_this_process_and_its_children() -> None:
+    pid = os.getpid()
+    before = procfs.tree_fd_targets(pid)
+    read_end, write_end = os.pipe()
+    try:
+        targets = procfs.tree_fd_targets(pid)
+        assert len(targets) == len(before) + 2
+        assert sum(t.startswith("pipe:[") for t in targets) == sum(t.startswith("pipe:[") for t in before) + 2
+        # A child's descriptors count too (it inherits none of ours here, but has its own 0, 1, 2).
+        with subprocess.Popen(["sleep", "5"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL) as child:
+            try:
+                assert len(procfs.tree_fd_targets(pid)) >= len(targets) + 3
+            finally:
+                child.kill()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert procfs.tree_fd_targets(2**22 + 1) == []
+
+
+# Two lines of /proc/net/tcp: a listener on 127.0.0.1:8080 and a connection 127.0.0.1:41234 -> :6379.
+_NET_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 10169 1 0 100 0 0 10 0
+  12: 0100007F:A0D2 0100007F:18EB 01 00000000:00000000 00:00000000 00000000  1000        0 20333 1 0 20 4 30 10 -1
+"""
+# tcp6: a listener on [::1]:5432 (the header is shortened; the parser skips it).
+_NET_TCP6 = (
+    "  sl  local_address                         remote_address                        st tx_queue\n"
+    "   0: 00000000000000000000000001000000:1538 00000000000000000000000000000000:0000 0A "
+    "00000000:00000000 00:00000000 00000000  1000        0 30444 1 0 100 0 0 10 0\n"
+)
+
+
+def test_tcp_ports_by_socket_inode() -> None:
+    assert procfs.tcp_ports(_NET_TCP) == {10169: (8080, 0), 20333: (41170, 6379)}
+    assert procfs.tcp_ports(_NET_TCP6) == {30444: (5432, 0)}
+    assert procfs.tcp_ports("") == {}
+
+
+def test_tcp_ports_of_this_machine_include_a_listener_of_ours() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        inode = os.fstat(listener.fileno()).st_ino
+        assert procfs.read_tcp_ports()[inode] == (port, 0)

@@ -27,7 +27,7 @@ DOCS = [README, ROOT / "deploy" / "README.md"]
 # Names that are not settings: the tests' services, the worker containers' and the agent's environment
 # (the agent's names that are settings too, like INVENTIV_AGENT_GATEWAY_URL, are still checked as settings).
 TEST_ONLY_ENV = {"INVENTIV_TEST_DATABASE_URL", "INVENTIV_TEST_REDIS_URL", "INVENTIV_REQUIRE_LLAMA",
-                 "INVENTIV_REQUIRE_SYSTEM_TOOLS", "INVENTIV_LLAMA_CACHE"}  # fmt: skip
+                 "INVENTIV_REQUIRE_SYSTEM_TOOLS", "INVENTIV_LLAMA_CACHE", "INVENTIV_CONSOLE_SCREENSHOTS"}  # fmt: skip
 NOT_SETTINGS = TEST_ONLY_ENV | set(CONTAINER_ENV_NAMES) | (set(AGENT_ENV_NAMES) - {"INVENTIV_AGENT_GATEWAY_URL",
                                                                                    "INVENTIV_AGENT_INTERVAL_S"})
 ENV_NAME = re.compile(r"\b(?:INVENTIV_[A-Z0-9_]+|SCW_[A-Z0-9_]+|WORKER_DATA_VOLUME_GB)\b")

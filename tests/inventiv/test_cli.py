@@ -49,6 +49,44 @@ async def test_seed_twice_keeps_one_catalog_and_prints_the_admin_key_once(
         assert (await cur.fetchone())[0] == 3
 
 
+async def test_seed_prints_the_first_console_user_once_and_the_password_signs_in(
+    db_pool: aiopg.Pool, database_url: str
+) -> None:
+    from gateway.console.users import authenticate_user
+
+    env = {"INVENTIV_DATABASE_URL": database_url}
+    first, second = _inventiv("seed", env=env), _inventiv("seed", env=env)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    line = next(x for x in first.stdout.splitlines() if x.startswith("console user"))
+    email, password = line.rsplit(": ", 1)[1].split(" / ")
+    assert "console user" not in second.stdout
+    assert await authenticate_user(db_pool, email, password) is not None
+
+
+def _inventiv_stdin(stdin: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("INVENTIV_")} | env
+    return subprocess.run([sys.executable, "-m", "inventiv", *args], env=full_env, input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_users_create_reads_the_password_from_stdin_and_refuses_a_second_account(
+    db_pool: aiopg.Pool, database_url: str
+) -> None:
+    from gateway.console.users import authenticate_user
+
+    env = {"INVENTIV_DATABASE_URL": database_url}
+    args = ("users", "create", "--org", "demo", "--email", "Ops@Example.com", "--password-stdin")
+    made = _inventiv_stdin("a long enough secret\n", *args, env=env)
+    assert made.returncode == 0, made.stderr
+    assert await authenticate_user(db_pool, "ops@example.com", "a long enough secret") is not None
+    again = _inventiv_stdin("a long enough secret\n", *args, env=env)
+    assert (again.returncode, again.stderr.strip()) == (
+        2, "inventiv: error: a user with email 'ops@example.com' exists already")
+    short = _inventiv_stdin("short\n", "users", "create", "--org", "demo", "--email", "b@example.com",
+                            "--password-stdin", env=env)
+    assert short.returncode == 2 and "at least 12 characters" in short.stderr
+
+
 def _services_env(settings: Settings) -> dict[str, str]:
     """The test database and this test's Redis prefix, so no command starts embedded services here."""
     assert settings.database_url and settings.redis_url

@@ -24,7 +24,8 @@ def _registered_routes(settings: Settings) -> set[tuple[str, str]]:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter")
-        if route.method in _IMPLIED or path is None:
+        # The console's HTML pages (/console/...) are for browsers, not part of the API.
+        if route.method in _IMPLIED or path is None or path.startswith("/console"):
             continue
         routes.add((route.method.lower(), path))
     return routes
@@ -98,3 +99,11 @@ def test_data_volume_gb_says_what_null_and_0_mean() -> None:
         assert "null" in text and "sized by the scheduler" in text and "0: no data volume" in text, where
     deployment = found["/paths//deployments/post/requestBody/content/application/json/schema"]
     assert "null or absent" in deployment["description"] and deployment["default"] is None
+
+
+async def test_the_console_session_cookie_is_an_alternative_to_a_key(api: Api) -> None:
+    async with api.client.get("/openapi.json") as resp:
+        document = await resp.json()
+    assert document["components"]["securitySchemes"]["consoleSession"]["in"] == "cookie"
+    assert document["paths"]["/instances"]["get"]["security"] == [{"apiKey": []}, {"consoleSession": []}]
+    assert document["paths"]["/internal/workers/heartbeat"]["post"]["security"] == [{"workerToken": []}]

@@ -108,6 +108,30 @@ async def _revoke_other_key(api: Api, foreign: Foreign) -> None:
     assert rows == [(None,)]
 
 
+
+async def _limit_other_key(api: Api, foreign: Foreign) -> None:
+    await _refused(api, foreign, "PATCH", f"/api_keys/{foreign.key_id}", 404, json={"requests_per_minute": 1})
+    rows = await api.sql("SELECT requests_per_minute FROM api_keys WHERE id = %(k)s", {"k": foreign.key_id})
+    assert rows == [(None,)]
+
+
+async def _organization_seen_from_other(api: Api, foreign: Foreign, method: str, **kwargs: Any) -> None:
+    # Platform admins manage every organization (gateway/control/organizations.py); the caller's own key is
+    # one, so the check runs the other way: the other organization's admin key (not a platform's) asks
+    # for the caller's organization, and must not learn it exists.
+    got, body = await api.call(method, f"/organizations/{api.org_id}", key=api.other_admin_key, **kwargs)
+    assert got == 404, (got, body)
+    assert api.org_id not in repr(body) and "demo" not in repr(body), body
+
+
+async def _get_other_organization(api: Api, foreign: Foreign) -> None:
+    await _organization_seen_from_other(api, foreign, "GET")
+
+
+async def _change_other_organization(api: Api, foreign: Foreign) -> None:
+    await _organization_seen_from_other(api, foreign, "PATCH", json={"name": "taken over"})
+    assert await api.sql("SELECT name FROM organizations WHERE id = %(o)s", {"o": api.org_id}) != [("taken over",)]
+
 async def _offerings_of_other(api: Api, foreign: Foreign) -> None:
     # Offerings are the shared catalog's: every admin key reads every one (gateway/control/access.py);
     # the filter must still bring nothing else of the other organization along.
@@ -153,6 +177,9 @@ CASES: dict[tuple[str, str], Check | str] = {
     ("GET", "/action_logs"): _action_logs_of_instance,
     ("POST", "/api_keys"): _create_key_for_other,
     ("DELETE", "/api_keys/{id}"): _revoke_other_key,
+    ("PATCH", "/api_keys/{id}"): _limit_other_key,
+    ("GET", "/organizations/{id}"): _get_other_organization,
+    ("PATCH", "/organizations/{id}"): _change_other_organization,
     ("POST", "/models"): "adds to the shared catalog; hf_repo_id names a Hugging Face repository, not a row",
     ("PATCH", "/models/{id}"): "models are the shared catalog, of no organization, writable by any admin key "
                                "(gateway/control/access.py)",

@@ -1,4 +1,4 @@
-"""GET /usage: sums by day, model and instance over a window, for the key's organization only."""
+"""GET /usage: sums by day, model, instance and key over a window, for the key's organization only."""
 
 from __future__ import annotations
 
@@ -69,12 +69,22 @@ async def test_by_model_and_instance(api: Api) -> None:
     assert only["totals"]["requests"] == 1
 
 
+async def test_by_key_with_its_name(api: Api) -> None:
+    await _seed(api)
+    await api.sql("UPDATE finops.inference_usage SET api_key_id = %(k)s WHERE model = 'qwen-7b'",
+                  {"k": api.admin_key_id})
+    by_key = await api.get(f"/usage?{WINDOW}&group_by=key")
+    assert [(r["api_key_id"], r["api_key_name"], r["total_tokens"]) for r in by_key["data"]] == [
+        (api.admin_key_id, "test admin", 150), (None, None, 17)]
+
+
 _SUMS = ["requests", "successful_requests", "prompt_tokens", "completion_tokens", "total_tokens"]
 
 
 @pytest.mark.parametrize(
     ("group_by", "keys"),
-    [("day", ["day"]), ("model", ["model_id", "model"]), ("instance", ["instance_id"])],
+    [("day", ["day"]), ("model", ["model_id", "model"]), ("instance", ["instance_id"]),
+     ("key", ["api_key_id", "api_key_name"])],
 )
 async def test_rows_carry_only_their_grouping_key_and_the_sums(api: Api, group_by: str, keys: list[str]) -> None:
     await _seed(api)
