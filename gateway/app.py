@@ -76,7 +76,9 @@ async def _data_plane(app: web.Application) -> AsyncIterator[None]:
         keys=app[state.KEYS],
         lifecycle=app[state.LIFECYCLE],
         affinity=Affinity(redis, settings),
-        usage=UsageRecorder(redis, stream),
+        usage=UsageRecorder(
+            redis, stream, max_bytes=settings.usage_buffer_max_bytes, durable=settings.usage_durability == "durable"
+        ),
         upstream=UpstreamPool(settings.upstream_connect_timeout_s),
         workers=WorkerView(settings.worker_stale_after_s),
         secrets=app[state.WORKER_SECRETS],

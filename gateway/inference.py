@@ -8,6 +8,7 @@ relay → exactly one usage record, whatever happened.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -78,9 +79,8 @@ class InferenceCall:
     """The state of one inference request, from authentication to its usage record."""
 
     __slots__ = (
-        "admission",
-        "authed", "connect_s", "first_byte_s", "own_id", "plane", "principal", "record", "request", "request_id",
-        "resolved", "route", "selected", "session", "session_moved", "started", "worker",
+        "admission", "authed", "connect_s", "first_byte_s", "own_id", "plane", "principal", "record", "recorded",
+        "request", "request_id", "resolved", "route", "selected", "session", "session_moved", "started", "worker",
     )  # fmt: skip
 
     def __init__(self, request: web.Request, route: Route) -> None:
@@ -99,6 +99,8 @@ class InferenceCall:
         self.session: str | None = None
         self.session_moved = False
         self.admission: Admission | None = None
+        # The usage record went out before the answer ended (durable mode), not from _finish.
+        self.recorded = False
 
     async def run(self) -> web.StreamResponse:
         lifecycle = self.plane.lifecycle
@@ -113,14 +115,19 @@ class InferenceCall:
         )  # fmt: skip
         lifecycle.enter()
         try:
-            if self.principal.limits is not None:
-                self.admission = await self.plane.limits.admit(
-                    self.principal.key_id, self.principal.organization_id, self.principal.limits
-                )
-            return await self._serve()
-        except ApiError as exc:
-            self.record.http_status = exc.status
-            return exc.response(headers=self._headers())
+            try:
+                if self.principal.limits is not None:
+                    self.admission = await self.plane.limits.admit(
+                        self.principal.key_id, self.principal.organization_id, self.principal.limits
+                    )
+                response = await self._serve()
+            except ApiError as exc:
+                self.record.http_status = exc.status
+                response = exc.response(headers=self._headers())
+            if self.plane.usage.durable and not response.prepared:
+                # A JSON answer is sent once this returns: its record is in Redis first.
+                await self._record_durably()
+            return response
         except asyncio.CancelledError:
             # The client went away (aiohttp cancels the handler): the upstream was closed on the way out.
             # One that left once the whole stream was relayed had its answer: that is a success.
@@ -292,13 +299,39 @@ class InferenceCall:
         headers["Cache-Control"] = "no-cache"
         # Tells nginx-like proxies in front of us not to buffer the stream.
         headers["X-Accel-Buffering"] = "no"
+        # What a stream cut by a crash of this process leaves in Postgres: replaced by the final record.
+        opened = self._opened_record(req)
+        before_end = None
+        if self.plane.usage.durable:
+            # In Redis before the client sees the stream begin, as the final one before it ends.
+            await self.plane.usage.record_durably(opened)
+            before_end = self._stream_ending(outcome, req)
+        else:
+            self.plane.usage.record(opened)
         try:
             response = await relay_stream(
-                self.request, up, headers, outcome, strip_usage=strip_usage, clock=time.perf_counter
-            )
+                self.request, up, headers, outcome, strip_usage=strip_usage, clock=time.perf_counter,
+                before_end=before_end,
+            )  # fmt: skip
         finally:
-            self._account_stream(outcome, req)
+            if not self.recorded:
+                self._account_stream(outcome, req)
         return response
+
+    def _opened_record(self, req: InferenceRequest) -> UsageRecord:
+        opened = dataclasses.replace(self.record, status="incomplete", http_status=200)
+        if self.worker is not None:
+            opened.instance_id = self.worker.instance_id
+        opened.set_usage({"prompt_tokens": _prompt_estimate(req)}, estimated=True)
+        return opened
+
+    def _stream_ending(self, outcome: Outcome, req: InferenceRequest) -> Callable[[], Awaitable[None]]:
+        async def before_end() -> None:
+            # Durable mode: the stream's end goes out once its record is in Redis.
+            self._account_stream(outcome, req)
+            await self._record_durably()
+
+        return before_end
 
     def _account_stream(self, outcome: Outcome, req: InferenceRequest) -> None:
         record = self.record
@@ -319,7 +352,7 @@ class InferenceCall:
             record.set_usage(outcome.usage)
         elif outcome.events:
             # Cut before the worker's count: one streamed event per token, the prompt from its size.
-            estimate = {"prompt_tokens": max(1, len(req.raw) // _BYTES_PER_TOKEN), "completion_tokens": outcome.events}
+            estimate = {"prompt_tokens": _prompt_estimate(req), "completion_tokens": outcome.events}
             record.set_usage(estimate, estimated=True)
 
     # -- bookkeeping ----------------------------------------------------------------------------------
@@ -335,14 +368,24 @@ class InferenceCall:
             headers.update(self.admission.headers)
         return headers
 
+    async def _record_durably(self) -> None:
+        self._complete_record()
+        self.recorded = True
+        await self.plane.usage.record_durably(self.record)
+
+    def _complete_record(self) -> None:
+        record = self.record
+        record.latency_ms = int((time.perf_counter() - self.started) * 1000)
+        if self.worker is not None:
+            record.instance_id = self.worker.instance_id
+
     def _finish(self) -> None:
         self._release()
         record = self.record
         elapsed = time.perf_counter() - self.started
-        record.latency_ms = int(elapsed * 1000)
-        if self.worker is not None:
-            record.instance_id = self.worker.instance_id
-        self.plane.usage.record(record)
+        if not self.recorded:
+            self._complete_record()
+            self.plane.usage.record(record)
         if self.admission is not None:
             self.plane.limits.settle(self.admission, record.total_tokens)
         entry = self.plane.catalog.by_id.get(record.model_id) if record.model_id else None
@@ -381,6 +424,10 @@ class InferenceCall:
             "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
             "ttft_ms": record.ttft_ms, "duration_ms": round(elapsed * 1000, 1), "key_id": record.api_key_id,
         }  # fmt: skip
+
+
+def _prompt_estimate(req: InferenceRequest) -> int:
+    return max(1, len(req.raw) // _BYTES_PER_TOKEN)
 
 
 def _no_worker(model: str) -> ApiError:

@@ -62,8 +62,16 @@ USAGE_BACKLOG = Gauge(
     "inventiv_gateway_usage_backlog", "Usage records in the Redis stream, not yet written to Postgres",
     multiprocess_mode="livemax",
 )
+USAGE_BUFFERED_BYTES = Gauge(
+    "inventiv_gateway_usage_buffered_bytes", "Bytes of usage records buffered in gateway processes (bounded by"
+    " INVENTIV_USAGE_BUFFER_MAX_BYTES per process)", multiprocess_mode="livesum",
+)
 USAGE_DROPPED = Counter(
     "inventiv_gateway_usage_dropped", "Usage records dropped because the local buffer overflowed"
+)
+USAGE_DURABLE = Counter(
+    "inventiv_gateway_usage_durable",
+    "Durable mode: records confirmed in Redis before the answer ended, or left buffered (fallback)", ["result"],
 )
 RATE_LIMITED = Counter(
     "inventiv_gateway_rate_limited", "Requests refused by a rate limit, by scope (key, organization) and limit",
@@ -86,6 +94,7 @@ in_flight = functools.lru_cache(maxsize=4096)(IN_FLIGHT.labels)
 affinity = functools.lru_cache(maxsize=16)(AFFINITY.labels)
 upstream_errors = functools.lru_cache(maxsize=64)(UPSTREAM_ERRORS.labels)
 phase = functools.lru_cache(maxsize=16)(PHASE.labels)
+usage_durable = functools.lru_cache(maxsize=4)(USAGE_DURABLE.labels)
 rate_limited = functools.lru_cache(maxsize=16)(RATE_LIMITED.labels)
 limits_unavailable = functools.lru_cache(maxsize=4)(LIMITS_UNAVAILABLE.labels)
 

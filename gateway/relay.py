@@ -9,7 +9,7 @@ when the worker's writes split it across reads.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,6 +185,7 @@ async def relay_stream(
     *,
     strip_usage: bool,
     clock: Any,
+    before_end: Callable[[], Awaitable[None]] | None = None,
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=up.status, headers=headers)
     response.content_type = content_type(up, "text/event-stream")
@@ -208,6 +209,9 @@ async def relay_stream(
         outcome.upstream_error = None
         outcome.client_gone = True
         return response
+    if before_end is not None:
+        # The caller's last word before the end of the answer goes out (the durable usage record).
+        await before_end()
     # The last bytes the client got: whole events only while stripping, the worker's last read otherwise.
     last = b"" if relay.strip else relay.tail[2]
     try:

@@ -13,11 +13,12 @@ import gc
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from aiohttp import web
 from gateway import state
 from gateway.app import create_app
 from gateway.connections import GatewayRunner
+from gateway.redis_persistence import check_persistence
 from inventiv.logs import setup_logging
 from inventiv.services import ensure_services
 from inventiv.settings import Settings
@@ -39,6 +41,9 @@ _BACKLOG = 4096
 _SHUTDOWN_S = 1.0
 # How often a gateway child checks that its supervisor is still alive.
 _ORPHAN_CHECK_S = 1.0
+# The metrics folder of a gateway group: the prefix, the supervisor's pid, mkdtemp's random suffix.
+_METRICS_PREFIX = "inventiv-metrics-"
+_METRICS_FOLDER = re.compile(rf"{_METRICS_PREFIX}(\d+)-[^/]+")
 # Allocations between first-generation collections: ten times CPython's default (see _tune_gc).
 _GC_FIRST_THRESHOLD = 7000
 
@@ -52,6 +57,8 @@ def serve(settings: Settings) -> int:
         # traceback from every process.
         worker_secrets(resolved)
         uvloop.run(_check_schema(resolved))
+        assert resolved.redis_url is not None
+        check_persistence(resolved.redis_url)
         if workers == 1:
             _worker_main(resolved)
             return 0
@@ -67,7 +74,11 @@ def _shared_metrics() -> Iterator[None]:
     """
     from gateway.metrics import MULTIPROCESS_DIR_ENV
 
-    folder = tempfile.mkdtemp(prefix="inventiv-metrics-")
+    parent = tempfile.gettempdir()
+    for name in stale_metrics_folders(os.listdir(parent), _alive):
+        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    # Named for this supervisor: one killed outright (SIGKILL, OOM) leaves it, the next start removes it.
+    folder = tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-")
     previous = os.environ.get(MULTIPROCESS_DIR_ENV)
     os.environ[MULTIPROCESS_DIR_ENV] = folder
     try:
@@ -78,6 +89,26 @@ def _shared_metrics() -> Iterator[None]:
         else:
             os.environ[MULTIPROCESS_DIR_ENV] = previous
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def stale_metrics_folders(names: list[str], alive: Callable[[int], bool]) -> list[str]:
+    """The metrics folders among `names` whose supervisor (the pid in the name) is gone."""
+    stale = []
+    for name in names:
+        match = _METRICS_FOLDER.fullmatch(name)
+        if match is not None and not alive(int(match[1])):
+            stale.append(name)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 async def _check_schema(settings: Settings) -> None:

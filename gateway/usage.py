@@ -1,10 +1,13 @@
 """Usage records: one per authenticated request, from the hot path to Postgres without losing any.
 
 Path of a record:
-1. `UsageRecorder.record()` (hot path, synchronous): encode it and append to a local buffer.
+1. `UsageRecorder.record()` (hot path, synchronous): encode it and append to a local buffer
+   (`RecordBuffer`: chunks of memory bounded in bytes, INVENTIV_USAGE_BUFFER_MAX_BYTES).
 2. The recorder's flusher sends the buffer to the Redis stream `usage:records` in pipelined `XADD`s
    a few milliseconds later (one round trip for many requests). Redis down: the records stay in the
-   buffer and are retried; on shutdown the buffer is flushed before the process exits.
+   buffer and are retried, the oldest dropped (counted, logged) once it is full; on shutdown the buffer
+   is flushed before the process exits. In durable mode (INVENTIV_USAGE_DURABILITY=durable) a request's
+   answer ends only once its record is in the stream (`record_durably`).
 3. `UsageWriter` (one consumer per gateway process, in the group `usage-writers`) reads batches and
    writes them to `finops.inference_usage` and `instance_request_metrics` in one statement that is
    idempotent on request_id, then `XACK`s and `XDEL`s them. Postgres down: nothing is acked, the
@@ -17,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import mmap
 import os
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,14 +45,23 @@ _FIELD = b"r"
 # Wait this long after the first record before flushing to Redis: one pipelined round trip then
 # carries every record of the window (at 200 req/s, five), where a round trip per request cost more
 # CPU than the rest of the request. SIGTERM flushes; a process killed outright loses at most this
-# window's records.
+# window's records (measured: 0 to 8 completed requests per SIGKILL at 300 req/s). Durable mode sends
+# at once instead.
 _FLUSH_DELAY_S = 0.025
-# XADDs per pipeline round trip.
-_FLUSH_BATCH = 500
-# Records kept in memory while Redis is unreachable (~300 bytes each: about 30 MB); past this the
-# oldest are dropped and counted, so a long Redis outage cannot exhaust the gateway's memory.
-_MAX_BUFFER = 100_000
-_RETRY_MAX_S = 5.0
+# Bytes of records per buffer chunk, which is also one flush's pipeline: about 110 records of 580 bytes,
+# large enough that a backlog drains in few round trips, small enough that a dropped chunk (the buffer
+# full) loses few records at a time.
+_CHUNK_BYTES = 64 * 1024
+# At most one log line per this many seconds about records dropped from a full buffer (they are all
+# counted in inventiv_gateway_usage_dropped_total): a line per record would flood the logs.
+_DROP_LOG_EVERY_S = 10.0
+# Durable mode: the longest a request waits for its record to reach Redis before it is answered anyway
+# (the record stays buffered, counted as a fallback). A healthy Redis confirms within a millisecond.
+_DURABLE_WAIT_S = 1.0
+# The longest pause between two tries of a flush to Redis, or of a write to Postgres, that failed: the
+# backlog starts draining within a second of the service's return (at 5 s, a measured Redis outage
+# took 6 s to drain, 1.4 s for Postgres), for one refused connection a second while it is away.
+_RETRY_MAX_S = 1.0
 # After a batch smaller than the maximum, the writer waits this long before reading again, so that
 # at low rates it writes a few batches a second instead of one per request (each batch costs a few
 # Redis and Postgres round trips). Records reach Postgres within about this delay.
@@ -67,7 +81,9 @@ class UsageRecord:
     organization_id: str | None = None
     instance_id: str | None = None
     model_id: str | None = None
-    status: str = "error"  # success | client_cancelled | upstream_error | error
+    # success | client_cancelled | upstream_error | error; incomplete: a stream's record at its start,
+    # replaced by its final one (what remains of a stream cut by a crash of the gateway).
+    status: str = "error"
     http_status: int | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -91,29 +107,190 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-class UsageRecorder:
-    """The hot path's side: buffer locally, flush to the Redis stream in pipelines."""
+class _Chunk:
+    """Records of one flush batch: their JSON, newline-separated, in one anonymous memory mapping.
 
-    def __init__(self, redis: aioredis.Redis, stream: str) -> None:
+    A mapping of its own (not the allocator's heap) goes back to the system whole when closed, and
+    only its written pages are resident.
+    """
+
+    __slots__ = ("count", "mem", "used", "waiters")
+
+    def __init__(self, capacity: int) -> None:
+        self.mem = mmap.mmap(-1, capacity)
+        self.used = 0
+        self.count = 0
+        # Requests waiting for this chunk to be in the stream (durable mode).
+        self.waiters: list[asyncio.Future[bool]] | None = None
+
+    def fits(self, needed: int) -> bool:
+        return self.used + needed <= len(self.mem)
+
+    def add(self, data: bytes) -> None:
+        end = self.used + len(data)
+        self.mem[self.used : end] = data
+        self.mem[end] = 0x0A
+        self.used = end + 1
+        self.count += 1
+
+    def records(self) -> list[bytes]:
+        return self.mem[: self.used].split(b"\n")[:-1]
+
+    def settle(self, confirmed: bool) -> None:
+        waiters, self.waiters = self.waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(confirmed)
+
+    def free(self, confirmed: bool) -> None:
+        self.settle(confirmed)
+        self.mem.close()
+
+
+class RecordBuffer:
+    """Encoded records waiting for Redis, bounded in bytes: past the bound the oldest chunk is dropped.
+
+    Records are copied into chunks (`_CHUNK_BYTES` each, one flush batch) rather than kept as the bytes
+    objects orjson returns: such an object keeps its writer's spare capacity (measured with tracemalloc:
+    8 KiB for a usage record of under 600 bytes, orjson 3.13), so a queue of them cost ~8 KB a record,
+    and their many small allocations, interleaved with the requests' own, kept the heap from shrinking
+    after the queue emptied. A record costs its JSON plus one byte here; a chunk is unmapped once sent.
+    """
+
+    __slots__ = ("_chunks", "_open", "max_bytes", "records", "size")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._chunks: collections.deque[_Chunk] = collections.deque()
+        # Whether the last chunk still takes records: not once a flush has taken it.
+        self._open = False
+        self.size = 0
+        self.records = 0
+
+    def append(self, data: bytes) -> tuple[_Chunk, int]:
+        """Add one record (JSON without newlines); returns its chunk and the records dropped for room."""
+        needed = len(data) + 1
+        dropped = 0
+        while self._chunks and self.size + needed > self.max_bytes:
+            dropped += self._drop_oldest()
+        if not self._open or not self._chunks[-1].fits(needed):
+            self._chunks.append(_Chunk(max(_CHUNK_BYTES, needed)))
+            self._open = True
+        chunk = self._chunks[-1]
+        chunk.add(data)
+        self.size += needed
+        self.records += 1
+        return chunk, dropped
+
+    def take(self) -> _Chunk | None:
+        """The oldest chunk, out of the buffer while it is sent; `restore` it if the send failed."""
+        if not self._chunks:
+            return None
+        chunk = self._chunks.popleft()
+        if not self._chunks:
+            self._open = False
+        self.size -= chunk.used
+        self.records -= chunk.count
+        return chunk
+
+    def restore(self, chunk: _Chunk) -> int:
+        """Put a chunk that could not be sent back in front; returns the records dropped for room."""
+        self._chunks.appendleft(chunk)
+        self.size += chunk.used
+        self.records += chunk.count
+        dropped = 0
+        while self.size > self.max_bytes and len(self._chunks) > 1:
+            dropped += self._drop_oldest()
+        return dropped
+
+    def _drop_oldest(self) -> int:
+        chunk = self._chunks.popleft()
+        if not self._chunks:
+            self._open = False
+        self.size -= chunk.used
+        self.records -= chunk.count
+        chunk.free(False)
+        return chunk.count
+
+
+class UsageRecorder:
+    """The hot path's side: buffer locally, flush to the Redis stream in pipelines.
+
+    `durable`: records are sent at once rather than after `_FLUSH_DELAY_S`, and `record_durably`
+    waits until its record is in the stream; requests finishing together share one pipelined round trip.
+    """
+
+    def __init__(
+        self, redis: aioredis.Redis, stream: str, *, max_bytes: int = 64 * 1024 * 1024, durable: bool = False
+    ) -> None:
         self._redis = redis
         self._stream = stream
-        self._buffer: collections.deque[bytes] = collections.deque()
+        self._buffer = RecordBuffer(max_bytes)
+        self._durable = durable
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Redis failed the last flush: durable requests do not wait for it (see record_durably).
+        self._failing = False
+        self._dropped_unlogged = 0
+        self._next_drop_log = 0.0
 
     def record(self, record: UsageRecord) -> None:
-        if len(self._buffer) >= _MAX_BUFFER:
-            self._buffer.popleft()
-            metrics.USAGE_DROPPED.inc()
-            log.error("usage buffer full while Redis is unreachable; dropping the oldest record")
+        self._add(record)
+
+    async def record_durably(self, record: UsageRecord) -> bool:
+        """Record, and wait until the record is in the Redis stream: True once it is, False when Redis
+        is failing or slow (the record then stays buffered, as `record` leaves it)."""
+        chunk = self._add(record)
+        if self._failing:
+            metrics.usage_durable("fallback").inc()
+            return False
+        waiter = asyncio.get_running_loop().create_future()
+        if chunk.waiters is None:
+            chunk.waiters = []
+        chunk.waiters.append(waiter)
+        try:
+            async with asyncio.timeout(_DURABLE_WAIT_S):
+                confirmed = await asyncio.shield(waiter)
+        except TimeoutError:
+            confirmed = False
+        metrics.usage_durable("confirmed" if confirmed else "fallback").inc()
+        return confirmed
+
+    def _add(self, record: UsageRecord) -> _Chunk:
         # orjson encodes the dataclass itself, several times faster than dataclasses.asdict + dumps.
-        self._buffer.append(orjson.dumps(record))
+        chunk, dropped = self._buffer.append(orjson.dumps(record))
+        if dropped:
+            self._count_dropped(dropped)
+        self._report()
         if not self._wake.is_set():
             self._wake.set()
+        return chunk
+
+    def _count_dropped(self, dropped: int) -> None:
+        metrics.USAGE_DROPPED.inc(dropped)
+        self._dropped_unlogged += dropped
+        now = time.monotonic()
+        if now >= self._next_drop_log:
+            self._next_drop_log = now + _DROP_LOG_EVERY_S
+            extra = {"dropped": self._dropped_unlogged, "max_bytes": self._buffer.max_bytes}
+            log.error("usage buffer full while Redis is unreachable; dropped the oldest records", extra=extra)
+            self._dropped_unlogged = 0
+
+    def _report(self) -> None:
+        metrics.USAGE_BUFFERED.set(self._buffer.records)
+        metrics.USAGE_BUFFERED_BYTES.set(self._buffer.size)
+
+    @property
+    def durable(self) -> bool:
+        return self._durable
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return self._buffer.records
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._buffer.size
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-flusher")
@@ -122,35 +299,42 @@ class UsageRecorder:
         failures = 0
         while True:
             await self._wake.wait()
-            await asyncio.sleep(_FLUSH_DELAY_S)
+            # Durable: a turn of the loop only, for the requests finishing together to join the batch.
+            await asyncio.sleep(0 if self._durable else _FLUSH_DELAY_S)
             try:
                 await self.flush()
                 failures = 0
+                self._failing = False
             except (RedisError, OSError) as exc:
                 if being_cancelled():
                     raise asyncio.CancelledError from exc
+                self._failing = True
                 failures += 1
                 delay = min(_RETRY_MAX_S, 0.1 * 2**failures)
-                extra = {"error": str(exc), "buffered": self.buffered}
+                extra = {"error": str(exc), "buffered": self.buffered, "buffered_bytes": self.buffered_bytes}
                 log.warning("usage flush to Redis failed; retrying", extra=extra)
                 await asyncio.sleep(delay)
 
     async def flush(self) -> None:
         """Send everything buffered; on failure what was not confirmed stays buffered, in order."""
-        while self._buffer:
-            batch = [self._buffer.popleft() for _ in range(min(_FLUSH_BATCH, len(self._buffer)))]
+        self._wake.clear()
+        while (chunk := self._buffer.take()) is not None:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for item in batch:
+                    for item in chunk.records():
                         pipe.xadd(self._stream, {_FIELD: item})
                     await pipe.execute()
             except BaseException:
                 # A partly executed pipeline may have added some: they are written once anyway, the
                 # writer being idempotent on request_id.
-                self._buffer.extendleft(reversed(batch))
+                chunk.settle(False)
+                dropped = self._buffer.restore(chunk)
+                if dropped:
+                    self._count_dropped(dropped)
+                self._report()
                 raise
-            metrics.USAGE_BUFFERED.set(len(self._buffer))
-        self._wake.clear()
+            chunk.free(True)
+            self._report()
 
     async def close(self, timeout_s: float = 5.0) -> None:
         if self._task is not None:

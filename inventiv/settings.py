@@ -71,6 +71,12 @@ class Settings:
     routing_refresh_s: float = 1.0
     # One structured line per inference request on the `gateway.access` logger (gateway/tracing.py).
     access_log: bool = True
+    # Usage records each gateway process keeps while Redis is unreachable, in bytes (about 570 a record):
+    # 64 MiB holds some 115,000, minutes of a heavy load; past it the oldest are dropped and counted.
+    usage_buffer_max_bytes: int = 64 * 1024 * 1024
+    # "buffered": a record reaches Redis within 25 ms of its answer (a gateway killed outright loses
+    # that window's). "durable": an answer ends only once its record is in Redis (gateway/usage.py).
+    usage_durability: str = "buffered"
     # A console session ends after this long without a request (sliding): a working day, so an operator
     # signs in once a day and a forgotten browser does not stay signed in for long.
     console_session_ttl_s: int = 8 * 3600
@@ -169,6 +175,8 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if self.usage_durability not in ("buffered", "durable"):
+            raise SettingsError(f"INVENTIV_USAGE_DURABILITY must be buffered or durable, not {self.usage_durability!r}")
         if self.log_format not in ("auto", "json", "kv"):
             raise SettingsError(f"INVENTIV_LOG_FORMAT must be auto, json or kv, not {self.log_format!r}")
         if not 0 < self.gateway_port < 65536:

@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import aiopg
 from aiohttp.test_utils import TestClient
 from fleet import SMALL, WorkerFactory, insert_ready_instance, new_key
 
-from gateway.server import run_app
+from gateway.server import run_app, stale_metrics_folders
 from inventiv.settings import Settings, settings_to_env
 
 Gateway = Callable[..., Awaitable[TestClient]]
@@ -156,10 +157,11 @@ def _alive(pid: int) -> bool:
 
 
 async def test_workers_drain_and_exit_when_their_supervisor_is_killed(
-    db_pool: aiopg.Pool, gateway_settings: Settings, unused_tcp_port: int
+    db_pool: aiopg.Pool, gateway_settings: Settings, unused_tcp_port: int, tmp_path: Path
 ) -> None:
     settings = gateway_settings.replace(gateway_port=unused_tcp_port, gateway_workers=2, drain_timeout_s=1.0)
-    env = {**os.environ, **settings_to_env(settings), "INVENTIV_LOG_FORMAT": "json"}
+    # A temporary folder of its own: where the group's metrics folder goes.
+    env = {**os.environ, **settings_to_env(settings), "INVENTIV_LOG_FORMAT": "json", "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "inventiv", "gateway"], env=env)
     try:
         async with aiohttp.ClientSession() as session:
@@ -173,9 +175,35 @@ async def test_workers_drain_and_exit_when_their_supervisor_is_killed(
                 break
             await asyncio.sleep(0.1)
         assert not any(_alive(pid) for pid in children)
+        # The killed supervisor could not remove its metrics folder: the next start does.
+        assert [name.split("-")[2] for name in _metrics_folders(tmp_path)] == [str(proc.pid)]
+        await _start_and_stop(env, unused_tcp_port)
+        assert _metrics_folders(tmp_path) == []
     finally:
         for pid in _children(proc.pid):
             os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _metrics_folders(folder: Path) -> list[str]:
+    return [name for name in os.listdir(folder) if name.startswith("inventiv-metrics-")]
+
+
+async def _start_and_stop(env: dict[str, str], port: int) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "inventiv", "gateway"], env=env)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(f"http://127.0.0.1:{port}", session)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_only_metrics_folders_of_gone_supervisors_are_stale() -> None:
+    names = ["inventiv-metrics-100-abc", "inventiv-metrics-200-def", "inventiv-metrics-xyz", "other-300-a"]
+    assert stale_metrics_folders(names, lambda pid: pid == 200) == ["inventiv-metrics-100-abc"]

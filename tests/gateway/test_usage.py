@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -15,15 +17,18 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from fleet import SMALL, WorkerFactory, insert_ready_instance, new_key
+from prometheus_client import REGISTRY
 from redis.exceptions import RedisError
 from tcp_proxy import TcpProxy
 
-from gateway.usage import UsageRecord, UsageRecorder, UsageWriter
+from gateway.usage import RecordBuffer, UsageRecord, UsageRecorder, UsageWriter
 from inventiv import redis_keys
 from inventiv.settings import Settings
 
 Gateway = Callable[..., Awaitable[TestClient]]
 CHAT = "/v1/chat/completions"
+# Final records: a stream's opened one (status incomplete) is in Postgres while it runs.
+FINAL = "SELECT count(*) FROM finops.inference_usage WHERE status <> 'incomplete'"
 MESSAGES = [{"role": "user", "content": "one two three"}]
 
 
@@ -66,7 +71,7 @@ async def test_every_request_is_recorded_once_with_its_tokens(
         await resp.read()
     async with client.post(CHAT, json={"model": "nope", "messages": MESSAGES}, headers=headers) as resp:
         assert resp.status == 404
-    assert await wait_for(db_pool, "SELECT count(*) FROM finops.inference_usage", 3) == 3
+    assert await wait_for(db_pool, FINAL, 3) == 3
     async with db_pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute(
             "SELECT stream, status, http_status, prompt_tokens, completion_tokens, total_tokens, instance_id,"
@@ -96,7 +101,7 @@ async def test_a_cut_stream_counts_what_was_streamed_as_an_estimate(
     body = {"model": SMALL, "messages": MESSAGES, "stream": True, "mock": {"abort_after": 4}}
     async with client.post(CHAT, json=body, headers={"Authorization": f"Bearer {key}"}) as resp:
         await resp.read()
-    await wait_for(db_pool, "SELECT count(*) FROM finops.inference_usage", 1)
+    await wait_for(db_pool, FINAL, 1)
     async with db_pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute("SELECT status, completion_tokens, usage_estimated FROM finops.inference_usage")
         assert await cur.fetchall() == [("upstream_error", 4, True)]
@@ -195,3 +200,197 @@ async def test_postgres_outage_mid_run_loses_and_duplicates_nothing(
         assert total == 50
     finally:
         await proxy.close()
+
+
+# -- the local buffer -----------------------------------------------------------------------------------
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "sizes", "kept", "dropped"),
+    [
+        (1000, [99] * 10, 10, 0),  # exactly full: 10 x (99 + separator)
+        (1000, [99] * 11, 1, 10),  # the bound drops whole chunks: here the only one
+        (200_000, [999] * 300, 170, 130),  # 65 records a chunk: the two oldest go, 65 + 65 + 40 are kept
+    ],
+)
+def test_buffer_is_bounded_in_bytes_dropping_the_oldest(
+    max_bytes: int, sizes: list[int], kept: int, dropped: int
+) -> None:
+    buffer = RecordBuffer(max_bytes)
+    total = 0
+    for i, size in enumerate(sizes):
+        total += buffer.append(str(i % 10).encode() * size)[1]
+    assert (buffer.records, total) == (kept, dropped)
+    sent = []
+    while (chunk := buffer.take()) is not None:
+        sent += chunk.records()
+        chunk.free(True)
+    assert len(sent) == kept and buffer.size == 0 and buffer.records == 0
+    assert sent[-1] == str((len(sizes) - 1) % 10).encode() * sizes[-1]
+
+
+def test_a_chunk_that_failed_goes_back_in_front() -> None:
+    buffer = RecordBuffer(1 << 20)
+    buffer.append(b"a")
+    chunk = buffer.take()
+    assert chunk is not None
+    buffer.append(b"b")
+    assert buffer.restore(chunk) == 0
+    order = []
+    while (taken := buffer.take()) is not None:
+        order += taken.records()
+    assert order == [b"a", b"b"]
+
+
+def _big_record(request_id: str) -> UsageRecord:
+    return _record(request_id, "7f1c1a35-3c1b-4a8e-9f7e-0c8b8f1f2d3e", correlation_id="c" * 32, ttft_ms=12)
+
+
+async def test_a_buffered_record_costs_its_size_and_is_given_back(redis: aioredis.Redis, settings: Settings) -> None:
+    down = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
+    recorder = UsageRecorder(down, stream)
+    gc.collect()
+    before = _rss()
+    count = 20_000
+    for i in range(count):
+        recorder.record(_big_record(f"r-{i}"))
+    gc.collect()
+    during = _rss()
+    size = recorder.buffered_bytes
+    # The JSON itself (~450 B here) and its separator; 8 KB a record before chunks (orjson's buffers).
+    assert size / count < 600
+    assert during - before < 2 * size
+    assert _sample("inventiv_gateway_usage_buffered") == count
+    assert _sample("inventiv_gateway_usage_buffered_bytes") == size
+    with pytest.raises(RedisError):
+        await recorder.flush()
+    recorder._redis = redis
+    await recorder.flush()
+    gc.collect()
+    assert _rss() < during - size // 2
+    assert _sample("inventiv_gateway_usage_buffered") == 0
+    assert await redis.xlen(stream) == count
+    await down.aclose()
+
+
+async def test_a_full_buffer_drops_the_oldest_counted_and_logged_once(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    recorder = UsageRecorder(down, redis_keys.key(settings, redis_keys.USAGE_STREAM), max_bytes=256 * 1024)
+    dropped_before = _sample("inventiv_gateway_usage_dropped_total")
+    for i in range(3000):
+        recorder.record(_big_record(f"r-{i}"))
+    dropped = _sample("inventiv_gateway_usage_dropped_total") - dropped_before
+    assert recorder.buffered_bytes <= 256 * 1024
+    assert dropped == 3000 - recorder.buffered > 0
+    assert len([r for r in caplog.records if "usage buffer full" in r.getMessage()]) == 1
+    await down.aclose()
+
+
+# -- a stream's opened record -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["same_batch", "opened_first", "final_first"])
+async def test_a_streams_final_record_replaces_its_opened_one_never_the_reverse(
+    db_pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings, order: str
+) -> None:
+    instance = await insert_ready_instance(db_pool, SMALL, "127.0.0.1", 9)
+    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
+    group = redis_keys.key(settings, redis_keys.USAGE_GROUP)
+    opened = asdict(_record("s-1", instance, prompt_tokens=5, usage_estimated=True)) | {"status": "incomplete"}
+    final = _record("s-1", instance, prompt_tokens=3, completion_tokens=4)
+    writer = UsageWriter(redis, db_pool, stream, group, consumer="c1", block_ms=10)
+    await writer.ensure_group()
+    batches = {"same_batch": [[opened, final]], "opened_first": [[opened], [final]], "final_first": [[final], [opened]]}
+    for batch in batches[order]:
+        for record in batch:
+            await redis.xadd(stream, {b"r": orjson.dumps(record)})
+        await writer.step(block=False)
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT status, prompt_tokens, completion_tokens, usage_estimated"
+                          " FROM finops.inference_usage")
+        assert await cur.fetchall() == [("success", 3, 4, False)]
+    assert await scalar(db_pool, "SELECT total_requests FROM instance_request_metrics") == 1
+
+
+async def test_a_stream_is_in_postgres_from_its_start_with_its_prompt_estimated(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker(tokens=40, token_delay_ms=50)
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port or 0)
+    key = await new_key(db_pool)
+    client = await start_gateway()
+    body = {"model": SMALL, "messages": MESSAGES, "stream": True}
+    async with client.post(CHAT, json=body, headers={"Authorization": f"Bearer {key}"}) as resp:
+        # While the stream runs (2 s): what a crash of the gateway now would leave.
+        row = await wait_for(
+            db_pool, "SELECT status || ' ' || usage_estimated || ' ' || (prompt_tokens > 0)"
+            " FROM finops.inference_usage", "incomplete true true",
+        )  # fmt: skip
+        assert row == "incomplete true true"
+        await resp.read()
+    final = "SELECT status || ' ' || completion_tokens FROM finops.inference_usage"
+    assert await wait_for(db_pool, final, "success 40") == "success 40"
+    assert await scalar(db_pool, "SELECT total_requests FROM instance_request_metrics") == 1
+
+
+# -- durable mode ---------------------------------------------------------------------------------------
+
+
+async def _recorded(redis: aioredis.Redis, pool: aiopg.Pool, settings: Settings, correlation_id: str) -> bool:
+    """The record is in the Redis stream, or already in Postgres (the writer deletes what it wrote)."""
+    entries = await redis.xrange(redis_keys.key(settings, redis_keys.USAGE_STREAM))
+    if any(orjson.loads(fields[b"r"])["correlation_id"] == correlation_id for _, fields in entries):
+        return True
+    sql = "SELECT count(*) FROM finops.inference_usage WHERE correlation_id = %s AND status <> 'incomplete'"
+    return bool(await scalar(pool, sql, correlation_id))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_durable_answers_end_once_their_record_is_in_redis(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool, redis: aioredis.Redis,
+    gateway_settings: Settings, stream: bool,
+) -> None:  # fmt: skip
+    worker = await start_worker(tokens=3)
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port or 0)
+    key = await new_key(db_pool)
+    client = await start_gateway(usage_durability="durable")
+    confirmed = _sample("inventiv_gateway_usage_durable_total", {"result": "confirmed"})
+    for i in range(5):
+        headers = {"Authorization": f"Bearer {key}", "X-Request-Id": f"durable-{stream}-{i}"}
+        body = {"model": SMALL, "messages": MESSAGES, "stream": stream}
+        async with client.post(CHAT, json=body, headers=headers) as resp:
+            await resp.read()
+            assert resp.status == 200
+        assert await _recorded(redis, db_pool, gateway_settings, f"durable-{stream}-{i}")
+    # A stream's opened record is confirmed too, before its first byte.
+    expected = 10 if stream else 5
+    assert _sample("inventiv_gateway_usage_durable_total", {"result": "confirmed"}) - confirmed == expected
+
+
+async def test_durable_mode_answers_without_redis_and_counts_the_fallback(
+    start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool
+) -> None:
+    worker = await start_worker(tokens=3)
+    await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port or 0)
+    key = await new_key(db_pool)
+    client = await start_gateway(usage_durability="durable", redis_url="redis://127.0.0.1:1/0")
+    fallback = _sample("inventiv_gateway_usage_durable_total", {"result": "fallback"})
+    for stream in (False, True, False):
+        body = {"model": SMALL, "messages": MESSAGES, "stream": stream}
+        async with client.post(CHAT, json=body, headers={"Authorization": f"Bearer {key}"}) as resp:
+            await resp.read()
+            assert resp.status == 200
+    # Two JSON answers, a stream's opened and final records.
+    assert _sample("inventiv_gateway_usage_durable_total", {"result": "fallback"}) - fallback == 4

@@ -100,7 +100,10 @@ async def usage_rows(pool: aiopg.Pool, columns: str, expected: int, timeout_s: f
     rows: list[tuple[Any, ...]] = []
     for _ in range(int(timeout_s / 0.05)):
         async with pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(f"SELECT {columns} FROM finops.inference_usage ORDER BY created_at")
+            # Final records only: a stream's opened one (status incomplete) is there while it runs.
+            await cur.execute(
+                f"SELECT {columns} FROM finops.inference_usage WHERE status <> 'incomplete' ORDER BY created_at"
+            )
             rows = list(await cur.fetchall())
         if len(rows) >= expected:
             return rows

@@ -1,17 +1,22 @@
 -- name: insert-usage-batch(records)$
 -- One round trip per batch from the gateway's usage writer. Idempotent on request_id: a batch
--- delivered twice (the writer died between COMMIT and XACK) inserts nothing the second time, and only
--- rows actually inserted are added to instance_request_metrics, so nothing is counted twice.
+-- delivered twice (the writer died between COMMIT and XACK) changes nothing the second time, and only
+-- final records actually written are added to instance_request_metrics, so nothing is counted twice.
+-- A stream's opened record (status 'incomplete') is replaced by its final one, never the other way
+-- round, whichever arrives first.
 WITH batch AS (
-    SELECT *
+    -- One row per request: an opened and a final record in one batch keep the final one (one statement
+    -- cannot update a row twice).
+    SELECT DISTINCT ON (request_id) *
     FROM jsonb_to_recordset(:records::jsonb) AS r (
         request_id text, correlation_id text, created_at float8, api_key_id uuid, organization_id uuid,
         instance_id uuid, model_id uuid, model text, route text, stream boolean, status text, http_status integer,
         prompt_tokens integer, completion_tokens integer, total_tokens integer, usage_estimated boolean,
         latency_ms integer, ttft_ms integer
     )
-), inserted AS (
-    INSERT INTO finops.inference_usage (
+    ORDER BY request_id, status = 'incomplete'
+), written AS (
+    INSERT INTO finops.inference_usage AS u (
         request_id, correlation_id, created_at, api_key_id, organization_id, instance_id, model_id, model, route,
         stream, status, http_status, prompt_tokens, completion_tokens, total_tokens, usage_estimated, latency_ms,
         ttft_ms
@@ -20,7 +25,13 @@ WITH batch AS (
            instance_id, model_id, model, route, stream, status, http_status, prompt_tokens, completion_tokens,
            total_tokens, usage_estimated, latency_ms, ttft_ms
     FROM batch
-    ON CONFLICT (request_id) DO NOTHING
+    ON CONFLICT (request_id) DO UPDATE SET
+        correlation_id = EXCLUDED.correlation_id, instance_id = EXCLUDED.instance_id, model_id = EXCLUDED.model_id,
+        model = EXCLUDED.model, stream = EXCLUDED.stream, status = EXCLUDED.status,
+        http_status = EXCLUDED.http_status, prompt_tokens = EXCLUDED.prompt_tokens,
+        completion_tokens = EXCLUDED.completion_tokens, total_tokens = EXCLUDED.total_tokens,
+        usage_estimated = EXCLUDED.usage_estimated, latency_ms = EXCLUDED.latency_ms, ttft_ms = EXCLUDED.ttft_ms
+    WHERE u.status = 'incomplete' AND EXCLUDED.status <> 'incomplete'
     RETURNING instance_id, status, prompt_tokens, completion_tokens, latency_ms, created_at
 ), metrics AS (
     INSERT INTO instance_request_metrics AS m (
@@ -32,9 +43,10 @@ WITH batch AS (
            count(*) FILTER (WHERE status = 'client_cancelled'),
            sum(prompt_tokens), sum(completion_tokens), sum(coalesce(latency_ms, 0)),
            min(created_at), max(created_at)
-    FROM inserted
+    FROM written
+    WHERE status <> 'incomplete'
     -- An instance row that no longer exists must not make the whole batch fail on the foreign key.
-    WHERE instance_id IN (SELECT id FROM instances)
+      AND instance_id IN (SELECT id FROM instances)
     GROUP BY instance_id
     ON CONFLICT (instance_id) DO UPDATE SET
         total_requests = m.total_requests + EXCLUDED.total_requests,
@@ -49,4 +61,4 @@ WITH batch AS (
         updated_at = now()
     RETURNING 1
 )
-SELECT count(*) FROM inserted;
+SELECT count(*) FROM written;
