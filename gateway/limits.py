@@ -89,10 +89,6 @@ class Rates:
     def any(self) -> bool:
         return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute, self.concurrent_requests))
 
-    def as_args(self) -> tuple[int, int, int]:
-        """For the script: 0 means unlimited."""
-        return (self.requests_per_minute or 0, self.tokens_per_minute or 0, self.concurrent_requests or 0)
-
 
 @dataclass(frozen=True, slots=True)
 class KeyLimits:

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 # Terminating takes Scaleway a minute or two; polled every POLL_S.
 GONE_POLLS = 150
-SETTLED = ("running", "stopped")
 
 
 class Removal(enum.Enum):
