@@ -23,10 +23,12 @@ import argparse
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+import aiopg
 import redis.asyncio as aioredis
 import uvloop
 
@@ -57,7 +59,9 @@ async def chaos(lifecycles: int, seed: int, run_dir: Path) -> ChaosFigures:
             await pool.wait_closed()
 
 
-async def queries(instances: int, run_dir: Path) -> list[scheduler_queries.PhaseFigures]:
+@asynccontextmanager
+async def _catalog(run_dir: Path) -> AsyncIterator[tuple[Settings, aiopg.Pool, aioredis.Redis]]:
+    """Fresh services with the demo catalog: the settings, a pool and a Redis client on them."""
     async with bench_services(run_dir) as services:
         pool = await create_pool(services.database_url, maxsize=10)
         redis = aioredis.Redis.from_url(services.redis_url)
@@ -66,27 +70,21 @@ async def queries(instances: int, run_dir: Path) -> list[scheduler_queries.Phase
             await seed_demo_catalog(pool)
             settings = Settings(database_url=services.database_url, redis_url=services.redis_url,
                                 redis_prefix=services.redis_prefix, data_dir=str(run_dir / "data"))  # fmt: skip
-            return await scheduler_queries.run_queries(settings, pool, redis, instances)
+            yield settings, pool, redis
         finally:
             pool.close()
             await pool.wait_closed()
             await redis.aclose()
+
+
+async def queries(instances: int, run_dir: Path) -> list[scheduler_queries.PhaseFigures]:
+    async with _catalog(run_dir) as (settings, pool, redis):
+        return await scheduler_queries.run_queries(settings, pool, redis, instances)
 
 
 async def passes(volumes: int, orphans: int, run_dir: Path) -> list[scheduler_passes.PassFigures]:
-    async with bench_services(run_dir) as services:
-        pool = await create_pool(services.database_url, maxsize=10)
-        redis = aioredis.Redis.from_url(services.redis_url)
-        try:
-            await migrate(pool)
-            await seed_demo_catalog(pool)
-            settings = Settings(database_url=services.database_url, redis_url=services.redis_url,
-                                redis_prefix=services.redis_prefix, data_dir=str(run_dir / "data"))  # fmt: skip
-            return await scheduler_passes.run_passes(settings, pool, redis, volumes, orphans)
-        finally:
-            pool.close()
-            await pool.wait_closed()
-            await redis.aclose()
+    async with _catalog(run_dir) as (settings, pool, redis):
+        return await scheduler_passes.run_passes(settings, pool, redis, volumes, orphans)
 
 
 def render(figures: ChaosFigures) -> str:

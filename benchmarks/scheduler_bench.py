@@ -64,7 +64,7 @@ _PHASE_TIMEOUT_S = 900.0
 _POLL_S = 0.5
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
-_INSERT = """
+INSERT = """
 INSERT INTO instances (provider_id, zone_id, instance_type_id, model_id, organization_id, status, worker_port,
                        provisioning_deadline_at)
 SELECT p.id, z.id, t.id, (SELECT id FROM models WHERE hf_repo_id = %(model)s),
@@ -239,7 +239,7 @@ async def _measure(
     ids = []
     async with pool.acquire() as conn, conn.cursor() as cur:
         for _ in range(n):
-            await cur.execute(_INSERT, {"model": MODEL, "zone": ZONE, "type": TYPE})
+            await cur.execute(INSERT, {"model": MODEL, "zone": ZONE, "type": TYPE})
             row = await cur.fetchone()
             ids.append(str(row[0]))
     cpu0, tx0, calls0 = tree_cpu_seconds(pid), await _transactions(pool), len(fake.requests)

@@ -26,7 +26,7 @@ import aiopg
 from fake_scaleway import FakeScaleway, run_fake_scaleway
 from memory_provider import serve_worker
 
-from benchmarks.scheduler_bench import duplicates
+from benchmarks.scheduler_bench import INSERT, duplicates
 
 ZONE = "fr-par-2"
 TYPE = "L40S-1-48G"
@@ -45,16 +45,6 @@ KILL_WITHIN_S = (0.2, 2.0)
 EARLY_TERMINATION = 0.3
 _POLL_S = 0.1
 
-INSERT = """
-INSERT INTO instances (provider_id, zone_id, instance_type_id, model_id, organization_id, status, worker_port,
-                       provisioning_deadline_at)
-SELECT p.id, z.id, t.id, (SELECT id FROM models WHERE hf_repo_id = %(model)s),
-       (SELECT id FROM organizations WHERE slug = 'demo'), 'provisioning', t.worker_port,
-       now() + interval '1 hour'
-FROM providers p JOIN zones z ON z.provider_id = p.id JOIN instance_types t ON t.provider_id = p.id
-WHERE p.code = 'scaleway' AND z.code = %(zone)s AND t.code = %(type)s
-RETURNING id
-"""
 TERMINATE = (
     "UPDATE instances SET status = 'terminating', terminating_at = now(), next_attempt_at = now() "
     "WHERE id = ANY(%s::uuid[]) AND status IN ('provisioning', 'booting', 'ready')"
