@@ -9,7 +9,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiopg
 import orjson
@@ -19,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from fleet import SMALL, WorkerFactory, insert_ready_instance, new_key
 from prometheus_client import REGISTRY
 from redis.exceptions import RedisError
-from tcp_proxy import TcpProxy
+from tcp_proxy import TcpProxy, via_proxy
 
 from gateway.usage import RecordBuffer, UsageRecord, UsageRecorder, UsageWriter
 from inventiv import redis_keys
@@ -159,23 +158,14 @@ async def test_recorder_keeps_records_while_redis_is_down(redis: aioredis.Redis,
     await down.aclose()
 
 
-def _via(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
-
-
 async def test_postgres_outage_mid_run_loses_and_duplicates_nothing(
     start_worker: WorkerFactory, start_gateway: Gateway, db_pool: aiopg.Pool, database_url: str
 ) -> None:
-    if urlsplit(database_url).port is None:
-        pytest.skip("needs Postgres over TCP to cut its connections")
     worker = await start_worker(tokens=2)
     instance = await insert_ready_instance(db_pool, SMALL, "127.0.0.1", worker.port or 0)
     key = await new_key(db_pool)
-    proxy = await TcpProxy(urlsplit(database_url).hostname or "127.0.0.1", urlsplit(database_url).port or 0).start()
-    client = await start_gateway(database_url=_via(database_url, proxy.port))
+    proxy = await TcpProxy.to_postgres(database_url).start()
+    client = await start_gateway(database_url=via_proxy(database_url, proxy.port))
     headers = {"Authorization": f"Bearer {key}"}
 
     async def burst(n: int) -> None:

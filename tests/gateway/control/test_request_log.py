@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import aiopg
 import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
-from tcp_proxy import TcpProxy
+from tcp_proxy import TcpProxy, via_proxy
 
 from gateway.api_keys import create_api_key
 from gateway.app import create_app
@@ -23,16 +22,13 @@ ROUTES = [("GET", "/instances"), ("GET", f"/instances/{UUID}"), ("GET", "/usage"
 
 @pytest.fixture
 async def postgres_proxy(database_url: str) -> AsyncIterator[TcpProxy]:
-    parts = urlsplit(database_url)
-    proxy = await TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432).start()
+    proxy = await TcpProxy.to_postgres(database_url).start()
     yield proxy
     await proxy.close()
 
 
 def through(database_url: str, proxy: TcpProxy) -> str:
-    parts = urlsplit(database_url)
-    netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return via_proxy(database_url, proxy.port)
 
 
 async def admin_key(db_pool: aiopg.Pool) -> str:
