@@ -38,6 +38,18 @@ def cpu_ticks(stat_text: str) -> int:
     return sum(int(fields[i]) for i in (_UTIME, _STIME, _CUTIME, _CSTIME))
 
 
+def own_cpu_ticks(stat_text: str) -> int:
+    """utime + stime of the process alone, its reaped children (worker processes) left out."""
+    fields = _fields(stat_text)
+    return int(fields[_UTIME]) + int(fields[_STIME])
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """The CPU one live process used itself (0.0 once it is gone)."""
+    text = _read(_PROC / str(pid) / "stat")
+    return own_cpu_ticks(text) / CLOCK_TICKS if text is not None else 0.0
+
+
 def memory_kb(status_text: str) -> tuple[int, int]:
     """(VmHWM, VmRSS) from /proc/PID/status, in kB: the peak and the current resident set."""
     values = {"VmHWM": 0, "VmRSS": 0}

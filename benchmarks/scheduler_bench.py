@@ -206,6 +206,45 @@ async def _command_all(redis: aioredis.Redis, settings: Settings, command: str, 
         await notify.send_scheduler_command(redis, settings, command, instance_id)
 
 
+# Every instance has settled (ready, or failed for good) / been released and cleaned up.
+_SETTLED = "SELECT count(*) FROM instances WHERE status IN ('ready', 'failed')"
+_RELEASED = "SELECT count(*) FROM instances WHERE deleted_at IS NOT NULL"
+_TERMINATE_READY = (
+    "UPDATE instances SET status = 'terminating', terminating_at = now(), next_attempt_at = now() "
+    "WHERE status = 'ready'"
+)
+
+
+async def insert_instances(pool: aiopg.Pool, statement: str, params: dict[str, str], n: int) -> list[str]:
+    """n instance rows from `statement` (an INSERT ... RETURNING id), the scheduler not told yet."""
+    ids = []
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        for _ in range(n):
+            await cur.execute(statement, params)
+            ids.append(str((await cur.fetchone())[0]))
+    return ids
+
+
+async def provision_all(
+    pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings, ids: Sequence[str], scheduler: Started
+) -> float:
+    """Send PROVISION for each instance; seconds until every one is ready or failed."""
+    await _command_all(redis, settings, notify.PROVISION, ids)
+    return round(await _until(pool, _SETTLED, len(ids), scheduler), 1)
+
+
+async def release_all(
+    pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings, ids: Sequence[str], scheduler: Started
+) -> float:
+    """Terminate every ready instance and send TERMINATE; seconds until every one is released."""
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(_TERMINATE_READY)
+    await _command_all(redis, settings, notify.TERMINATE, ids)
+    released_s = round(await _until(pool, _RELEASED, len(ids), scheduler), 1)
+    await asyncio.sleep(2)  # let the statistics and the last passes settle
+    return released_s
+
+
 async def run_scenario(scenario: Scenario, boot_s: float, run_dir: Path) -> RunFigures:
     figures = RunFigures(scenario)
     half = scenario.error_rate / 2
@@ -236,27 +275,12 @@ async def _measure(
     fake: FakeScaleway, scheduler: Started,
 ) -> None:  # fmt: skip
     n, pid = scenario.instances, scheduler.pid
-    ids = []
-    async with pool.acquire() as conn, conn.cursor() as cur:
-        for _ in range(n):
-            await cur.execute(INSERT, {"model": MODEL, "zone": ZONE, "type": TYPE})
-            row = await cur.fetchone()
-            ids.append(str(row[0]))
+    ids = await insert_instances(pool, INSERT, {"model": MODEL, "zone": ZONE, "type": TYPE}, n)
     cpu0, tx0, calls0 = tree_cpu_seconds(pid), await _transactions(pool), len(fake.requests)
-    await _command_all(redis, settings, notify.PROVISION, ids)
-    settled = "SELECT count(*) FROM instances WHERE status IN ('ready', 'failed')"
-    figures.ready_s = round(await _until(pool, settled, n, scheduler), 1)
+    figures.ready_s = await provision_all(pool, redis, settings, ids, scheduler)
     calls1 = len(fake.requests)
     await _times(figures, pool, fake)
-    async with pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute(
-            "UPDATE instances SET status = 'terminating', terminating_at = now(), next_attempt_at = now() "
-            "WHERE status = 'ready'"
-        )
-    await _command_all(redis, settings, notify.TERMINATE, ids)
-    done = "SELECT count(*) FROM instances WHERE deleted_at IS NOT NULL"
-    figures.released_s = round(await _until(pool, done, n, scheduler), 1)
-    await asyncio.sleep(2)  # let the statistics and the last passes settle
+    figures.released_s = await release_all(pool, redis, settings, ids, scheduler)
     figures.scheduler_cpu_s = round(tree_cpu_seconds(pid) - cpu0, 2)
     figures.db_transactions_per_instance = round((await _transactions(pool) - tx0) / n, 1)
     figures.calls_per_instance = {

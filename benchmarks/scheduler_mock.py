@@ -11,7 +11,6 @@ the worker processes it started), database transactions per instance, and what w
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 from dataclasses import dataclass
@@ -21,9 +20,9 @@ import aiopg
 import redis.asyncio as aioredis
 
 from benchmarks.processes import Started, stop
-from benchmarks.scheduler_bench import _command_all, _start, _transactions, _until
+from benchmarks.procfs import own_cpu_seconds
+from benchmarks.scheduler_bench import _start, _transactions, insert_instances, provision_all, release_all
 from benchmarks.services import bench_services
-from gateway.control import notify
 from inventiv.settings import Settings
 from providers.mock.cloud import stop_all_workers
 from sql.migrate import migrate
@@ -51,16 +50,6 @@ class MockFigures:
     db_transactions_per_instance: float = 0.0
     not_terminated: int = 0
     workers_left: int = 0
-
-
-def scheduler_cpu_seconds(pid: int) -> float:
-    return own_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
-
-
-def own_cpu_seconds(stat_text: str) -> float:
-    """utime + stime of one process from its /proc/PID/stat (proc(5) fields 14 and 15), children left out."""
-    fields = stat_text[stat_text.rfind(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def run_mock(instances: int, run_dir: Path) -> MockFigures:
@@ -93,26 +82,12 @@ async def run_mock(instances: int, run_dir: Path) -> MockFigures:
 async def _measure(figures: MockFigures, pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings,
                    scheduler: Started) -> None:  # fmt: skip
     n = figures.instances
-    ids = []
-    async with pool.acquire() as conn, conn.cursor() as cur:
-        for _ in range(n):
-            await cur.execute(_INSERT, {"model": MODEL})
-            row = await cur.fetchone()
-            ids.append(str(row[0]))
-    cpu0, tx0 = scheduler_cpu_seconds(scheduler.pid), await _transactions(pool)
-    await _command_all(redis, settings, notify.PROVISION, ids)
-    settled = "SELECT count(*) FROM instances WHERE status IN ('ready', 'failed')"
-    figures.ready_s = round(await _until(pool, settled, n, scheduler), 1)
-    async with pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute(
-            "UPDATE instances SET status = 'terminating', terminating_at = now(), next_attempt_at = now() "
-            "WHERE status = 'ready'"
-        )
-    await _command_all(redis, settings, notify.TERMINATE, ids)
-    done = "SELECT count(*) FROM instances WHERE deleted_at IS NOT NULL"
-    figures.released_s = round(await _until(pool, done, n, scheduler), 1)
-    await asyncio.sleep(2)  # let the statistics and the last passes settle
-    figures.scheduler_cpu_s = round(scheduler_cpu_seconds(scheduler.pid) - cpu0, 2)
+    ids = await insert_instances(pool, _INSERT, {"model": MODEL}, n)
+    # The scheduler's own CPU: the mock cloud's workers are its children, and their CPU is not its.
+    cpu0, tx0 = own_cpu_seconds(scheduler.pid), await _transactions(pool)
+    figures.ready_s = await provision_all(pool, redis, settings, ids, scheduler)
+    figures.released_s = await release_all(pool, redis, settings, ids, scheduler)
+    figures.scheduler_cpu_s = round(own_cpu_seconds(scheduler.pid) - cpu0, 2)
     figures.db_transactions_per_instance = round((await _transactions(pool) - tx0) / n, 1)
     async with pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute("SELECT count(*) FROM instances WHERE status <> 'terminated'")

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import os
 
-from benchmarks.scheduler_mock import MockFigures, own_cpu_seconds, render, scheduler_cpu_seconds
+from benchmarks.procfs import own_cpu_seconds, own_cpu_ticks
+from benchmarks.scheduler_mock import MockFigures, render
 
 # /proc/PID/stat of a process whose name holds a space and parentheses: utime 250, stime 50 ticks, and
 # 900 + 100 ticks of reaped children (worker processes) that are not the scheduler's own.
 STAT = "4242 (python (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 900 100 20 0 3 0 100 1000 200"
 
 
-def test_own_cpu_seconds_counts_utime_and_stime_only() -> None:
-    assert own_cpu_seconds(STAT) == 300 / os.sysconf("SC_CLK_TCK")
+def test_own_cpu_ticks_counts_utime_and_stime_only() -> None:
+    assert own_cpu_ticks(STAT) == 300
 
 
-def test_scheduler_cpu_seconds_reads_a_live_process() -> None:
-    assert scheduler_cpu_seconds(os.getpid()) > 0
+def test_own_cpu_seconds_reads_a_live_process() -> None:
+    assert own_cpu_seconds(os.getpid()) > 0
 
 
 def test_render() -> None:
