@@ -20,7 +20,7 @@ from gateway.control.access import admin, own_organization
 from gateway.control.organizations import RATE_FIELDS, limits_changed
 from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, page_body
 from gateway.control.responses import json_response
-from gateway.control.validation import FieldSpec, check_body, path_uuid, read_json_object
+from gateway.control.validation import FieldSpec, check_body, patch_params, path_uuid, read_json_object
 from gateway.errors import bad_request, not_found
 from gateway.limits import FAIL_MODES, KeyLimits, Rates
 from inventiv import redis_keys
@@ -102,10 +102,7 @@ async def set_key_limits(request: web.Request) -> web.Response:
     body = check_body(await read_json_object(request), LIMITS_BODY)
     if not body:
         raise bad_request("Send at least one limit to change.", code="empty_update")
-    params: dict[str, Any] = {}
-    for name in LIMITS_BODY:
-        params[f"set_{name}"] = name in body
-        params[name] = body.get(name)
+    params = patch_params(body, LIMITS_BODY)
     async with transaction(request.app[state.DB]) as conn:
         row = await queries.api_keys.get_api_key(conn, key_id=key_id)
         if row is None or str(row["organization_id"]) != principal.organization_id:

@@ -14,7 +14,7 @@ from gateway import state
 from gateway.control.access import admin
 from gateway.control.pagination import PAGE_PARAMS, Keyset, fetch_page, page_body
 from gateway.control.responses import json_response
-from gateway.control.validation import INT4_MAX, FieldSpec, check_body, path_uuid, read_json_object
+from gateway.control.validation import INT4_MAX, FieldSpec, check_body, patch_params, path_uuid, read_json_object
 from gateway.errors import ApiError, bad_request, not_found
 from sql.queries import queries
 
@@ -55,11 +55,7 @@ def update_params(body: dict[str, Any]) -> dict[str, Any]:
     """`set_<field>` + value for each patchable field: sent fields change (null included), others stay."""
     if not body:
         raise bad_request("Send at least one field to change.", code="empty_update")
-    params: dict[str, Any] = {}
-    for name in UPDATE_BODY:
-        params[f"set_{name}"] = name in body
-        params[name] = body.get(name)
-    return params
+    return patch_params(body, UPDATE_BODY)
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -25,7 +25,7 @@ from gateway.control.access import admin
 from gateway.control.pagination import PAGE_PARAMS, Keyset, fetch_page, page_body
 from gateway.control.quotas import spending_of
 from gateway.control.responses import json_response
-from gateway.control.validation import INT4_MAX, FieldSpec, check_body, path_uuid, read_json_object
+from gateway.control.validation import INT4_MAX, FieldSpec, check_body, patch_params, path_uuid, read_json_object
 from gateway.errors import ApiError, bad_request, not_found
 from inventiv import redis_keys
 from sql.pool import transaction
@@ -77,12 +77,8 @@ def _platform(principal: Principal) -> Principal:
 
 
 def update_params(body: dict[str, Any]) -> dict[str, Any]:
-    """`set_<field>` + value for each field of UPDATE_BODY: sent fields change (null included), others stay."""
-    params: dict[str, Any] = {}
-    for name in UPDATE_BODY:
-        params[f"set_{name}"] = name in body
-        params[name] = body.get(name)
-    return params
+    """The update query's parameters: sent fields change (null included), others stay."""
+    return patch_params(body, UPDATE_BODY)
 
 
 async def create_organization(request: web.Request) -> web.Response:

@@ -65,6 +65,16 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return data
 
 
+def patch_params(body: Mapping[str, Any], spec: Spec) -> dict[str, Any]:
+    """The parameters of a PATCH query: `set_<field>` and the value for every field of `spec`, so that a
+    field sent as null (unlimited, cleared) differs from one not sent (unchanged)."""
+    params: dict[str, Any] = {}
+    for name in spec:
+        params[f"set_{name}"] = name in body
+        params[name] = body.get(name)
+    return params
+
+
 def check_body(data: Mapping[str, Any], spec: Spec) -> dict[str, Any]:
     """The declared fields present in `data`, converted; 400 for unknown, missing or bad ones."""
     _refuse_unknown(data, spec)
