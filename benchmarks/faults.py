@@ -47,7 +47,7 @@ from benchmarks.outages import PrivatePostgres, PrivateRedis
 from benchmarks.processes import LOOPBACK, Started, free_port, get_request, start, stop, wait_ready
 from benchmarks.services import prepare_database
 from benchmarks.stats import percentile
-from gateway.usage import UsageWriter
+from gateway.usage_recorder import UsageWriter
 from sql.pool import create_pool
 
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"

@@ -21,9 +21,9 @@ import psycopg2
 import redis
 import redis.asyncio as aioredis
 
-from gateway.api_keys import create_api_key
 from inventiv.embedded import EmbeddedServices
 from inventiv.redis_keys import delete_prefix
+from sql.api_key_store import create_api_key
 from sql.databases import create_database, drop_database, with_database
 from sql.migrate import migrate
 from sql.pool import create_pool, redact

@@ -61,7 +61,7 @@ from benchmarks.scenarios import CHAT
 from benchmarks.services import bench_services, prepare_database
 from benchmarks.stack import WorkerSpec, chat_body, gateway_env, start_gateway, start_worker, worker_specs
 from benchmarks.stats import percentile
-from gateway.api_keys import create_api_key
+from sql.api_key_store import create_api_key
 from sql.pool import create_pool
 from sql.queries import queries
 from sql.seed import DEMO_ORG

@@ -20,7 +20,7 @@ from gateway.inference import setup_inference_routes
 from gateway.limits import Limiter
 from gateway.plane import DataPlane
 from gateway.upstream import UpstreamPool
-from gateway.usage import UsageRecorder, UsageWriter
+from gateway.usage_recorder import UsageRecorder, UsageWriter
 from gateway.workers import WorkerView
 from inventiv import redis_keys
 from inventiv.logs import json_to_stderr

@@ -20,10 +20,10 @@ from aiohttp import web
 from gateway import metrics, tracing
 from gateway.affinity import MAX_SESSION_LEN, AffinityUnavailable, session_of
 from gateway.auth import Principal, authenticate
-from gateway.catalog import Resolved
 from gateway.connections import read_body
 from gateway.errors import ApiError, bad_request
 from gateway.limits import Admission
+from gateway.model_resolution import Resolved
 from gateway.relay import Outcome, content_type, is_json, json_usage, relay_stream
 from gateway.request_body import InferenceRequest, forward_body, parse_request
 from gateway.state import PLANE
@@ -35,7 +35,7 @@ from gateway.upstream import (
     UpstreamResponse,
     build_head,
 )
-from gateway.usage import UsageRecord
+from gateway.usage_recorder import UsageRecord
 from gateway.workers import Worker, shows_instance
 
 # A worker refusing the secret it was started with is misconfigured (or not ours): another may serve.

@@ -19,12 +19,12 @@ import redis.asyncio as aioredis
 from gateway import metrics
 from gateway.affinity import Affinity
 from gateway.auth import KeyTable
-from gateway.catalog import Catalog
 from gateway.limits import Limiter
+from gateway.model_resolution import Catalog
 from gateway.state import Lifecycle
 from gateway.tracing import AccessSink
 from gateway.upstream import UpstreamPool
-from gateway.usage import UsageRecorder
+from gateway.usage_recorder import UsageRecorder
 from gateway.workers import WorkerView, worker_from_row
 from inventiv import redis_keys
 from inventiv.cancellation import being_cancelled

@@ -292,7 +292,7 @@ async def _create_user(settings: Settings, org: str, email: str, password: str) 
 
 
 async def _create_key(settings: Settings, org: str, name: str, scopes: list[str]) -> int:
-    from gateway.api_keys import create_api_key
+    from sql.api_key_store import create_api_key
     from sql.queries import queries
 
     async with open_pool(settings) as pool, pool.acquire() as conn:

@@ -75,7 +75,7 @@ class Settings:
     # 64 MiB holds some 115,000, minutes of a heavy load; past it the oldest are dropped and counted.
     usage_buffer_max_bytes: int = 64 * 1024 * 1024
     # "buffered": a record reaches Redis within 25 ms of its answer (a gateway killed outright loses
-    # that window's). "durable": an answer ends only once its record is in Redis (gateway/usage.py).
+    # that window's). "durable": an answer ends only once its record is in Redis (gateway/usage_recorder.py).
     usage_durability: str = "buffered"
     # A console session ends after this long without a request (sliding): a working day, so an operator
     # signs in once a day and a forgotten browser does not stay signed in for long.

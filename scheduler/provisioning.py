@@ -16,12 +16,12 @@ import aiopg
 from providers.base import GB, InvalidRequest, NotFound, NotReady, Provider, Server, ServerSpec
 from scheduler import action_log
 from scheduler.boot_image import boot_image_for
+from scheduler.create_validation import validation_error
 from scheduler.lifecycle import BootingFacts, ProvisioningFacts, Step, next_booting_step, next_provisioning_step
 from scheduler.naming import data_volume_name, instance_tag, is_ours, resource_tags, server_name
 from scheduler.retry import StepFailed
 from scheduler.runtime import Runtime
 from scheduler.tracking import track_volume
-from scheduler.validation import validation_error
 from scheduler.work import MAX_STEPS_PER_PASS, PROVISIONING_STATUSES, InstanceWork, Pass, load_work
 from sql.queries import queries
 from worker.engines import engine

@@ -18,7 +18,7 @@ async def seed_demo_catalog(pool: aiopg.Pool) -> str | None:
 
     Returns the new key (to be shown once), or None when an admin key already existed.
     """
-    from gateway.api_keys import create_api_key
+    from sql.api_key_store import create_api_key
 
     async with transaction(pool) as conn:
         async with conn.cursor() as cur:

@@ -11,7 +11,7 @@ async def _home(request: web.Request) -> web.StreamResponse:
 
 def setup_console(app: web.Application) -> None:
     """Register the console's routes. They add no middleware: the `/v1` routes run exactly as before."""
-    from gateway.console import catalog, deploy, fleet, keys, playground, render, sign_in, usage
+    from gateway.console import catalog_pages, deploy, fleet, keys, playground, render, sign_in, usage_pages
 
     app.router.add_routes([
         web.get("/console", _home),
@@ -28,9 +28,9 @@ def setup_console(app: web.Application) -> None:
         web.get("/console/keys", keys.keys_page),
         web.post("/console/keys", keys.create_key),
         web.post("/console/keys/{id}/revoke", keys.revoke_key),
-        web.get("/console/catalog", catalog.catalog_page),
-        web.get("/console/usage", usage.usage_page),
-        web.get("/console/usage.csv", usage.usage_csv),
+        web.get("/console/catalog", catalog_pages.catalog_page),
+        web.get("/console/usage", usage_pages.usage_page),
+        web.get("/console/usage.csv", usage_pages.usage_csv),
         web.get("/console/playground", playground.playground_page),
         web.get(f"{render.STATIC_PREFIX}/{{version}}/{{name}}", render.static_file),
     ])

@@ -15,8 +15,8 @@ from gateway.console.cost import instance_cost
 from gateway.console.render import render
 from gateway.console.sessions import Session, session_principal
 from gateway.control import instances
+from gateway.control.input_validation import parse_uuid
 from gateway.control.pagination import MAX_LIMIT
-from gateway.control.validation import parse_uuid
 from gateway.errors import not_found
 from sql.queries import fetch_all, queries
 

@@ -11,8 +11,8 @@ from gateway.console.auth import signed_in
 from gateway.console.render import render
 from gateway.console.sessions import Session, session_principal
 from gateway.control import api_keys
+from gateway.control.input_validation import parse_uuid
 from gateway.control.pagination import BY_CREATED_AT, fetch_page
-from gateway.control.validation import parse_uuid
 from gateway.errors import ApiError
 from sql.queries import queries
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway import state
 from gateway.console.auth import signed_in
-from gateway.console.catalog import load_catalog
+from gateway.console.catalog_pages import load_catalog
 from gateway.console.render import render
 from gateway.console.sessions import Session, SessionStore, session_principal
 from gateway.control import api_keys

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.control.access import admin
+from gateway.control.input_validation import FieldSpec
 from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, page_body
 from gateway.control.responses import json_response
-from gateway.control.validation import FieldSpec
 from sql.queries import queries
 
 LIST_QUERY = {

@@ -13,17 +13,17 @@ from typing import Any
 from aiohttp import web
 
 from gateway import state
-from gateway.api_keys import SCOPES, create_api_key, hash_key
 from gateway.auth import Principal
 from gateway.control import notify
 from gateway.control.access import admin, own_organization
+from gateway.control.input_validation import FieldSpec, check_body, patch_params, path_uuid, read_json_object
 from gateway.control.organizations import RATE_FIELDS, limits_changed
 from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, page_body
 from gateway.control.responses import json_response
-from gateway.control.validation import FieldSpec, check_body, patch_params, path_uuid, read_json_object
 from gateway.errors import bad_request, not_found
 from gateway.limits import FAIL_MODES, KeyLimits, Rates
 from inventiv import redis_keys
+from sql.api_key_store import SCOPES, create_api_key, hash_key
 from sql.pool import transaction
 from sql.queries import queries
 

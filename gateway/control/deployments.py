@@ -17,11 +17,11 @@ from gateway import state
 from gateway.auth import Principal
 from gateway.control import notify
 from gateway.control.access import admin
+from gateway.control.input_validation import FieldSpec, check_body, read_json_object
 from gateway.control.instances import fetch_instance_detail
 from gateway.control.placement import check_placement, check_replay, scoped_idempotency_key
 from gateway.control.quotas import check_quotas
 from gateway.control.responses import dumps, json_response
-from gateway.control.validation import FieldSpec, check_body, read_json_object
 from sql.pool import transaction
 from sql.queries import queries
 

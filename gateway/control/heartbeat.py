@@ -14,8 +14,8 @@ from aiohttp import web
 
 from gateway import state
 from gateway.control import notify
+from gateway.control.input_validation import INT4_MAX, FieldSpec, check_body, read_json_object
 from gateway.control.responses import dumps, json_response
-from gateway.control.validation import INT4_MAX, FieldSpec, check_body, read_json_object
 from gateway.errors import ApiError
 from inventiv import redis_keys
 from sql.queries import queries

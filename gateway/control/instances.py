@@ -17,10 +17,10 @@ from gateway import state
 from gateway.auth import Principal
 from gateway.control import notify
 from gateway.control.access import admin
+from gateway.control.input_validation import FieldSpec, path_uuid
 from gateway.control.instance_view import group_by_instance, instance_detail, instance_summary
 from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, page_body
 from gateway.control.responses import dumps, json_response
-from gateway.control.validation import FieldSpec, path_uuid
 from gateway.errors import ApiError, not_found
 from inventiv import redis_keys
 from sql.pool import transaction

@@ -12,9 +12,9 @@ from aiohttp import web
 
 from gateway import state
 from gateway.control.access import admin
+from gateway.control.input_validation import INT4_MAX, FieldSpec, check_body, patch_params, path_uuid, read_json_object
 from gateway.control.pagination import PAGE_PARAMS, Keyset, fetch_page, page_body
 from gateway.control.responses import json_response
-from gateway.control.validation import INT4_MAX, FieldSpec, check_body, patch_params, path_uuid, read_json_object
 from gateway.errors import ApiError, bad_request, not_found
 from sql.queries import queries
 

@@ -14,9 +14,9 @@ from aiohttp import web
 from gateway import state
 from gateway.auth import Principal
 from gateway.control.access import admin, own_organization
+from gateway.control.input_validation import FieldSpec, check_body, path_uuid, read_json_object
 from gateway.control.pagination import PAGE_PARAMS, Keyset, fetch_page, page_body
 from gateway.control.responses import json_response
-from gateway.control.validation import FieldSpec, check_body, path_uuid, read_json_object
 from gateway.errors import ApiError, bad_request, not_found
 from sql.pool import transaction
 from sql.queries import fetch_all, queries

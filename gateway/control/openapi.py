@@ -17,19 +17,19 @@ from aiohttp import web
 from gateway.control import (
     action_logs,
     api_keys,
-    catalog,
+    cloud_catalog,
     deployments,
     heartbeat,
     instances,
     models,
     offerings,
     organizations,
-    usage,
+    usage_report,
 )
 from gateway.control.heartbeat import TELEMETRY_FIELDS
+from gateway.control.input_validation import TEXT_PATTERN, Spec, body_schema, query_parameters
 from gateway.control.placement import IDEMPOTENCY_KEY
 from gateway.control.responses import dumps
-from gateway.control.validation import TEXT_PATTERN, Spec, body_schema, query_parameters
 from gateway.errors import Handler
 from worker.engines import EngineName
 
@@ -207,11 +207,12 @@ def control_routes() -> tuple[Route, ...]:
             "organizations", "Change an organization's name, limits or quotas (platform admins; null: unlimited)",
             (200, _ref("OrganizationDetail")), body=body_schema(organizations.UPDATE_BODY, non_empty=True), errors=mine,
             path_id=True)),
-        _list_route("/providers", catalog.list_providers, "catalog", "Cloud providers", "Provider",
-                    catalog.PROVIDERS_QUERY),
-        _list_route("/zones", catalog.list_zones, "catalog", "Zones", "Zone", catalog.ZONES_QUERY),
-        _list_route("/instance_types", catalog.list_instance_types, "catalog",
-                    "Instance types with their availability by zone", "InstanceType", catalog.INSTANCE_TYPES_QUERY),
+        _list_route("/providers", cloud_catalog.list_providers, "catalog", "Cloud providers", "Provider",
+                    cloud_catalog.PROVIDERS_QUERY),
+        _list_route("/zones", cloud_catalog.list_zones, "catalog", "Zones", "Zone", cloud_catalog.ZONES_QUERY),
+        _list_route("/instance_types", cloud_catalog.list_instance_types, "catalog",
+                    "Instance types with their availability by zone", "InstanceType",
+                    cloud_catalog.INSTANCE_TYPES_QUERY),
         _list_route("/models", models.list_models, "catalog", "Models", "Model", models.LIST_QUERY),
         Route("POST", "/models", models.create_model, _op(
             "catalog", "Add a model", (201, _ref("Model")), body=body_schema(models.CREATE_BODY),
@@ -226,8 +227,8 @@ def control_routes() -> tuple[Route, ...]:
         Route("PATCH", "/offerings/{id}", offerings.update_offering, _op(
             "catalog", "Change an offering", (200, _ref("Offering")),
             body=body_schema(offerings.UPDATE_BODY, non_empty=True), errors=mine, path_id=True)),
-        Route("GET", "/usage", usage.get_usage, _op(
-            "usage", "Usage sums of an organization", (200, _ref("UsageReport")), query=usage.QUERY)),
+        Route("GET", "/usage", usage_report.get_usage, _op(
+            "usage", "Usage sums of an organization", (200, _ref("UsageReport")), query=usage_report.QUERY)),
         Route("POST", "/internal/workers/heartbeat", heartbeat.record_heartbeat, _op(
             "workers", "A worker agent reports its state", (200, _ref("WorkerHeartbeat")),
             body=body_schema(heartbeat.BODY), errors=(400, 401, 409), security="workerToken")),

@@ -22,10 +22,10 @@ from gateway import state
 from gateway.auth import Principal
 from gateway.control import notify
 from gateway.control.access import admin
+from gateway.control.input_validation import INT4_MAX, FieldSpec, check_body, patch_params, path_uuid, read_json_object
 from gateway.control.pagination import PAGE_PARAMS, Keyset, fetch_page, page_body
 from gateway.control.quotas import spending_of
 from gateway.control.responses import json_response
-from gateway.control.validation import INT4_MAX, FieldSpec, check_body, patch_params, path_uuid, read_json_object
 from gateway.errors import ApiError, bad_request, not_found
 from inventiv import redis_keys
 from sql.pool import transaction

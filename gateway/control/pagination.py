@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from gateway import state
-from gateway.control.validation import FieldSpec, Kind, Spec, check_query, text_value
+from gateway.control.input_validation import FieldSpec, Kind, Spec, check_query, text_value
 from gateway.errors import bad_request
 from sql.queries import fetch_all
 

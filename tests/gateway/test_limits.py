@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient
 from fleet import SMALL, ServeOne, WorkerFactory, insert_ready_instance, new_key, refresh, set_instance
 
 from gateway import limits, metrics, state
-from gateway.api_keys import hash_key
 from gateway.limits import KeyLimits, Rates, Used
 from inventiv.settings import Settings
 from inventiv.worker_secrets import worker_secrets
+from sql.api_key_store import hash_key
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": SMALL, "messages": [{"role": "user", "content": "hello there"}]}

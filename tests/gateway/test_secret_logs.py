@@ -19,10 +19,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from fleet import SMALL, ServeOne, new_key, usage_rows
 
-from gateway.api_keys import hash_key
 from inventiv.logs import JsonFormatter, KeyValueFormatter
 from inventiv.settings import Settings
 from inventiv.worker_secrets import worker_secrets
+from sql.api_key_store import hash_key
 
 CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "hello there"}]

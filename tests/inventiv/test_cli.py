@@ -12,10 +12,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import state
-from gateway.api_keys import hash_key
 from gateway.app import create_app
 from inventiv import cli, redis_keys
 from inventiv.settings import Settings
+from sql.api_key_store import hash_key
 
 
 def _inventiv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -16,11 +16,11 @@ import pytest
 from mock_cloud import reaping_mock_cloud
 from pytest_aiohttp import AiohttpClient
 
-from gateway.api_keys import create_api_key
 from gateway.app import create_app
 from inventiv.settings import Settings, settings_to_env
 from scheduler.daemon import Daemon
 from scheduler.leader import LeaderLock
+from sql.api_key_store import create_api_key
 
 SMALL = "Qwen/Qwen2.5-0.5B-Instruct"
 

@@ -10,7 +10,7 @@ import aiopg
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway import state
-from gateway.api_keys import create_api_key
+from sql.api_key_store import create_api_key
 
 SMALL = "Qwen/Qwen2.5-0.5B-Instruct"
 

@@ -19,10 +19,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from gateway.api_keys import create_api_key
 from gateway.app import create_app
 from inventiv import redis_keys
 from inventiv.settings import Settings
+from sql.api_key_store import create_api_key
 from sql.pool import transaction
 
 Client = TestClient[web.Request, web.Application]

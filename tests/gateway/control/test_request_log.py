@@ -11,9 +11,9 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 from tcp_proxy import TcpProxy, via_proxy
 
-from gateway.api_keys import create_api_key
 from gateway.app import create_app
 from inventiv.settings import Settings
+from sql.api_key_store import create_api_key
 
 UUID = "00000000-0000-4000-8000-000000000000"
 ROUTES = [("GET", "/instances"), ("GET", f"/instances/{UUID}"), ("GET", "/usage"), ("GET", "/api_keys"),

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 from multidict import MultiDict
 
-from gateway.control.validation import (
+from gateway.control.input_validation import (
     TEXT_PATTERN,
     FieldSpec,
     body_schema,

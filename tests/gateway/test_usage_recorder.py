@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from redis.exceptions import RedisError
 from tcp_proxy import TcpProxy, via_proxy
 
-from gateway.usage import RecordBuffer, UsageRecord, UsageRecorder, UsageWriter
+from gateway.usage_recorder import RecordBuffer, UsageRecord, UsageRecorder, UsageWriter
 from inventiv import redis_keys
 from inventiv.settings import Settings
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.control.access import admin
+from gateway.control.input_validation import FieldSpec, Spec
 from gateway.control.pagination import PAGE_PARAMS, Keyset, ListQuery, fetch_page, page_body
 from gateway.control.responses import json_response
-from gateway.control.validation import FieldSpec, Spec
 from sql.queries import queries
 
 PROVIDERS_QUERY = {**PAGE_PARAMS}

@@ -1,12 +1,12 @@
-"""gateway.catalog: what a request's `model` names, and whether the caller may use it."""
+"""gateway.model_resolution: what a request's `model` names, and whether the caller may use it."""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.auth import Principal
-from gateway.catalog import Catalog, ModelEntry, Offering, Resolved
 from gateway.errors import ApiError
+from gateway.model_resolution import Catalog, ModelEntry, Offering, Resolved
 
 SMALL_ID = "0b9f3c2e-7a1d-4e5f-9c8b-a1b2c3d4e5f6"
 LARGE_ID = "22222222-2222-4222-8222-222222222222"

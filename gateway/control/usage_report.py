@@ -10,8 +10,8 @@ from aiohttp import web
 from gateway import state
 from gateway.auth import Principal
 from gateway.control.access import admin, own_organization
+from gateway.control.input_validation import FieldSpec, check_query
 from gateway.control.responses import json_response
-from gateway.control.validation import FieldSpec, check_query
 from gateway.errors import bad_request
 from sql.queries import fetch_all, queries
 

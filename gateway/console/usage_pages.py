@@ -14,7 +14,7 @@ from gateway.console.auth import signed_in
 from gateway.console.charts import bar_chart
 from gateway.console.render import render
 from gateway.console.sessions import Session, session_principal
-from gateway.control import usage
+from gateway.control import usage_report
 from gateway.errors import bad_request
 
 # The windows the page offers, in days; 30 is the API's default (an invoice's month).
@@ -43,7 +43,7 @@ def row_label(row: dict[str, Any], group_by: str) -> str:
 def usage_csv_text(rows: list[dict[str, Any]], group_by: str) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    keys = usage.GROUP_KEYS[group_by]
+    keys = usage_report.GROUP_KEYS[group_by]
     writer.writerow([*keys, *_SUMS])
     for row in rows:
         writer.writerow([("" if row.get(k) is None else row[k]) for k in keys] + [row[s] for s in _SUMS])
@@ -54,7 +54,7 @@ async def _report(request: web.Request, session: Session, group_by: str, days: i
     params: dict[str, Any] = {"from": datetime.now(UTC) - timedelta(days=days), "group_by": group_by}
     if request.query.get("model"):
         params["model"] = request.query["model"]
-    return await usage.usage_report(request.app, session_principal(session), params)
+    return await usage_report.usage_report(request.app, session_principal(session), params)
 
 
 @signed_in
@@ -77,8 +77,8 @@ async def usage_page(request: web.Request, session: Session) -> web.StreamRespon
 async def usage_csv(request: web.Request, session: Session) -> web.StreamResponse:
     days = window_days(request.query.get("days"))
     group_by = request.query.get("group_by", "day")
-    if group_by not in usage.GROUP_KEYS:
-        raise bad_request(f"'group_by' must be one of {', '.join(usage.GROUPINGS)}.", "group_by")
+    if group_by not in usage_report.GROUP_KEYS:
+        raise bad_request(f"'group_by' must be one of {', '.join(usage_report.GROUPINGS)}.", "group_by")
     report = await _report(request, session, group_by, days)
     filename = f"usage-{session.organization_slug}-by-{group_by}-{days}d.csv"
     return web.Response(text=usage_csv_text(report["data"], group_by), content_type="text/csv",

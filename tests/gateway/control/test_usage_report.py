@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from gateway.control.usage import usage_window
+from gateway.control.usage_report import usage_window
 from gateway.errors import ApiError
 
 if TYPE_CHECKING:
