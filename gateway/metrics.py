@@ -59,7 +59,8 @@ USAGE_BUFFERED = Gauge(
     multiprocess_mode="livesum",
 )
 USAGE_BACKLOG = Gauge(
-    "inventiv_gateway_usage_backlog", "Usage records in the Redis stream, not yet written to Postgres",
+    "inventiv_gateway_usage_backlog",
+    "Entries of the usage stream in Redis (each a batch of records) not yet written to Postgres",
     multiprocess_mode="livemax",
 )
 USAGE_BUFFERED_BYTES = Gauge(

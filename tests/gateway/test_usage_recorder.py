@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from redis.exceptions import RedisError
 from tcp_proxy import TcpProxy, via_proxy
 
-from gateway.usage_recorder import RecordBuffer, UsageRecord, UsageRecorder, UsageWriter
+from gateway.usage_recorder import RecordBuffer, UsageRecord, UsageRecorder, UsageWriter, entry_records
 from inventiv import redis_keys
 from inventiv.settings import Settings
 
@@ -154,8 +154,37 @@ async def test_recorder_keeps_records_while_redis_is_down(redis: aioredis.Redis,
     recorder._redis = redis
     await recorder.flush()
     entries = await redis.xrange(stream)
-    assert [orjson.loads(fields[b"r"])["request_id"] for _, fields in entries] == ["r-1", "r-2"]
+    assert [r["request_id"] for entry_id, fields in entries for r in entry_records(entry_id, fields)] == ["r-1", "r-2"]
     await down.aclose()
+
+
+async def test_a_flush_sends_its_records_as_one_entry(redis: aioredis.Redis, settings: Settings) -> None:
+    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
+    recorder = UsageRecorder(redis, stream)
+    for i in range(50):
+        recorder.record(_record(f"r-{i}", None))
+    await recorder.flush()
+    [(entry_id, fields)] = await redis.xrange(stream)
+    assert [r["request_id"] for r in entry_records(entry_id, fields)] == [f"r-{i}" for i in range(50)]
+    assert recorder.buffered == 0
+
+
+async def test_a_batch_entry_and_a_single_record_entry_are_both_written(
+    db_pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An entry of the batched format (JSON lines) beside one left by an older gateway (one record): both
+    reach Postgres; an unreadable line of a batch is skipped and logged, the rest of its batch written."""
+    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
+    group = redis_keys.key(settings, redis_keys.USAGE_GROUP)
+    batch = b"".join(orjson.dumps(asdict(_record(f"b-{i}", None))) + b"\n" for i in range(3))
+    await redis.xadd(stream, {b"rs": batch + b"{not json\n"})
+    await redis.xadd(stream, {b"r": orjson.dumps(asdict(_record("old-1", None)))})
+    writer = UsageWriter(redis, db_pool, stream, group, consumer="c1", block_ms=10)
+    await writer.ensure_group()
+    assert await writer.step(block=False) == 2
+    assert await scalar(db_pool, "SELECT count(*) FROM finops.inference_usage") == 4
+    assert "malformed usage entry skipped" in caplog.text
+    assert await redis.xlen(stream) == 0
 
 
 async def test_postgres_outage_mid_run_loses_and_duplicates_nothing(
@@ -260,16 +289,20 @@ async def test_a_buffered_record_costs_its_size_and_is_given_back(redis: aioredi
     # The JSON itself (~450 B here) and its separator; 8 KB a record before chunks (orjson's buffers).
     assert size / count < 600
     assert during - before < 2 * size
-    assert _sample("inventiv_gateway_usage_buffered") == count
-    assert _sample("inventiv_gateway_usage_buffered_bytes") == size
     with pytest.raises(RedisError):
         await recorder.flush()
+    # The gauges are set by each flush attempt: this one failed and everything is still buffered.
+    assert _sample("inventiv_gateway_usage_buffered") == count
+    assert _sample("inventiv_gateway_usage_buffered_bytes") == size
     recorder._redis = redis
     await recorder.flush()
     gc.collect()
     assert _rss() < during - size // 2
     assert _sample("inventiv_gateway_usage_buffered") == 0
-    assert await redis.xlen(stream) == count
+    # One entry per chunk of records, every record in one of them.
+    entries = await redis.xrange(stream)
+    assert sum(len(entry_records(i, fields)) for i, fields in entries) == count
+    assert len(entries) < count / 50
     await down.aclose()
 
 
@@ -341,7 +374,7 @@ async def test_a_stream_is_in_postgres_from_its_start_with_its_prompt_estimated(
 async def _recorded(redis: aioredis.Redis, pool: aiopg.Pool, settings: Settings, correlation_id: str) -> bool:
     """The record is in the Redis stream, or already in Postgres (the writer deletes what it wrote)."""
     entries = await redis.xrange(redis_keys.key(settings, redis_keys.USAGE_STREAM))
-    if any(orjson.loads(fields[b"r"])["correlation_id"] == correlation_id for _, fields in entries):
+    if any(r["correlation_id"] == correlation_id for i, fields in entries for r in entry_records(i, fields)):
         return True
     sql = "SELECT count(*) FROM finops.inference_usage WHERE correlation_id = %s AND status <> 'incomplete'"
     return bool(await scalar(pool, sql, correlation_id))
