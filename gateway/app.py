@@ -93,10 +93,12 @@ async def _data_plane(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(plane.refresh_forever(app[state.DB]), name="routing-refresh"),
         asyncio.create_task(plane.listen_forever(redis), name="routing-notifications"),
         asyncio.create_task(writer.run_forever(), name="usage-writer"),
+        asyncio.create_task(plane.hot.fold_forever(lambda: plane.workers.in_flight), name="metrics-fold"),
     ]
     app[state.LIFECYCLE].loaded = True
     yield
     await stop_tasks(tasks)
+    plane.hot.fold(plane.workers.in_flight)
     await plane.limits.flush()
     await plane.usage.close()
     plane.upstream.close()
@@ -126,6 +128,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    plane = request.app.get(state.PLANE)
+    if plane is not None:
+        # What this process counted since its last fold (gateway/hot_metrics.py).
+        plane.hot.fold(plane.workers.in_flight)
     registry = REGISTRY
     if metrics_module.multiprocess():
         # Several gateway processes: answer with every process's values, from their shared files.

@@ -172,9 +172,9 @@ class InferenceCall:
             if pinned is not None:
                 worker = workers.eligible(pinned, resolved.model_id, now)
                 if worker is not None:
-                    metrics.affinity("hit").inc()
+                    self.plane.hot.affinity["hit"] += 1
                     return worker
-                metrics.affinity("failover").inc()
+                self.plane.hot.affinity["failover"] += 1
                 self.session_moved = True
         worker = workers.pick(resolved.model_id, now)
         if worker is None:
@@ -187,11 +187,11 @@ class InferenceCall:
         try:
             pinned = await self.plane.affinity.lookup(self.principal.organization_id, model_id, session)
         except AffinityUnavailable:
-            metrics.affinity("unavailable").inc()
+            self.plane.hot.affinity["unavailable"] += 1
             return None
         self.session = session
         if pinned is None:
-            metrics.affinity("miss").inc()
+            self.plane.hot.affinity["miss"] += 1
         return pinned
 
     async def _pin(self, model_id: str, worker: Worker) -> None:
@@ -199,7 +199,7 @@ class InferenceCall:
         try:
             await self.plane.affinity.pin(self.principal.organization_id, model_id, self.session, worker.instance_id)
         except AffinityUnavailable:
-            metrics.affinity("unavailable").inc()
+            self.plane.hot.affinity["unavailable"] += 1
 
     # -- forwarding -----------------------------------------------------------------------------------
 
@@ -215,8 +215,8 @@ class InferenceCall:
                 worker.authorization,
             )  # fmt: skip
             head = build_head(b"POST", self.route.path_bytes, worker.address, len(body), extra)
+            # Also the in-flight gauge, set from this count (gateway/hot_metrics.py).
             plane.workers.acquire(worker)
-            metrics.in_flight(worker.instance_id).inc()
             sent = time.perf_counter()
             try:
                 up = await plane.upstream.request(
@@ -260,7 +260,6 @@ class InferenceCall:
     def _release(self) -> None:
         if self.worker is not None:
             self.plane.workers.release(self.worker)
-            metrics.in_flight(self.worker.instance_id).dec()
 
     @property
     def _first_byte_timeout(self) -> float:
@@ -337,7 +336,7 @@ class InferenceCall:
         record = self.record
         if outcome.first_byte_at is not None:
             record.ttft_ms = int((outcome.first_byte_at - self.started) * 1000)
-            metrics.ttft(self.route.path).observe(outcome.first_byte_at - self.started)
+            self.plane.hot.ttft(self.route.path).observe(outcome.first_byte_at - self.started)
         if outcome.upstream_error is not None:
             record.status = "upstream_error"
             metrics.upstream_errors("stream_cut").inc()
@@ -390,12 +389,13 @@ class InferenceCall:
             self.plane.limits.settle(self.admission, record.total_tokens)
         entry = self.plane.catalog.by_id.get(record.model_id) if record.model_id else None
         model = entry.hf_repo_id if entry is not None else "-"
-        metrics.requests(self.route.path, model, str(record.http_status or 0)).inc()
-        metrics.latency(self.route.path).observe(elapsed)
+        hot = self.plane.hot
+        hot.requests[(self.route.path, model, str(record.http_status or 0))] += 1
+        hot.latency(self.route.path).observe(elapsed)
         if record.prompt_tokens:
-            metrics.tokens(model, "prompt").inc(record.prompt_tokens)
+            hot.tokens[(model, "prompt")] += record.prompt_tokens
         if record.completion_tokens:
-            metrics.tokens(model, "completion").inc(record.completion_tokens)
+            hot.tokens[(model, "completion")] += record.completion_tokens
         self._observe_phases(elapsed)
         access = self.plane.access
         if access is not None and tracing.enabled():
@@ -403,17 +403,18 @@ class InferenceCall:
 
     def _observe_phases(self, elapsed: float) -> None:
         started, authed, resolved, selected = self.started, self.authed, self.resolved, self.selected
+        phase = self.plane.hot.phase
         if authed:
-            metrics.phase("auth").observe(authed - started)
+            phase("auth").observe(authed - started)
         if resolved:
-            metrics.phase("model_resolution").observe(resolved - authed)
+            phase("model_resolution").observe(resolved - authed)
         if selected:
-            metrics.phase("worker_selection").observe(selected - resolved)
+            phase("worker_selection").observe(selected - resolved)
         if self.connect_s > 0.0:
-            metrics.phase("upstream_connect").observe(self.connect_s)
+            phase("upstream_connect").observe(self.connect_s)
         if self.first_byte_s >= 0.0:
-            metrics.phase("first_byte").observe(self.first_byte_s)
-        metrics.phase("total").observe(elapsed)
+            phase("first_byte").observe(self.first_byte_s)
+        phase("total").observe(elapsed)
 
     def _access_fields(self, model: str, elapsed: float) -> dict[str, Any]:
         record = self.record

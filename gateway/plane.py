@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from gateway import metrics
 from gateway.affinity import Affinity
 from gateway.auth import KeyTable
+from gateway.hot_metrics import HotMetrics
 from gateway.limits import Limiter
 from gateway.model_resolution import Catalog
 from gateway.state import Lifecycle
@@ -52,6 +53,8 @@ class DataPlane:
     # Where each inference request's access line goes; None: the access log is off (gateway/tracing.py).
     access: AccessSink | None = None
     catalog: Catalog = field(default_factory=Catalog)
+    # The per-request metrics, folded into prometheus_client every second and at each scrape.
+    hot: HotMetrics = field(default_factory=HotMetrics)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def reload(self, pool: aiopg.Pool) -> None:
@@ -65,6 +68,7 @@ class DataPlane:
         previous = self.workers.by_id
         for instance_id in self.workers.replace(worker_from_row(row, self.secrets) for row in workers):
             log.info("worker left the routing table", extra={"instance_id": instance_id})
+            self.hot.forget([instance_id])
             metrics.forget_instance(instance_id)
             # Its idle keep-alive connections would only fail a later request (or reach a new tenant
             # of the address): close them now.

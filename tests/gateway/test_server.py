@@ -15,6 +15,7 @@ import aiopg
 from aiohttp.test_utils import TestClient
 from fleet import SMALL, WorkerFactory, insert_ready_instance, new_key
 
+from gateway.hot_metrics import FOLD_S
 from gateway.server import run_app, stale_metrics_folders
 from inventiv.settings import Settings, settings_to_env
 
@@ -109,8 +110,10 @@ async def test_workers_share_the_port_serve_on_uvloop_and_stop_on_sigterm(
                 async with session.post(f"{base}{CHAT}", json=body, headers=headers) as resp:
                     assert resp.status == 200, await resp.text()
                     assert b"charlie" in await resp.read()
-            # Whichever process answers the scrape counts both requests, wherever they were served.
+            # Whichever process answers the scrape counts both requests, wherever they were served: each
+            # process folds its counts into the shared files every second (gateway/hot_metrics.py).
             served = f'inventiv_gateway_requests_total{{model="{SMALL}",route="{CHAT}",status="200"}} 2.0'
+            await asyncio.sleep(FOLD_S * 1.5)
             for _ in range(6):
                 async with session.get(f"{base}/metrics", headers={"Connection": "close"}) as resp:
                     assert served in await resp.text()
