@@ -201,7 +201,7 @@ def _added_check(table: dict[str, Figure], key: str, limit_ms: float, what: str)
 
 
 def checks(table: dict[str, Figure], e_streams: int, rss_limit_mb: float = 200.0) -> list[Check]:
-    every_feature = "gateway CPU per non-streaming request, access log on, no session header,"
+    every_feature = "gateway CPU per non-streaming request with the access log on and no session header"
     found = [
         _ratio_check(table, "a_cpu_ms_access_log_no_session", VLLM, CPU_PER_REQUEST_LIMIT, f"(a) {every_feature}",
                      "ms"),

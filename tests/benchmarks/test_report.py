@@ -8,8 +8,8 @@ from benchmarks.report import SGLANG, VLLM
 from benchmarks.scenarios import QUICK, Held, Measured, Results
 from benchmarks.stack import DIRECT, GATEWAY
 
-_A_TARGET = "(a) gateway CPU per non-streaming request, access log on, no session header,"
-_STATIC_TARGET = "(a-static) gateway CPU per non-streaming request, access log on, no session header,"
+_A_TARGET = "(a) gateway CPU per non-streaming request with the access log on and no session header"
+_STATIC_TARGET = "(a-static) gateway CPU per non-streaming request with the access log on and no session header"
 
 
 def _run(cpu_s: float | None, reached: int = 0, streams: int = 0, latencies: list[float] | None = None,
