@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck pytest test-deps llama-server system-tools bench clean
+.PHONY: up test lint typecheck pytest test-deps llama-server system-tools bench bench-deps clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,9 +45,15 @@ system-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    cloud-init fdisk e2fsprogs util-linux mount chromium; }
 
-# `make bench BENCH_ARGS=--quick` for a smoke run; see benchmarks/RESULTS.md.
-bench: $(STAMP)
+# `make bench BENCH_ARGS=--quick` for a smoke run; see benchmarks/RESULTS.md. The peer routers install
+# themselves into venvs of their own on first use.
+bench: $(STAMP) bench-deps
 	$(BIN)/python -m benchmarks.gateway_bench $(BENCH_ARGS)
+
+# nginx (Debian's), the static upstream of the benchmark's (a-static); without it that scenario is skipped.
+bench-deps:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info

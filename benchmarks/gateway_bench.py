@@ -1,12 +1,15 @@
-"""Benchmark of the gateway against direct-to-worker and sglang-router, side by side in one run.
+"""Benchmark of the gateway against direct-to-worker, sglang-router and vllm-router, side by side in one run.
 
-    python -m benchmarks.gateway_bench [--quick] [--no-peer] [--reps N] [--json PATH]
+    python -m benchmarks.gateway_bench [--quick] [--peers sglang-router,vllm-router | --no-peer] [--reps N]
+                                       [--json PATH]
 
-Starts its own Postgres database, Redis prefix, mock workers, the gateway (one process, `taskset -c
-1`) and sglang-router (also on CPU 1), then runs (a) non-streaming max RPS, (b) latency at a fixed
-rate, (c) streaming throughput, (d) TTFT with paced streams, (e) memory with 1,000 open streams; every
-answer is compared byte for byte with the worker's. Prints a markdown table and the issue's targets,
-each met or not. See benchmarks/RESULTS.md for a recorded run and how to read it.
+Starts its own Postgres database, Redis prefix, mock workers, nginx as a static upstream (on CPU 0),
+the gateway (one process, `taskset -c 1`) and the peer routers (also on CPU 1), then runs (a)
+non-streaming max RPS, (a-static) the same against nginx's `return 200` of the same bytes, (b) latency
+at a fixed rate, (c) streaming throughput, (d) TTFT with paced streams, (e) memory with 1,000 open
+streams; every answer is compared byte for byte with the worker's. Prints a markdown table and the
+issue's targets, each met or not. A peer that cannot be installed, or nginx when missing, is skipped
+with the reason. See benchmarks/RESULTS.md for a recorded run and how to read it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import uvloop
 
-from benchmarks import peer, report, scenarios
+from benchmarks import peer, report, scenarios, static_upstream
 from benchmarks.processes import ProcessFailed
 from benchmarks.stack import LOAD_CPU, PROXY_CPU, running_stack, worker_specs
 
@@ -32,7 +35,9 @@ from benchmarks.stack import LOAD_CPU, PROXY_CPU, running_stack, worker_specs
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, one repetition: a smoke run of ~2 minutes")
-    parser.add_argument("--no-peer", action="store_true", help="skip sglang-router (no ratios then)")
+    parser.add_argument("--peers", default=",".join(peer.PEERS),
+                        help="comma-separated peers to run beside the gateway (default and choices: %(default)s)")
+    parser.add_argument("--no-peer", action="store_true", help="skip every peer (no ratios then)")
     parser.add_argument("--reps", type=int, help="repetitions of (a)-(d) (default 3, or 1 with --quick)")
     parser.add_argument("--json", type=Path, help="also write the figures and checks as JSON to this file")
     return parser
@@ -46,26 +51,42 @@ def pin_to_load_cpu() -> None:
     os.sched_setaffinity(0, {LOAD_CPU})
 
 
-def _peer_binary(no_peer: bool) -> Path | None:
+def _peer_binaries(names: str, no_peer: bool) -> dict[peer.Peer, Path]:
     if no_peer:
-        print(f"{peer.NAME}: skipped (--no-peer); no ratios will be computed", file=sys.stderr)
-        return None
+        print("peers: skipped (--no-peer); no ratios will be computed", file=sys.stderr)
+        return {}
     try:
-        return peer.ensure_installed()
-    except peer.PeerUnavailable as exc:
-        print(f"{peer.NAME}: skipped, it could not be installed: {exc}", file=sys.stderr)
-        return None
+        wanted = peer.chosen(names)
+    except ValueError as exc:
+        raise SystemExit(f"--peers: {exc}") from None
+    binaries = {}
+    for each in wanted:
+        try:
+            binaries[each] = peer.ensure_installed(each)
+        except peer.PeerUnavailable as exc:
+            print(f"{each.name}: skipped, it could not be installed: {exc}", file=sys.stderr)
+    return binaries
 
 
-async def _run(plan: scenarios.Plan, peer_binary: Path | None, run_dir: Path) -> scenarios.Results:
+def _nginx() -> Path | None:
+    found = static_upstream.find_nginx()
+    if found is None:
+        print(f"(a-static): skipped, {static_upstream.NGINX_MISSING}", file=sys.stderr)
+    return found
+
+
+async def _run(plan: scenarios.Plan, peers: dict[peer.Peer, Path], nginx: Path | None,
+               run_dir: Path) -> scenarios.Results:  # fmt: skip
     results = scenarios.Results(plan)
     specs = worker_specs(plan.d_delay_ms, plan.e_delay_ms)
     started = time.monotonic()
-    async with running_stack(run_dir, specs, peer_binary) as stack:
+    async with running_stack(run_dir, specs, peers, nginx) as stack:
         print(f"stack up in {time.monotonic() - started:.0f} s; logs in {run_dir}", file=sys.stderr, flush=True)
         steps = [
             ("warm-up", scenarios.warm_up), ("integrity checks", scenarios.check_bodies),
-            ("(a) non-streaming max RPS", scenarios.run_a), ("(b) latency at a fixed rate", scenarios.run_b),
+            ("(a) non-streaming max RPS", scenarios.run_a),
+            ("(a-static) non-streaming max RPS, static upstream", scenarios.run_a_static),
+            ("(b) latency at a fixed rate", scenarios.run_b),
             ("(c) streaming throughput", scenarios.run_c), ("(d) TTFT, paced streams", scenarios.run_d),
             ("(e) memory, streams held open", scenarios.run_e),
         ]  # fmt: skip
@@ -83,13 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit("--reps must be at least 1")
         plan = dataclasses.replace(plan, reps=args.reps)
     pin_to_load_cpu()
-    peer_binary = _peer_binary(args.no_peer)
+    peers = _peer_binaries(args.peers, args.no_peer)
+    nginx = _nginx()
     run_dir = Path(tempfile.mkdtemp(prefix="inventiv-bench-"))
     began = time.monotonic()
     # Other work on this machine shows here first: compare it between runs before their figures.
     load_before = os.getloadavg()
     try:
-        results = uvloop.run(_run(plan, peer_binary, run_dir))
+        results = uvloop.run(_run(plan, peers, nginx, run_dir))
     except ProcessFailed as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1

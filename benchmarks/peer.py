@@ -1,9 +1,10 @@
-"""The peer the gateway is measured against: sglang-router (Rust), from its own venv outside the repo.
+"""The peers the gateway is measured against: Rust routers, each from a venv of its own outside the repo.
 
-Run as the peer harness the issue cites (bench-peers) runs it: round robin over one worker, logging at
-warn (at its default level it writes two lines per request, which nginx and our gateway do not). It
-probes the worker's /server_info and /model_info at start; the mock worker lacks them, which it only
-warns about.
+Run as the peer harness the issue cites (bench-peers) runs them: round robin over one worker, Prometheus
+on loopback, and each at a log level that writes nothing per request, as nginx runs with `access_log
+off`. sglang-router writes two lines per request at its default level, so it runs at warn; vllm-router
+writes none at its default (info) and keeps it. sglang-router probes the worker's /server_info and
+/model_info at start; the mock worker lacks them, which it only warns about. vllm-router probes /health.
 """
 
 from __future__ import annotations
@@ -11,52 +12,85 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-NAME = "sglang-router"
-PACKAGE = "sglang-router"
-# A venv of its own: its dependencies never meet the project's.
-VENV = Path(tempfile.gettempdir()) / "inventiv-bench-sglang-router"
 _INSTALL_TIMEOUT_S = 600
 
 
 class PeerUnavailable(RuntimeError):
-    """The peer could not be installed; the benchmark runs without it and says why."""
+    """A peer could not be installed; the benchmark runs without it and says why."""
 
 
-def executable() -> Path:
-    return VENV / "bin" / NAME
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    package: str
+    # Between the executable and the shared flags: sglang-router's CLI takes a `launch` subcommand.
+    subcommand: tuple[str, ...] = ()
+    # After the shared flags.
+    extra: tuple[str, ...] = ()
+
+    @property
+    def venv(self) -> Path:
+        # A venv of its own: its dependencies never meet the project's nor the other peer's.
+        return Path(tempfile.gettempdir()) / f"inventiv-bench-{self.name}"
+
+    def executable(self) -> Path:
+        return self.venv / "bin" / self.name
+
+    def launch_argv(self, binary: Path, port: int, worker_url: str, prometheus_port: int) -> list[str]:
+        return [
+            str(binary), *self.subcommand,
+            "--host", "127.0.0.1", "--port", str(port),
+            "--worker-urls", worker_url,
+            "--policy", "round_robin",
+            "--prometheus-host", "127.0.0.1", "--prometheus-port", str(prometheus_port),
+            *self.extra,
+        ]  # fmt: skip
 
 
-def ensure_installed() -> Path:
-    """The router's executable, installing it into VENV first when missing."""
-    binary = executable()
+SGLANG_ROUTER = Peer("sglang-router", "sglang-router", subcommand=("launch",), extra=("--log-level", "warn"))
+# Its default policy is cache_aware; round_robin is what every peer runs.
+VLLM_ROUTER = Peer("vllm-router", "vllm-router")
+PEERS = {peer.name: peer for peer in (SGLANG_ROUTER, VLLM_ROUTER)}
+
+
+def chosen(names: str) -> list[Peer]:
+    """The peers of a comma-separated `--peers` value, in PEERS order; an unknown name is an error."""
+    wanted = {name.strip() for name in names.split(",") if name.strip()}
+    unknown = wanted - PEERS.keys()
+    if unknown:
+        raise ValueError(f"unknown peer(s) {', '.join(sorted(unknown))}; known: {', '.join(PEERS)}")
+    return [peer for name, peer in PEERS.items() if name in wanted]
+
+
+def install_steps(peer: Peer, python: str = sys.executable) -> list[list[str]]:
+    return [
+        [python, "-m", "venv", str(peer.venv)],
+        [str(peer.venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", peer.package],
+    ]
+
+
+def ensure_installed(peer: Peer) -> Path:
+    """The peer's executable, installing it into its venv first when missing."""
+    binary = peer.executable()
     if binary.exists():
         return binary
-    print(f"installing {PACKAGE} into {VENV} (once)", file=sys.stderr, flush=True)
-    steps = [
-        [sys.executable, "-m", "venv", str(VENV)],
-        [str(VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", PACKAGE],
-    ]
-    for step in steps:
-        try:
-            done = subprocess.run(step, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT_S, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise PeerUnavailable(f"`{' '.join(step)}` failed: {exc}") from None
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            raise PeerUnavailable(f"`{' '.join(step)}` exited with {done.returncode}: {' / '.join(tail)}")
+    print(f"installing {peer.package} into {peer.venv} (once)", file=sys.stderr, flush=True)
+    for step in install_steps(peer):
+        _run_step(step)
     if not binary.exists():
-        raise PeerUnavailable(f"{PACKAGE} installed no {binary}")
+        raise PeerUnavailable(f"{peer.package} installed no {binary}")
     return binary
 
 
-def launch_argv(binary: Path, port: int, worker_url: str, prometheus_port: int) -> list[str]:
-    return [
-        str(binary), "launch",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--worker-urls", worker_url,
-        "--policy", "round_robin",
-        "--log-level", "warn",
-        "--prometheus-host", "127.0.0.1", "--prometheus-port", str(prometheus_port),
-    ]  # fmt: skip
+def _run_step(step: Sequence[str]) -> None:
+    try:
+        done = subprocess.run(step, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PeerUnavailable(f"`{' '.join(step)}` failed: {exc}") from None
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise PeerUnavailable(f"`{' '.join(step)}` exited with {done.returncode}: {' / '.join(tail)}")

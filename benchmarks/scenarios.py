@@ -1,4 +1,4 @@
-"""The measured runs, (a) to (e), each against every target in turn, and how a run is charged.
+"""The measured runs, (a), (a-static) and (b) to (e), each against every target in turn, and how a run is charged.
 
 Each scenario's repetitions interleave the targets (in an order that rotates), so that the host's
 noise, which drifts over minutes, falls on all of them alike: ratios within one run are what count.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from benchmarks import procfs
+from benchmarks import procfs, static_upstream
 from benchmarks.integrity import ExpectedBody
 from benchmarks.loadgen import (
     Connection,
@@ -29,7 +29,8 @@ from benchmarks.loadgen import (
     hold_streams,
     open_loop,
 )
-from benchmarks.stack import GATEWAY, PROXY_CPU, Stack, Target, chat_body
+from benchmarks.processes import get_request
+from benchmarks.stack import GATEWAY, NGINX, PROXY_CPU, STATIC, Stack, Target, chat_body
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ _SETTLE_MAX_S = 10.0
 class Plan:
     reps: int
     a_duration_s: float
+    a_static_duration_s: float
     b_duration_s: float
     c_duration_s: float
     d_duration_s: float
@@ -60,8 +62,12 @@ class Plan:
     e_delay_ms: float = 100.0
 
 
-FULL = Plan(reps=3, a_duration_s=10, b_duration_s=10, c_duration_s=10, d_duration_s=8, e_tokens=80, checks_per_kind=50)
-QUICK = Plan(reps=1, a_duration_s=2, b_duration_s=3, c_duration_s=2, d_duration_s=3, e_tokens=40, checks_per_kind=10)
+# (a-static) runs are shorter than (a)'s, as the peer harness's (5 s): the static upstream makes every
+# proxy run flat out from the first second, and there are seven runs per repetition.
+FULL = Plan(reps=3, a_duration_s=10, a_static_duration_s=5, b_duration_s=10, c_duration_s=10, d_duration_s=8,
+            e_tokens=80, checks_per_kind=50)  # fmt: skip
+QUICK = Plan(reps=1, a_duration_s=2, a_static_duration_s=1.5, b_duration_s=3, c_duration_s=2, d_duration_s=3,
+             e_tokens=40, checks_per_kind=10)  # fmt: skip
 
 
 @dataclass
@@ -72,7 +78,7 @@ class Measured:
     proxy_cpu_s: float | None
     # Share of one CPU during the load window only, in percent.
     proxy_cpu_pct: float | None
-    # Chat requests, and of them streams, that reached the worker.
+    # Chat requests, and of them streams, that reached the worker (for nginx: every request it served).
     reached_worker: int
     streams: int
     steal_pct: dict[str, float]
@@ -137,6 +143,14 @@ async def _worker_counts(worker: Endpoint) -> tuple[int, int]:
     return int(stats["requests"][CHAT]), int(stats["streams"])
 
 
+async def _upstream_counts(target: Target) -> tuple[int, int]:
+    """(requests, streams) the target's upstream has answered so far."""
+    if target.counted_by == NGINX:
+        response = await fetch(target.worker, get_request(target.worker, static_upstream.STUB_STATUS))
+        return static_upstream.requests_served(response.body.decode()), 0
+    return await _worker_counts(target.worker)
+
+
 def _cpu_seconds(pid: int | None) -> float | None:
     return procfs.tree_cpu_seconds(pid) if pid is not None else None
 
@@ -155,7 +169,7 @@ async def settle(pid: int | None) -> None:
 
 async def measure(target: Target, run: Callable[[], Awaitable[LoadResult]]) -> Measured:
     await settle(target.pid)
-    reached_before, streams_before = await _worker_counts(target.worker)
+    reached_before, streams_before = await _upstream_counts(target)
     cpus_before = procfs.read_cpu_times()
     proxy_before = _cpu_seconds(target.pid)
     began = time.perf_counter()
@@ -165,7 +179,8 @@ async def measure(target: Target, run: Callable[[], Awaitable[LoadResult]]) -> M
     proxy_loaded = _cpu_seconds(target.pid)
     await settle(target.pid)
     proxy_after = _cpu_seconds(target.pid)
-    reached_after, streams_after = await _worker_counts(target.worker)
+    reached_after, streams_after = await _upstream_counts(target)
+    own_reads = static_upstream.OWN_READS_PER_RUN if target.counted_by == NGINX else 0
     proxy_pct = None
     if proxy_before is not None and proxy_loaded is not None:
         proxy_pct = 100.0 * (proxy_loaded - proxy_before) / wall_s
@@ -176,7 +191,7 @@ async def measure(target: Target, run: Callable[[], Awaitable[LoadResult]]) -> M
         wall_s=wall_s,
         proxy_cpu_s=None if proxy_before is None or proxy_after is None else proxy_after - proxy_before,
         proxy_cpu_pct=proxy_pct,
-        reached_worker=reached_after - reached_before,
+        reached_worker=reached_after - reached_before - own_reads,
         streams=streams_after - streams_before,
         steal_pct=procfs.percent_of_wall(cpus_before.steal, cpus_after.steal, wall_s),
         cpu1_other_pct=max(0.0, cpu1_busy - (proxy_pct or 0.0)),
@@ -239,6 +254,8 @@ async def warm_up(stack: Stack, results: Results) -> None:
         ("fast", chat_body(fast, stream=True, max_tokens=plan.chunks), plan.concurrency, 1.0),
         ("paced", chat_body(paced, stream=True, max_tokens=2), plan.d_streams, 0.5),
     ]
+    if STATIC in stack.workers:
+        runs.append((STATIC, chat_body(stack.model(STATIC), stream=False), plan.concurrency, 1.0))
     for role, body, concurrency, duration_s in runs:
         load = await make_load(stack, role, body, "bench-warm-up")
         for target in stack.targets(role):
@@ -275,20 +292,34 @@ async def check_bodies(stack: Stack, results: Results) -> None:
 
 
 async def run_a(stack: Stack, results: Results) -> None:
-    """(a) Non-streaming, `concurrency` connections back to back: max RPS and CPU per request.
+    """(a) Non-streaming, `concurrency` connections back to back: max RPS and CPU per request."""
+    await _non_streaming(stack, results, "fast", "a", results.plan.a_duration_s)
 
-    Interleaved with it, the gateway without a session header (what session affinity costs), and a twin
-    gateway writing its access log (what one log line per request costs; the others log warnings only)."""
-    plan = results.plan
-    body = chat_body(stack.specs["fast"].model, stream=False)
-    with_session = await make_load(stack, "fast", body, "bench-a")
-    without = await make_load(stack, "fast", body, None)
-    gateway = [t for t in stack.targets("fast") if t.name == GATEWAY]
-    logged = [stack.logged_target("fast")]
+
+async def run_a_static(stack: Stack, results: Results) -> None:
+    """(a-static) As (a), with nginx's `return 200` of the same bytes as the upstream: the proxies' own cost."""
+    if STATIC not in stack.workers:
+        _progress(f"  (a-static) skipped: {static_upstream.NGINX_MISSING}")
+        return
+    await _non_streaming(stack, results, STATIC, "a_static", results.plan.a_static_duration_s)
+
+
+async def _non_streaming(stack: Stack, results: Results, role: str, scenario: str, duration_s: float) -> None:
+    """Every target with a session header; interleaved with them, the gateway without one (what session
+    affinity costs) and a twin gateway writing its access log (what one log line per request costs; the
+    others log warnings only), with and without the header: the latter is every feature as a plain
+    client uses it, the run the CPU target is judged on."""
+    concurrency = results.plan.concurrency
+    body = chat_body(stack.model(role), stream=False)
+    with_session = await make_load(stack, role, body, f"bench-{scenario}")
+    without = await make_load(stack, role, body, None)
+    gateway = [t for t in stack.targets(role) if t.name == GATEWAY]
+    logged = [stack.logged_target(role)]
     await _repeat(results, [
-        *_each("a", stack.targets("fast"), _closed(with_session, plan.concurrency, plan.a_duration_s)),
-        *_each("a_no_session", gateway, _closed(without, plan.concurrency, plan.a_duration_s)),
-        *_each("a_access_log", logged, _closed(with_session, plan.concurrency, plan.a_duration_s)),
+        *_each(scenario, stack.targets(role), _closed(with_session, concurrency, duration_s)),
+        *_each(f"{scenario}_no_session", gateway, _closed(without, concurrency, duration_s)),
+        *_each(f"{scenario}_access_log", logged, _closed(with_session, concurrency, duration_s)),
+        *_each(f"{scenario}_access_log_no_session", logged, _closed(without, concurrency, duration_s)),
     ])  # fmt: skip
 
 

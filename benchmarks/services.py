@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,8 +95,10 @@ async def bench_services(data_dir: Path, env: Mapping[str, str] | None = None) -
             embedded.stop()
 
 
-async def prepare_database(database_url: str, workers: Mapping[str, tuple[str, int]]) -> tuple[str, list[str]]:
-    """Migrate, seed, add one ready instance per (model -> (host, port)) and an inference key.
+async def prepare_database(database_url: str, workers: Mapping[str, tuple[str, int]],
+                           extra_models: Sequence[str] = ()) -> tuple[str, list[str]]:  # fmt: skip
+    """Migrate, seed, add `extra_models` (repo ids) to the catalog, one ready instance per (model ->
+    (host, port)) and an inference key.
 
     Returns the key and the instance ids.
     """
@@ -104,6 +106,11 @@ async def prepare_database(database_url: str, workers: Mapping[str, tuple[str, i
     try:
         await migrate(pool)
         await seed_demo_catalog(pool)
+        async with pool.acquire() as conn:
+            for model in extra_models:
+                await queries.catalog.insert_catalog_model(conn, name=model, hf_repo_id=model, is_active=True,
+                                                           parameter_count=None, context_length=None,
+                                                           data_volume_gb=None)  # fmt: skip
         instance_ids = [await _insert_instance(pool, model, host, port) for model, (host, port) in workers.items()]
         async with pool.acquire() as conn:
             org = await queries.organizations.get_organization_by_slug(conn, slug=DEMO_ORG)

@@ -416,7 +416,8 @@ async def _start(exits: AsyncExitStack, run_dir: Path) -> Soak:
     bench_key, _ = await prepare_database(
         services.database_url, {spec.model: (LOOPBACK, workers[spec.role].port) for spec in specs}
     )
-    gateway, endpoint = await start_gateway(exits, "gateway", gateway_env(services, run_dir), run_dir, bench_key, specs)
+    gateway, endpoint = await start_gateway(exits, "gateway", gateway_env(services, run_dir), run_dir, bench_key,
+                                            [spec.model for spec in specs])
     key, key_id = await _create_key(services.database_url)
     auth = {"Authorization": f"Bearer {key}"}
     body = chat_body(models["fast"], stream=False)

@@ -41,7 +41,7 @@ async def _send_all(conns: list[Connection], request: bytes, total: int) -> None
 async def measure(requests: int, connections: int) -> dict[str, float]:
     spec = WorkerSpec("fast", "Qwen/Qwen2.5-0.5B-Instruct", 0.0)
     with tempfile.TemporaryDirectory(prefix="inventiv-v1-cpu-") as run_dir:
-        async with running_stack(Path(run_dir), (spec,), None) as stack:
+        async with running_stack(Path(run_dir), (spec,), {}, None) as stack:
             endpoint, pid = stack.gateway_endpoint, stack.gateway.pid
             headers = {"Authorization": f"Bearer {stack.api_key}"}
             conns = [await Connection.open(endpoint) for _ in range(connections)]
