@@ -182,7 +182,7 @@ class MemoryProvider(Provider):
     async def terminate_server(self, zone: str, server_id: str) -> None:
         self._enter("terminate_server", server_id)
         server = self.servers.get(server_id)
-        if server is None or server.state is ServerState.STOPPING:
+        if server is None or server.zone != zone or server.state is ServerState.STOPPING:
             return
         if server.stopped_in_place:
             if server.state is not ServerState.RUNNING:
@@ -222,6 +222,11 @@ class MemoryProvider(Provider):
             raise NotFound(f"no server {server_id}")
         return server
 
+    def _volume_in(self, zone: str, volume_id: str) -> MemVolume | None:
+        """The volume, if it exists in this zone: ids are zoned on the clouds this provider stands in for."""
+        volume = self.volumes.get(volume_id)
+        return volume if volume is not None and volume.zone == zone else None
+
     def _server(self, server: MemServer, attached: Sequence[MemVolume] | None = None) -> Server:
         if attached is None:
             attached = [v for v in self.volumes.values() if v.server_id == server.id]
@@ -258,8 +263,8 @@ class MemoryProvider(Provider):
 
     async def get_volume(self, zone: str, volume_id: str) -> Volume | None:
         self._enter("get_volume", volume_id)
-        volume = self.volumes.get(volume_id)
-        return self._volume(volume) if volume is not None and volume.zone == zone else None
+        volume = self._volume_in(zone, volume_id)
+        return None if volume is None else self._volume(volume)
 
     async def list_volumes(self, zone: str, tags: Sequence[str]) -> list[Volume]:
         self._enter("list_volumes", ",".join(tags))
@@ -269,7 +274,7 @@ class MemoryProvider(Provider):
     async def attach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
         self._enter("attach_volume", volume_id)
         self._get(zone, server_id)
-        volume = self.volumes.get(volume_id)
+        volume = self._volume_in(zone, volume_id)
         if volume is None:
             raise NotFound(f"no volume {volume_id}")
         if volume.server_id != server_id:
@@ -279,13 +284,13 @@ class MemoryProvider(Provider):
 
     async def detach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
         self._enter("detach_volume", volume_id)
-        volume = self.volumes.get(volume_id)
+        volume = self._volume_in(zone, volume_id)
         if volume is not None and volume.server_id == server_id:
             volume.server_id, volume.slot = None, None
 
     async def delete_volume(self, zone: str, volume_id: str) -> None:
         self._enter("delete_volume", volume_id)
-        volume = self.volumes.get(volume_id)
+        volume = self._volume_in(zone, volume_id)
         if volume is None:
             return
         if volume.server_id is not None:
@@ -294,7 +299,7 @@ class MemoryProvider(Provider):
 
     async def set_volume_tags(self, zone: str, volume_id: str, tags: Sequence[str]) -> None:
         self._enter("set_volume_tags", volume_id)
-        volume = self.volumes.get(volume_id)
+        volume = self._volume_in(zone, volume_id)
         if volume is None:
             raise NotFound(f"no volume {volume_id}")
         volume.tags = tuple(tags)
