@@ -277,7 +277,9 @@ class MemoryProvider(Provider):
         volume = self._volume_in(zone, volume_id)
         if volume is None:
             raise NotFound(f"no volume {volume_id}")
-        if volume.server_id != server_id:
+        if volume.server_id not in (None, server_id):
+            raise InvalidRequest(f"volume {volume_id} is attached to server {volume.server_id}")
+        if volume.server_id is None:
             used = {v.slot for v in self.volumes.values() if v.server_id == server_id}
             volume.server_id, volume.slot = server_id, next(str(i) for i in itertools.count() if str(i) not in used)
         self._leave("attach_volume")
@@ -285,8 +287,11 @@ class MemoryProvider(Provider):
     async def detach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
         self._enter("detach_volume", volume_id)
         volume = self._volume_in(zone, volume_id)
-        if volume is not None and volume.server_id == server_id:
-            volume.server_id, volume.slot = None, None
+        if volume is None or volume.server_id is None:
+            return
+        if volume.server_id != server_id:
+            raise InvalidRequest(f"volume {volume_id} is attached to server {volume.server_id}")
+        volume.server_id, volume.slot = None, None
 
     async def delete_volume(self, zone: str, volume_id: str) -> None:
         self._enter("delete_volume", volume_id)
