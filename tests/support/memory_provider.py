@@ -256,6 +256,8 @@ class MemoryProvider(Provider):
 
     async def create_volume(self, zone: str, name: str, size_bytes: int, tags: Sequence[str]) -> Volume:
         self._enter("create_volume", name)
+        if size_bytes <= 0:
+            raise InvalidRequest(f"volume size must be positive, not {size_bytes} bytes")
         volume = MemVolume(self._new_id("vol"), name, zone, "sbs_volume", size_bytes, tuple(tags))
         self.volumes[volume.id] = volume
         self._leave("create_volume")
