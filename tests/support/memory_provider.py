@@ -271,7 +271,9 @@ class MemoryProvider(Provider):
     async def list_volumes(self, zone: str, tags: Sequence[str]) -> list[Volume]:
         self._enter("list_volumes", ",".join(tags))
         wanted = set(tags)
-        return [self._volume(v) for v in self.volumes.values() if v.zone == zone and wanted & set(v.tags)]
+        # No tags: every volume of the zone, as the Block API answers a listing without a tags filter.
+        found = (v for v in self.volumes.values() if v.zone == zone and (not wanted or wanted & set(v.tags)))
+        return [self._volume(v) for v in found]
 
     async def attach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
         self._enter("attach_volume", volume_id)
