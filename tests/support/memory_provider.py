@@ -5,8 +5,10 @@ server is stopped with a root volume in slot "0" (untagged); `power_on` makes it
 `running` with an address after `polls_to_running` reads; `terminate_server` of a running server goes
 through `stopping` for `polls_to_gone` reads, then deletes its local volumes and detaches the others; of a
 stopped server it deletes the server and leaves every volume; deleting an attached volume is a
-`TransientError`. A running server answers health checks if `worker_address` is set (an in-process mock
-worker, see `serve_worker`).
+`TransientError`; a volume attached to one server is refused to another; ids are zoned. `availability`
+reports `stock` (by default the mock cloud's types, all in stock). A running server answers health checks
+if `worker_address` is set (an in-process mock worker, see `serve_worker`). tests/providers/test_contract.py
+holds it to the same contract as the Scaleway provider and the mock cloud.
 
 Faults: `fail(method, error, times)` raises `error` on the next calls of `method` before anything
 happens; `crash_after(method)` performs the call and then raises `Crash`, a BaseException nothing in
@@ -40,6 +42,7 @@ from providers.base import (
     Volume,
     VolumeState,
 )
+from providers.mock.cloud import MOCK_TYPES
 from providers.mock.worker import WorkerConfig, create_app
 from providers.scaleway.images import DEFAULT_LABELS
 
@@ -92,6 +95,7 @@ class MemoryProvider(Provider):
         worker_address: tuple[str, int] | None = None,
         diskless_types: Sequence[str] = (),
         images: dict[tuple[str, str], str] | None = None,
+        stock: dict[str, Availability] | None = None,
     ) -> None:
         self.code = code
         self.polls_to_running = polls_to_running
@@ -102,6 +106,8 @@ class MemoryProvider(Provider):
         # the Scaleway provider's own.
         self.images = dict(images or {})
         self.default_labels = DEFAULT_LABELS
+        # commercial type -> stock, for availability(); by default the mock cloud's types, all in stock.
+        self.stock = dict(stock) if stock is not None else dict.fromkeys(MOCK_TYPES, Availability.AVAILABLE)
         self.servers: dict[str, MemServer] = {}
         self.volumes: dict[str, MemVolume] = {}
         self.calls: list[tuple[str, str]] = []
@@ -327,7 +333,8 @@ class MemoryProvider(Provider):
         return None
 
     async def availability(self, zone: str) -> dict[str, Availability]:
-        return {}
+        self._enter("availability", zone)
+        return dict(self.stock)
 
     # -- helpers for tests -----------------------------------------------------------------------------
 
