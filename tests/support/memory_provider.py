@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -245,7 +245,7 @@ class MemoryProvider(Provider):
             commercial_type=server.commercial_type,
             state=server.state,
             tags=server.tags,
-            volumes=tuple(self._attached(v) for v in attached),
+            volumes=tuple(self._attached(v) for v in _by_slot(attached)),
             ip_address=address[0] if address else ("10.0.0.1" if running else None),
             worker_port=address[1] if address else None,
             created_at=server.created_at,
@@ -258,7 +258,7 @@ class MemoryProvider(Provider):
     async def list_server_volumes(self, zone: str, server_id: str) -> list[AttachedVolume]:
         self._enter("list_server_volumes", server_id)
         self._get(zone, server_id)
-        return [self._attached(v) for v in self.volumes.values() if v.server_id == server_id]
+        return [self._attached(v) for v in _by_slot(v for v in self.volumes.values() if v.server_id == server_id)]
 
     async def create_volume(self, zone: str, name: str, size_bytes: int, tags: Sequence[str]) -> Volume:
         self._enter("create_volume", name)
@@ -369,6 +369,11 @@ class MemoryProvider(Provider):
         state = VolumeState.IN_USE if volume.server_id else VolumeState.AVAILABLE
         return Volume(volume.id, volume.name, volume.zone, volume.volume_type, volume.size_bytes, state,
                       volume.tags, volume.server_id, volume.created_at)  # fmt: skip
+
+
+def _by_slot(volumes: Iterable[MemVolume]) -> list[MemVolume]:
+    """A server's volumes in slot order, as Scaleway's `volumes` map and the mock cloud list them."""
+    return sorted(volumes, key=lambda v: int(v.slot or 0))
 
 
 @asynccontextmanager
