@@ -3,7 +3,9 @@
 Facts it relies on (SCALEWAY.md): a created server is stopped; `terminate` is only offered while it
 runs and deletes l_ssd/scratch volumes but only detaches sbs ones; a stopped server is removed with
 `DELETE`, which leaves every volume behind; sbs entries in a server body carry no size (the Block API
-has it); the root volume is slot "0" whatever its boot flag; a gone resource answers 404.
+has it); the root volume is slot "0" whatever its boot flag; a gone resource answers 404; a terminated
+server reads `stopping` / `terminating` with no actions left until it is gone (recorded), so a second
+`terminate_server` then is done, as one of a server already gone is.
 Attach and detach are serialised per server: Scaleway rejects concurrent volume changes of one server.
 The client repeats attach, detach and terminate after a 5xx; when the first call went through and only
 its reply was lost, the repeat is refused (400). Each of them then reads the volume or server again and
@@ -286,9 +288,11 @@ class ScalewayProvider(Provider):
                 raise
 
     async def terminate_server(self, zone: str, server_id: str) -> None:
-        server = await self.get_server(zone, server_id)
-        if server is None:
+        body = await self._server_body(zone, server_id)
+        # Gone, or already stopping on its way out: a terminate (ours or an earlier one) is under way.
+        if body is None or terminate_accepted(body):
             return
+        server = mapping.server_from_body(body)
         how = termination(server)
         try:
             if how is Termination.TERMINATE:

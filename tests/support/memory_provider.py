@@ -5,8 +5,10 @@ server is stopped with a root volume in slot "0" (untagged); `power_on` makes it
 `running` with an address after `polls_to_running` reads; `terminate_server` of a running server goes
 through `stopping` for `polls_to_gone` reads, then deletes its local volumes and detaches the others; of a
 stopped server it deletes the server and leaves every volume; deleting an attached volume is a
-`TransientError`. A running server answers health checks if `worker_address` is set (an in-process mock
-worker, see `serve_worker`).
+`TransientError`; a volume attached to one server is refused to another; ids are zoned. `availability`
+reports `stock` (by default the mock cloud's types, all in stock). A running server answers health checks
+if `worker_address` is set (an in-process mock worker, see `serve_worker`). tests/providers/test_contract.py
+holds it to the same contract as the Scaleway provider and the mock cloud.
 
 Faults: `fail(method, error, times)` raises `error` on the next calls of `method` before anything
 happens; `crash_after(method)` performs the call and then raises `Crash`, a BaseException nothing in
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -40,6 +42,7 @@ from providers.base import (
     Volume,
     VolumeState,
 )
+from providers.mock.cloud import MOCK_TYPES
 from providers.mock.worker import WorkerConfig, create_app
 from providers.scaleway.images import DEFAULT_LABELS
 
@@ -92,6 +95,7 @@ class MemoryProvider(Provider):
         worker_address: tuple[str, int] | None = None,
         diskless_types: Sequence[str] = (),
         images: dict[tuple[str, str], str] | None = None,
+        stock: dict[str, Availability] | None = None,
     ) -> None:
         self.code = code
         self.polls_to_running = polls_to_running
@@ -102,6 +106,8 @@ class MemoryProvider(Provider):
         # the Scaleway provider's own.
         self.images = dict(images or {})
         self.default_labels = DEFAULT_LABELS
+        # commercial type -> stock, for availability(); by default the mock cloud's types, all in stock.
+        self.stock = dict(stock) if stock is not None else dict.fromkeys(MOCK_TYPES, Availability.AVAILABLE)
         self.servers: dict[str, MemServer] = {}
         self.volumes: dict[str, MemVolume] = {}
         self.calls: list[tuple[str, str]] = []
@@ -182,7 +188,7 @@ class MemoryProvider(Provider):
     async def terminate_server(self, zone: str, server_id: str) -> None:
         self._enter("terminate_server", server_id)
         server = self.servers.get(server_id)
-        if server is None or server.state is ServerState.STOPPING:
+        if server is None or server.zone != zone or server.state is ServerState.STOPPING:
             return
         if server.stopped_in_place:
             if server.state is not ServerState.RUNNING:
@@ -222,6 +228,11 @@ class MemoryProvider(Provider):
             raise NotFound(f"no server {server_id}")
         return server
 
+    def _volume_in(self, zone: str, volume_id: str) -> MemVolume | None:
+        """The volume, if it exists in this zone: ids are zoned on the clouds this provider stands in for."""
+        volume = self.volumes.get(volume_id)
+        return volume if volume is not None and volume.zone == zone else None
+
     def _server(self, server: MemServer, attached: Sequence[MemVolume] | None = None) -> Server:
         if attached is None:
             attached = [v for v in self.volumes.values() if v.server_id == server.id]
@@ -234,7 +245,7 @@ class MemoryProvider(Provider):
             commercial_type=server.commercial_type,
             state=server.state,
             tags=server.tags,
-            volumes=tuple(self._attached(v) for v in attached),
+            volumes=tuple(self._attached(v) for v in _by_slot(attached)),
             ip_address=address[0] if address else ("10.0.0.1" if running else None),
             worker_port=address[1] if address else None,
             created_at=server.created_at,
@@ -247,10 +258,12 @@ class MemoryProvider(Provider):
     async def list_server_volumes(self, zone: str, server_id: str) -> list[AttachedVolume]:
         self._enter("list_server_volumes", server_id)
         self._get(zone, server_id)
-        return [self._attached(v) for v in self.volumes.values() if v.server_id == server_id]
+        return [self._attached(v) for v in _by_slot(v for v in self.volumes.values() if v.server_id == server_id)]
 
     async def create_volume(self, zone: str, name: str, size_bytes: int, tags: Sequence[str]) -> Volume:
         self._enter("create_volume", name)
+        if size_bytes <= 0:
+            raise InvalidRequest(f"volume size must be positive, not {size_bytes} bytes")
         volume = MemVolume(self._new_id("vol"), name, zone, "sbs_volume", size_bytes, tuple(tags))
         self.volumes[volume.id] = volume
         self._leave("create_volume")
@@ -258,34 +271,41 @@ class MemoryProvider(Provider):
 
     async def get_volume(self, zone: str, volume_id: str) -> Volume | None:
         self._enter("get_volume", volume_id)
-        volume = self.volumes.get(volume_id)
-        return self._volume(volume) if volume is not None and volume.zone == zone else None
+        volume = self._volume_in(zone, volume_id)
+        return None if volume is None else self._volume(volume)
 
     async def list_volumes(self, zone: str, tags: Sequence[str]) -> list[Volume]:
         self._enter("list_volumes", ",".join(tags))
         wanted = set(tags)
-        return [self._volume(v) for v in self.volumes.values() if v.zone == zone and wanted & set(v.tags)]
+        # No tags: every volume of the zone, as the Block API answers a listing without a tags filter.
+        found = (v for v in self.volumes.values() if v.zone == zone and (not wanted or wanted & set(v.tags)))
+        return [self._volume(v) for v in found]
 
     async def attach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
         self._enter("attach_volume", volume_id)
         self._get(zone, server_id)
-        volume = self.volumes.get(volume_id)
+        volume = self._volume_in(zone, volume_id)
         if volume is None:
             raise NotFound(f"no volume {volume_id}")
-        if volume.server_id != server_id:
+        if volume.server_id not in (None, server_id):
+            raise InvalidRequest(f"volume {volume_id} is attached to server {volume.server_id}")
+        if volume.server_id is None:
             used = {v.slot for v in self.volumes.values() if v.server_id == server_id}
             volume.server_id, volume.slot = server_id, next(str(i) for i in itertools.count() if str(i) not in used)
         self._leave("attach_volume")
 
     async def detach_volume(self, zone: str, server_id: str, volume_id: str) -> None:
         self._enter("detach_volume", volume_id)
-        volume = self.volumes.get(volume_id)
-        if volume is not None and volume.server_id == server_id:
-            volume.server_id, volume.slot = None, None
+        volume = self._volume_in(zone, volume_id)
+        if volume is None or volume.server_id is None:
+            return
+        if volume.server_id != server_id:
+            raise InvalidRequest(f"volume {volume_id} is attached to server {volume.server_id}")
+        volume.server_id, volume.slot = None, None
 
     async def delete_volume(self, zone: str, volume_id: str) -> None:
         self._enter("delete_volume", volume_id)
-        volume = self.volumes.get(volume_id)
+        volume = self._volume_in(zone, volume_id)
         if volume is None:
             return
         if volume.server_id is not None:
@@ -294,7 +314,7 @@ class MemoryProvider(Provider):
 
     async def set_volume_tags(self, zone: str, volume_id: str, tags: Sequence[str]) -> None:
         self._enter("set_volume_tags", volume_id)
-        volume = self.volumes.get(volume_id)
+        volume = self._volume_in(zone, volume_id)
         if volume is None:
             raise NotFound(f"no volume {volume_id}")
         volume.tags = tuple(tags)
@@ -313,7 +333,8 @@ class MemoryProvider(Provider):
         return None
 
     async def availability(self, zone: str) -> dict[str, Availability]:
-        return {}
+        self._enter("availability", zone)
+        return dict(self.stock)
 
     # -- helpers for tests -----------------------------------------------------------------------------
 
@@ -348,6 +369,11 @@ class MemoryProvider(Provider):
         state = VolumeState.IN_USE if volume.server_id else VolumeState.AVAILABLE
         return Volume(volume.id, volume.name, volume.zone, volume.volume_type, volume.size_bytes, state,
                       volume.tags, volume.server_id, volume.created_at)  # fmt: skip
+
+
+def _by_slot(volumes: Iterable[MemVolume]) -> list[MemVolume]:
+    """A server's volumes in slot order, as Scaleway's `volumes` map and the mock cloud list them."""
+    return sorted(volumes, key=lambda v: int(v.slot or 0))
 
 
 @asynccontextmanager
