@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import re
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+import sql.queries
 from gateway import state
 from gateway.control.input_validation import FieldSpec, patch_params
 from gateway.control.pagination import PAGE_PARAMS, Keyset, fetch_page
@@ -379,6 +381,14 @@ _KNOWN = catalog()
 def test_every_query_call_matches_its_query() -> None:
     found = problems(_USES, _KNOWN, UNRESOLVED)
     assert not found, "\n".join(found)
+
+
+def test_the_example_in_the_docstring_of_sql_queries_is_a_real_call() -> None:
+    example = re.search(r"`await (queries\.[^`]+)`", sql.queries.__doc__ or "")
+    assert example is not None
+    uses = find_uses(_HEADER + example.group(1).replace("...", "None"), "sql/queries.py", _evaluator({}))
+    assert len(uses) == 1
+    assert problems(uses, _KNOWN, {}) == []
 
 
 def test_the_scan_sees_the_calls() -> None:
