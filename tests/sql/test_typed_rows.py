@@ -32,6 +32,7 @@ async def _columns(pool: aiopg.Pool, query: Any) -> list[str]:
         await cur.execute("BEGIN")
         try:
             await cur.execute(query.sql, dict.fromkeys(query.parameters or ()))
+            assert cur.description is not None, f"{query.__name__} returns no rows"
             return [column.name for column in cur.description]
         finally:
             await cur.execute("ROLLBACK")
