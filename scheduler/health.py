@@ -12,9 +12,10 @@ One that refuses the secret (401/403: a worker not started with it, or another i
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from functools import partial
-from typing import Any
+from typing import Any, Self
 
 from scheduler.fanout import fan_out
 from scheduler.runtime import Runtime
@@ -28,6 +29,26 @@ log = logging.getLogger(__name__)
 _CONCURRENT_PROBES = 32
 # A worker whose agent missed this many heartbeats in a row is polled again.
 _MISSED_BEATS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    """A ready worker the health job probes: one row of list-instances-to-probe."""
+
+    id: str
+    ip_address: str
+    worker_port: int
+    model_hf_repo_id: str | None
+    engine: str
+    worker_status: str
+    worker_consecutive_failures: int
+    # Seconds since the worker last answered; None when it never has.
+    heartbeat_age_s: float | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Self:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        return cls(**{**values, "id": str(values["id"])})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,35 +86,35 @@ async def check_ready_workers(rt: Runtime) -> int:
         rows = await fetch_all(
             queries.instances.list_instances_to_probe(conn, agent_fresh_s=rt.settings.agent_interval_s * _MISSED_BEATS)
         )
-    await fan_out(rows, partial(_check, rt), limit=_CONCURRENT_PROBES)
+    await fan_out([ProbeTarget.from_row(row) for row in rows], partial(_check, rt), limit=_CONCURRENT_PROBES)
     return len(rows)
 
 
-async def _check(rt: Runtime, row: dict[str, Any]) -> None:
+async def _check(rt: Runtime, target: ProbeTarget) -> None:
     settings = rt.settings
-    model: str | None = row["model_hf_repo_id"]
+    model = target.model_hf_repo_id
     probe = await probe_worker(
-        rt.http, row["ip_address"], row["worker_port"], settings.health_timeout_s,
-        rt.secrets.authorization(str(row["id"])), engine(row["engine"]).queue_gauges,
+        rt.http, target.ip_address, target.worker_port, settings.health_timeout_s,
+        rt.secrets.authorization(target.id), engine(target.engine).queue_gauges,
     )  # fmt: skip
     health = judge(
         probe,
         model,
-        previous_status=row["worker_status"],
-        previous_failures=row["worker_consecutive_failures"],
-        heartbeat_age_s=row["heartbeat_age_s"],
+        previous_status=target.worker_status,
+        previous_failures=target.worker_consecutive_failures,
+        heartbeat_age_s=target.heartbeat_age_s,
         failure_threshold=settings.worker_health_failures,
         stale_after_s=settings.worker_stale_after_s,
     )
-    if health.status != row["worker_status"]:
+    if health.status != target.worker_status:
         log.info(
             "worker status changed",
-            extra={"instance_id": row["id"], "worker_status": health.status, "probe_error": probe.error},
+            extra={"instance_id": target.id, "worker_status": health.status, "probe_error": probe.error},
         )
     async with rt.pool.acquire() as conn:
         await queries.instances.record_worker_probe(
             conn,
-            instance_id=row["id"],
+            instance_id=target.id,
             worker_status=health.status,
             worker_model_id=probe.served_model(model),
             worker_queue_depth=probe.queue_depth,
@@ -101,4 +122,4 @@ async def _check(rt: Runtime, row: dict[str, Any]) -> None:
             consecutive_failures=health.consecutive_failures,
         )
     # Heartbeat, status and load are all routing fields: tell the gateways at once.
-    await rt.workers_changed(str(row["id"]))
+    await rt.workers_changed(target.id)

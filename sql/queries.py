@@ -1,7 +1,8 @@
 """The named queries in sql/queries/<table>/*.sql, loaded once with aiosql through the aiopg adapter.
 
-Use: `from sql.queries import queries` then `await queries.instances.get_instance_by_id(conn, instance_id=...)`.
-Select-many queries are async generators; `fetch_all` collects one into a list.
+Use: `from sql.queries import queries` then `await queries.instances.get_instance_status(conn, instance_id=...)`.
+Select-many queries are async generators; `fetch_all` collects one into a list. `queries` is untyped, so
+tests/sql/test_query_calls.py checks every call's query name and parameters against these files.
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ RETURNING id;
 -- Everything a step decides on: the row, its catalog entries, its tracked volumes (a JSON array, boot
 -- first: one statement, read again after every step), and whether the deadline has passed (by the
 -- database's clock, the one every scheduler shares).
-SELECT i.id, i.status, i.provider_id, p.code AS provider_code, p.is_active AS provider_active,
-       i.zone_id, z.code AS zone_code, z.is_active AS zone_active,
+SELECT i.id, i.status, p.code AS provider_code, p.is_active AS provider_active,
+       z.code AS zone_code, z.is_active AS zone_active,
        i.instance_type_id, t.code AS instance_type_code, t.is_active AS type_active,
        t.allocation_params, t.worker_port AS type_worker_port,
        coalesce(itz.is_available, false) AS type_offered_in_zone,

@@ -4,12 +4,6 @@
 -- name: get-organization-by-slug(slug)^
 SELECT id, slug, name, created_at FROM organizations WHERE slug = :slug;
 
--- name: get-organization-by-id(organization_id)^
-SELECT id, slug, name, created_at FROM organizations WHERE id = :organization_id;
-
--- name: list-organizations()
-SELECT id, slug, name, created_at FROM organizations ORDER BY slug;
-
 -- name: insert-organization(slug, name, is_platform)^
 -- A taken slug inserts nothing and returns no row.
 INSERT INTO organizations (slug, name, is_platform) VALUES (:slug, :name, :is_platform)
