@@ -7,7 +7,6 @@ boot script starts it (there through LLAMA_API_KEY). It is routed to as the `lla
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from fixtures.llama import StartLlamaServer
 from fleet import insert_ready_instance, new_key, set_instance, usage_rows
 from llama_server import LlamaServer, metrics
+from waiting import wait_until
 
 from gateway.app import create_app
 from inventiv.settings import Settings
@@ -139,13 +139,13 @@ async def test_a_client_that_leaves_mid_stream_stops_the_generation(
         assert await resp.content.readline()
     resp.close()  # the client goes away after a few tokens
 
-    for _ in range(200):
+    async def released() -> dict[str, Any]:
         after = await metrics(server)
-        if after["llamacpp:requests_processing"] == 0:
-            break
-        await asyncio.sleep(0.05)
+        assert after["llamacpp:requests_processing"] == 0, after
+        return after
+
+    after = await wait_until(released, timeout_s=10, what="the engine to stop working on it")
     predicted = after["llamacpp:tokens_predicted_total"] - before.get("llamacpp:tokens_predicted_total", 0)
-    assert after["llamacpp:requests_processing"] == 0, "the engine stopped working on it"
     assert 0 < predicted < 3000, f"{predicted} tokens generated of 3000 asked: cancelled, not finished"
     [row] = await usage_rows(db_pool, USAGE, 1)
     assert row[1] == "client_cancelled"

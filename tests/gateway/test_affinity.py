@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 from multidict import CIMultiDict
+from waiting import wait_until
 
 from gateway import affinity
 from gateway.affinity import Affinity, AffinityUnavailable, session_of
@@ -198,9 +199,7 @@ async def test_the_breaker_lets_redis_be_tried_again(
     with pytest.raises(AffinityUnavailable):
         await pins.lookup(ORG, "model-1", "conv-1")
     received = hole.received
-    async with asyncio.timeout(5):
-        while not pins.available:  # noqa: ASYNC110 (a clock, not an event)
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: pins.available, timeout_s=5, interval_s=0.01, what="the breaker to close")
     with pytest.raises(AffinityUnavailable):
         await pins.lookup(ORG, "model-1", "conv-1")
     assert hole.received > received

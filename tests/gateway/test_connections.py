@@ -13,6 +13,7 @@ import aiopg
 import orjson
 import pytest
 from fleet import new_key
+from waiting import wait_until
 
 from gateway.server import run_app
 from inventiv.settings import Settings
@@ -32,15 +33,13 @@ async def serve(gateway_settings: Settings, unused_tcp_port_factory: Callable[[]
         task = asyncio.create_task(run_app(gateway_settings.replace(gateway_port=port, **changes), stop))
         stops.append((stop, task))
         async with aiohttp.ClientSession() as session:
-            for _ in range(400):
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                        if resp.status == 200:
-                            return port
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError("the gateway never became ready")
+
+            async def ready() -> bool:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    return resp.status == 200
+
+            await wait_until(ready, timeout_s=20, what="the gateway to be ready")
+        return port
 
     yield start
     for stop, task in stops:

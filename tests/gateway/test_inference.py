@@ -26,6 +26,7 @@ from fleet import (
     set_instance,
     usage_rows,
 )
+from waiting import wait_until
 
 from gateway import sse
 from inventiv.settings import Settings
@@ -47,13 +48,14 @@ async def stats(worker: TestServer) -> dict[str, Any]:
 
 
 async def stats_when(worker: TestServer, timeout_s: float = 2.0, **expected: int) -> dict[str, Any]:
-    """The worker's counters once they show `expected` (or when `timeout_s` ran out: the caller asserts)."""
-    for _ in range(int(timeout_s / 0.02)):
+    """The worker's counters once they show `expected`."""
+
+    async def shown() -> dict[str, Any]:
         counters = await stats(worker)
-        if all(counters[name] == value for name, value in expected.items()):
-            break
-        await asyncio.sleep(0.02)
-    return counters
+        assert all(counters[name] == value for name, value in expected.items()), counters
+        return counters
+
+    return await wait_until(shown, timeout_s=timeout_s, interval_s=0.02, what=f"the worker's counters at {expected}")
 
 
 async def fleet(
@@ -170,13 +172,13 @@ async def test_revoked_key_stops_working(serve_one: ServeOne, db_pool: aiopg.Poo
         assert resp.status == 200
     async with db_pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute("UPDATE api_keys SET revoked_at = now()")
+
     # Within 2 s without any help: the background refresh runs every second.
-    for _ in range(40):
-        await asyncio.sleep(0.05)
+    async def refused() -> bool:
         async with client.post(CHAT, json={"model": SMALL, "messages": MESSAGES}, headers=auth(key)) as resp:
-            if resp.status == 401:
-                break
-    assert resp.status == 401
+            return resp.status == 401
+
+    await wait_until(refused, timeout_s=3, what="the revoked key to be refused")
 
 
 @pytest.mark.parametrize(
@@ -467,11 +469,7 @@ async def test_a_worker_leaving_the_fleet_has_its_idle_connections_closed(
     assert server is not None and len(server.connections) == 1, "the gateway keeps its connection alive"
     await set_instance(db_pool, instance, status="terminating")
     await refresh(client)
-    for _ in range(50):
-        if not server.connections:
-            break
-        await asyncio.sleep(0.02)
-    assert server.connections == []
+    await wait_until(lambda: server.connections == [], timeout_s=2, interval_s=0.02, what="the connection to close")
 
 
 @pytest.mark.parametrize("asked", [True, False], ids=["usage-asked", "usage-added"])
@@ -487,14 +485,7 @@ async def test_a_client_that_leaves_once_it_has_done_is_billed_the_workers_count
         assert line, "the stream ended without [DONE]"
     resp.close()
 
-    for _ in range(200):
-        async with db_pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute("SELECT status, http_status, prompt_tokens, completion_tokens, usage_estimated "
-                              "FROM finops.inference_usage WHERE status <> 'incomplete'")  # fmt: skip
-            rows = await cur.fetchall()
-        if rows:
-            break
-        await asyncio.sleep(0.05)
+    rows = await usage_rows(db_pool, "status, http_status, prompt_tokens, completion_tokens, usage_estimated", 1)
     assert rows == [("success", 200, 2, 4, False)]
 
 
@@ -511,12 +502,12 @@ async def worker_process(port: int, api_key: str, *args: str) -> AsyncIterator[a
     )  # fmt: skip
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(400):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"http://127.0.0.1:{port}/health") as resp:
-                        if resp.status == 200:
-                            break
-                await asyncio.sleep(0.025)
+
+            async def healthy() -> bool:
+                async with session.get(f"http://127.0.0.1:{port}/health") as resp:
+                    return resp.status == 200
+
+            await wait_until(healthy, timeout_s=10, interval_s=0.025, what="the worker process to be healthy")
         yield proc
     finally:
         if proc.returncode is None:

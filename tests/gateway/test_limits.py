@@ -3,7 +3,6 @@ and Redis (and a Redis that is not there)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import time
@@ -15,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from fleet import SMALL, ServeOne, WorkerFactory, insert_ready_instance, new_key, refresh, set_instance
+from waiting import wait_until
 
 from gateway import limits, metrics, state
 from gateway.limits import KeyLimits, Rates, Used
@@ -323,12 +323,12 @@ async def test_counts_reach_redis_without_being_asked(redis: aioredis.Redis, set
     assert admission is not None
     limiter.settle(admission, 0)
     counter = f"{settings.redis_prefix}limits:key:k1:requests:{int(now // 60)}"
+
     # The periodic sync pushes the count (the first admission synced before counting it).
-    seen = None
-    for _ in range(100):
+    async def synced() -> bool:
         seen = await redis.get(counter)
-        if seen == b"1":
-            break
-        await asyncio.sleep(0.02)
-    assert seen == b"1"
+        assert seen == b"1", seen
+        return True
+
+    await wait_until(synced, timeout_s=2, interval_s=0.02, what="the count in Redis")
     await limiter.flush()

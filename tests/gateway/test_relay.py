@@ -1,8 +1,8 @@
 """gateway.relay: with usage stripping on, the client gets the worker's stream byte for byte minus the
 usage-only event, and the usage is found, however the worker's bytes are cut into reads.
 
-The relay's sink is driven as the upstream connection drives it (one call per read, then a flush, then
-the end-of-stream step); the client is a recorder whose writes complete at once, so the worker's
+`relay_stream` is driven as the upstream connection drives it (one call per read, then a flush, until
+the response ends); the client is a recorder whose writes complete at once, so the worker's
 connection is never paused. Pausing under backpressure is tested end to end in test_inference.py.
 """
 
@@ -10,31 +10,55 @@ from __future__ import annotations
 
 import asyncio
 import time
+from unittest import mock
 
+from aiohttp.test_utils import make_mocked_request
 from hypothesis import given
 from hypothesis import strategies as st
 from sse_streams import Stream, cuts, streams
 
 from gateway import relay
+from gateway.upstream import Sink
 
 
-class _Client:
-    def __init__(self) -> None:
-        self.received = bytearray()
+class _Worker:
+    """The upstream side of `relay_stream`: pushes each read into the sink, then flushes, as a connection does."""
 
-    async def write(self, data: bytes) -> None:
-        self.received += data
+    status = 200
+
+    def __init__(self, reads: list[bytes]) -> None:
+        self.reads = reads
+
+    def header(self, name: bytes) -> bytes | None:
+        return None
+
+    async def stream(self, sink: Sink) -> None:
+        for read in self.reads:
+            sink(read)
+            sink.flush()
+
+    def pause(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 async def _relayed(reads: list[bytes], strip: bool) -> tuple[bytes, relay.Outcome]:
-    client, outcome = _Client(), relay.Outcome()
-    # No worker connection: it is only paused while a write to the client waits, and none does here.
-    sink = relay._Relay(client, None, outcome, strip, time.monotonic)  # type: ignore[arg-type]
-    for read in reads:
-        sink(read)
-        sink.flush()
-    client.received += relay._take_usage(sink, outcome)
-    return bytes(client.received), outcome
+    received = bytearray()
+
+    async def write(data: bytes) -> None:
+        received.extend(data)
+
+    # The client's connection: every write completes at once, so the worker's is never paused.
+    writer = mock.Mock(write=write, write_eof=write, write_headers=mock.AsyncMock(), drain=mock.AsyncMock())
+    request = make_mocked_request("POST", "/v1/chat/completions", writer=writer)
+    outcome = relay.Outcome()
+    await relay.relay_stream(request, _Worker(reads), {}, outcome, strip_usage=strip, clock=time.monotonic)  # type: ignore[arg-type]
+    return bytes(received), outcome
 
 
 @given(stream=streams(), data=st.data())

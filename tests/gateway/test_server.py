@@ -14,6 +14,7 @@ import aiohttp
 import aiopg
 from aiohttp.test_utils import TestClient
 from fleet import SMALL, WorkerFactory, insert_ready_instance, new_key
+from waiting import wait_until
 
 from gateway.hot_metrics import FOLD_S
 from gateway.server import run_app, stale_metrics_folders
@@ -24,15 +25,11 @@ CHAT = "/v1/chat/completions"
 
 
 async def _wait_ready(base: str, session: aiohttp.ClientSession, timeout_s: float = 20.0) -> None:
-    for _ in range(int(timeout_s / 0.05)):
-        try:
-            async with session.get(f"{base}/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{base} never became ready")
+    async def ready() -> bool:
+        async with session.get(f"{base}/readyz") as resp:
+            return resp.status == 200
+
+    await wait_until(ready, timeout_s=timeout_s, what=f"{base}/readyz to answer 200")
 
 
 async def test_health_readiness_and_metrics(
@@ -173,11 +170,9 @@ async def test_workers_drain_and_exit_when_their_supervisor_is_killed(
         assert len(children) == 2
         proc.kill()  # SIGKILL: the supervisor gets no chance to stop them
         await asyncio.to_thread(proc.wait, 10)
-        for _ in range(100):
-            if not any(_alive(pid) for pid in children):
-                break
-            await asyncio.sleep(0.1)
-        assert not any(_alive(pid) for pid in children)
+        await wait_until(
+            lambda: not any(_alive(pid) for pid in children), timeout_s=10, interval_s=0.1, what="the workers to exit"
+        )
         # The killed supervisor could not remove its metrics folder: the next start does.
         assert [name.split("-")[2] for name in _metrics_folders(tmp_path)] == [str(proc.pid)]
         await _start_and_stop(env, unused_tcp_port)

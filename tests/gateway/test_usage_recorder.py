@@ -19,6 +19,7 @@ from fleet import SMALL, WorkerFactory, insert_ready_instance, new_key
 from prometheus_client import REGISTRY
 from redis.exceptions import RedisError
 from tcp_proxy import TcpProxy, via_proxy
+from waiting import wait_until
 
 from gateway.usage_recorder import RecordBuffer, UsageRecord, UsageRecorder, UsageWriter, entry_records
 from inventiv import redis_keys
@@ -39,13 +40,15 @@ async def scalar(pool: aiopg.Pool, sql: str, *args: Any) -> Any:
 
 
 async def wait_for(pool: aiopg.Pool, sql: str, expected: Any, timeout_s: float = 15.0) -> Any:
-    value = None
-    for _ in range(int(timeout_s / 0.05)):
+    """The value of `sql` once it is `expected`."""
+
+    async def reached() -> Any:
         value = await scalar(pool, sql)
-        if value == expected:
-            return value
-        await asyncio.sleep(0.05)
-    return value
+        assert value == expected, f"{sql} gave {value!r}"
+        return True
+
+    await wait_until(reached, timeout_s=timeout_s, what=f"the query to give {expected!r}")
+    return expected
 
 
 def _record(request_id: str, instance_id: str | None, **fields: Any) -> UsageRecord:

@@ -8,12 +8,12 @@ import sys
 from typing import Any
 
 import aiopg
-import pytest
 import redis.asyncio as aioredis
+from waiting import wait_until
 
 from gateway import state
 from gateway.app import create_app
-from inventiv import cli, redis_keys
+from inventiv import redis_keys
 from inventiv.settings import Settings
 from sql.api_key_store import hash_key
 
@@ -114,18 +114,20 @@ async def test_keys_create_for_an_unknown_org_is_one_line(db_pool: aiopg.Pool, s
 
 
 async def test_keys_create_announces_the_key_as_the_key_api_does(
-    db_pool: aiopg.Pool, settings: Settings, redis: aioredis.Redis, capsys: pytest.CaptureFixture[str]
+    db_pool: aiopg.Pool, settings: Settings, redis: aioredis.Redis
 ) -> None:
     async with redis.pubsub() as pubsub:
         await pubsub.subscribe(redis_keys.key(settings, redis_keys.KEYS_CHANGED))
         await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
-        assert await cli._create_key(settings, "demo", "announced", ["inference"]) == 0
+        args = ("keys", "create", "--org", "demo", "--name", "announced")
+        result = await asyncio.to_thread(_inventiv, *args, env=_services_env(settings))
+        assert result.returncode == 0, result.stderr
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
     async with db_pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute("SELECT id::text FROM api_keys WHERE name = 'announced'")
         (key_id,) = await cur.fetchone()
     assert message is not None and message["data"].decode() == key_id
-    assert capsys.readouterr().out.startswith("ik_")
+    assert result.stdout.startswith("ik_")
 
 
 async def test_a_key_made_by_the_cli_works_at_once_on_a_running_gateway(
@@ -134,24 +136,21 @@ async def test_a_key_made_by_the_cli_works_at_once_on_a_running_gateway(
     # Its own reload comes an hour later: only the notification can let the new key in.
     gateway = await aiohttp_client(create_app(settings.replace(routing_refresh_s=3600.0)))
     channel = redis_keys.key(settings, redis_keys.KEYS_CHANGED)
-    for _ in range(100):
-        if (await redis.pubsub_numsub(channel))[0][1]:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        pytest.fail("the gateway never subscribed to key changes")
+
+    async def subscribed() -> int:
+        return int((await redis.pubsub_numsub(channel))[0][1])
+
+    await wait_until(subscribed, timeout_s=2, interval_s=0.02, what="the gateway to subscribe to key changes")
     env = {**_services_env(settings), "INVENTIV_ROUTING_REFRESH_S": "3600"}
     result = await asyncio.to_thread(_inventiv, "keys", "create", "--org", "demo", "--name", "e2e", env=env)
     assert result.returncode == 0, result.stderr
     headers = {"Authorization": f"Bearer {result.stdout.strip()}"}
-    status = 401
-    for _ in range(40):
+
+    async def let_in() -> int | None:
         async with gateway.get("/v1/models", headers=headers) as resp:
-            status = resp.status
-        if status != 401:
-            break
-        await asyncio.sleep(0.05)
-    assert status == 200
+            return None if resp.status == 401 else resp.status
+
+    assert await wait_until(let_in, timeout_s=2, what="the gateway to know the new key") == 200
 
 
 async def test_keys_create_with_redis_down_still_makes_the_key_and_says_so(
@@ -261,12 +260,11 @@ async def test_keys_limits_reach_a_running_gateway(
     app = client.server.app
     assert app is not None
     # The gateway hears of it through Redis (or its next one-second poll).
-    for _ in range(100):
+    def limited() -> Any:
         principal = app[state.PLANE].keys.lookup(key)
-        if principal is not None and principal.limits is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert principal is not None and principal.limits is not None
+        return principal if principal is not None and principal.limits is not None else None
+
+    principal = await wait_until(limited, timeout_s=5, what="the gateway to know the key's limits")
     assert (principal.limits.key.tokens_per_minute, principal.limits.fail_closed) == (5000, True)
     unknown = _inventiv("keys", "limits", "not-an-id", "--rpm", "1", env=env)
     assert unknown.returncode == 2 and "not an API key id" in unknown.stderr

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from inventiv.ports import PortUnavailable, check_port_free
 
@@ -52,10 +53,7 @@ async def _serve_one_exchange_and_stop() -> int:
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads TCP states from Linux's /proc")
 async def test_a_port_left_in_time_wait_by_a_stopped_server_is_free() -> None:
     port = await _serve_one_exchange_and_stop()
-    for _ in range(100):
-        if TIME_WAIT in _states(port):
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: TIME_WAIT in _states(port), timeout_s=1, interval_s=0.01, what="TIME_WAIT on the port")
     assert _states(port) == [TIME_WAIT], "the server side should hold TIME_WAIT on its port"
     check_port_free("127.0.0.1", port)
     # And the restarted server really listens there.

@@ -5,12 +5,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
 import psutil
 import pytest
+from waiting import wait_until
 
 
 def _free_port() -> int:
@@ -39,26 +39,20 @@ async def test_up_serves_then_ctrl_c_stops_every_process(tmp_path: Path) -> None
             proc.kill()
     assert proc.returncode == 0, err
     assert "admin key for organization 'demo' (shown once): ik_" in out
-    time.sleep(0.5)
-    assert not [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    await wait_until(
+        lambda: not [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
+        timeout_s=5,
+        what="every process to stop",
+    )
 
 
 async def _wait_ready(port: int, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
     async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await _sleep(0.2)
-    raise AssertionError("gateway never became ready")
 
+        async def ready() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(proc.communicate()[1])
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                return resp.status == 200
 
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
+        await wait_until(ready, timeout_s=60, interval_s=0.2, what="the gateway to be ready")

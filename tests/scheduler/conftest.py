@@ -3,9 +3,7 @@ made the way the control API makes them."""
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -14,6 +12,7 @@ import aiopg
 import pytest
 import redis.asyncio as aioredis
 from memory_provider import MemoryProvider
+from waiting import wait_until
 
 from inventiv.settings import Settings
 from scheduler.driver import Driver
@@ -101,15 +100,14 @@ def drive(driver: Driver, db: Db) -> Drive:
     """Run passes until the instance reaches one of `statuses` (and, for released ones, deleted_at)."""
 
     async def run(instance_id: str, *statuses: str, timeout_s: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
+        async def reached() -> dict[str, Any]:
             await driver.run_due()
             row = await db.instance(instance_id)
             released = row["status"] not in ("terminating", "failed") or row["deleted_at"] is not None
-            if row["status"] in statuses and released:
-                return row
-            assert time.monotonic() < deadline, f"instance still {row['status']} (wanted {statuses}): {row}"
-            await asyncio.sleep(0.01)
+            assert row["status"] in statuses and released, f"instance still {row['status']}: {row}"
+            return row
+
+        return await wait_until(reached, timeout_s=timeout_s, interval_s=0.01, what=f"the instance to be {statuses}")
 
     return run
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 from mock_cloud import reaping_mock_cloud
 from pytest_aiohttp import AiohttpClient
+from waiting import wait_until
 
 from gateway.app import create_app
 from inventiv.settings import Settings, settings_to_env
@@ -113,15 +113,12 @@ async def catalog_ids(db: Any) -> dict[str, str]:
 
 
 async def wait_for(db: Any, instance_id: str, status: str, timeout_s: float = 45.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    async def reached() -> dict[str, Any]:
         row: dict[str, Any] = await db.instance(instance_id)
-        if row["status"] == status:
-            return row
-        assert time.monotonic() < deadline, (
-            f"instance still {row['status']}: {row['error_code']} {row['error_message']}"
-        )
-        await asyncio.sleep(0.1)
+        assert row["status"] == status, f"instance still {row['status']}: {row['error_code']} {row['error_message']}"
+        return row
+
+    return await wait_until(reached, timeout_s=timeout_s, interval_s=0.1, what=f"the instance to be {status}")
 
 
 async def test_deploy_route_and_delete_through_the_gateway_with_the_scheduler_process(
@@ -135,15 +132,17 @@ async def test_deploy_route_and_delete_through_the_gateway_with_the_scheduler_pr
     await wait_for(db, instance_id, "ready")
 
     body = {"model": SMALL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
-    for _ in range(50):  # the gateway's worker view refreshes every second
+    async def routed() -> dict[str, Any] | None:
         async with gateway.post("/v1/chat/completions", json=body, headers=auth) as resp:
             if resp.status == 200:
-                assert (await resp.json())["model"] == SMALL
-                break
-            assert resp.status == 503, await resp.text()
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the gateway never routed to the new worker")
+                return dict(await resp.json())
+            if resp.status != 503:
+                pytest.fail(f"{resp.status}: {await resp.text()}")
+        return None
+
+    # The gateway's worker view refreshes every second.
+    answer = await wait_until(routed, timeout_s=6, interval_s=0.1, what="the gateway to route to the new worker")
+    assert answer["model"] == SMALL
 
     async with gateway.delete(f"/instances/{instance_id}", headers=auth) as resp:
         assert resp.status == 202, await resp.text()
@@ -175,9 +174,8 @@ async def test_a_standby_scheduler_takes_over_when_the_leader_dies(
 async def wait_for_leader(db: Any, timeout_s: float = 30.0) -> None:
     from scheduler.leader import LEADER_LOCK_KEY
 
-    deadline = time.monotonic() + timeout_s
-    while not await db.rows(
-        "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted", LEADER_LOCK_KEY & 0xFFFFFFFF
-    ):
-        assert time.monotonic() < deadline, "no scheduler became the leader"
-        await asyncio.sleep(0.1)
+    async def leading() -> list[Any]:
+        sql = "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted"
+        return list(await db.rows(sql, LEADER_LOCK_KEY & 0xFFFFFFFF))
+
+    await wait_until(leading, timeout_s=timeout_s, interval_s=0.1, what="a scheduler to become the leader")

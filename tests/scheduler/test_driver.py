@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 from memory_provider import MemoryProvider
+from waiting import wait_until
 
 from scheduler.driver import Driver
 from scheduler.runtime import ProviderSet, Runtime
@@ -236,9 +237,9 @@ async def test_work_beyond_one_claim_is_picked_up_without_waiting_for_the_next_t
     ids = {await make_instance() for _ in range(MAX_CONCURRENT_PASSES + 8)}
 
     assert len(await driver.start_due()) == MAX_CONCURRENT_PASSES
-    async with asyncio.timeout(10):
-        while True:
-            rows = await db.rows("SELECT id::text FROM instances WHERE status = 'booting'")
-            if {r["id"] for r in rows} >= ids:
-                break
-            await asyncio.sleep(0.05)
+    async def all_booting() -> bool:
+        rows = await db.rows("SELECT id::text FROM instances WHERE status = 'booting'")
+        assert {r["id"] for r in rows} >= ids, f"{len(rows)} of {len(ids)} booting"
+        return True
+
+    await wait_until(all_booting, timeout_s=10, what="every instance to be booting")

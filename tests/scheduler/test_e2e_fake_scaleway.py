@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from fake_scaleway import FakeScaleway, run_fake_scaleway
 from fleet import point_provider_types_at
 from memory_provider import Crash, serve_worker
 from prometheus_client import REGISTRY
+from waiting import wait_until
 
 from inventiv.settings import Settings
 from providers.base import GB, ServerSpec
@@ -233,16 +233,14 @@ async def test_twenty_instances_created_and_terminated_concurrently_through_rand
 
 
 async def run_until(driver: Driver, db: Any, done: Any, ids: list[str], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    async def all_done() -> bool:
         await driver.run_due()
         rows = {i: await db.instance(i) for i in ids}
-        if done(rows):
-            return
-        if time.monotonic() > deadline:
-            lagging = {i: r for i, r in rows.items() if not done({i: r})}
-            raise AssertionError({i: (r["status"], r["error_code"], r["error_message"]) for i, r in lagging.items()})
-        await asyncio.sleep(0.01)
+        lagging = {i: r for i, r in rows.items() if not done({i: r})}
+        assert not lagging, {i: (r["status"], r["error_code"], r["error_message"]) for i, r in lagging.items()}
+        return True
+
+    await wait_until(all_done, timeout_s=timeout_s, interval_s=0.01, what=f"{len(ids)} instances")
 
 
 async def test_the_workers_security_group_is_swept_once_the_zone_has_no_live_instance(
@@ -294,12 +292,15 @@ async def test_without_credentials_the_instance_fails_and_is_released_at_once(
 
 async def _retry_until(driver: Driver, db: Any, instance_id: str, attempts: int) -> dict[str, Any]:
     """Run passes until the instance's release failed this many times in a row."""
-    deadline = time.monotonic() + 20
-    while (row := await db.instance(instance_id))["attempts"] < attempts:
-        assert time.monotonic() < deadline, row
-        await driver.run_due()
-        await asyncio.sleep(0.02)
-    return row
+
+    async def failed_enough() -> dict[str, Any]:
+        row: dict[str, Any] = await db.instance(instance_id)
+        if row["attempts"] < attempts:
+            await driver.run_due()
+        assert row["attempts"] >= attempts, row
+        return row
+
+    return await wait_until(failed_enough, timeout_s=20, interval_s=0.02, what=f"{attempts} failed releases")
 
 
 def _release_retries(code: str) -> float:

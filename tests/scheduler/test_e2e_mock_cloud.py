@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +13,7 @@ import pytest
 from fleet import new_key
 from memory_provider import Crash
 from mock_cloud import open_mock_cloud
+from waiting import wait_until
 
 from gateway.app import create_app
 from inventiv.settings import Settings
@@ -191,15 +190,13 @@ async def test_a_dead_worker_is_terminated_and_its_replacement_serves(
     pid = (await cloud.snapshot())["servers"][row["provider_instance_id"]]["process"]["pid"]
     os.killpg(pid, signal.SIGKILL)
 
-    retired: list[Retired] = []
-    deadline = time.monotonic() + 20
-    while not retired:
-        assert time.monotonic() < deadline, await db.instance(instance_id)
+    async def retired() -> list[Retired]:
         await check_ready_workers(rt)
-        retired = await retire_dead_workers(rt)
-        await asyncio.sleep(0.2)
+        done = await retire_dead_workers(rt)
+        assert done, await db.instance(instance_id)
+        return done
 
-    (dead,) = retired
+    (dead,) = await wait_until(retired, timeout_s=20, interval_s=0.2, what="the dead worker to be retired")
     assert dead.instance_id == instance_id and dead.replacement_id is not None
     old = await drive(instance_id, "terminated", timeout_s=30)
     assert old["error_code"] == "WORKER_DEAD"

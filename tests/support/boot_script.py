@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from waiting import wait_until_sync
 
 REQUIRE_ENV = "INVENTIV_REQUIRE_SYSTEM_TOOLS"
 LINK_PREFIX = "scsi-0SCW_sbs_volume-"
@@ -532,15 +532,17 @@ def _detached(disk: Disk, timeout_s: float = 5.0) -> bool:
     torn down (its processes just killed) is only marked autoclear by `losetup -d`: the kernel detaches
     it when the last mount goes, a moment later."""
     backing = Path(f"/sys/block/{os.path.basename(disk.device)}/loop/backing_file")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def let_go() -> bool:
         try:
-            if not backing.read_text().startswith(str(disk.image)):
-                return True
+            return not backing.read_text().startswith(str(disk.image))
         except OSError:
             return True
-        time.sleep(0.05)
-    return False
+
+    try:
+        return wait_until_sync(let_go, timeout_s=timeout_s, what=f"{disk.device} to detach")
+    except AssertionError:
+        return False
 
 
 def _read(path: Path) -> str:

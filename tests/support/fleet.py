@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiopg
 from aiohttp.test_utils import TestClient, TestServer
+from waiting import wait_until
 
 from gateway import state
 from sql.api_key_store import create_api_key
@@ -97,18 +97,18 @@ async def refresh(client: TestClient) -> None:
 async def usage_rows(pool: aiopg.Pool, columns: str, expected: int, timeout_s: float = 15.0) -> list[tuple[Any, ...]]:
     """The `columns` of every finops.inference_usage row, oldest first, once at least `expected` are
     written (the usage writer records them in the background)."""
-    rows: list[tuple[Any, ...]] = []
-    for _ in range(int(timeout_s / 0.05)):
+
+    async def written() -> list[tuple[Any, ...]]:
         async with pool.acquire() as conn, conn.cursor() as cur:
             # Final records only: a stream's opened one (status incomplete) is there while it runs.
             await cur.execute(
                 f"SELECT {columns} FROM finops.inference_usage WHERE status <> 'incomplete' ORDER BY created_at"
             )
             rows = list(await cur.fetchall())
-        if len(rows) >= expected:
-            return rows
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{expected} usage rows expected, got {rows}")
+        assert len(rows) >= expected, f"got {rows}"
+        return rows
+
+    return await wait_until(written, timeout_s=timeout_s, what=f"{expected} usage rows")
 
 
 async def point_provider_types_at(pool: aiopg.Pool, provider_code: str, port: int) -> None:

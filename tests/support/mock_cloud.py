@@ -11,11 +11,13 @@ needs the teardown: `async with reaping_mock_cloud(settings.mock_cloud_path): ..
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
+from waiting import wait_until
 
 from providers.base import Server, ServerState
 from providers.mock.cloud import MockCloud, stop_all_workers
@@ -46,12 +48,11 @@ async def open_mock_cloud(state_dir: Path, **options: Any) -> AsyncIterator[Mock
 async def wait_for_state(
     cloud: MockCloud, zone: str, server_id: str, state: ServerState, timeout_s: float = START_TIMEOUT_S
 ) -> Server:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    async def in_state() -> Server:
         server = await cloud.get_server(zone, server_id)
-        assert server is not None, f"server {server_id} vanished"
-        if server.state is state:
-            return server
-        if time.monotonic() > deadline:
-            raise AssertionError(f"server {server_id} still {server.state} after {timeout_s} s, not {state}")
-        await asyncio.sleep(_POLL_S)
+        if server is None:
+            pytest.fail(f"server {server_id} vanished")
+        assert server.state is state, f"still {server.state}"
+        return server
+
+    return await wait_until(in_state, timeout_s=timeout_s, interval_s=_POLL_S, what=f"server {server_id} to be {state}")

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fleet import SMALL, insert_ready_instance, set_instance
 from memory_provider import serve_worker
+from waiting import wait_until
 
 from gateway.app import create_app
 from inventiv.settings import Settings
@@ -206,12 +207,12 @@ async def test_the_scheduler_polls_only_workers_whose_agent_went_quiet(
 
 
 async def until_ready(db_pool: aiopg.Pool, instance_id: str) -> dict[str, Any]:
-    for _ in range(200):
+    async def ready() -> dict[str, Any]:
         row = await instance(db_pool, instance_id)
-        if row["worker_status"] == "ready":
-            return row
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the agent never made the worker ready: {row}")
+        assert row["worker_status"] == "ready", row
+        return row
+
+    return await wait_until(ready, timeout_s=20, interval_s=0.1, what="the agent to make the worker ready")
 
 
 async def test_the_agent_command_drives_the_worker_state(

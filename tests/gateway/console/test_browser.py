@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from console_pages import EMAIL, PASSWORD
 from mock_cloud import reaping_mock_cloud
 from playwright.async_api import Browser, Page, async_playwright, expect
+from waiting import wait_until
 
 from gateway.app import create_app
 from gateway.console.users import create_user
@@ -194,14 +195,14 @@ async def test_an_operator_deploys_chats_and_terminates(live: Live) -> None:
 
 async def _wait_for_usage(live: Live) -> None:
     """Until the gateway's usage writer has stored a record (it writes batches from a Redis stream)."""
-    for _ in range(int(LIVE_TIMEOUT_MS / 1000 / _SCHEDULER_TICK_S)):
+
+    async def stored() -> int:
         async with live.pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute("SELECT count(*) FROM finops.inference_usage")
             (count,) = await cur.fetchone()
-        if count:
-            return
-        await asyncio.sleep(_SCHEDULER_TICK_S)
-    raise AssertionError("no usage record was stored")
+        return int(count)
+
+    await wait_until(stored, timeout_s=LIVE_TIMEOUT_MS / 1000, interval_s=_SCHEDULER_TICK_S, what="a usage record")
 
 
 async def test_failure_paths_in_the_browser(live: Live) -> None:
