@@ -20,6 +20,7 @@ import random
 import time
 
 from inventiv.logs import correlation_id
+from inventiv.statuses import InstanceStatus
 from scheduler import action_log, metrics, provisioning, termination
 from scheduler.lease import Claim, keep_claim
 from scheduler.retry import Disposition, backoff_s, classify, error_fields, retry_logged
@@ -166,7 +167,7 @@ class Driver:
             except Exception as exc:
                 outcome = await self._after_error(work, exc)
                 progressed = False
-                metrics.PASSES.labels("failed" if outcome.status == "failed" else "retry").inc()
+                metrics.PASSES.labels("failed" if outcome.status == InstanceStatus.FAILED else "retry").inc()
             await self._release(claim, outcome, progressed=progressed)
         except asyncio.CancelledError:
             # Stopped mid-way (shutdown, or the claim was lost): hand the claim back if it is still ours,
@@ -203,7 +204,7 @@ class Driver:
         code, message = error_fields(exc)
         if work.status in PROVISIONING_STATUSES and classify(exc) is Disposition.FAIL:
             await fail_instance(self.rt, work.id, exc)
-            return Pass("failed", 0.0)
+            return Pass(InstanceStatus.FAILED, 0.0)
         settings = self.rt.settings
         delay = backoff_s(
             work.attempts + 1, settings.scheduler_retry_base_s, settings.scheduler_retry_max_s, self._rng.random()
@@ -246,7 +247,7 @@ async def _run(rt: Runtime, work: InstanceWork) -> Pass:
         return await provisioning.advance(rt, work)
     # A terminating instance is always released, even one whose cleanup after a failure had already set
     # deleted_at: the release then finds nothing left and ends it `terminated`.
-    if work.status == "terminating" or (work.status in RELEASE_STATUSES and work.deleted_at is None):
+    if work.status == InstanceStatus.TERMINATING or (work.status in RELEASE_STATUSES and work.deleted_at is None):
         return await termination.advance(rt, work)
     return Pass(work.status, 0.0)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import aiopg
 
+from inventiv.statuses import InstanceStatus
 from providers.base import GB, InvalidRequest, NotFound, NotReady, Provider, Server, ServerSpec
 from scheduler import action_log
 from scheduler.boot_image import boot_image_for
@@ -81,7 +82,7 @@ async def advance(rt: Runtime, work: InstanceWork) -> Pass:
 
 async def _decide(ctx: _Context) -> Step:
     work = ctx.work
-    if work.status == "provisioning":
+    if work.status == InstanceStatus.PROVISIONING:
         data = work.data_volume
         return next_provisioning_step(
             ProvisioningFacts(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from inventiv.statuses import InstanceStatus
 from providers.base import AttachedVolume, Provider, ProviderError, Server, Volume
 from scheduler import action_log
 from scheduler.driver import fail_instance
@@ -70,7 +71,7 @@ def repairs(findings: Sequence[Finding], status: str) -> list[tuple[Repair, Find
     out = []
     for finding in findings:
         repair = _REPAIRS.get(finding.kind)
-        if repair is None or (repair is Repair.FAIL and status == "provisioning"):
+        if repair is None or (repair is Repair.FAIL and status == InstanceStatus.PROVISIONING):
             continue
         out.append((repair, finding))
     return out

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from inventiv.statuses import WorkerStatus
 from scheduler.runtime import Runtime
 from sql.pool import transaction
 from sql.queries import fetch_all, queries
@@ -33,7 +34,7 @@ REPLACEMENT_LIMIT = "REPLACEMENT_LIMIT"
 
 def is_dead(worker_status: str, silent_s: float | None, dead_after_s: float) -> bool:
     """Whether a ready instance's worker is dead: silent (stale or unhealthy) for at least dead_after_s."""
-    if worker_status not in ("stale", "unhealthy") or silent_s is None:
+    if worker_status not in (WorkerStatus.STALE, WorkerStatus.UNHEALTHY) or silent_s is None:
         return False
     return silent_s >= dead_after_s
 

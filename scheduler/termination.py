@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from inventiv.statuses import InstanceStatus
 from providers.base import (
     AttachedVolume,
     InvalidRequest,
@@ -38,7 +39,7 @@ from sql.queries import queries
 log = logging.getLogger(__name__)
 
 # The long step each kind of release is logged as, open from its first pass to its last (a span type).
-_SPAN = {"terminating": "EXECUTE_TERMINATE", "failed": "EXECUTE_CLEANUP"}
+_SPAN: dict[str, str] = {InstanceStatus.TERMINATING: "EXECUTE_TERMINATE", InstanceStatus.FAILED: "EXECUTE_CLEANUP"}
 # Tagged volumes the cloud is already removing are not worth tracking.
 _GOING = (VolumeState.DELETING, VolumeState.DELETED)
 
@@ -66,7 +67,7 @@ class _Context:
 
     @property
     def delete_all(self) -> bool:
-        return self.work.status == "failed"
+        return self.work.status == InstanceStatus.FAILED
 
 
 async def advance(rt: Runtime, work: InstanceWork) -> Pass:
@@ -270,7 +271,7 @@ async def _finish(rt: Runtime, work: InstanceWork, **metadata: Any) -> Pass:
     await action_log.close_span(rt.pool, work.id, _SPAN[work.status], **metadata)
     await rt.workers_changed(work.id)
     log.info("instance released", extra={"instance_id": work.id, "status": work.status, **metadata})
-    return Pass("terminated" if work.status == "terminating" else work.status, 0.0)
+    return Pass(InstanceStatus.TERMINATED if work.status == InstanceStatus.TERMINATING else work.status, 0.0)
 
 
 _PERFORM: dict[ReleaseStep, Callable[[_Context, _View], Awaitable[bool]]] = {

@@ -18,12 +18,13 @@ from gateway.control.input_validation import INT4_MAX, FieldSpec, check_body, re
 from gateway.control.responses import dumps, json_response
 from gateway.errors import ApiError
 from inventiv import redis_keys
+from inventiv.statuses import InstanceStatus, WorkerStatus
 from sql.queries import queries
 
 # What a worker may say about itself; `unknown` and `stale` are the scheduler's verdicts, not a worker's.
-WORKER_STATUSES = ("starting", "ready", "unhealthy")
+WORKER_STATUSES = (WorkerStatus.STARTING, WorkerStatus.READY, WorkerStatus.UNHEALTHY)
 # Heartbeats for instances in these states are refused: the scheduler is tearing them down.
-_CLOSED = ("terminating", "terminated", "failed")
+_CLOSED = (InstanceStatus.TERMINATING, InstanceStatus.TERMINATED, InstanceStatus.FAILED)
 _BEARER = "Bearer "
 
 # Bytes of a data volume: clouds sell up to a few hundred TB.

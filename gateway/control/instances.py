@@ -23,10 +23,11 @@ from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, p
 from gateway.control.responses import dumps, json_response
 from gateway.errors import ApiError, not_found
 from inventiv import redis_keys
+from inventiv.statuses import InstanceStatus
 from sql.pool import transaction
 from sql.queries import fetch_all, queries
 
-STATUSES = ("provisioning", "booting", "ready", "terminating", "terminated", "failed")
+STATUSES = tuple(InstanceStatus)
 
 LIST_QUERY = {
     "status": FieldSpec("str", choices=STATUSES),
@@ -48,9 +49,9 @@ class Termination(Enum):
 def termination_for(status: str) -> Termination:
     """What DELETE does for an instance in `status`. Failed instances may still hold cloud resources,
     so they can be terminated like any other."""
-    if status == "terminated":
+    if status == InstanceStatus.TERMINATED:
         return Termination.CONFLICT
-    if status == "terminating":
+    if status == InstanceStatus.TERMINATING:
         return Termination.REPEAT
     return Termination.REQUEST
 

@@ -8,6 +8,7 @@ have a key.
 
 from __future__ import annotations
 
+import enum
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from gateway.control.input_validation import TEXT_PATTERN, Spec, body_schema, qu
 from gateway.control.placement import IDEMPOTENCY_KEY
 from gateway.control.responses import dumps
 from gateway.errors import Handler
+from inventiv.statuses import InstanceStatus, WorkerStatus
 from worker.engines import EngineName
 
 Schema = dict[str, Any]
@@ -72,6 +74,11 @@ def _t(kind: str) -> Schema:
     if nullable:
         schema["type"] = [schema["type"], "null"]
     return schema
+
+
+def _enum(values: type[enum.StrEnum]) -> Schema:
+    """A string that is one of the enum's values: the document lists the members the code uses."""
+    return {"type": "string", "enum": [member.value for member in values]}
 
 
 def _described(kind: str, description: str) -> Schema:
@@ -312,12 +319,13 @@ def _resource_schemas() -> dict[str, Schema]:
         detached_at="datetime?", deleted_at="datetime?",
     )
     instance = _object(
-        object={"type": "string", "const": "instance"}, id="uuid", status="str", organization_id="uuid?",
-        provider_id="uuid", provider_code="str", zone_id="uuid", zone_code="str", instance_type_id="uuid",
-        instance_type_code="str", model_id="uuid?", model="str?", provider_instance_id="str?",
+        object={"type": "string", "const": "instance"}, id="uuid", status=_enum(InstanceStatus),
+        organization_id="uuid?", provider_id="uuid", provider_code="str", zone_id="uuid", zone_code="str",
+        instance_type_id="uuid", instance_type_code="str", model_id="uuid?", model="str?", provider_instance_id="str?",
         provider_instance_name="str?", ip_address="str?", worker_port="int?", worker_url="str?",
-        worker_status="str", worker_model_id="str?", worker_queue_depth="int", worker_last_heartbeat_at="datetime?",
-        worker_consecutive_failures="int", engine=_ENGINE, agent_heartbeat_at="datetime?",
+        worker_status=_enum(WorkerStatus), worker_model_id="str?", worker_queue_depth="int",
+        worker_last_heartbeat_at="datetime?", worker_consecutive_failures="int", engine=_ENGINE,
+        agent_heartbeat_at="datetime?",
         worker_telemetry=_TELEMETRY, data_volume_gb=_INSTANCE_DATA_VOLUME,
         data_volume_delete_on_terminate="bool",
         replace_on_failure="bool", replaces_instance_id="uuid?",
@@ -383,7 +391,7 @@ def _resource_schemas() -> dict[str, Schema]:
             **{"from": "datetime", "to": "datetime"},
         ),
         "WorkerHeartbeat": _object(
-            object="str", instance_id="uuid", worker_status="str", worker_model_id="str?",
+            object="str", instance_id="uuid", worker_status=_enum(WorkerStatus), worker_model_id="str?",
             worker_queue_depth="int", worker_last_heartbeat_at="datetime",
         ),
     }

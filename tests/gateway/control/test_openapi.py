@@ -10,6 +10,7 @@ from openapi_spec_validator import validate
 from gateway.app import create_app
 from gateway.control.openapi import document
 from inventiv.settings import Settings
+from inventiv.statuses import InstanceStatus, WorkerStatus
 
 if TYPE_CHECKING:
     from conftest import Api
@@ -107,3 +108,11 @@ async def test_the_console_session_cookie_is_an_alternative_to_a_key(api: Api) -
     assert document["components"]["securitySchemes"]["consoleSession"]["in"] == "cookie"
     assert document["paths"]["/instances"]["get"]["security"] == [{"apiKey": []}, {"consoleSession": []}]
     assert document["paths"]["/internal/workers/heartbeat"]["post"]["security"] == [{"workerToken": []}]
+
+
+def test_statuses_are_published_as_their_enums() -> None:
+    schemas = document()["components"]["schemas"]
+    instance = schemas["Instance"]["properties"]
+    assert instance["status"] == {"type": "string", "enum": [s.value for s in InstanceStatus]}
+    assert instance["worker_status"] == {"type": "string", "enum": [s.value for s in WorkerStatus]}
+    assert schemas["WorkerHeartbeat"]["properties"]["worker_status"] == instance["worker_status"]
