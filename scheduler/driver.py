@@ -19,6 +19,7 @@ import logging
 import random
 import time
 
+from inventiv.action_types import ActionType
 from inventiv.logs import correlation_id
 from inventiv.statuses import InstanceStatus
 from scheduler import action_log, metrics, provisioning, termination
@@ -233,7 +234,7 @@ async def _release_retry(rt: Runtime, work: InstanceWork, exc: Exception, delay:
     attempt = work.attempts + 1
     if retry_logged(attempt):
         await action_log.record(
-            rt.pool, work.id, "RELEASE_RETRY", error=exc, attempt=attempt, retry_in_s=round(delay, 1)
+            rt.pool, work.id, ActionType.RELEASE_RETRY, error=exc, attempt=attempt, retry_in_s=round(delay, 1)
         )
 
 
@@ -262,6 +263,6 @@ async def fail_instance(rt: Runtime, instance_id: str, exc: BaseException) -> No
     if not changed:
         return
     log.warning("instance failed", extra={"instance_id": instance_id, "error_code": code, "error": message})
-    await action_log.close_span(rt.pool, instance_id, "HEALTH_CHECK", exc)
-    await action_log.record(rt.pool, instance_id, "INSTANCE_FAILED", error=exc)
+    await action_log.close_span(rt.pool, instance_id, ActionType.HEALTH_CHECK, exc)
+    await action_log.record(rt.pool, instance_id, ActionType.INSTANCE_FAILED, error=exc)
     await rt.workers_changed(instance_id)

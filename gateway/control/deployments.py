@@ -22,6 +22,7 @@ from gateway.control.instances import fetch_instance_detail
 from gateway.control.placement import check_placement, check_replay, scoped_idempotency_key
 from gateway.control.quotas import check_quotas
 from gateway.control.responses import dumps, json_response
+from inventiv.action_types import ActionType
 from sql.pool import transaction
 from sql.queries import queries
 
@@ -112,7 +113,7 @@ async def _insert(
         await queries.action_logs.insert_api_action_log(
             conn,
             instance_id=row["id"],
-            action_type="REQUEST_CREATE",
+            action_type=ActionType.REQUEST_CREATE,
             metadata=dumps({**body, "api_key_id": principal.key_id}).decode(),
         )
         return str(row["id"]), True

@@ -23,6 +23,7 @@ from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, p
 from gateway.control.responses import dumps, json_response
 from gateway.errors import ApiError, not_found
 from inventiv import redis_keys
+from inventiv.action_types import ActionType
 from inventiv.statuses import InstanceStatus
 from sql.pool import transaction
 from sql.queries import fetch_all, queries
@@ -120,7 +121,7 @@ async def terminate(app: web.Application, principal: Principal, instance_id: str
             await queries.action_logs.insert_api_action_log(
                 conn,
                 instance_id=instance_id,
-                action_type="REQUEST_TERMINATE",
+                action_type=ActionType.REQUEST_TERMINATE,
                 metadata=dumps({"api_key_id": principal.key_id, "previous_status": row["status"]}).decode(),
             )
     redis, settings = app[state.REDIS], app[state.SETTINGS]

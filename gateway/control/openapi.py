@@ -32,6 +32,7 @@ from gateway.control.input_validation import TEXT_PATTERN, Spec, body_schema, qu
 from gateway.control.placement import IDEMPOTENCY_KEY
 from gateway.control.responses import dumps
 from gateway.errors import Handler
+from inventiv.action_types import ActionType
 from inventiv.statuses import InstanceStatus, WorkerStatus
 from worker.engines import EngineName
 
@@ -350,7 +351,7 @@ def _resource_schemas() -> dict[str, Schema]:
         "Instance": instance,
         "InstanceDetail": {"allOf": [_ref("Instance"), _object(storages={"type": "array", "items": _ref("Storage")})]},
         "ActionLog": _object(
-            object="str", id="uuid", instance_id="uuid?", action_type="str", component="str", status="str",
+            object="str", id="uuid", instance_id="uuid?", action_type=_enum(ActionType), component="str", status="str",
             error_code="str?", error_message="str?", metadata="object", duration_ms="int?", created_at="datetime",
             completed_at="datetime?",
         ),

@@ -9,6 +9,7 @@ from openapi_spec_validator import validate
 
 from gateway.app import create_app
 from gateway.control.openapi import document
+from inventiv.action_types import ActionType
 from inventiv.settings import Settings
 from inventiv.statuses import InstanceStatus, WorkerStatus
 
@@ -116,3 +117,8 @@ def test_statuses_are_published_as_their_enums() -> None:
     assert instance["status"] == {"type": "string", "enum": [s.value for s in InstanceStatus]}
     assert instance["worker_status"] == {"type": "string", "enum": [s.value for s in WorkerStatus]}
     assert schemas["WorkerHeartbeat"]["properties"]["worker_status"] == instance["worker_status"]
+
+
+def test_action_types_are_published_as_their_enum() -> None:
+    action_log = document()["components"]["schemas"]["ActionLog"]["properties"]
+    assert action_log["action_type"] == {"type": "string", "enum": [a.value for a in ActionType]}
