@@ -21,6 +21,7 @@ from gateway.control.input_validation import FieldSpec, path_uuid
 from gateway.control.instance_view import group_by_instance, instance_detail, instance_summary
 from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, page_body
 from gateway.control.responses import dumps, json_response
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError, not_found
 from inventiv import redis_keys
 from inventiv.action_types import ActionType
@@ -93,7 +94,7 @@ async def get_instance(request: web.Request) -> web.Response:
     instance_id = path_uuid(request)
     detail = await fetch_instance_detail(request.app[state.DB], instance_id, principal.organization_id)
     if detail is None:
-        raise not_found("No such instance.", "instance_not_found", "id")
+        raise not_found("No such instance.", ErrorCode.INSTANCE_NOT_FOUND, "id")
     return json_response(detail)
 
 
@@ -111,10 +112,10 @@ async def terminate(app: web.Application, principal: Principal, instance_id: str
             conn, instance_id=instance_id, organization_id=principal.organization_id
         )
         if row is None:
-            raise not_found("No such instance.", "instance_not_found", "id")
+            raise not_found("No such instance.", ErrorCode.INSTANCE_NOT_FOUND, "id")
         action = termination_for(row["status"])
         if action is Termination.CONFLICT:
-            raise ApiError(409, "The instance is already terminated.", "instance_terminated", "id")
+            raise ApiError(409, "The instance is already terminated.", ErrorCode.INSTANCE_TERMINATED, "id")
         if action is Termination.REQUEST:
             log.info("termination requested", extra={"instance_id": instance_id, "previous_status": row["status"]})
             await queries.instances.mark_instance_terminating(conn, instance_id=instance_id)

@@ -31,6 +31,7 @@ from gateway.control.heartbeat import TELEMETRY_FIELDS
 from gateway.control.input_validation import TEXT_PATTERN, Spec, body_schema, query_parameters
 from gateway.control.placement import IDEMPOTENCY_KEY
 from gateway.control.responses import dumps
+from gateway.error_codes import ErrorCode
 from gateway.errors import Handler
 from inventiv.action_types import ActionType
 from inventiv.statuses import InstanceStatus, WorkerStatus
@@ -438,7 +439,7 @@ def _openai_schemas() -> dict[str, Schema]:
 
 
 def _components() -> Schema:
-    error = _object(error=_object(False, message="str", type="str", code="str?", param="str?")
+    error = _object(error=_object(False, message="str", type="str", code=_enum(ErrorCode), param="str?")
                     | {"required": ["message", "type", "code"]})
     return {
         "securitySchemes": {

@@ -9,6 +9,7 @@ from openapi_spec_validator import validate
 
 from gateway.app import create_app
 from gateway.control.openapi import document
+from gateway.error_codes import ErrorCode
 from inventiv.action_types import ActionType
 from inventiv.settings import Settings
 from inventiv.statuses import InstanceStatus, WorkerStatus
@@ -122,3 +123,8 @@ def test_statuses_are_published_as_their_enums() -> None:
 def test_action_types_are_published_as_their_enum() -> None:
     action_log = document()["components"]["schemas"]["ActionLog"]["properties"]
     assert action_log["action_type"] == {"type": "string", "enum": [a.value for a in ActionType]}
+
+
+def test_error_codes_are_published_as_their_enum() -> None:
+    error = document()["components"]["schemas"]["Error"]["properties"]["error"]
+    assert error["properties"]["code"] == {"type": "string", "enum": [c.value for c in ErrorCode]}
