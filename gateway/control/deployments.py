@@ -23,6 +23,7 @@ from gateway.control.placement import check_placement, check_replay, scoped_idem
 from gateway.control.quotas import check_quotas
 from gateway.control.responses import dumps, json_response
 from inventiv.action_types import ActionType
+from inventiv.redis_keys import SchedulerCommand
 from sql.pool import transaction
 from sql.queries import queries
 
@@ -77,7 +78,9 @@ async def deploy(
     if created:
         ids = {name: body[name] for name in ("model_id", "instance_type_id", "zone_id")}
         log.info("deployment requested", extra={"instance_id": instance_id, **ids})
-        await notify.send_scheduler_command(app[state.REDIS], app[state.SETTINGS], notify.PROVISION, instance_id)
+        await notify.send_scheduler_command(
+            app[state.REDIS], app[state.SETTINGS], SchedulerCommand.PROVISION, instance_id
+        )
     return await fetch_instance_detail(pool, instance_id, principal.organization_id), created
 
 

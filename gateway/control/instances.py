@@ -126,7 +126,7 @@ async def terminate(app: web.Application, principal: Principal, instance_id: str
                 metadata=dumps({"api_key_id": principal.key_id, "previous_status": row["status"]}).decode(),
             )
     redis, settings = app[state.REDIS], app[state.SETTINGS]
-    await notify.send_scheduler_command(redis, settings, notify.TERMINATE, instance_id)
+    await notify.send_scheduler_command(redis, settings, redis_keys.SchedulerCommand.TERMINATE, instance_id)
     # A terminating instance leaves every gateway's routing table now, not at its next refresh.
     await notify.publish_change(redis, settings, redis_keys.WORKERS_CHANGED, instance_id)
     return await fetch_instance_detail(pool, instance_id, principal.organization_id)
