@@ -45,6 +45,7 @@ from benchmarks.procfs import tree_cpu_seconds
 from benchmarks.services import BenchServices, bench_services
 from benchmarks.stats import median, percentile
 from gateway.control import notify
+from inventiv.redis_keys import SchedulerCommand
 from inventiv.settings import Settings
 from sql.migrate import migrate
 from sql.pool import create_pool
@@ -201,7 +202,9 @@ async def _until(pool: aiopg.Pool, sql: str, expected: int, scheduler: Started) 
     raise TimeoutError(f"not converged after {_PHASE_TIMEOUT_S:.0f} s: {sql}")
 
 
-async def _command_all(redis: aioredis.Redis, settings: Settings, command: str, ids: Sequence[str]) -> None:
+async def _command_all(
+    redis: aioredis.Redis, settings: Settings, command: SchedulerCommand, ids: Sequence[str]
+) -> None:
     for instance_id in ids:
         await notify.send_scheduler_command(redis, settings, command, instance_id)
 
@@ -229,7 +232,7 @@ async def provision_all(
     pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings, ids: Sequence[str], scheduler: Started
 ) -> float:
     """Send PROVISION for each instance; seconds until every one is ready or failed."""
-    await _command_all(redis, settings, notify.PROVISION, ids)
+    await _command_all(redis, settings, SchedulerCommand.PROVISION, ids)
     return round(await _until(pool, _SETTLED, len(ids), scheduler), 1)
 
 
@@ -239,7 +242,7 @@ async def release_all(
     """Terminate every ready instance and send TERMINATE; seconds until every one is released."""
     async with pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute(_TERMINATE_READY)
-    await _command_all(redis, settings, notify.TERMINATE, ids)
+    await _command_all(redis, settings, SchedulerCommand.TERMINATE, ids)
     released_s = round(await _until(pool, _RELEASED, len(ids), scheduler), 1)
     await asyncio.sleep(2)  # let the statistics and the last passes settle
     return released_s

@@ -14,6 +14,7 @@ from typing import cast
 
 from aiohttp import web
 
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError
 from gateway.limits import KeyLimits, key_limits_from_row
 
@@ -65,15 +66,15 @@ class KeyTable:
 
 def authenticate(keys: KeyTable, authorization: str | None) -> Principal:
     if not authorization or not authorization.startswith(_BEARER):
-        raise ApiError(401, "Missing API key: send 'Authorization: Bearer <key>'.", "missing_api_key")
+        raise ApiError(401, "Missing API key: send 'Authorization: Bearer <key>'.", ErrorCode.MISSING_API_KEY)
     principal = keys.lookup(authorization[len(_BEARER):].strip())
     if principal is None:
-        raise ApiError(401, "Invalid or revoked API key.", "invalid_api_key")
+        raise ApiError(401, "Invalid or revoked API key.", ErrorCode.INVALID_API_KEY)
     return principal
 
 
 def require_admin(keys: KeyTable, request: web.Request) -> Principal:
     principal = authenticate(keys, request.headers.get("Authorization"))
     if not principal.is_admin:
-        raise ApiError(403, "This API key has no admin scope.", "insufficient_scope")
+        raise ApiError(403, "This API key has no admin scope.", ErrorCode.INSUFFICIENT_SCOPE)
     return principal

@@ -29,6 +29,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,9 @@ class HeadTimeoutHandler(RequestHandler):
         if request.writer.output_size > 0:
             # As aiohttp's own: a response already started cannot carry the error.
             raise ConnectionError("response already started; cannot send the error")
-        error = ApiError(status, f"Malformed HTTP request: {reason}", "malformed_request", close_connection=True)
+        error = ApiError(
+            status, f"Malformed HTTP request: {reason}", ErrorCode.MALFORMED_REQUEST, close_connection=True
+        )
         return error.response()
 
 
@@ -96,12 +99,12 @@ async def read_body(request: web.Request, timeout_s: float) -> bytes:
         # The rest of the body may still trickle in: the connection is not reused after the answer
         # (aiohttp reads what is left for its `lingering_time`, 10 s, then closes it).
         message = f"The request body did not arrive within {timeout_s:g} s."
-        raise ApiError(408, message, "request_timeout", close_connection=True) from None
+        raise ApiError(408, message, ErrorCode.REQUEST_TIMEOUT, close_connection=True) from None
     except web.HTTPRequestEntityTooLarge:
         limit = request.client_max_size
-        raise ApiError(413, f"The request body is larger than {limit} bytes.", "request_too_large") from None
+        raise ApiError(413, f"The request body is larger than {limit} bytes.", ErrorCode.REQUEST_TOO_LARGE) from None
     except HttpProcessingError as exc:
-        raise ApiError(400, f"Malformed request body: {exc.message}", "malformed_request") from None
+        raise ApiError(400, f"Malformed request body: {exc.message}", ErrorCode.MALFORMED_REQUEST) from None
 
 
 class _GatewayServer(web.Server):

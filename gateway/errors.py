@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from gateway.error_codes import ErrorCode
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ class ApiError(Exception):
     """Raised anywhere in a handler; the error middleware turns it into the JSON body."""
 
     def __init__(
-        self, status: int, message: str, code: str, param: str | None = None, *, close_connection: bool = False
+        self, status: int, message: str, code: ErrorCode, param: str | None = None, *, close_connection: bool = False
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -63,11 +65,11 @@ class ApiError(Exception):
         return response
 
 
-def bad_request(message: str, param: str | None = None, code: str = "invalid_request") -> ApiError:
+def bad_request(message: str, param: str | None = None, code: ErrorCode = ErrorCode.INVALID_REQUEST) -> ApiError:
     return ApiError(400, message, code, param)
 
 
-def not_found(message: str, code: str = "not_found", param: str | None = None) -> ApiError:
+def not_found(message: str, code: ErrorCode = ErrorCode.NOT_FOUND, param: str | None = None) -> ApiError:
     return ApiError(404, message, code, param)
 
 
@@ -88,10 +90,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # A response already started cannot become an error: aiohttp logs it and drops the connection.
             raise
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-        return ApiError(500, "The gateway failed to handle the request.", "internal_error").response()
+        return ApiError(500, "The gateway failed to handle the request.", ErrorCode.INTERNAL_ERROR).response()
 
 
-def _http_code(status: int) -> str:
-    return {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large"}.get(
-        status, "http_error"
-    )
+_HTTP_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    408: ErrorCode.REQUEST_TIMEOUT,
+    413: ErrorCode.REQUEST_TOO_LARGE,
+}
+
+
+def _http_code(status: int) -> ErrorCode:
+    return _HTTP_CODES.get(status, ErrorCode.HTTP_ERROR)

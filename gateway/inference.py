@@ -21,6 +21,7 @@ from gateway import metrics, tracing
 from gateway.affinity import MAX_SESSION_LEN, AffinityUnavailable, session_of
 from gateway.auth import Principal, authenticate
 from gateway.connections import read_body
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError, bad_request
 from gateway.limits import Admission
 from gateway.model_resolution import Resolved
@@ -105,7 +106,7 @@ class InferenceCall:
     async def run(self) -> web.StreamResponse:
         lifecycle = self.plane.lifecycle
         if lifecycle.draining:
-            raise ApiError(503, "The gateway is shutting down; retry on another instance.", "draining")
+            raise ApiError(503, "The gateway is shutting down; retry on another instance.", ErrorCode.DRAINING)
         self.principal: Principal = authenticate(self.plane.keys, self.request.headers.get("Authorization"))
         self.authed = time.perf_counter()
         self.record = UsageRecord(
@@ -238,7 +239,7 @@ class InferenceCall:
                 # Never the client's 401: its key was accepted. The worker does not know its own secret.
                 metrics.upstream_errors(f"http_{up.status}").inc()
                 up.close()
-                raise ApiError(502, "The worker refused the gateway's credentials.", "upstream_refused")
+                raise ApiError(502, "The worker refused the gateway's credentials.", ErrorCode.UPSTREAM_REFUSED)
             return up
         raise AssertionError("unreachable: the second attempt returns or raises")
 
@@ -281,7 +282,9 @@ class InferenceCall:
             if usage is None and not is_json(body):
                 metrics.upstream_errors("invalid").inc()
                 self.record.status = "upstream_error"
-                raise ApiError(502, "The worker answered with a body that is not JSON.", "upstream_invalid_response")
+                raise ApiError(
+                    502, "The worker answered with a body that is not JSON.", ErrorCode.UPSTREAM_INVALID_RESPONSE
+                )
             self.record.status = "success"
             self.record.set_usage(usage)
         else:
@@ -433,7 +436,7 @@ def _prompt_estimate(req: InferenceRequest) -> int:
 
 def _no_worker(model: str) -> ApiError:
     return ApiError(
-        503, f"No ready worker serves the model `{model}` right now; retry shortly.", "no_ready_worker", "model"
+        503, f"No ready worker serves the model `{model}` right now; retry shortly.", ErrorCode.NO_READY_WORKER, "model"
     )
 
 
@@ -449,10 +452,10 @@ def _error_kind(exc: UpstreamError) -> str:
 
 def _upstream_failed(exc: UpstreamError) -> ApiError:
     if isinstance(exc, TimeoutError):
-        return ApiError(504, f"The worker did not answer in time: {exc}", "upstream_timeout")
+        return ApiError(504, f"The worker did not answer in time: {exc}", ErrorCode.UPSTREAM_TIMEOUT)
     if isinstance(exc, UpstreamProtocolError):
-        return ApiError(502, f"The worker sent a response that is not HTTP: {exc}", "upstream_invalid_response")
-    return ApiError(502, f"The worker could not be reached: {exc}", "upstream_unavailable")
+        return ApiError(502, f"The worker sent a response that is not HTTP: {exc}", ErrorCode.UPSTREAM_INVALID_RESPONSE)
+    return ApiError(502, f"The worker could not be reached: {exc}", ErrorCode.UPSTREAM_UNAVAILABLE)
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -46,6 +46,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway import metrics
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError
 from inventiv import redis_keys
 from inventiv.settings import Settings
@@ -191,7 +192,7 @@ class RateLimited(ApiError):
     """A 429 carrying its Retry-After and x-ratelimit-* headers."""
 
     def __init__(self, message: str, headers: dict[str, str], scope: str, limit: str) -> None:
-        super().__init__(429, message, "rate_limit_exceeded")
+        super().__init__(429, message, ErrorCode.RATE_LIMIT_EXCEEDED)
         self.headers = headers
         self.scope = scope
         self.limit = limit
@@ -254,7 +255,7 @@ class Admission:
 class LimitsUnavailable(ApiError):
     def __init__(self) -> None:
         super().__init__(503, "Rate limits cannot be checked right now and this API key is set to refuse "
-                         "requests then (limits_fail_mode 'closed'); retry shortly.", "limits_unavailable")
+                         "requests then (limits_fail_mode 'closed'); retry shortly.", ErrorCode.LIMITS_UNAVAILABLE)
 
 
 class Limiter:

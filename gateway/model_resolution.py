@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.auth import Principal
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError, not_found
 
 
@@ -132,8 +133,8 @@ def _is_uuid(name: str) -> bool:
 
 
 def _unknown(name: str) -> ApiError:
-    return not_found(f"The model `{name}` does not exist or is not active.", "model_not_found", "model")
+    return not_found(f"The model `{name}` does not exist or is not active.", ErrorCode.MODEL_NOT_FOUND, "model")
 
 
 def _forbidden(name: str) -> ApiError:
-    return ApiError(403, f"This API key has no access to the model `{name}`.", "model_access_denied", "model")
+    return ApiError(403, f"This API key has no access to the model `{name}`.", ErrorCode.MODEL_ACCESS_DENIED, "model")

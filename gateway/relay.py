@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from gateway import sse
+from gateway.error_codes import ErrorCode
 from gateway.upstream import UpstreamError, UpstreamResponse
 
 
@@ -245,5 +246,5 @@ async def _finish(response: web.StreamResponse, pending: bytes, outcome: Outcome
         # that the error arrives as an event of its own.
         cut = b"\n\n" if last and not last.endswith((b"\n\n", b"\r\n\r\n")) else b""
         message = f"The worker failed mid-stream: {outcome.upstream_error}"
-        await response.write(cut + sse.error_event(message, "upstream_error"))
+        await response.write(cut + sse.error_event(message, ErrorCode.UPSTREAM_ERROR))
     await response.write_eof()

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.control.input_validation import is_blank
+from gateway.error_codes import ErrorCode
 from gateway.errors import bad_request
 
 # orjson reads an integer beyond 64 bits as a float (orjson.loads(b"18446744073709551616") is
@@ -41,25 +42,25 @@ class InferenceRequest:
 def parse_request(raw: bytes, *, streamable: bool) -> InferenceRequest:
     """Parse and check a body; every problem is a 400 naming the field."""
     if not raw:
-        raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
+        raise bad_request("The request body is empty; send a JSON object.", code=ErrorCode.INVALID_JSON)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+        raise bad_request(f"The request body is not valid JSON: {exc}", code=ErrorCode.INVALID_JSON) from None
     if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.", code="invalid_json")
+        raise bad_request("The request body must be a JSON object.", code=ErrorCode.INVALID_JSON)
     model = body.get("model")
     if model is None:
-        raise bad_request("`model` is required.", "model", "missing_required_parameter")
+        raise bad_request("`model` is required.", "model", ErrorCode.MISSING_REQUIRED_PARAMETER)
     if not isinstance(model, str) or is_blank(model):
-        raise bad_request("`model` must be a non-empty string.", "model", "invalid_type")
+        raise bad_request("`model` must be a non-empty string.", "model", ErrorCode.INVALID_TYPE)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
     if not isinstance(stream, bool):
-        raise bad_request("`stream` must be a boolean.", "stream", "invalid_type")
+        raise bad_request("`stream` must be a boolean.", "stream", ErrorCode.INVALID_TYPE)
     if stream and not streamable:
-        raise bad_request("This endpoint does not stream; remove `stream`.", "stream", "invalid_value")
+        raise bad_request("This endpoint does not stream; remove `stream`.", "stream", ErrorCode.INVALID_VALUE)
     return InferenceRequest(raw, body, model, stream, _wants_usage(body.get("stream_options")))
 
 
@@ -67,11 +68,11 @@ def _wants_usage(options: object) -> bool:
     if options is None:
         return False
     if not isinstance(options, dict):
-        raise bad_request("`stream_options` must be an object.", "stream_options", "invalid_type")
+        raise bad_request("`stream_options` must be an object.", "stream_options", ErrorCode.INVALID_TYPE)
     include = options.get("include_usage")
     if include is not None and not isinstance(include, bool):
         raise bad_request(
-            "`stream_options.include_usage` must be a boolean.", "stream_options.include_usage", "invalid_type"
+            "`stream_options.include_usage` must be a boolean.", "stream_options.include_usage", ErrorCode.INVALID_TYPE
         )
     return include is True
 

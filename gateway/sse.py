@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from gateway.error_codes import ErrorCode
+
 # A usage object, as vLLM / OpenAI (`"usage":{`) or Python's json.dumps (`"usage": {`) write it.
 # `"usage":null`, which OpenAI repeats in every chunk when usage is asked for, matches neither.
 USAGE_MARKERS = (b'"usage":{', b'"usage": {')
@@ -141,7 +143,7 @@ def count_data_events(chunk: bytes) -> int:
     return chunk.count(b"\ndata:") + chunk.startswith(_DATA)
 
 
-def error_event(message: str, code: str) -> bytes:
+def error_event(message: str, code: ErrorCode) -> bytes:
     """An OpenAI-shaped error event for a cut upstream, with no `[DONE]` after it: `[DONE]` says the
     answer is complete. OpenAI's SDK raises `APIError` on a `data:` event that holds an `error`
     (openai-python, src/openai/_streaming.py, `_raise_streaming_error`)."""

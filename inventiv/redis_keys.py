@@ -6,13 +6,24 @@ deployments (or test sessions) share one Redis without seeing each other.
 
 from __future__ import annotations
 
+import enum
+
 import redis.asyncio as aioredis
 
 from inventiv.settings import Settings
 
-# Stream of scheduler commands. Entry fields: type=PROVISION|TERMINATE, instance_id, requested_at.
+# Stream of scheduler commands. Entry fields: type (a SchedulerCommand), instance_id, requested_at.
 # Commands only wake the scheduler; Postgres is the truth, so a lost command delays work, never loses it.
 SCHEDULER_COMMANDS = "scheduler:commands"
+
+
+class SchedulerCommand(enum.StrEnum):
+    """The `type` of a SCHEDULER_COMMANDS entry: the control API writes it, scheduler/commands.py reads it."""
+
+    PROVISION = "PROVISION"  # a deployment was asked for
+    TERMINATE = "TERMINATE"  # an instance was asked to go
+
+
 SCHEDULER_GROUP = "scheduler"
 # Bounded so a scheduler that is down for days cannot grow Redis without limit (approximate trim).
 SCHEDULER_COMMANDS_MAXLEN = 100_000

@@ -16,6 +16,7 @@ from typing import Any
 import aiopg
 import orjson
 
+from inventiv.action_types import ActionType
 from scheduler.retry import error_fields
 from sql.queries import queries
 
@@ -24,7 +25,7 @@ from sql.queries import queries
 class Action:
     id: str
     instance_id: str | None
-    action_type: str
+    action_type: ActionType
     metadata: dict[str, Any] = field(default_factory=dict)
     # Milliseconds already spent before this pass (a span reopened by a later pass).
     elapsed_before_ms: int = 0
@@ -35,7 +36,7 @@ class Action:
 
 
 # Steps logged as one row across many passes (see open_span); every other open row dies with its pass.
-SPAN_TYPES = ("HEALTH_CHECK", "EXECUTE_TERMINATE", "EXECUTE_CLEANUP")
+SPAN_TYPES = (ActionType.HEALTH_CHECK, ActionType.EXECUTE_TERMINATE, ActionType.EXECUTE_CLEANUP)
 
 
 def _json(metadata: dict[str, Any] | None) -> str | None:
@@ -43,7 +44,7 @@ def _json(metadata: dict[str, Any] | None) -> str | None:
 
 
 async def start(
-    pool: aiopg.Pool, instance_id: str | None, action_type: str, metadata: dict[str, Any] | None = None
+    pool: aiopg.Pool, instance_id: str | None, action_type: ActionType, metadata: dict[str, Any] | None = None
 ) -> Action:
     async with pool.acquire() as conn:
         action_id = await queries.action_logs.start_scheduler_action(
@@ -67,7 +68,9 @@ async def finish(pool: aiopg.Pool, action: Action, error: BaseException | None =
 
 
 @asynccontextmanager
-async def logged(pool: aiopg.Pool, instance_id: str | None, action_type: str, **metadata: Any) -> AsyncIterator[Action]:
+async def logged(
+    pool: aiopg.Pool, instance_id: str | None, action_type: ActionType, **metadata: Any
+) -> AsyncIterator[Action]:
     """One step as one row. The step's exception is recorded and re-raised."""
     action = await start(pool, instance_id, action_type, metadata)
     try:
@@ -78,7 +81,7 @@ async def logged(pool: aiopg.Pool, instance_id: str | None, action_type: str, **
     await finish(pool, action)
 
 
-async def open_span(pool: aiopg.Pool, instance_id: str, action_type: str, **metadata: Any) -> Action:
+async def open_span(pool: aiopg.Pool, instance_id: str, action_type: ActionType, **metadata: Any) -> Action:
     """The open row of a step that spans many passes, opened now if there is none."""
     async with pool.acquire() as conn:
         row = await queries.action_logs.get_open_scheduler_action(
@@ -90,7 +93,7 @@ async def open_span(pool: aiopg.Pool, instance_id: str, action_type: str, **meta
 
 
 async def close_span(
-    pool: aiopg.Pool, instance_id: str, action_type: str, error: BaseException | None = None, **metadata: Any
+    pool: aiopg.Pool, instance_id: str, action_type: ActionType, error: BaseException | None = None, **metadata: Any
 ) -> None:
     """Finish the open row of a long step, if one is open (a span never opened has nothing to close)."""
     async with pool.acquire() as conn:
@@ -105,7 +108,7 @@ async def close_span(
 async def record(
     pool: aiopg.Pool,
     instance_id: str | None,
-    action_type: str,
+    action_type: ActionType,
     *,
     error: BaseException | None = None,
     duration_ms: int = 0,

@@ -19,12 +19,12 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from inventiv import redis_keys
+from inventiv.redis_keys import SchedulerCommand
 from scheduler.driver import Driver
 from scheduler.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-COMMAND_TYPES = ("PROVISION", "TERMINATE")
 # Entries read per call: a burst of deployments is handled in one go.
 _BATCH = 64
 # How long one read blocks waiting for a command; below the Redis client's 2 s socket timeout.
@@ -37,15 +37,16 @@ class BadCommand(ValueError):
     pass
 
 
-def parse_command(fields: dict[Any, Any]) -> tuple[str, str]:
+def parse_command(fields: dict[Any, Any]) -> tuple[SchedulerCommand, str]:
     """(type, instance id) from a stream entry's fields; BadCommand says what is wrong."""
     decoded = {_text(k): _text(v) for k, v in fields.items()}
-    kind = decoded.get("type")
-    if kind not in COMMAND_TYPES:
-        raise BadCommand(f"unknown command type {kind!r}")
+    try:
+        command = SchedulerCommand(decoded["type"])
+    except (KeyError, ValueError):
+        raise BadCommand(f"unknown command type {decoded.get('type')!r}") from None
     raw_id = decoded.get("instance_id", "")
     try:
-        return kind, str(uuid.UUID(raw_id))
+        return command, str(uuid.UUID(raw_id))
     except ValueError:
         raise BadCommand(f"instance_id {raw_id!r} is not a UUID") from None
 
@@ -114,7 +115,7 @@ class CommandConsumer:
         if not entries:
             return 0
         # One command per instance per batch: a PROVISION then TERMINATE of one instance is one pass.
-        wanted: dict[str, str] = {}
+        wanted: dict[str, SchedulerCommand] = {}
         for entry_id, fields in entries:
             try:
                 kind, instance_id = parse_command(fields)

@@ -19,7 +19,9 @@ import logging
 import random
 import time
 
+from inventiv.action_types import ActionType
 from inventiv.logs import correlation_id
+from inventiv.statuses import InstanceStatus
 from scheduler import action_log, metrics, provisioning, termination
 from scheduler.lease import Claim, keep_claim
 from scheduler.retry import Disposition, backoff_s, classify, error_fields, retry_logged
@@ -166,7 +168,7 @@ class Driver:
             except Exception as exc:
                 outcome = await self._after_error(work, exc)
                 progressed = False
-                metrics.PASSES.labels("failed" if outcome.status == "failed" else "retry").inc()
+                metrics.PASSES.labels("failed" if outcome.status == InstanceStatus.FAILED else "retry").inc()
             await self._release(claim, outcome, progressed=progressed)
         except asyncio.CancelledError:
             # Stopped mid-way (shutdown, or the claim was lost): hand the claim back if it is still ours,
@@ -203,7 +205,7 @@ class Driver:
         code, message = error_fields(exc)
         if work.status in PROVISIONING_STATUSES and classify(exc) is Disposition.FAIL:
             await fail_instance(self.rt, work.id, exc)
-            return Pass("failed", 0.0)
+            return Pass(InstanceStatus.FAILED, 0.0)
         settings = self.rt.settings
         delay = backoff_s(
             work.attempts + 1, settings.scheduler_retry_base_s, settings.scheduler_retry_max_s, self._rng.random()
@@ -232,7 +234,7 @@ async def _release_retry(rt: Runtime, work: InstanceWork, exc: Exception, delay:
     attempt = work.attempts + 1
     if retry_logged(attempt):
         await action_log.record(
-            rt.pool, work.id, "RELEASE_RETRY", error=exc, attempt=attempt, retry_in_s=round(delay, 1)
+            rt.pool, work.id, ActionType.RELEASE_RETRY, error=exc, attempt=attempt, retry_in_s=round(delay, 1)
         )
 
 
@@ -246,7 +248,7 @@ async def _run(rt: Runtime, work: InstanceWork) -> Pass:
         return await provisioning.advance(rt, work)
     # A terminating instance is always released, even one whose cleanup after a failure had already set
     # deleted_at: the release then finds nothing left and ends it `terminated`.
-    if work.status == "terminating" or (work.status in RELEASE_STATUSES and work.deleted_at is None):
+    if work.status == InstanceStatus.TERMINATING or (work.status in RELEASE_STATUSES and work.deleted_at is None):
         return await termination.advance(rt, work)
     return Pass(work.status, 0.0)
 
@@ -261,6 +263,6 @@ async def fail_instance(rt: Runtime, instance_id: str, exc: BaseException) -> No
     if not changed:
         return
     log.warning("instance failed", extra={"instance_id": instance_id, "error_code": code, "error": message})
-    await action_log.close_span(rt.pool, instance_id, "HEALTH_CHECK", exc)
-    await action_log.record(rt.pool, instance_id, "INSTANCE_FAILED", error=exc)
+    await action_log.close_span(rt.pool, instance_id, ActionType.HEALTH_CHECK, exc)
+    await action_log.record(rt.pool, instance_id, ActionType.INSTANCE_FAILED, error=exc)
     await rt.workers_changed(instance_id)

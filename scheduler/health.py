@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any, Self
 
+from inventiv.statuses import WorkerStatus
 from scheduler.fanout import fan_out
 from scheduler.runtime import Runtime
 from sql.queries import fetch_all, queries
@@ -69,14 +70,14 @@ def judge(
 ) -> WorkerHealth:
     """The worker's status after this probe."""
     if probe.answered:
-        return WorkerHealth("ready" if probe.serves(model) else "starting", 0)
+        return WorkerHealth(WorkerStatus.READY if probe.serves(model) else WorkerStatus.STARTING, 0)
     failures = previous_failures + 1
     if probe.refused:
-        return WorkerHealth("unhealthy", failures)
+        return WorkerHealth(WorkerStatus.UNHEALTHY, failures)
     if heartbeat_age_s is None or heartbeat_age_s >= stale_after_s:
-        return WorkerHealth("stale", failures)
+        return WorkerHealth(WorkerStatus.STALE, failures)
     if failures >= failure_threshold:
-        return WorkerHealth("unhealthy", failures)
+        return WorkerHealth(WorkerStatus.UNHEALTHY, failures)
     return WorkerHealth(previous_status, failures)
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import aiopg
 
+from inventiv.action_types import ActionType
+from inventiv.statuses import InstanceStatus
 from providers.base import GB, InvalidRequest, NotFound, NotReady, Provider, Server, ServerSpec
 from scheduler import action_log
 from scheduler.boot_image import boot_image_for
@@ -81,7 +83,7 @@ async def advance(rt: Runtime, work: InstanceWork) -> Pass:
 
 async def _decide(ctx: _Context) -> Step:
     work = ctx.work
-    if work.status == "provisioning":
+    if work.status == InstanceStatus.PROVISIONING:
         data = work.data_volume
         return next_provisioning_step(
             ProvisioningFacts(
@@ -116,7 +118,7 @@ def _worker_port(work: InstanceWork, server: Server) -> int:
 
 async def _create_server(ctx: _Context) -> bool:
     rt, work = ctx.rt, ctx.work
-    async with action_log.logged(rt.pool, work.id, "EXECUTE_CREATE") as action:
+    async with action_log.logged(rt.pool, work.id, ActionType.EXECUTE_CREATE) as action:
         failure = validation_error(work)
         if failure is not None:
             raise failure
@@ -127,7 +129,7 @@ async def _create_server(ctx: _Context) -> bool:
         image = await boot_image_for(rt, work, ctx.provider)
         action.metadata.update(data_volume_gb=size_gb, boot_image=image)
     async with action_log.logged(
-        rt.pool, work.id, "PROVIDER_CREATE", zone=work.zone_code, commercial_type=work.instance_type_code
+        rt.pool, work.id, ActionType.PROVIDER_CREATE, zone=work.zone_code, commercial_type=work.instance_type_code
     ) as action:
         server = await _adopt_server(ctx)
         action.metadata["adopted"] = server is not None
@@ -150,7 +152,7 @@ async def _adopt_server(ctx: _Context) -> Server | None:
     keep, extra = found[0], found[1:]
     for duplicate in extra:
         async with action_log.logged(
-            ctx.pool, ctx.work.id, "PROVIDER_TERMINATE", server_id=duplicate.id, reason="duplicate"
+            ctx.pool, ctx.work.id, ActionType.PROVIDER_TERMINATE, server_id=duplicate.id, reason="duplicate"
         ):
             await ctx.provider.terminate_server(ctx.work.zone_code, duplicate.id)
     log.info("adopting an existing server", extra={"instance_id": ctx.work.id, "server_id": keep.id})
@@ -175,7 +177,7 @@ async def _server_spec(ctx: _Context, image: str | None) -> ServerSpec:
 
 async def _discover_volumes(ctx: _Context) -> bool:
     rt, work = ctx.rt, ctx.work
-    async with action_log.logged(rt.pool, work.id, "DISCOVER_VOLUMES", server_id=ctx.server_id) as action:
+    async with action_log.logged(rt.pool, work.id, ActionType.DISCOVER_VOLUMES, server_id=ctx.server_id) as action:
         attached = await ctx.provider.list_server_volumes(work.zone_code, ctx.server_id)
         root = next((v for v in attached if v.is_root), None)
         if root is None:
@@ -201,7 +203,9 @@ async def _create_data_volume(ctx: _Context) -> bool:
     rt, work = ctx.rt, ctx.work
     size_gb = work.planned_data_volume_gb(rt.settings)
     name = data_volume_name(work.id)
-    async with action_log.logged(rt.pool, work.id, "PROVIDER_CREATE_VOLUME", size_gb=size_gb, name=name) as action:
+    async with action_log.logged(
+        rt.pool, work.id, ActionType.PROVIDER_CREATE_VOLUME, size_gb=size_gb, name=name
+    ) as action:
         # A volume created by a pass that died before recording it carries our tags and name: adopt it.
         tagged = await ctx.provider.list_volumes(work.zone_code, [instance_tag(work.id)])
         existing = [v for v in tagged if v.name == name and is_ours(v.tags, rt.settings.deployment_tag)]
@@ -221,7 +225,7 @@ async def _attach_data_volume(ctx: _Context) -> bool:
     volume_id = data.provider_volume_id
     try:
         async with action_log.logged(
-            rt.pool, work.id, "PROVIDER_ATTACH_VOLUME", server_id=ctx.server_id, volume_id=volume_id
+            rt.pool, work.id, ActionType.PROVIDER_ATTACH_VOLUME, server_id=ctx.server_id, volume_id=volume_id
         ) as action:
             try:
                 await ctx.provider.attach_volume(work.zone_code, ctx.server_id, volume_id)
@@ -246,7 +250,7 @@ async def _attach_data_volume(ctx: _Context) -> bool:
 
 async def _power_on(ctx: _Context) -> bool:
     rt, work = ctx.rt, ctx.work
-    async with action_log.logged(rt.pool, work.id, "PROVIDER_START", server_id=ctx.server_id):
+    async with action_log.logged(rt.pool, work.id, ActionType.PROVIDER_START, server_id=ctx.server_id):
         await ctx.provider.power_on(work.zone_code, ctx.server_id)
         async with rt.pool.acquire() as conn:
             await queries.instances.mark_instance_booting(conn, instance_id=work.id)
@@ -262,7 +266,8 @@ async def _record_address(ctx: _Context) -> bool:
             conn, instance_id=work.id, ip_address=server.ip_address, worker_port=port
         )
     await action_log.record(
-        rt.pool, work.id, "PROVIDER_ADDRESS", server_id=server.id, ip_address=server.ip_address, worker_port=port
+        rt.pool, work.id, ActionType.PROVIDER_ADDRESS,
+        server_id=server.id, ip_address=server.ip_address, worker_port=port,
     )
     await rt.workers_changed(work.id)
     return False
@@ -271,7 +276,8 @@ async def _record_address(ctx: _Context) -> bool:
 async def _health_check(ctx: _Context) -> bool:
     rt, work = ctx.rt, ctx.work
     assert work.ip_address is not None and work.worker_port is not None
-    span = await action_log.open_span(rt.pool, work.id, "HEALTH_CHECK", address=f"{work.ip_address}:{work.worker_port}")
+    address = f"{work.ip_address}:{work.worker_port}"
+    span = await action_log.open_span(rt.pool, work.id, ActionType.HEALTH_CHECK, address=address)
     probe = await probe_worker(
         rt.http, work.ip_address, work.worker_port, rt.settings.health_timeout_s, rt.secrets.authorization(work.id),
         engine(work.engine).queue_gauges,

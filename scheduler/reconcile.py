@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from inventiv.action_types import ActionType
+from inventiv.statuses import InstanceStatus
 from providers.base import AttachedVolume, Provider, ProviderError, Server, Volume
 from scheduler import action_log
 from scheduler.driver import fail_instance
@@ -70,7 +72,7 @@ def repairs(findings: Sequence[Finding], status: str) -> list[tuple[Repair, Find
     out = []
     for finding in findings:
         repair = _REPAIRS.get(finding.kind)
-        if repair is None or (repair is Repair.FAIL and status == "provisioning"):
+        if repair is None or (repair is Repair.FAIL and status == InstanceStatus.PROVISIONING):
             continue
         out.append((repair, finding))
     return out
@@ -197,7 +199,7 @@ async def _repair(instance: _Instance, repair: Repair, finding: Finding) -> int:
     mark = queries.instance_volumes.mark_volume_detached if exists else queries.instance_volumes.mark_volume_deleted
     async with rt.pool.acquire() as conn:
         await mark(conn, instance_id=instance.id, provider_volume_id=volume_id)
-    action = "RECONCILE_VOLUME_DETACHED" if exists else "RECONCILE_VOLUME_GONE"
+    action = ActionType.RECONCILE_VOLUME_DETACHED if exists else ActionType.RECONCILE_VOLUME_GONE
     await action_log.record(rt.pool, instance.id, action, volume_id=volume_id)
     return 1
 
@@ -209,7 +211,7 @@ async def _track(instance: _Instance, volume: AttachedVolume) -> None:
     await action_log.record(
         instance.rt.pool,
         instance.id,
-        "RECONCILE_TRACK_VOLUME",
+        ActionType.RECONCILE_TRACK_VOLUME,
         volume_id=volume.id,
         slot=volume.slot,
         volume_type=volume.volume_type,

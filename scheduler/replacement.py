@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from inventiv.action_types import ActionType
+from inventiv.statuses import WorkerStatus
 from scheduler.runtime import Runtime
 from sql.pool import transaction
 from sql.queries import fetch_all, queries
@@ -33,7 +35,7 @@ REPLACEMENT_LIMIT = "REPLACEMENT_LIMIT"
 
 def is_dead(worker_status: str, silent_s: float | None, dead_after_s: float) -> bool:
     """Whether a ready instance's worker is dead: silent (stale or unhealthy) for at least dead_after_s."""
-    if worker_status not in ("stale", "unhealthy") or silent_s is None:
+    if worker_status not in (WorkerStatus.STALE, WorkerStatus.UNHEALTHY) or silent_s is None:
         return False
     return silent_s >= dead_after_s
 
@@ -100,17 +102,17 @@ async def _log(conn: Any, instance_id: str, message: str, replacement_id: str | 
     record = queries.action_logs.record_scheduler_action
     metadata = {"replacement_id": replacement_id} if replacement_id else {"replacement_refused": refused}
     await record(
-        conn, instance_id=instance_id, action_type="WORKER_DEAD", status="failed", error_code=WORKER_DEAD,
+        conn, instance_id=instance_id, action_type=ActionType.WORKER_DEAD, status="failed", error_code=WORKER_DEAD,
         error_message=message, metadata=_json(metadata) if replacement_id or refused else None, duration_ms=0,
     )  # fmt: skip
     if replacement_id is not None:
         await record(
-            conn, instance_id=replacement_id, action_type="REQUEST_CREATE", status="success", error_code=None,
+            conn, instance_id=replacement_id, action_type=ActionType.REQUEST_CREATE, status="success", error_code=None,
             error_message=None, metadata=_json({"replaces_instance_id": instance_id}), duration_ms=0,
         )  # fmt: skip
     elif refused is not None:
         await record(
-            conn, instance_id=instance_id, action_type="REPLACEMENT_REFUSED", status="failed",
+            conn, instance_id=instance_id, action_type=ActionType.REPLACEMENT_REFUSED, status="failed",
             error_code=REPLACEMENT_LIMIT, error_message=refused, metadata=None, duration_ms=0,
         )  # fmt: skip
 

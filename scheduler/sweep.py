@@ -19,6 +19,7 @@ from typing import Any
 
 import aiopg
 
+from inventiv.action_types import ActionType
 from providers.base import Firewall, Provider, ProviderError, Server, Volume, VolumeState
 from scheduler import action_log
 from scheduler.naming import tagged_instance_id
@@ -35,8 +36,10 @@ class Kind(enum.StrEnum):
 
 
 _ACTION_TYPES = {
-    Kind.SERVER: "ORPHAN_SERVER_DELETE", Kind.VOLUME: "ORPHAN_VOLUME_DELETE", Kind.FIREWALL: "ORPHAN_FIREWALL_DELETE",
-}  # fmt: skip
+    Kind.SERVER: ActionType.ORPHAN_SERVER_DELETE,
+    Kind.VOLUME: ActionType.ORPHAN_VOLUME_DELETE,
+    Kind.FIREWALL: ActionType.ORPHAN_FIREWALL_DELETE,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from inventiv.action_types import ActionType
+from inventiv.statuses import InstanceStatus
 from providers.base import (
     AttachedVolume,
     InvalidRequest,
@@ -38,7 +40,10 @@ from sql.queries import queries
 log = logging.getLogger(__name__)
 
 # The long step each kind of release is logged as, open from its first pass to its last (a span type).
-_SPAN = {"terminating": "EXECUTE_TERMINATE", "failed": "EXECUTE_CLEANUP"}
+_SPAN: dict[str, ActionType] = {
+    InstanceStatus.TERMINATING: ActionType.EXECUTE_TERMINATE,
+    InstanceStatus.FAILED: ActionType.EXECUTE_CLEANUP,
+}
 # Tagged volumes the cloud is already removing are not worth tracking.
 _GOING = (VolumeState.DELETING, VolumeState.DELETED)
 
@@ -66,7 +71,7 @@ class _Context:
 
     @property
     def delete_all(self) -> bool:
-        return self.work.status == "failed"
+        return self.work.status == InstanceStatus.FAILED
 
 
 async def advance(rt: Runtime, work: InstanceWork) -> Pass:
@@ -189,7 +194,7 @@ async def _track_volumes(ctx: _Context, view: _View) -> bool:
     work = ctx.work
     found = [{"id": v.id, "slot": v.slot, "type": v.volume_type} for v in view.untracked_attached]
     found += [{"id": v.id, "name": v.name, "type": v.volume_type} for v in view.untracked_tagged]
-    async with action_log.logged(ctx.rt.pool, work.id, "DISCOVER_VOLUMES", untracked=found):
+    async with action_log.logged(ctx.rt.pool, work.id, ActionType.DISCOVER_VOLUMES, untracked=found):
         # A server's own listing may not say a volume's size or name (Scaleway sbs entries): ask the volume.
         attached = [await described(ctx.provider, ctx.zone, a) for a in view.untracked_attached]
         async with ctx.rt.pool.acquire() as conn:
@@ -208,7 +213,8 @@ async def _track_volumes(ctx: _Context, view: _View) -> bool:
 async def _detach_kept(ctx: _Context, view: _View) -> bool:
     for server_id, volume in _kept_attached(ctx, view):
         async with action_log.logged(
-            ctx.rt.pool, ctx.work.id, "PROVIDER_DETACH_VOLUME", server_id=server_id, volume_id=volume.provider_volume_id
+            ctx.rt.pool, ctx.work.id, ActionType.PROVIDER_DETACH_VOLUME,
+            server_id=server_id, volume_id=volume.provider_volume_id,
         ):
             await ctx.provider.detach_volume(ctx.zone, server_id, volume.provider_volume_id)
             async with ctx.rt.pool.acquire() as conn:
@@ -224,7 +230,8 @@ async def _terminate(ctx: _Context, view: _View) -> bool:
             continue
         try:
             async with action_log.logged(
-                ctx.rt.pool, ctx.work.id, "PROVIDER_TERMINATE", server_id=server.id, server_state=server.state.value
+                ctx.rt.pool, ctx.work.id, ActionType.PROVIDER_TERMINATE,
+                server_id=server.id, server_state=server.state.value,
             ):
                 await ctx.provider.terminate_server(ctx.zone, server.id)
         except InvalidRequest:
@@ -233,7 +240,7 @@ async def _terminate(ctx: _Context, view: _View) -> bool:
             if "poweron" not in server.allowed_actions:
                 raise
             async with action_log.logged(
-                ctx.rt.pool, ctx.work.id, "PROVIDER_START", server_id=server.id, reason="terminate"
+                ctx.rt.pool, ctx.work.id, ActionType.PROVIDER_START, server_id=server.id, reason="terminate"
             ):
                 await ctx.provider.power_on(ctx.zone, server.id)
     return True
@@ -245,7 +252,7 @@ async def _settle_volumes(ctx: _Context, view: _View) -> bool:
         volume_id = volume.provider_volume_id
         if action is VolumeAction.DELETE:
             async with action_log.logged(
-                pool, instance_id, "PROVIDER_DELETE_VOLUME", volume_id=volume_id, is_boot=volume.is_boot
+                pool, instance_id, ActionType.PROVIDER_DELETE_VOLUME, volume_id=volume_id, is_boot=volume.is_boot
             ):
                 await ctx.provider.delete_volume(ctx.zone, volume_id)
         if action in (VolumeAction.DELETE, VolumeAction.FORGET):
@@ -264,13 +271,12 @@ async def _settle_volumes(ctx: _Context, view: _View) -> bool:
 async def _finish(rt: Runtime, work: InstanceWork, **metadata: Any) -> Pass:
     async with rt.pool.acquire() as conn:
         await queries.instances.finish_instance_release(conn, instance_id=work.id)
-    await action_log.close_span(
-        rt.pool, work.id, "HEALTH_CHECK", StepFailed("INSTANCE_RELEASED", "released before its worker was ready")
-    )
+    released = StepFailed("INSTANCE_RELEASED", "released before its worker was ready")
+    await action_log.close_span(rt.pool, work.id, ActionType.HEALTH_CHECK, released)
     await action_log.close_span(rt.pool, work.id, _SPAN[work.status], **metadata)
     await rt.workers_changed(work.id)
     log.info("instance released", extra={"instance_id": work.id, "status": work.status, **metadata})
-    return Pass("terminated" if work.status == "terminating" else work.status, 0.0)
+    return Pass(InstanceStatus.TERMINATED if work.status == InstanceStatus.TERMINATING else work.status, 0.0)
 
 
 _PERFORM: dict[ReleaseStep, Callable[[_Context, _View], Awaitable[bool]]] = {

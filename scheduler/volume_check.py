@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from inventiv.statuses import InstanceStatus
 from providers.base import GB, AttachedVolume, Volume, VolumeState
 from scheduler.naming import data_volume_name
 from scheduler.volumes import TrackedVolume, untracked
@@ -25,7 +26,7 @@ from scheduler.volumes import TrackedVolume, untracked
 # Statuses in which the instance's recorded server must exist (reconciliation fails the instance when it
 # is gone, but for a provisioning one, which notices it itself). Terminating and failed instances are
 # being released: their server going is the release's progress, not a mismatch.
-SERVER_STATUSES = ("provisioning", "booting", "ready")
+SERVER_STATUSES = (InstanceStatus.PROVISIONING, InstanceStatus.BOOTING, InstanceStatus.READY)
 # Cloud states of a volume nobody can use: broken, unknown to us, or on its way out.
 _BAD_STATES = frozenset({VolumeState.ERROR, VolumeState.UNKNOWN, VolumeState.DELETING, VolumeState.DELETED})
 

@@ -9,13 +9,14 @@ from typing import Any
 import aiopg
 
 from inventiv.settings import Settings
+from inventiv.statuses import InstanceStatus
 from scheduler.naming import data_volume_name
 from scheduler.pacing import wait_delay_s
 from scheduler.volumes import TrackedVolume, data_volume_gb
 from sql.queries import queries
 
-PROVISIONING_STATUSES = ("provisioning", "booting")
-RELEASE_STATUSES = ("terminating", "failed")
+PROVISIONING_STATUSES = (InstanceStatus.PROVISIONING, InstanceStatus.BOOTING)
+RELEASE_STATUSES = (InstanceStatus.TERMINATING, InstanceStatus.FAILED)
 
 # Steps one pass may take before it hands the instance back: a whole provisioning is about eight, so this
 # only stops a pass that makes no progress from spinning.

@@ -17,6 +17,7 @@ from gateway.console import sessions
 from gateway.console.render import render
 from gateway.console.sessions import Session
 from gateway.control.access import SESSION_PRINCIPAL
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError, Handler
 
 SIGN_IN_PATH = "/console/sign-in"
@@ -26,7 +27,7 @@ PageHandler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 class CsrfRefused(ApiError):
     def __init__(self) -> None:
         super().__init__(403, f"Missing or wrong CSRF token: send the session's token in {sessions.CSRF_HEADER} "
-                              f"or the '{sessions.CSRF_FIELD}' form field.", "csrf_token_invalid")
+                              f"or the '{sessions.CSRF_FIELD}' form field.", ErrorCode.CSRF_TOKEN_INVALID)
 
 
 def accept_session(handler: Handler) -> Handler:
@@ -37,7 +38,7 @@ def accept_session(handler: Handler) -> Handler:
         if "Authorization" not in request.headers and sessions.COOKIE in request.cookies:
             session = await sessions.request_session(request)
             if session is None:
-                raise ApiError(401, "The console session expired or ended; sign in again.", "session_expired")
+                raise ApiError(401, "The console session expired or ended; sign in again.", ErrorCode.SESSION_EXPIRED)
             if request.method not in sessions.SAFE_METHODS and not sessions.csrf_ok(
                 session, request.headers.get(sessions.CSRF_HEADER)
             ):
@@ -61,7 +62,7 @@ def signed_in(handler: PageHandler) -> Handler:
             if request.headers.get("Accept", "").startswith("text/html"):
                 back = f"?next={quote(request.path_qs, safe='')}" if request.method == "GET" else ""
                 raise web.HTTPSeeOther(SIGN_IN_PATH + back)
-            raise ApiError(401, "Not signed in, or the session expired; sign in again.", "session_expired")
+            raise ApiError(401, "Not signed in, or the session expired; sign in again.", ErrorCode.SESSION_EXPIRED)
         if request.method not in sessions.SAFE_METHODS:
             given = request.headers.get(sessions.CSRF_HEADER)
             if given is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):

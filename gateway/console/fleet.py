@@ -17,6 +17,7 @@ from gateway.console.sessions import Session, session_principal
 from gateway.control import instances
 from gateway.control.input_validation import parse_uuid
 from gateway.control.pagination import MAX_LIMIT
+from gateway.error_codes import ErrorCode
 from gateway.errors import not_found
 from sql.queries import fetch_all, queries
 
@@ -72,7 +73,7 @@ async def _instance(request: web.Request, session: Session) -> dict[str, Any]:
     pool = request.app[state.DB]
     detail = await instances.fetch_instance_detail(pool, instance_id, session.organization_id)
     if detail is None:
-        raise not_found("No such instance.", "instance_not_found", "id")
+        raise not_found("No such instance.", ErrorCode.INSTANCE_NOT_FOUND, "id")
     async with pool.acquire() as conn:
         actions = await fetch_all(queries.action_logs.list_visible_action_logs(
             conn, organization_id=session.organization_id, instance_id=instance_id, action_type=None, status=None,

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway import state
 from gateway.auth import Principal, require_admin
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError
 
 # Where a request signed in with the console's session cookie (and no key) carries its principal
@@ -34,5 +35,7 @@ def admin(request: web.Request) -> Principal:
 def own_organization(principal: Principal, requested: str | None, param: str = "organization_id") -> str:
     """The organization a request acts on: the key's own, and no other (403)."""
     if requested is not None and requested != principal.organization_id:
-        raise ApiError(403, "This API key can only act on its own organization.", "forbidden_organization", param)
+        raise ApiError(
+            403, "This API key can only act on its own organization.", ErrorCode.FORBIDDEN_ORGANIZATION, param
+        )
     return principal.organization_id

@@ -20,6 +20,7 @@ from gateway.control.input_validation import FieldSpec, check_body, patch_params
 from gateway.control.organizations import RATE_FIELDS, limits_changed
 from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, page_body
 from gateway.control.responses import json_response
+from gateway.error_codes import ErrorCode
 from gateway.errors import bad_request, not_found
 from gateway.limits import FAIL_MODES, KeyLimits, Rates
 from inventiv import redis_keys
@@ -89,7 +90,7 @@ async def revoke(app: web.Application, principal: Principal, key_id: str) -> dic
     async with transaction(app[state.DB]) as conn:
         row = await queries.api_keys.get_api_key(conn, key_id=key_id)
         if row is None or str(row["organization_id"]) != principal.organization_id:
-            raise not_found("No such API key.", "api_key_not_found", "id")
+            raise not_found("No such API key.", ErrorCode.API_KEY_NOT_FOUND, "id")
         row = await queries.api_keys.revoke_api_key(conn, key_id=key_id)
     app[state.KEYS].revoke(key_id)
     await _announce(app, key_id)
@@ -101,12 +102,12 @@ async def set_key_limits(request: web.Request) -> web.Response:
     key_id = path_uuid(request)
     body = check_body(await read_json_object(request), LIMITS_BODY)
     if not body:
-        raise bad_request("Send at least one limit to change.", code="empty_update")
+        raise bad_request("Send at least one limit to change.", code=ErrorCode.EMPTY_UPDATE)
     params = patch_params(body, LIMITS_BODY)
     async with transaction(request.app[state.DB]) as conn:
         row = await queries.api_keys.get_api_key(conn, key_id=key_id)
         if row is None or str(row["organization_id"]) != principal.organization_id:
-            raise not_found("No such API key.", "api_key_not_found", "id")
+            raise not_found("No such API key.", ErrorCode.API_KEY_NOT_FOUND, "id")
         row = await queries.api_keys.update_api_key_limits(conn, key_id=key_id, **params)
     await limits_changed(request, key_id)
     return json_response(_view(row))

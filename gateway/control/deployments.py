@@ -22,6 +22,8 @@ from gateway.control.instances import fetch_instance_detail
 from gateway.control.placement import check_placement, check_replay, scoped_idempotency_key
 from gateway.control.quotas import check_quotas
 from gateway.control.responses import dumps, json_response
+from inventiv.action_types import ActionType
+from inventiv.redis_keys import SchedulerCommand
 from sql.pool import transaction
 from sql.queries import queries
 
@@ -76,7 +78,9 @@ async def deploy(
     if created:
         ids = {name: body[name] for name in ("model_id", "instance_type_id", "zone_id")}
         log.info("deployment requested", extra={"instance_id": instance_id, **ids})
-        await notify.send_scheduler_command(app[state.REDIS], app[state.SETTINGS], notify.PROVISION, instance_id)
+        await notify.send_scheduler_command(
+            app[state.REDIS], app[state.SETTINGS], SchedulerCommand.PROVISION, instance_id
+        )
     return await fetch_instance_detail(pool, instance_id, principal.organization_id), created
 
 
@@ -112,7 +116,7 @@ async def _insert(
         await queries.action_logs.insert_api_action_log(
             conn,
             instance_id=row["id"],
-            action_type="REQUEST_CREATE",
+            action_type=ActionType.REQUEST_CREATE,
             metadata=dumps({**body, "api_key_id": principal.key_id}).decode(),
         )
         return str(row["id"]), True

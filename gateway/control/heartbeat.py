@@ -16,14 +16,16 @@ from gateway import state
 from gateway.control import notify
 from gateway.control.input_validation import INT4_MAX, FieldSpec, check_body, read_json_object
 from gateway.control.responses import dumps, json_response
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError
 from inventiv import redis_keys
+from inventiv.statuses import InstanceStatus, WorkerStatus
 from sql.queries import queries
 
 # What a worker may say about itself; `unknown` and `stale` are the scheduler's verdicts, not a worker's.
-WORKER_STATUSES = ("starting", "ready", "unhealthy")
+WORKER_STATUSES = (WorkerStatus.STARTING, WorkerStatus.READY, WorkerStatus.UNHEALTHY)
 # Heartbeats for instances in these states are refused: the scheduler is tearing them down.
-_CLOSED = ("terminating", "terminated", "failed")
+_CLOSED = (InstanceStatus.TERMINATING, InstanceStatus.TERMINATED, InstanceStatus.FAILED)
 _BEARER = "Bearer "
 
 # Bytes of a data volume: clouds sell up to a few hundred TB.
@@ -57,7 +59,7 @@ BODY = {
 def _presented_token(authorization: str | None) -> str:
     if not authorization or not authorization.startswith(_BEARER) or not authorization[len(_BEARER):].strip():
         raise ApiError(
-            401, "Missing worker token: send 'Authorization: Bearer <worker token>'.", "missing_worker_token"
+            401, "Missing worker token: send 'Authorization: Bearer <worker token>'.", ErrorCode.MISSING_WORKER_TOKEN
         )
     return authorization[len(_BEARER):].strip()
 
@@ -70,10 +72,10 @@ async def record_heartbeat(request: web.Request) -> web.Response:
         instance = await queries.instances.get_instance_status(conn, instance_id=instance_id)
         # Unknown instance and wrong secret answer alike, so the endpoint reveals no instance ids.
         if instance is None or not request.app[state.WORKER_SECRETS].matches(instance_id, token):
-            raise ApiError(401, "Invalid worker token for this instance.", "invalid_worker_token")
+            raise ApiError(401, "Invalid worker token for this instance.", ErrorCode.INVALID_WORKER_TOKEN)
         if instance["status"] in _CLOSED:
             raise ApiError(409, f"The instance is {instance['status']}; heartbeats are no longer accepted.",
-                           "instance_closed", "instance_id")
+                           ErrorCode.INSTANCE_CLOSED, "instance_id")
         telemetry = {name: body[name] for name in TELEMETRY_FIELDS if name in body}
         row = await queries.instances.record_worker_heartbeat(
             conn,

@@ -21,6 +21,7 @@ from multidict import MultiMapping
 
 from gateway import state
 from gateway.connections import read_body
+from gateway.error_codes import ErrorCode
 from gateway.errors import bad_request
 
 Kind = Literal["str", "uuid", "int", "bool", "str_list", "uuid_list", "datetime"]
@@ -55,13 +56,13 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
-        raise bad_request("The request body must be a JSON object.", code="invalid_json")
+        raise bad_request("The request body must be a JSON object.", code=ErrorCode.INVALID_JSON)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"Malformed JSON body: {exc}.", code="invalid_json") from None
+        raise bad_request(f"Malformed JSON body: {exc}.", code=ErrorCode.INVALID_JSON) from None
     if not isinstance(data, dict):
-        raise bad_request("The request body must be a JSON object.", code="invalid_json")
+        raise bad_request("The request body must be a JSON object.", code=ErrorCode.INVALID_JSON)
     return data
 
 
@@ -82,7 +83,7 @@ def check_body(data: Mapping[str, Any], spec: Spec) -> dict[str, Any]:
     for name, field in spec.items():
         if name not in data:
             if field.required:
-                raise bad_request(f"Missing required field '{name}'.", name, "missing_field")
+                raise bad_request(f"Missing required field '{name}'.", name, ErrorCode.MISSING_FIELD)
             continue
         out[name] = _json_value(name, data[name], field)
     return out
@@ -98,7 +99,7 @@ def check_query(query: MultiMapping[str], spec: Spec) -> dict[str, Any]:
             raise bad_request(f"Query parameter '{name}' is given more than once.", name)
         if not values:
             if field.required:
-                raise bad_request(f"Missing required query parameter '{name}'.", name, "missing_field")
+                raise bad_request(f"Missing required query parameter '{name}'.", name, ErrorCode.MISSING_FIELD)
             continue
         out[name] = text_value(name, values[0], field)
     return out
@@ -108,7 +109,7 @@ def parse_uuid(value: str, param: str) -> str:
     try:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):
-        raise bad_request(f"'{param}' must be a UUID.", param, "invalid_uuid") from None
+        raise bad_request(f"'{param}' must be a UUID.", param, ErrorCode.INVALID_UUID) from None
 
 
 def path_uuid(request: web.Request, name: str = "id") -> str:
@@ -119,7 +120,7 @@ def _refuse_unknown(given: Mapping[str, Any] | MultiMapping[str], spec: Spec) ->
     for name in given:
         if name not in spec:
             allowed = ", ".join(spec) or "none"
-            raise bad_request(f"Unknown field '{name}' (allowed: {allowed}).", name, "unknown_field")
+            raise bad_request(f"Unknown field '{name}' (allowed: {allowed}).", name, ErrorCode.UNKNOWN_FIELD)
 
 
 # JSON values -------------------------------------------------------------------------------------
@@ -141,7 +142,7 @@ def _json_str(name: str, value: Any, field: FieldSpec) -> str:
 
 def _json_uuid(name: str, value: Any, field: FieldSpec) -> str:
     if not isinstance(value, str):
-        raise bad_request(f"'{name}' must be a UUID string.", name, "invalid_uuid")
+        raise bad_request(f"'{name}' must be a UUID string.", name, ErrorCode.INVALID_UUID)
     return parse_uuid(value, name)
 
 
@@ -178,7 +179,7 @@ def _json_str_list(name: str, value: Any, field: FieldSpec) -> list[str]:
 def _json_uuid_list(name: str, value: Any, field: FieldSpec) -> list[str]:
     # May be empty: an empty set is a meaningful value (e.g. no grants).
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise bad_request(f"'{name}' must be a list of UUID strings.", name, "invalid_uuid")
+        raise bad_request(f"'{name}' must be a list of UUID strings.", name, ErrorCode.INVALID_UUID)
     return list(dict.fromkeys(parse_uuid(v, name) for v in value))
 
 
@@ -233,12 +234,14 @@ def _text_datetime(name: str, raw: str, field: FieldSpec) -> datetime:
         return parsed.replace(tzinfo=UTC)
     offset = parsed.utcoffset()
     if offset is not None and abs(offset) > MAX_UTC_OFFSET:
-        raise bad_request(f"'{name}' has a UTC offset beyond -14:00 to +14:00.", name, "invalid_datetime")
+        raise bad_request(f"'{name}' has a UTC offset beyond -14:00 to +14:00.", name, ErrorCode.INVALID_DATETIME)
     try:
         # In UTC from here on: SQL and JSON never see the client's offset.
         return parsed.astimezone(UTC)
     except OverflowError:
-        raise bad_request(f"'{name}' is outside years 1 to 9999 once in UTC.", name, "invalid_datetime") from None
+        raise bad_request(
+            f"'{name}' is outside years 1 to 9999 once in UTC.", name, ErrorCode.INVALID_DATETIME
+        ) from None
 
 
 def _text_str(name: str, raw: str, field: FieldSpec) -> str:

@@ -21,12 +21,15 @@ from gateway.control.input_validation import FieldSpec, path_uuid
 from gateway.control.instance_view import group_by_instance, instance_detail, instance_summary
 from gateway.control.pagination import BY_CREATED_AT, PAGE_PARAMS, fetch_page, page_body
 from gateway.control.responses import dumps, json_response
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError, not_found
 from inventiv import redis_keys
+from inventiv.action_types import ActionType
+from inventiv.statuses import InstanceStatus
 from sql.pool import transaction
 from sql.queries import fetch_all, queries
 
-STATUSES = ("provisioning", "booting", "ready", "terminating", "terminated", "failed")
+STATUSES = tuple(InstanceStatus)
 
 LIST_QUERY = {
     "status": FieldSpec("str", choices=STATUSES),
@@ -48,9 +51,9 @@ class Termination(Enum):
 def termination_for(status: str) -> Termination:
     """What DELETE does for an instance in `status`. Failed instances may still hold cloud resources,
     so they can be terminated like any other."""
-    if status == "terminated":
+    if status == InstanceStatus.TERMINATED:
         return Termination.CONFLICT
-    if status == "terminating":
+    if status == InstanceStatus.TERMINATING:
         return Termination.REPEAT
     return Termination.REQUEST
 
@@ -91,7 +94,7 @@ async def get_instance(request: web.Request) -> web.Response:
     instance_id = path_uuid(request)
     detail = await fetch_instance_detail(request.app[state.DB], instance_id, principal.organization_id)
     if detail is None:
-        raise not_found("No such instance.", "instance_not_found", "id")
+        raise not_found("No such instance.", ErrorCode.INSTANCE_NOT_FOUND, "id")
     return json_response(detail)
 
 
@@ -109,21 +112,21 @@ async def terminate(app: web.Application, principal: Principal, instance_id: str
             conn, instance_id=instance_id, organization_id=principal.organization_id
         )
         if row is None:
-            raise not_found("No such instance.", "instance_not_found", "id")
+            raise not_found("No such instance.", ErrorCode.INSTANCE_NOT_FOUND, "id")
         action = termination_for(row["status"])
         if action is Termination.CONFLICT:
-            raise ApiError(409, "The instance is already terminated.", "instance_terminated", "id")
+            raise ApiError(409, "The instance is already terminated.", ErrorCode.INSTANCE_TERMINATED, "id")
         if action is Termination.REQUEST:
             log.info("termination requested", extra={"instance_id": instance_id, "previous_status": row["status"]})
             await queries.instances.mark_instance_terminating(conn, instance_id=instance_id)
             await queries.action_logs.insert_api_action_log(
                 conn,
                 instance_id=instance_id,
-                action_type="REQUEST_TERMINATE",
+                action_type=ActionType.REQUEST_TERMINATE,
                 metadata=dumps({"api_key_id": principal.key_id, "previous_status": row["status"]}).decode(),
             )
     redis, settings = app[state.REDIS], app[state.SETTINGS]
-    await notify.send_scheduler_command(redis, settings, notify.TERMINATE, instance_id)
+    await notify.send_scheduler_command(redis, settings, redis_keys.SchedulerCommand.TERMINATE, instance_id)
     # A terminating instance leaves every gateway's routing table now, not at its next refresh.
     await notify.publish_change(redis, settings, redis_keys.WORKERS_CHANGED, instance_id)
     return await fetch_instance_detail(pool, instance_id, principal.organization_id)

@@ -15,6 +15,7 @@ from gateway.control.access import admin
 from gateway.control.input_validation import INT4_MAX, FieldSpec, check_body, patch_params, path_uuid, read_json_object
 from gateway.control.pagination import PAGE_PARAMS, Keyset, fetch_page, page_body
 from gateway.control.responses import json_response
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError, bad_request, not_found
 from sql.queries import queries
 
@@ -54,7 +55,7 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
 def update_params(body: dict[str, Any]) -> dict[str, Any]:
     """`set_<field>` + value for each patchable field: sent fields change (null included), others stay."""
     if not body:
-        raise bad_request("Send at least one field to change.", code="empty_update")
+        raise bad_request("Send at least one field to change.", code=ErrorCode.EMPTY_UPDATE)
     return patch_params(body, UPDATE_BODY)
 
 
@@ -78,7 +79,7 @@ async def create_model(request: web.Request) -> web.Response:
             data_volume_gb=body.get("data_volume_gb"),
         )
     if row is None:
-        raise ApiError(409, f"A model with hf_repo_id {body['hf_repo_id']} exists already.", "model_exists",
+        raise ApiError(409, f"A model with hf_repo_id {body['hf_repo_id']} exists already.", ErrorCode.MODEL_EXISTS,
                        "hf_repo_id")
     return json_response(_view(row), status=201)
 
@@ -90,5 +91,5 @@ async def update_model(request: web.Request) -> web.Response:
     async with request.app[state.DB].acquire() as conn:
         row = await queries.catalog.update_catalog_model(conn, model_id=model_id, **params)
     if row is None:
-        raise not_found("No such model.", "model_not_found", "id")
+        raise not_found("No such model.", ErrorCode.MODEL_NOT_FOUND, "id")
     return json_response(_view(row))

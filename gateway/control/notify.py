@@ -15,16 +15,14 @@ from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from inventiv import redis_keys
+from inventiv.redis_keys import SchedulerCommand
 from inventiv.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PROVISION = "PROVISION"
-TERMINATE = "TERMINATE"
-
 
 async def send_scheduler_command(
-    client: aioredis.Redis, settings: Settings, command: str, instance_id: str
+    client: aioredis.Redis, settings: Settings, command: SchedulerCommand, instance_id: str
 ) -> bool:
     """XADD one command to the scheduler's stream; False (and a warning) when Redis is unreachable."""
     fields: dict[FieldT, EncodableT] = {

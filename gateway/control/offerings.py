@@ -17,6 +17,7 @@ from gateway.control.access import admin, own_organization
 from gateway.control.input_validation import FieldSpec, check_body, path_uuid, read_json_object
 from gateway.control.pagination import PAGE_PARAMS, Keyset, fetch_page, page_body
 from gateway.control.responses import json_response
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError, bad_request, not_found
 from sql.pool import transaction
 from sql.queries import fetch_all, queries
@@ -68,7 +69,7 @@ async def create_offering(request: web.Request) -> web.Response:
     try:
         async with transaction(request.app[state.DB]) as conn:
             if await queries.catalog.get_catalog_model(conn, model_id=body["model_id"]) is None:
-                raise not_found("No such model.", "model_not_found", "model_id")
+                raise not_found("No such model.", ErrorCode.MODEL_NOT_FOUND, "model_id")
             offering_id = await queries.catalog.insert_catalog_offering(
                 conn,
                 organization_id=organization_id,
@@ -79,7 +80,7 @@ async def create_offering(request: web.Request) -> web.Response:
             )
             if offering_id is None:
                 raise ApiError(409, f"This organization already offers a model as {body['model_code']}.",
-                               "offering_exists", "model_code")
+                               ErrorCode.OFFERING_EXISTS, "model_code")
             await _replace_grants(conn, offering_id, body)
             row = await _get_offering(conn, offering_id)
     except psycopg2.errors.ForeignKeyViolation:
@@ -92,7 +93,7 @@ async def update_offering(request: web.Request) -> web.Response:
     offering_id = path_uuid(request)
     body = check_body(await read_json_object(request), UPDATE_BODY)
     if not body:
-        raise bad_request("Send at least one field to change.", code="empty_update")
+        raise bad_request("Send at least one field to change.", code=ErrorCode.EMPTY_UPDATE)
     try:
         async with transaction(request.app[state.DB]) as conn:
             await _check_owner(conn, offering_id, principal)
@@ -113,7 +114,7 @@ async def _get_offering(conn: Any, offering_id: str) -> dict[str, Any]:
         after_organization_slug=None, after_model_code=None, limit=1,
     ))
     if not rows:
-        raise not_found("No such offering.", "offering_not_found", "id")
+        raise not_found("No such offering.", ErrorCode.OFFERING_NOT_FOUND, "id")
     return rows[0]
 
 
@@ -121,7 +122,7 @@ async def _check_owner(conn: Any, offering_id: str, principal: Principal) -> Non
     row = await _get_offering(conn, offering_id)
     if str(row["organization_id"]) != principal.organization_id:
         raise ApiError(403, "This API key can only change its own organization's offerings.",
-                       "forbidden_organization", "id")
+                       ErrorCode.FORBIDDEN_ORGANIZATION, "id")
 
 
 async def _replace_grants(conn: Any, offering_id: str, body: dict[str, Any]) -> None:
@@ -133,4 +134,4 @@ async def _replace_grants(conn: Any, offering_id: str, body: dict[str, Any]) -> 
 
 def _unknown_grantee() -> ApiError:
     return bad_request("'granted_organization_ids' names an organization that does not exist.",
-                       "granted_organization_ids", "organization_not_found")
+                       "granted_organization_ids", ErrorCode.ORGANIZATION_NOT_FOUND)

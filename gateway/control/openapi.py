@@ -8,6 +8,7 @@ have a key.
 
 from __future__ import annotations
 
+import enum
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,10 @@ from gateway.control.heartbeat import TELEMETRY_FIELDS
 from gateway.control.input_validation import TEXT_PATTERN, Spec, body_schema, query_parameters
 from gateway.control.placement import IDEMPOTENCY_KEY
 from gateway.control.responses import dumps
+from gateway.error_codes import ErrorCode
 from gateway.errors import Handler
+from inventiv.action_types import ActionType
+from inventiv.statuses import InstanceStatus, WorkerStatus
 from worker.engines import EngineName
 
 Schema = dict[str, Any]
@@ -72,6 +76,11 @@ def _t(kind: str) -> Schema:
     if nullable:
         schema["type"] = [schema["type"], "null"]
     return schema
+
+
+def _enum(values: type[enum.StrEnum]) -> Schema:
+    """A string that is one of the enum's values: the document lists the members the code uses."""
+    return {"type": "string", "enum": [member.value for member in values]}
 
 
 def _described(kind: str, description: str) -> Schema:
@@ -312,12 +321,13 @@ def _resource_schemas() -> dict[str, Schema]:
         detached_at="datetime?", deleted_at="datetime?",
     )
     instance = _object(
-        object={"type": "string", "const": "instance"}, id="uuid", status="str", organization_id="uuid?",
-        provider_id="uuid", provider_code="str", zone_id="uuid", zone_code="str", instance_type_id="uuid",
-        instance_type_code="str", model_id="uuid?", model="str?", provider_instance_id="str?",
+        object={"type": "string", "const": "instance"}, id="uuid", status=_enum(InstanceStatus),
+        organization_id="uuid?", provider_id="uuid", provider_code="str", zone_id="uuid", zone_code="str",
+        instance_type_id="uuid", instance_type_code="str", model_id="uuid?", model="str?", provider_instance_id="str?",
         provider_instance_name="str?", ip_address="str?", worker_port="int?", worker_url="str?",
-        worker_status="str", worker_model_id="str?", worker_queue_depth="int", worker_last_heartbeat_at="datetime?",
-        worker_consecutive_failures="int", engine=_ENGINE, agent_heartbeat_at="datetime?",
+        worker_status=_enum(WorkerStatus), worker_model_id="str?", worker_queue_depth="int",
+        worker_last_heartbeat_at="datetime?", worker_consecutive_failures="int", engine=_ENGINE,
+        agent_heartbeat_at="datetime?",
         worker_telemetry=_TELEMETRY, data_volume_gb=_INSTANCE_DATA_VOLUME,
         data_volume_delete_on_terminate="bool",
         replace_on_failure="bool", replaces_instance_id="uuid?",
@@ -342,7 +352,7 @@ def _resource_schemas() -> dict[str, Schema]:
         "Instance": instance,
         "InstanceDetail": {"allOf": [_ref("Instance"), _object(storages={"type": "array", "items": _ref("Storage")})]},
         "ActionLog": _object(
-            object="str", id="uuid", instance_id="uuid?", action_type="str", component="str", status="str",
+            object="str", id="uuid", instance_id="uuid?", action_type=_enum(ActionType), component="str", status="str",
             error_code="str?", error_message="str?", metadata="object", duration_ms="int?", created_at="datetime",
             completed_at="datetime?",
         ),
@@ -383,7 +393,7 @@ def _resource_schemas() -> dict[str, Schema]:
             **{"from": "datetime", "to": "datetime"},
         ),
         "WorkerHeartbeat": _object(
-            object="str", instance_id="uuid", worker_status="str", worker_model_id="str?",
+            object="str", instance_id="uuid", worker_status=_enum(WorkerStatus), worker_model_id="str?",
             worker_queue_depth="int", worker_last_heartbeat_at="datetime",
         ),
     }
@@ -429,7 +439,7 @@ def _openai_schemas() -> dict[str, Schema]:
 
 
 def _components() -> Schema:
-    error = _object(error=_object(False, message="str", type="str", code="str?", param="str?")
+    error = _object(error=_object(False, message="str", type="str", code=_enum(ErrorCode), param="str?")
                     | {"required": ["message", "type", "code"]})
     return {
         "securitySchemes": {

@@ -26,6 +26,7 @@ from gateway.control.input_validation import INT4_MAX, FieldSpec, check_body, pa
 from gateway.control.pagination import PAGE_PARAMS, Keyset, fetch_page, page_body
 from gateway.control.quotas import spending_of
 from gateway.control.responses import json_response
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError, bad_request, not_found
 from inventiv import redis_keys
 from sql.pool import transaction
@@ -72,7 +73,7 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
 def _platform(principal: Principal) -> Principal:
     if not principal.is_platform:
         raise ApiError(403, "Only admin keys of a platform organization manage organizations.",
-                       "platform_admin_required")
+                       ErrorCode.PLATFORM_ADMIN_REQUIRED)
     return principal
 
 
@@ -89,8 +90,8 @@ async def create_organization(request: web.Request) -> web.Response:
             conn, slug=body["slug"], name=body["name"], is_platform=body.get("is_platform", False)
         )
         if row is None:
-            raise ApiError(409, f"An organization with slug {body['slug']} exists already.", "organization_exists",
-                           "slug")
+            raise ApiError(409, f"An organization with slug {body['slug']} exists already.",
+                           ErrorCode.ORGANIZATION_EXISTS, "slug")
         organization_id = str(row["id"])
         await queries.organizations.update_organization(conn, organization_id=organization_id, **update_params(body))
     return json_response(await _detail(request, organization_id), status=201)
@@ -117,7 +118,7 @@ async def update_organization(request: web.Request) -> web.Response:
     _platform(principal)
     body = check_body(await read_json_object(request), UPDATE_BODY)
     if not body:
-        raise bad_request("Send at least one field to change.", code="empty_update")
+        raise bad_request("Send at least one field to change.", code=ErrorCode.EMPTY_UPDATE)
     async with request.app[state.DB].acquire() as conn:
         row = await queries.organizations.update_organization(
             conn, organization_id=organization_id, **update_params(body)
@@ -135,7 +136,7 @@ def _visible(principal: Principal, organization_id: str) -> str:
 
 
 def _no_such() -> ApiError:
-    return not_found("No such organization.", "organization_not_found", "id")
+    return not_found("No such organization.", ErrorCode.ORGANIZATION_NOT_FOUND, "id")
 
 
 async def _detail(request: web.Request, organization_id: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway import state
 from gateway.control.input_validation import FieldSpec, Kind, Spec, check_query, text_value
+from gateway.error_codes import ErrorCode
 from gateway.errors import bad_request
 from sql.queries import fetch_all
 
@@ -91,7 +92,7 @@ def decode_cursor(cursor: str, key_kinds: Sequence[Kind]) -> tuple[Any, ...]:
     except (binascii.Error, ValueError):
         values = None
     if not isinstance(values, list) or len(values) != len(key_kinds) or not all(isinstance(v, str) for v in values):
-        raise bad_request("'cursor' is not a cursor this list returned.", "cursor", "invalid_cursor")
+        raise bad_request("'cursor' is not a cursor this list returned.", "cursor", ErrorCode.INVALID_CURSOR)
     return tuple(
         text_value("cursor", value, FieldSpec(kind, max_length=1000))
         for value, kind in zip(values, key_kinds, strict=True)

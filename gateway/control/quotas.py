@@ -24,6 +24,7 @@ from typing import Any
 
 import aiopg
 
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError
 from sql.queries import queries
 
@@ -63,7 +64,7 @@ def quota_refusal(quotas: Quotas, spending: Spending, requested_gpus: int) -> Ap
 
 
 def _refused(quota: str, message: str) -> ApiError:
-    return ApiError(429, message, "quota_exceeded", quota)
+    return ApiError(429, message, ErrorCode.QUOTA_EXCEEDED, quota)
 
 
 async def check_quotas(conn: aiopg.Connection, organization_id: str, instance_type_id: str) -> None:

@@ -20,6 +20,7 @@ import psycopg2
 from aiohttp import web
 
 from gateway import tracing
+from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError, Handler
 from gateway.state import PLANE
 from inventiv.logs import correlation_id
@@ -53,7 +54,7 @@ def logged(handler: Handler) -> Handler:
         except _DATABASE_DOWN as exc:
             status = 503
             log.warning("database unavailable", extra={"error": _first_line(exc), "path": request.path})
-            error = ApiError(503, "The database is unavailable; retry shortly.", "database_unavailable")
+            error = ApiError(503, "The database is unavailable; retry shortly.", ErrorCode.DATABASE_UNAVAILABLE)
             return error.response(headers={"X-Request-Id": request_id})
         finally:
             access = request.app[PLANE].access

@@ -12,6 +12,7 @@ from gateway.auth import Principal
 from gateway.control.access import admin, own_organization
 from gateway.control.input_validation import FieldSpec, check_query
 from gateway.control.responses import json_response
+from gateway.error_codes import ErrorCode
 from gateway.errors import bad_request
 from sql.queries import fetch_all, queries
 
@@ -43,12 +44,12 @@ def usage_window(start: datetime | None, end: datetime | None, now: datetime) ->
         start = start or end - DEFAULT_WINDOW
     except OverflowError:
         raise bad_request("'to' is too early for the default window; send 'from' too.", "to",
-                          "invalid_window") from None
+                          ErrorCode.INVALID_WINDOW) from None
     if start >= end:
-        raise bad_request("'from' must be before 'to'.", "from", "invalid_window")
+        raise bad_request("'from' must be before 'to'.", "from", ErrorCode.INVALID_WINDOW)
     if end - start > MAX_WINDOW:
         raise bad_request(f"The window from 'from' to 'to' must be at most {MAX_WINDOW.days} days.", "from",
-                          "invalid_window")
+                          ErrorCode.INVALID_WINDOW)
     return start, end
 
 

@@ -5,9 +5,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from memory_provider import MemoryProvider, serve_worker
 
+from gateway.control.notify import send_scheduler_command
 from inventiv import redis_keys
+from inventiv.settings import Settings
 from scheduler.commands import BadCommand, CommandConsumer, parse_command
 from scheduler.driver import Driver
 
@@ -166,3 +169,15 @@ async def test_a_stream_deleted_under_the_consumer_is_made_again(
     assert await consumer.poll() == 1
     await consumer.settle()
     assert await pending(redis, consumer) == 0
+
+
+@pytest.mark.parametrize("command", list(redis_keys.SchedulerCommand))
+async def test_what_the_control_api_sends_is_what_the_scheduler_reads(
+    redis: aioredis.Redis, settings: Settings, command: redis_keys.SchedulerCommand
+) -> None:
+    assert await send_scheduler_command(redis, settings, command, INSTANCE)
+    entries = await redis.xrange(redis_keys.key(settings, redis_keys.SCHEDULER_COMMANDS))
+    [(_, fields)] = entries
+    parsed, instance_id = parse_command(fields)
+    assert (parsed, instance_id) == (command, INSTANCE)
+    assert isinstance(parsed, redis_keys.SchedulerCommand)

@@ -9,7 +9,10 @@ from openapi_spec_validator import validate
 
 from gateway.app import create_app
 from gateway.control.openapi import document
+from gateway.error_codes import ErrorCode
+from inventiv.action_types import ActionType
 from inventiv.settings import Settings
+from inventiv.statuses import InstanceStatus, WorkerStatus
 
 if TYPE_CHECKING:
     from conftest import Api
@@ -107,3 +110,21 @@ async def test_the_console_session_cookie_is_an_alternative_to_a_key(api: Api) -
     assert document["components"]["securitySchemes"]["consoleSession"]["in"] == "cookie"
     assert document["paths"]["/instances"]["get"]["security"] == [{"apiKey": []}, {"consoleSession": []}]
     assert document["paths"]["/internal/workers/heartbeat"]["post"]["security"] == [{"workerToken": []}]
+
+
+def test_statuses_are_published_as_their_enums() -> None:
+    schemas = document()["components"]["schemas"]
+    instance = schemas["Instance"]["properties"]
+    assert instance["status"] == {"type": "string", "enum": [s.value for s in InstanceStatus]}
+    assert instance["worker_status"] == {"type": "string", "enum": [s.value for s in WorkerStatus]}
+    assert schemas["WorkerHeartbeat"]["properties"]["worker_status"] == instance["worker_status"]
+
+
+def test_action_types_are_published_as_their_enum() -> None:
+    action_log = document()["components"]["schemas"]["ActionLog"]["properties"]
+    assert action_log["action_type"] == {"type": "string", "enum": [a.value for a in ActionType]}
+
+
+def test_error_codes_are_published_as_their_enum() -> None:
+    error = document()["components"]["schemas"]["Error"]["properties"]["error"]
+    assert error["properties"]["code"] == {"type": "string", "enum": [c.value for c in ErrorCode]}
