@@ -21,6 +21,7 @@ import time
 
 from inventiv.logs import correlation_id
 from scheduler import action_log, metrics, provisioning, termination
+from scheduler.failure import fail_instance
 from scheduler.lease import Claim, keep_claim
 from scheduler.retry import Disposition, backoff_s, classify, error_fields, retry_logged
 from scheduler.runtime import Runtime
@@ -249,18 +250,3 @@ async def _run(rt: Runtime, work: InstanceWork) -> Pass:
     if work.status == "terminating" or (work.status in RELEASE_STATUSES and work.deleted_at is None):
         return await termination.advance(rt, work)
     return Pass(work.status, 0.0)
-
-
-async def fail_instance(rt: Runtime, instance_id: str, exc: BaseException) -> None:
-    """Mark the instance failed (its release then cleans up what it holds) and say why."""
-    code, message = error_fields(exc)
-    async with rt.pool.acquire() as conn:
-        changed = await queries.instances.mark_instance_failed(
-            conn, instance_id=instance_id, error_code=code, error_message=message
-        )
-    if not changed:
-        return
-    log.warning("instance failed", extra={"instance_id": instance_id, "error_code": code, "error": message})
-    await action_log.close_span(rt.pool, instance_id, "HEALTH_CHECK", exc)
-    await action_log.record(rt.pool, instance_id, "INSTANCE_FAILED", error=exc)
-    await rt.workers_changed(instance_id)

@@ -29,7 +29,7 @@ from typing import Any
 
 from providers.base import AttachedVolume, Provider, ProviderError, Server, Volume
 from scheduler import action_log
-from scheduler.driver import fail_instance
+from scheduler.failure import fail_instance
 from scheduler.fanout import fan_out
 from scheduler.retry import StepFailed
 from scheduler.runtime import Runtime
