@@ -7,10 +7,9 @@ from aiohttp import web
 
 def setup_control_api(app: web.Application) -> None:
     """Register the control API's routes on the gateway app."""
-    # The table lives beside the OpenAPI document it also feeds; imported here, not at the top, so that
-    # importing one control module does not import them all.
+    # Imported here, not at the top, so that importing one control module does not import them all.
     from gateway.console.auth import accept_session
-    from gateway.control.openapi import control_routes
     from gateway.control.request_log import logged
+    from gateway.control.routes import control_routes
 
     app.router.add_routes([web.route(r.method, r.path, logged(accept_session(r.handler))) for r in control_routes()])

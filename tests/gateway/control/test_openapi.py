@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from openapi_spec_validator import validate
 
 from gateway.app import create_app
-from gateway.control.openapi import document
+from gateway.control.routes import openapi_document
 from inventiv.settings import Settings
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def _properties_named(node: Any, name: str, where: str = "") -> Iterator[tuple[s
 
 
 def test_data_volume_gb_says_what_null_and_0_mean() -> None:
-    found = dict(_properties_named(document(), "data_volume_gb"))
+    found = dict(_properties_named(openapi_document(), "data_volume_gb"))
     assert {"/paths//deployments/post/requestBody/content/application/json/schema",
             "/paths//models/post/requestBody/content/application/json/schema",
             "/paths//models/{id}/patch/requestBody/content/application/json/schema",
