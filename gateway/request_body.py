@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from gateway.control.input_validation import is_blank
+from gateway.blank_text import is_blank
 from gateway.errors import bad_request
 
 # orjson reads an integer beyond 64 bits as a float (orjson.loads(b"18446744073709551616") is

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from gateway.blank_text import TEXT_PATTERN
 from gateway.control.heartbeat import TELEMETRY_FIELDS
-from gateway.control.input_validation import TEXT_PATTERN
 from gateway.control.schema import Schema, array, described, obj, operation, ref, scalar
 from worker.engines import EngineName
 
