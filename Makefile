@@ -17,8 +17,10 @@ up: $(STAMP)
 
 test: lint typecheck pytest
 
+# lint-imports checks the layering (setup.cfg's [importlinter] contracts); imports inside functions count.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -44,9 +44,10 @@ def create_app(settings: Settings) -> web.Application:
     setup_inference_routes(app)
 
     from gateway.console import setup_console
+    from gateway.console.auth import accept_session
     from gateway.control import setup_control_api
 
-    setup_control_api(app)
+    setup_control_api(app, accept_session)
     setup_console(app)
     return app
 

@@ -20,9 +20,9 @@ from gateway import metrics
 from gateway.affinity import Affinity
 from gateway.auth import KeyTable
 from gateway.hot_metrics import HotMetrics
+from gateway.lifecycle import Lifecycle
 from gateway.limits import Limiter
 from gateway.model_resolution import Catalog
-from gateway.state import Lifecycle
 from gateway.tracing import AccessSink
 from gateway.upstream import UpstreamPool
 from gateway.usage_recorder import UsageRecorder

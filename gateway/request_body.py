@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from gateway.control.input_validation import is_blank
+from gateway.blank_text import is_blank
 from gateway.error_codes import ErrorCode
 from gateway.errors import bad_request
 

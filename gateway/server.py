@@ -17,9 +17,7 @@ import re
 import shutil
 import signal
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from types import FrameType
 
 from aiohttp import web
 
@@ -28,6 +26,7 @@ from gateway.app import create_app
 from gateway.connections import GatewayRunner
 from gateway.redis_persistence import check_persistence
 from inventiv.logs import setup_logging
+from inventiv.process_group import supervise
 from inventiv.services import ensure_services
 from inventiv.settings import Settings
 from inventiv.worker_secrets import worker_secrets
@@ -39,6 +38,8 @@ _BACKLOG = 4096
 # What aiohttp waits for at cleanup, after our own drain: only idle keep-alive connections are left
 # by then (its default, 60 s, kept a drained process alive for a minute).
 _SHUTDOWN_S = 1.0
+# Beyond the children's own drain timeout, before those still running are killed.
+_KILL_GRACE_S = 5.0
 # How often a gateway child checks that its supervisor is still alive.
 _ORPHAN_CHECK_S = 1.0
 # The metrics folder of a gateway group: the prefix, the supervisor's pid, mkdtemp's random suffix.
@@ -128,26 +129,7 @@ def _run_workers(settings: Settings, count: int) -> int:
     ]
     for child in children:
         child.start()
-    stopping = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    while not stopping and all(c.is_alive() for c in children):
-        time.sleep(0.2)
-    for child in children:
-        if child.is_alive() and child.pid is not None:
-            os.kill(child.pid, signal.SIGTERM)
-    for child in children:
-        child.join(settings.drain_timeout_s + 5)
-        if child.is_alive():
-            child.kill()
-            child.join()
-    failed = [c.exitcode for c in children if c.exitcode not in (0, -signal.SIGTERM)]
-    return 1 if failed and not stopping else 0
+    return supervise(children, settings.drain_timeout_s + _KILL_GRACE_S).status
 
 
 def _worker_main(settings: Settings, parent: int | None = None) -> None:

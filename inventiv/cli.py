@@ -14,14 +14,13 @@ import warnings
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from inventiv import redis_keys
+from inventiv.command_error import CommandError
 from inventiv.deploy.parser import add_parser as add_deploy_parser
 from inventiv.embedded import EmbeddedServiceError
+from inventiv.key_announcement import announce_key
 from inventiv.logs import setup_logging
 from inventiv.ports import PortUnavailable, check_port_free
-from inventiv.services import ensure_services, open_pool, redis_client
+from inventiv.services import ensure_services, open_pool
 from inventiv.settings import Settings, SettingsError, load_environment
 from sql.migrate import MigrationError
 from sql.pool import DatabaseUnavailable
@@ -29,10 +28,6 @@ from sql.pool import DatabaseUnavailable
 log = logging.getLogger("inventiv")
 
 EXPECTED_ERRORS = (SettingsError, DatabaseUnavailable, EmbeddedServiceError, MigrationError, PortUnavailable)
-
-
-class CommandError(RuntimeError):
-    """A one-line error for the operator."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,20 +296,5 @@ async def _create_key(settings: Settings, org: str, name: str, scopes: list[str]
             raise CommandError(f"no organization with slug {org!r}")
         created = await create_api_key(conn, organization["id"], name, sorted(set(scopes)))
     print(created.key, flush=True)
-    await _announce_key(settings, str(created.row["id"]))
+    await announce_key(settings, str(created.row["id"]))
     return 0
-
-
-async def _announce_key(settings: Settings, key_id: str) -> None:
-    """Make running gateways load the new key now, as POST /api_keys does, not at their next refresh.
-
-    Best effort: the key is stored and printed already, and gateways find it by polling anyway.
-    """
-    client = redis_client(settings)
-    try:
-        await client.publish(redis_keys.key(settings, redis_keys.KEYS_CHANGED), key_id)
-    except (RedisError, OSError) as exc:
-        print(f"inventiv: warning: running gateways were not notified ({exc}); "
-              f"they accept the key within {settings.routing_refresh_s:g} s", file=sys.stderr)
-    finally:
-        await client.aclose()

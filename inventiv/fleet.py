@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 
-from inventiv.cli import CommandError
+from inventiv.command_error import CommandError
 from inventiv.services import open_pool
 from inventiv.settings import Settings
 from scheduler.cloud_check import count, exit_status, render

@@ -13,7 +13,8 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from inventiv.cli import CommandError, _announce_key
+from inventiv.command_error import CommandError
+from inventiv.key_announcement import announce_key
 from inventiv.services import open_pool
 from inventiv.settings import Settings
 
@@ -109,7 +110,7 @@ async def set_organization_limits(settings: Settings, slug: str, args: argparse.
             conn, organization_id=organization["id"], **update_params(changes)
         )
     print(f"{slug}: " + " ".join(f"{column}={_shown(value)}" for column, value in changes.items()))
-    await _announce_key(settings, str(organization["id"]))
+    await announce_key(settings, str(organization["id"]))
     return 0
 
 
@@ -134,7 +135,7 @@ async def set_key_limits(settings: Settings, key_id: str, args: argparse.Namespa
     if row is None:
         raise CommandError(f"no API key with id {key_id!r}")
     print(f"{key_id}: " + " ".join(f"{column}={_shown(value)}" for column, value in changes.items()))
-    await _announce_key(settings, key_id)
+    await announce_key(settings, key_id)
     return 0
 
 

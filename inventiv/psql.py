@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from inventiv.cli import CommandError
+from inventiv.command_error import CommandError
 from inventiv.services import ensure_services
 from inventiv.settings import Settings
 

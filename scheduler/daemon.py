@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +13,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from inventiv.services import open_pool, redis_client
 from inventiv.settings import Settings
 from scheduler import metrics
+from scheduler.jobs import Closer, Job, Jobs, build_jobs
 from scheduler.leader import LeaderLock
 
 log = logging.getLogger(__name__)
@@ -21,10 +21,6 @@ log = logging.getLogger(__name__)
 # On SIGTERM, running jobs get this long to finish before they are cancelled (a cancelled pass resumes
 # on the next leader's claim; the commands job blocks at most a second).
 STOP_GRACE_S = 10.0
-
-Job = Callable[[], Awaitable[None]]
-Closer = Callable[[], Awaitable[None]]
-
 
 @dataclass
 class Daemon:
@@ -35,6 +31,11 @@ class Daemon:
     closers: list[Closer] = field(default_factory=list)
     is_leader: bool = False
     _running: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def install(self, made: Jobs) -> None:
+        """Schedule these jobs (at the next `schedule`) and close what they opened on exit."""
+        self.jobs.update(made.every)
+        self.closers += made.closers
 
     async def elect(self) -> None:
         was = self.is_leader
@@ -98,9 +99,7 @@ async def run_daemon(settings: Settings) -> int:
     async with open_pool(settings) as pool, metrics.serving(settings.gateway_host, settings.scheduler_metrics_port):
         redis = redis_client(settings)
         try:
-            from scheduler.jobs import register_jobs
-
-            await register_jobs(daemon, pool, redis)
+            daemon.install(await build_jobs(settings, pool, redis))
             scheduler = AsyncIOScheduler(event_loop=loop)
             daemon.schedule(scheduler)
             await daemon.elect()

@@ -23,6 +23,7 @@ from inventiv.action_types import ActionType
 from inventiv.logs import correlation_id
 from inventiv.statuses import InstanceStatus
 from scheduler import action_log, metrics, provisioning, termination
+from scheduler.failure import fail_instance
 from scheduler.lease import Claim, keep_claim
 from scheduler.retry import Disposition, backoff_s, classify, error_fields, retry_logged
 from scheduler.runtime import Runtime
@@ -251,18 +252,3 @@ async def _run(rt: Runtime, work: InstanceWork) -> Pass:
     if work.status == InstanceStatus.TERMINATING or (work.status in RELEASE_STATUSES and work.deleted_at is None):
         return await termination.advance(rt, work)
     return Pass(work.status, 0.0)
-
-
-async def fail_instance(rt: Runtime, instance_id: str, exc: BaseException) -> None:
-    """Mark the instance failed (its release then cleans up what it holds) and say why."""
-    code, message = error_fields(exc)
-    async with rt.pool.acquire() as conn:
-        changed = await queries.instances.mark_instance_failed(
-            conn, instance_id=instance_id, error_code=code, error_message=message
-        )
-    if not changed:
-        return
-    log.warning("instance failed", extra={"instance_id": instance_id, "error_code": code, "error": message})
-    await action_log.close_span(rt.pool, instance_id, ActionType.HEALTH_CHECK, exc)
-    await action_log.record(rt.pool, instance_id, ActionType.INSTANCE_FAILED, error=exc)
-    await rt.workers_changed(instance_id)

@@ -1,13 +1,15 @@
-"""The scheduler's interval jobs, registered on the daemon."""
+"""The scheduler's interval jobs and what to close after them: built here, installed by the daemon."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import aiohttp
 import aiopg
 import redis.asyncio as aioredis
 
+from inventiv.settings import Settings
 from inventiv.worker_secrets import worker_secrets
 from scheduler.commands import CommandConsumer
 from scheduler.driver import Driver
@@ -17,15 +19,25 @@ from scheduler.replacement import retire_dead_workers
 from scheduler.runtime import ProviderFactory, ProviderSet, Runtime
 from scheduler.sweep import sweep_orphans
 
-if TYPE_CHECKING:
-    from scheduler.daemon import Daemon
+Job = Callable[[], Awaitable[None]]
+Closer = Callable[[], Awaitable[None]]
 
 
-async def register_jobs(
-    daemon: Daemon, pool: aiopg.Pool, redis: aioredis.Redis, provider_factory: ProviderFactory | None = None
-) -> Runtime:
-    """Register every interval job on the daemon, and what to close on exit; returns the shared runtime."""
-    settings = daemon.settings
+@dataclass(frozen=True)
+class Jobs:
+    """What build_jobs made: each job with its interval in seconds, and the closers to run in order on exit,
+    after the jobs stopped (what the jobs opened: passes, providers, sessions)."""
+
+    every: dict[str, tuple[Job, float]]
+    closers: list[Closer]
+    runtime: Runtime
+
+
+async def build_jobs(
+    settings: Settings, pool: aiopg.Pool, redis: aioredis.Redis, provider_factory: ProviderFactory | None = None
+) -> Jobs:
+    """Every interval job on one shared runtime, and what to close on exit (async: the runtime's HTTP session
+    belongs to the running loop)."""
     worker_secrets(settings)  # refused before anything is opened when the key is missing
     rt = Runtime(settings, pool, redis, ProviderSet(settings, provider_factory), aiohttp.ClientSession())
     driver = Driver(rt)
@@ -48,13 +60,12 @@ async def register_jobs(
     async def sweep() -> None:
         await sweep_orphans(rt)
 
-    daemon.jobs.update(
-        provisioning=(drive, settings.scheduler_tick_s),
-        commands=(consume, settings.scheduler_tick_s),
-        health=(health, settings.health_interval_s),
-        reconcile=(reconcile, settings.reconcile_interval_s),
-        orphan_sweep=(sweep, settings.orphan_sweep_interval_s),
-    )
+    every: dict[str, tuple[Job, float]] = {
+        "provisioning": (drive, settings.scheduler_tick_s),
+        "commands": (consume, settings.scheduler_tick_s),
+        "health": (health, settings.health_interval_s),
+        "reconcile": (reconcile, settings.reconcile_interval_s),
+        "orphan_sweep": (sweep, settings.orphan_sweep_interval_s),
+    }
     # Passes first (they use the providers), then the providers and the HTTP session.
-    daemon.closers += [driver.close, commands.settle, rt.close]
-    return rt
+    return Jobs(every, [driver.close, commands.settle, rt.close], rt)

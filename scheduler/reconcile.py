@@ -31,7 +31,7 @@ from inventiv.action_types import ActionType
 from inventiv.statuses import InstanceStatus
 from providers.base import AttachedVolume, Provider, ProviderError, Server, Volume
 from scheduler import action_log
-from scheduler.driver import fail_instance
+from scheduler.failure import fail_instance
 from scheduler.fanout import fan_out
 from scheduler.retry import StepFailed
 from scheduler.runtime import Runtime

@@ -1,5 +1,5 @@
 """What every scheduler job works with: settings, the pool, Redis, one provider object per cloud, and
-one HTTP session for worker probes. Built once by `scheduler.jobs.register_jobs`, closed on exit."""
+one HTTP session for worker probes. Built once by `scheduler.jobs.build_jobs`, closed on exit."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway import state
+from gateway.blank_text import TEXT_PATTERN, is_blank
 from gateway.connections import read_body
 from gateway.error_codes import ErrorCode
 from gateway.errors import bad_request
@@ -272,18 +273,6 @@ _TEXT_CHECKS: dict[Kind, Callable[[str, str, FieldSpec], Any]] = {
 
 
 # Shared bounds ---------------------------------------------------------------------------------
-
-# Text is refused when it holds only these blanks, or a NUL. The set is spelt out rather than `\s`, which
-# means different characters in Python and in the ECMA-262 regexes of JSON Schema; TEXT_PATTERN says the
-# same in the schema: https://json-schema.org/draft/2020-12/json-schema-core#section-6.4
-_BLANKS = r"\t\n\v\f\r "
-_VISIBLE = re.compile(f"[^{_BLANKS}]")
-TEXT_PATTERN = rf"^[^\u0000]*[^\u0000{_BLANKS}][^\u0000]*$"
-
-
-def is_blank(value: str) -> bool:
-    return _VISIBLE.search(value) is None
-
 
 def _checked_int(name: str, value: int, field: FieldSpec) -> int:
     if field.minimum is not None and value < field.minimum:

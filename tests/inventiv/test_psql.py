@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import psycopg2
 import pytest
 
-from inventiv.cli import CommandError
+from inventiv.command_error import CommandError
 from inventiv.embedded import EmbeddedServices
 from inventiv.psql import psql_args, psql_invocation, run_psql
 from inventiv.settings import Settings

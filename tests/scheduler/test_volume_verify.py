@@ -29,7 +29,7 @@ from providers.base import GB, Provider, ServerSpec, Volume, VolumeState
 from scheduler import sweep
 from scheduler.cloud_check import Level
 from scheduler.cloud_probe import check_clouds
-from scheduler.driver import fail_instance
+from scheduler.failure import fail_instance
 from scheduler.reconcile import reconcile_volumes
 from scheduler.retry import StepFailed
 from scheduler.runtime import ProviderSet, Runtime

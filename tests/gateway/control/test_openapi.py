@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from openapi_spec_validator import validate
 
 from gateway.app import create_app
-from gateway.control.openapi import document
+from gateway.control.routes import openapi_document
 from gateway.error_codes import ErrorCode
 from inventiv.action_types import ActionType
 from inventiv.settings import Settings
@@ -92,7 +92,7 @@ def _properties_named(node: Any, name: str, where: str = "") -> Iterator[tuple[s
 
 
 def test_data_volume_gb_says_what_null_and_0_mean() -> None:
-    found = dict(_properties_named(document(), "data_volume_gb"))
+    found = dict(_properties_named(openapi_document(), "data_volume_gb"))
     assert {"/paths//deployments/post/requestBody/content/application/json/schema",
             "/paths//models/post/requestBody/content/application/json/schema",
             "/paths//models/{id}/patch/requestBody/content/application/json/schema",
@@ -113,7 +113,7 @@ async def test_the_console_session_cookie_is_an_alternative_to_a_key(api: Api) -
 
 
 def test_statuses_are_published_as_their_enums() -> None:
-    schemas = document()["components"]["schemas"]
+    schemas = openapi_document()["components"]["schemas"]
     instance = schemas["Instance"]["properties"]
     assert instance["status"] == {"type": "string", "enum": [s.value for s in InstanceStatus]}
     assert instance["worker_status"] == {"type": "string", "enum": [s.value for s in WorkerStatus]}
@@ -121,10 +121,10 @@ def test_statuses_are_published_as_their_enums() -> None:
 
 
 def test_action_types_are_published_as_their_enum() -> None:
-    action_log = document()["components"]["schemas"]["ActionLog"]["properties"]
+    action_log = openapi_document()["components"]["schemas"]["ActionLog"]["properties"]
     assert action_log["action_type"] == {"type": "string", "enum": [a.value for a in ActionType]}
 
 
 def test_error_codes_are_published_as_their_enum() -> None:
-    error = document()["components"]["schemas"]["Error"]["properties"]["error"]
+    error = openapi_document()["components"]["schemas"]["Error"]["properties"]["error"]
     assert error["properties"]["code"] == {"type": "string", "enum": [c.value for c in ErrorCode]}

@@ -24,7 +24,7 @@ from schemathesis import CheckContext, GenerationMode, Response
 from schemathesis.checks import CheckFunction, not_a_server_error
 from schemathesis.specs.openapi import checks
 
-from gateway.control.openapi import document
+from gateway.control.routes import openapi_document
 
 if TYPE_CHECKING:
     from conftest import Api
@@ -64,7 +64,7 @@ CHECKS = {
 
 
 def _labels() -> list[str]:
-    return [f"{method.upper()} {path}" for path, item in document()["paths"].items() for method in item]
+    return [f"{method.upper()} {path}" for path, item in openapi_document()["paths"].items() for method in item]
 
 
 def _run(schema_url: str, label: str, mode: GenerationMode, headers: dict[str, str], keep_id: str) -> None:

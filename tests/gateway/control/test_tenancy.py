@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from gateway.control.openapi import Route, control_routes
+from gateway.control.routes import Route, control_routes
 from inventiv.worker_secrets import worker_secrets
 
 if TYPE_CHECKING:
