@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, Protocol
 import orjson
 
 access_log = logging.getLogger("gateway.access")
+_ACCESS_LOGGER = access_log.name.encode()
 
 MAX_REQUEST_ID_LEN = 128
 _SANE = re.compile(rf"[A-Za-z0-9._:/+=-]{{1,{MAX_REQUEST_ID_LEN}}}")
@@ -74,24 +75,32 @@ class BufferedJsonLines:
         self._buffer = bytearray()
         self._timer: asyncio.TimerHandle | None = None
         self._second = -1
-        self._stamp = ""
+        self._stamp = b""
 
     def write(self, fields: dict[str, Any]) -> None:
+        # {"ts": ..., "level": "info", "logger": "gateway.access", "msg": "request", **fields}, written as
+        # its bytes: the fixed head formatted once per second, the fields' own JSON object appended to it
+        # (rather than a second dict merged and encoded per line).
         now = time.time()
-        line = {"ts": self._ts(now), "level": "info", "logger": access_log.name, "msg": "request", **fields}
-        self._buffer += orjson.dumps(line, default=str)
-        self._buffer += b"\n"
-        if len(self._buffer) >= self.MAX_BYTES:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+        buffer = self._buffer
+        buffer += b'{"ts":"%s.%03dZ","level":"info","logger":"%s","msg":"request"' % (
+            self._stamp, int((now - second) * 1000), _ACCESS_LOGGER
+        )
+        encoded = orjson.dumps(fields, default=str)
+        if len(encoded) > 2:
+            buffer += b","
+            buffer += memoryview(encoded)[1:]
+        else:
+            buffer += b"}"
+        buffer += b"\n"
+        if len(buffer) >= self.MAX_BYTES:
             self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.FLUSH_S, self.flush)
-
-    def _ts(self, now: float) -> str:
-        # The same shape as inventiv/logs.py's, with the seconds part formatted once per second.
-        second = int(now)
-        if second != self._second:
-            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
 
     def flush(self) -> None:
         if self._timer is not None:

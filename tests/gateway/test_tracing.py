@@ -161,6 +161,19 @@ async def test_buffered_json_lines_match_the_json_log_format_and_go_out_in_batch
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", lines[0]["ts"])
 
 
+async def test_a_buffered_line_is_the_head_then_every_field_in_order() -> None:
+    stream = io.BytesIO()
+    sink = BufferedJsonLines(stream)
+    fields = {"request_id": "a", "status": 200, "model": "m", "outcome": None, "duration_ms": 1.5, "stream": False}
+    sink.write(fields)
+    sink.write({})
+    sink.flush()
+    first, empty = (orjson.loads(line) for line in stream.getvalue().splitlines())
+    assert list(first) == ["ts", "level", "logger", "msg", *fields]
+    assert first == {"ts": first["ts"], "level": "info", "logger": "gateway.access", "msg": "request", **fields}
+    assert empty == {"ts": empty["ts"], "level": "info", "logger": "gateway.access", "msg": "request"}
+
+
 async def test_a_full_batch_goes_out_at_once_and_a_broken_stream_fails_no_request() -> None:
     stream = io.BytesIO()
     sink = BufferedJsonLines(stream)
