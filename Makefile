@@ -15,6 +15,8 @@ $(STAMP): setup.cfg pyproject.toml
 up: $(STAMP)
 	$(BIN)/inventiv up
 
+# pytest here measures line and branch coverage (setup.cfg's [coverage:run]) and fails under 80 %;
+# a plain `pytest tests/x.py` runs without it.
 test: lint typecheck pytest
 
 # lint-imports checks the layering (setup.cfg's [importlinter] contracts); imports inside functions count.
@@ -28,7 +30,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	@test -x /usr/bin/chromium || echo "note: Chromium is not installed, so the console's browser tests skip;" \
 	  "get it with: apt-get install chromium (or: make system-tools)"
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-branch --cov-report=term:skip-covered --cov-fail-under=80
 
 # The real counterparts some tests run against; without them those tests skip and say how to get them.
 # `.ci/run` installs both and makes their absence a failure.

@@ -1,0 +1,36 @@
+"""The aiopg adapter's operations that none of the project's queries use yet: scripts (`#`), one statement
+for many rows (`*!`) and a select's cursor. aiosql calls them for those query kinds, so they run here,
+through aiosql, against the real Postgres."""
+
+from __future__ import annotations
+
+import aiopg
+import aiosql
+
+from sql.adapter import AiopgAdapter
+
+_SQL = """
+-- name: create-scratch()#
+create temporary table adapter_scratch (n int primary key, word text not null);
+
+-- name: insert-words(n, word)*!
+insert into adapter_scratch (n, word) values (:n, :word);
+
+-- name: list-words(least)
+select n, word from adapter_scratch where n >= :least order by n;
+"""
+
+scratch = aiosql.from_str(_SQL, AiopgAdapter, kwargs_only=True)  # type: ignore[arg-type]
+
+
+async def test_a_script_runs_whole_and_a_many_statement_counts_every_row(db_pool: aiopg.Pool) -> None:
+    async with db_pool.acquire() as conn:
+        try:
+            assert await scratch.create_scratch(conn) == "CREATE TABLE"
+            rows = [{"n": 1, "word": "one"}, {"n": 2, "word": "two"}, {"n": 3, "word": "three"}]
+            assert await scratch.insert_words(conn, rows) == 3
+            async with scratch.list_words_cursor(conn, least=2) as cur:
+                assert await cur.fetchall() == [{"n": 2, "word": "two"}, {"n": 3, "word": "three"}]
+        finally:
+            async with conn.cursor() as cur:
+                await cur.execute("drop table if exists adapter_scratch")
