@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -29,8 +30,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from gateway.direct_routes import DirectRoutes
 from gateway.error_codes import ErrorCode
-from gateway.errors import ApiError
+from gateway.errors import ApiError, Handler
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +121,18 @@ class _GatewayServer(web.Server):
 
 
 class GatewayRunner(web.AppRunner):
-    """`web.AppRunner` whose connections are `HeadTimeoutHandler`s."""
+    """`web.AppRunner` whose connections are `HeadTimeoutHandler`s; `direct` maps exact POST paths to
+    handlers that skip the application's router (gateway/direct_routes.py)."""
 
-    __slots__ = ("_head_timeout_s",)
+    __slots__ = ("_direct", "_head_timeout_s")
 
-    def __init__(self, app: web.Application, *, head_timeout_s: float, **kwargs: Any) -> None:
+    def __init__(
+        self, app: web.Application, *, head_timeout_s: float, direct: Mapping[str, Handler] | None = None,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(app, **kwargs)
         self._head_timeout_s = head_timeout_s
+        self._direct = direct or {}
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -133,4 +140,7 @@ class GatewayRunner(web.AppRunner):
         server.__class__ = _GatewayServer
         assert isinstance(server, _GatewayServer)
         server.head_timeout_s = self._head_timeout_s
+        if self._direct:
+            # Read by each connection when it is made (RequestHandler.__init__): set before any is.
+            server.request_handler = DirectRoutes(self._direct, server.request_handler)
         return server

@@ -25,6 +25,7 @@ from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError, bad_request
 from gateway.limits import Admission
 from gateway.model_resolution import Resolved
+from gateway.plane import DataPlane
 from gateway.relay import Outcome, content_type, is_json, json_usage, relay_stream
 from gateway.request_body import InferenceRequest, forward_body, parse_request
 from gateway.state import PLANE
@@ -63,15 +64,24 @@ COMPLETIONS = Route("/v1/completions", streamable=True)
 EMBEDDINGS = Route("/v1/embeddings", streamable=False)
 
 
+ROUTES = (CHAT, COMPLETIONS, EMBEDDINGS)
+
+
 def setup_inference_routes(app: web.Application) -> None:
-    for route in (CHAT, COMPLETIONS, EMBEDDINGS):
-        app.router.add_post(route.path, _handler(route))
+    for route, handler in direct_handlers(app).items():
+        app.router.add_post(route, handler)
     app.router.add_get("/v1/models", list_models)
 
 
-def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def direct_handlers(app: web.Application) -> dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+    """The POST inference routes' handlers by path; they take the data plane from `app`, not from the
+    request, so that they also serve requests that skipped the router (gateway/direct_routes.py)."""
+    return {route.path: _handler(app, route) for route in ROUTES}
+
+
+def _handler(app: web.Application, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        return await InferenceCall(request, route).run()
+        return await InferenceCall(request, route, app[PLANE]).run()
 
     return handle
 
@@ -84,10 +94,10 @@ class InferenceCall:
         "request", "request_id", "resolved", "route", "selected", "session", "session_moved", "started", "worker",
     )  # fmt: skip
 
-    def __init__(self, request: web.Request, route: Route) -> None:
+    def __init__(self, request: web.Request, route: Route, plane: DataPlane) -> None:
         self.request = request
         self.route = route
-        self.plane = request.app[PLANE]
+        self.plane = plane
         # Our own id keys the usage row, so a client reusing an X-Request-Id cannot collide with another
         # record; the correlation id shown everywhere is the client's X-Request-Id when sane, else ours.
         self.own_id = os.urandom(16).hex()

@@ -24,6 +24,7 @@ from aiohttp import web
 from gateway import state
 from gateway.app import create_app
 from gateway.connections import GatewayRunner
+from gateway.inference import direct_handlers
 from gateway.redis_persistence import check_persistence
 from inventiv.logs import setup_logging
 from inventiv.process_group import supervise
@@ -148,6 +149,7 @@ async def run_app(settings: Settings, stop: asyncio.Event | None = None, parent:
     runner = GatewayRunner(
         app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_S,
         head_timeout_s=settings.header_timeout_s, keepalive_timeout=settings.keepalive_timeout_s,
+        direct=direct_handlers(app),
     )
     await runner.setup()
     site = web.TCPSite(

@@ -9,9 +9,13 @@ import aiopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 from fleet import SMALL, ServeOne, WorkerFactory, insert_ready_instance, new_key, set_instance
 
+from gateway import state
 from gateway.app import create_app
+from gateway.connections import GatewayRunner
+from gateway.inference import direct_handlers
 from inventiv.settings import Settings
 from inventiv.worker_secrets import worker_secrets
 from providers.mock.worker import WorkerConfig
@@ -36,13 +40,23 @@ def gateway_settings(settings: Settings) -> Settings:
     return settings.replace(upstream_connect_timeout_s=1.0, upstream_first_byte_timeout_s=5.0, drain_timeout_s=2.0)
 
 
+class GatewayTestServer(TestServer):
+    """The gateway app served as `gateway.server.run_app` serves it: its runner, head timeout and direct
+    inference routes (the application alone answers the same; these tests take production's way in)."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        settings = self.app[state.SETTINGS]
+        return GatewayRunner(self.app, head_timeout_s=settings.header_timeout_s, direct=direct_handlers(self.app),
+                             **kwargs)  # fmt: skip
+
+
 @pytest.fixture
 def start_gateway(
     aiohttp_client: Any, db_pool: aiopg.Pool, gateway_settings: Settings
 ) -> Callable[..., Awaitable[TestClient]]:
     async def start(**changes: Any) -> TestClient:
         app = create_app(gateway_settings.replace(**changes))
-        return await aiohttp_client(app)
+        return await aiohttp_client(GatewayTestServer(app))
 
     return start
 
