@@ -8,69 +8,40 @@ bare protocol, and the two loops' transports differ in how they report EOF and p
 from __future__ import annotations
 
 import asyncio
-import gc
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
-import uvloop
+from event_loops import LOOPS, on_both_loops, run_on
+from raw_worker import (
+    CHUNKED_HEAD,
+    HOST,
+    LAST_CHUNK,
+    PATH,
+    Reader,
+    Server,
+    Writer,
+    chunk,
+    echo,
+    open_pool,
+    post,
+    reply,
+)
 
 from gateway import upstream
 from gateway.upstream import (
     UpstreamClosed,
     UpstreamConnectError,
-    UpstreamPool,
     UpstreamProtocolError,
     UpstreamResponse,
     UpstreamTimeout,
     build_head,
 )
 
-HOST = "127.0.0.1"
-PATH = b"/v1/chat/completions"
 # The pool pauses reading at 256 KiB buffered; one socket read (up to 256 KiB on both loops) can
 # overshoot that before the pause takes effect. 1 MiB is a comfortable bound that is still far from
 # the body sizes the backpressure test sends.
 BUFFER_BOUND = 1024 * 1024
-# Bounded polling for what the server sees after the client acts (no fixed sleeps).
-WAIT_S = 5.0
-
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,
-}
-
-
-def run_on(loop: str, coro: Coroutine[Any, Any, None]) -> None:
-    """Run `coro` on a new loop of that kind; an error a loop callback swallowed fails the test too."""
-    swallowed: list[str] = []
-
-    def note(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        # Only text is kept: holding the exception would keep its frames, and the transports they
-        # reference, alive past the test.
-        swallowed.append(f"{context.get('message')}: {context.get('exception')!r}")
-
-    try:
-        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-            runner.get_loop().set_exception_handler(note)
-            runner.run(coro)
-    finally:
-        # A transport leaked by a failure is reported now, against this test, not a later one.
-        gc.collect()
-    assert not swallowed, f"the event loop swallowed errors: {swallowed}"
-
-
-def on_both_loops(scenario: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[str], None]:
-    @pytest.mark.parametrize("loop", list(LOOPS))
-    def test(loop: str) -> None:
-        run_on(loop, scenario())
-
-    test.__name__ = scenario.__name__
-    test.__doc__ = scenario.__doc__
-    return test
-
 
 Run = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -83,119 +54,6 @@ def run(request: pytest.FixtureRequest) -> Run:
         run_on(request.param, coro)
 
     return run
-
-
-# -- a raw HTTP/1.1 server -------------------------------------------------------------------------
-
-Reader: TypeAlias = asyncio.StreamReader
-Writer: TypeAlias = asyncio.StreamWriter
-Script = Callable[["Server", int, Reader, Writer], Awaitable[None]]
-
-
-class Server:
-    """Runs `script(server, connection_number, reader, writer)` for every connection it accepts."""
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.connections = 0
-        self.requests: list[tuple[bytes, bytes]] = []
-        self.hangups = 0
-        self.sent = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.port = 0
-
-    async def __aenter__(self) -> Server:
-        self._server = await asyncio.start_server(self._handle, HOST, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-        # Connections still open end here, before their loop does.
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks)
-
-    async def _handle(self, reader: Reader, writer: Writer) -> None:
-        self.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self.script(self, self.connections, reader, writer)
-        except (ConnectionError, asyncio.CancelledError):
-            # Cancelled by __aexit__: a handler task must not end cancelled (asyncio's streams report
-            # that as an unhandled error).
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
-
-    async def read_request(self, reader: Reader) -> tuple[bytes, bytes] | None:
-        """The next request (head, body), or None when the client hung up."""
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            match = re.search(rb"(?i)\r\ncontent-length: *(\d+)\r\n", head)
-            body = await reader.readexactly(int(match.group(1)) if match else 0)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            self.hangups += 1
-            return None
-        self.requests.append((head, body))
-        return head, body
-
-    async def wait_hangup(self, reader: Reader) -> None:
-        """Block until the client drops the connection (EOF or reset)."""
-        try:
-            while await reader.read(65536):
-                pass
-        except ConnectionError:
-            pass
-        self.hangups += 1
-
-    async def until(self, condition: Callable[[], bool]) -> None:
-        """Poll, bounded: the conditions mix what the server saw with the client's state."""
-        async with asyncio.timeout(WAIT_S):
-            while not condition():  # noqa: ASYNC110
-                await asyncio.sleep(0.005)
-
-
-def reply(body: bytes, extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (
-        len(body), extra, body,
-    )
-
-
-CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-async def echo(server: Server, n: int, reader: Reader, writer: Writer) -> None:
-    """A well-behaved keep-alive worker: answers every request with `conn <n>: <body>`."""
-    while (request := await server.read_request(reader)) is not None:
-        writer.write(reply(b"conn %d: %s" % (n, request[1])))
-        await writer.drain()
-
-
-@asynccontextmanager
-async def open_pool() -> AsyncIterator[UpstreamPool]:
-    pool = UpstreamPool(connect_timeout=1.0)
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-async def post(pool: UpstreamPool, server: Server, body: bytes = b'{"n":1}', head_s: float = WAIT_S
-               ) -> UpstreamResponse:
-    head = build_head(b"POST", PATH, b"%s:%d" % (HOST.encode(), server.port), len(body))
-    return await pool.request(HOST, server.port, head, body, first_byte_timeout=head_s)
 
 
 async def read_until_error(response: UpstreamResponse) -> tuple[bytes, Exception | None]:
