@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from gateway import sse
+from gateway.coro_step import step_coroutine
 from gateway.upstream import UpstreamError, UpstreamResponse
 
 
@@ -64,7 +65,7 @@ class _Relay:
     A chunk is written to the client at once: `response.write()` completes without suspending unless
     the client's socket buffer is full. Then the write is parked, the worker's connection paused and
     later chunks held, until the client drains; the write coroutine is stepped by hand, as a task
-    would, because this runs inside a protocol callback where nothing may be awaited.
+    would (`step_coroutine`), because this runs inside a protocol callback where nothing may be awaited.
     """
 
     __slots__ = (
@@ -137,10 +138,7 @@ class _Relay:
     def _step(self, coro: Coroutine[Any, Any, None]) -> bool:
         """True when the write completed; False when it is parked or failed."""
         try:
-            yielded = coro.send(None)
-        except StopIteration:
-            self.parked = None
-            return True
+            done = step_coroutine(coro, self._run)
         except Exception as exc:
             # The client is gone (or its connection broke): stop the worker too.
             self.parked = None
@@ -149,15 +147,13 @@ class _Relay:
             self.up.close()
             self._settle()
             return False
+        if done:
+            self.parked = None
+            return True
         self.parked = coro
         if not self.paused:
             self.paused = True
             self.up.pause()
-        if isinstance(yielded, asyncio.Future):
-            yielded._asyncio_future_blocking = False
-            yielded.add_done_callback(lambda _: self._run(coro))
-        else:
-            self.loop.call_soon(self._run, coro)
         return False
 
     def _settle(self) -> None:
