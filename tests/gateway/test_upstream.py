@@ -498,6 +498,39 @@ async def test_close_drops_every_idle_connection_and_keeps_none_after() -> None:
         await one.until(lambda: one.hangups == 2)
 
 
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.transport = _Transport()
+        self.response: UpstreamResponse | None = None
+
+
+@pytest.mark.parametrize(
+    ("size", "writes"),
+    [(0, 1), (upstream._COPY_BODY_BELOW - 1, 1), (upstream._COPY_BODY_BELOW, 2), (100_000, 2)],
+)
+def test_a_body_below_the_copy_limit_goes_with_the_head_and_a_larger_one_on_its_own(size: int, writes: int) -> None:
+    head, body = build_head(b"POST", PATH, b"worker", size), b"x" * size
+    conn = _Conn()
+
+    async def send() -> None:
+        upstream.UpstreamPool(connect_timeout=1.0)._send(conn, asyncio.get_running_loop(), head, body)  # type: ignore[arg-type]
+
+    asyncio.run(send())
+    assert b"".join(conn.transport.writes) == head + body
+    assert len(conn.transport.writes) == writes
+    if writes == 2:
+        # The large body itself, not a copy of it.
+        assert conn.transport.writes[1] is body
+
+
 def test_build_head() -> None:
     head = build_head(b"POST", b"/v1/embeddings", b"10.0.0.5:8000", 42, b"X-Request-Id: r1\r\n")
     assert head == (
