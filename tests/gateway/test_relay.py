@@ -3,7 +3,7 @@ usage-only event, and the usage is found, however the worker's bytes are cut int
 
 The relay's sink is driven as the upstream connection drives it (one call per read, then a flush, then
 the end-of-stream step); the client is a recorder whose writes complete at once, so the worker's
-connection is never paused. Pausing under backpressure is tested end to end in test_inference.py.
+connection is never paused. Pausing under backpressure is tested in test_relay_backpressure.py.
 """
 
 from __future__ import annotations
