@@ -18,6 +18,7 @@ from raw_worker import (
     HOST,
     LAST_CHUNK,
     PATH,
+    WAIT_S,
     Reader,
     Server,
     Writer,
@@ -466,6 +467,71 @@ async def test_a_slow_reader_pauses_the_worker_instead_of_buffering() -> None:
             await asyncio.sleep(0)
             assert response.buffered <= BUFFER_BOUND
         assert received == BIG
+        assert response.complete
+
+
+class Collect:
+    """A stream() sink that keeps what it gets; with `pause`, pauses the response on the first flush."""
+
+    def __init__(self, response: UpstreamResponse, *, pause: bool = False) -> None:
+        self.response = response
+        self.pause = pause
+        self.data = bytearray()
+
+    def __call__(self, chunk: bytes) -> None:
+        self.data += chunk
+
+    def flush(self) -> None:
+        if self.pause:
+            self.pause = False
+            self.response.pause()
+
+
+def in_order(data: bytes) -> bool:
+    pattern = bytes(range(256)) * (len(data) // 256 + 1)
+    return data == pattern[: len(data)]
+
+
+@on_both_loops
+async def test_a_sink_that_pauses_the_stream_stops_the_reads_until_it_resumes() -> None:
+    async with Server(firehose) as server, open_pool() as pool:
+        response = await post(pool, server)
+        sink = Collect(response, pause=True)
+        streaming = asyncio.ensure_future(response.stream(sink))
+        try:
+            await server.until(lambda: bool(sink.data))
+            conn = response._conn
+            assert conn is not None and conn.transport is not None and not conn.transport.is_reading()
+            got = len(sink.data)
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+                assert len(sink.data) == got
+            # So the kernel's buffers fill and the worker cannot send the rest.
+            assert server.sent < BIG
+            response.resume()
+            async with asyncio.timeout(WAIT_S):
+                await streaming
+        finally:
+            # On failure, a connection left paused and open would outlive the loop.
+            response.close()
+        assert len(sink.data) == BIG and in_order(bytes(sink.data))
+        assert response.complete
+
+
+@on_both_loops
+async def test_stream_resumes_a_connection_paused_while_nobody_read() -> None:
+    async with Server(firehose) as server, open_pool() as pool:
+        response = await post(pool, server)
+        await server.until(lambda: response.buffered > 256 * 1024)
+        conn = response._conn
+        assert conn is not None and conn.transport is not None and not conn.transport.is_reading()
+        sink = Collect(response)
+        try:
+            async with asyncio.timeout(WAIT_S):
+                await response.stream(sink)
+        finally:
+            response.close()
+        assert len(sink.data) == BIG and in_order(bytes(sink.data))
         assert response.complete
 
 
