@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from gateway import sse
+from gateway.coro_step import step_coroutine
 from gateway.error_codes import ErrorCode
 from gateway.upstream import UpstreamError, UpstreamResponse
 
@@ -59,13 +60,13 @@ def content_type(up: UpstreamResponse, default: str) -> str:
     return value.decode("latin-1") if value else default
 
 
-class _Relay:
+class StreamRelay:
     """The sink a streaming response's chunks are pushed into, from the upstream connection's callback.
 
     A chunk is written to the client at once: `response.write()` completes without suspending unless
     the client's socket buffer is full. Then the write is parked, the worker's connection paused and
     later chunks held, until the client drains; the write coroutine is stepped by hand, as a task
-    would, because this runs inside a protocol callback where nothing may be awaited.
+    would (`step_coroutine`), because this runs inside a protocol callback where nothing may be awaited.
     """
 
     __slots__ = (
@@ -138,10 +139,7 @@ class _Relay:
     def _step(self, coro: Coroutine[Any, Any, None]) -> bool:
         """True when the write completed; False when it is parked or failed."""
         try:
-            yielded = coro.send(None)
-        except StopIteration:
-            self.parked = None
-            return True
+            done = step_coroutine(coro, self._run)
         except Exception as exc:
             # The client is gone (or its connection broke): stop the worker too.
             self.parked = None
@@ -150,15 +148,13 @@ class _Relay:
             self.up.close()
             self._settle()
             return False
+        if done:
+            self.parked = None
+            return True
         self.parked = coro
         if not self.paused:
             self.paused = True
             self.up.pause()
-        if isinstance(yielded, asyncio.Future):
-            yielded._asyncio_future_blocking = False
-            yielded.add_done_callback(lambda _: self._run(coro))
-        else:
-            self.loop.call_soon(self._run, coro)
         return False
 
     def _settle(self) -> None:
@@ -191,7 +187,7 @@ async def relay_stream(
     response = web.StreamResponse(status=up.status, headers=headers)
     response.content_type = content_type(up, "text/event-stream")
     await response.prepare(request)
-    relay = _Relay(response, up, outcome, strip_usage, clock)
+    relay = StreamRelay(response, up, outcome, strip_usage, clock)
     try:
         try:
             await up.stream(relay)
@@ -223,7 +219,7 @@ async def relay_stream(
     return response
 
 
-def _take_usage(relay: _Relay, outcome: Outcome) -> bytes:
+def _take_usage(relay: StreamRelay, outcome: Outcome) -> bytes:
     """The usage in the stream's tail or in its held-back bytes; returns the held-back bytes to forward."""
     pending = relay.pending
     if pending and sse.has_usage(pending):

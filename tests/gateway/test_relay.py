@@ -3,7 +3,7 @@ usage-only event, and the usage is found, however the worker's bytes are cut int
 
 `relay_stream` is driven as the upstream connection drives it (one call per read, then a flush, until
 the response ends); the client is a recorder whose writes complete at once, so the worker's
-connection is never paused. Pausing under backpressure is tested end to end in test_inference.py.
+connection is never paused. Pausing under backpressure is tested in test_relay_backpressure.py.
 """
 
 from __future__ import annotations

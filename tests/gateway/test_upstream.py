@@ -8,69 +8,41 @@ bare protocol, and the two loops' transports differ in how they report EOF and p
 from __future__ import annotations
 
 import asyncio
-import gc
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
-import uvloop
+from event_loops import LOOPS, on_both_loops, run_on
+from raw_worker import (
+    CHUNKED_HEAD,
+    HOST,
+    LAST_CHUNK,
+    PATH,
+    WAIT_S,
+    Reader,
+    Server,
+    Writer,
+    chunk,
+    echo,
+    open_pool,
+    post,
+    reply,
+)
 
 from gateway import upstream
 from gateway.upstream import (
     UpstreamClosed,
     UpstreamConnectError,
-    UpstreamPool,
     UpstreamProtocolError,
     UpstreamResponse,
     UpstreamTimeout,
     build_head,
 )
 
-HOST = "127.0.0.1"
-PATH = b"/v1/chat/completions"
 # The pool pauses reading at 256 KiB buffered; one socket read (up to 256 KiB on both loops) can
 # overshoot that before the pause takes effect. 1 MiB is a comfortable bound that is still far from
 # the body sizes the backpressure test sends.
 BUFFER_BOUND = 1024 * 1024
-# Bounded polling for what the server sees after the client acts (no fixed sleeps).
-WAIT_S = 5.0
-
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,
-}
-
-
-def run_on(loop: str, coro: Coroutine[Any, Any, None]) -> None:
-    """Run `coro` on a new loop of that kind; an error a loop callback swallowed fails the test too."""
-    swallowed: list[str] = []
-
-    def note(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        # Only text is kept: holding the exception would keep its frames, and the transports they
-        # reference, alive past the test.
-        swallowed.append(f"{context.get('message')}: {context.get('exception')!r}")
-
-    try:
-        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-            runner.get_loop().set_exception_handler(note)
-            runner.run(coro)
-    finally:
-        # A transport leaked by a failure is reported now, against this test, not a later one.
-        gc.collect()
-    assert not swallowed, f"the event loop swallowed errors: {swallowed}"
-
-
-def on_both_loops(scenario: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[str], None]:
-    @pytest.mark.parametrize("loop", list(LOOPS))
-    def test(loop: str) -> None:
-        run_on(loop, scenario())
-
-    test.__name__ = scenario.__name__
-    test.__doc__ = scenario.__doc__
-    return test
-
 
 Run = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -83,119 +55,6 @@ def run(request: pytest.FixtureRequest) -> Run:
         run_on(request.param, coro)
 
     return run
-
-
-# -- a raw HTTP/1.1 server -------------------------------------------------------------------------
-
-Reader: TypeAlias = asyncio.StreamReader
-Writer: TypeAlias = asyncio.StreamWriter
-Script = Callable[["Server", int, Reader, Writer], Awaitable[None]]
-
-
-class Server:
-    """Runs `script(server, connection_number, reader, writer)` for every connection it accepts."""
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.connections = 0
-        self.requests: list[tuple[bytes, bytes]] = []
-        self.hangups = 0
-        self.sent = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.port = 0
-
-    async def __aenter__(self) -> Server:
-        self._server = await asyncio.start_server(self._handle, HOST, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-        # Connections still open end here, before their loop does.
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks)
-
-    async def _handle(self, reader: Reader, writer: Writer) -> None:
-        self.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self.script(self, self.connections, reader, writer)
-        except (ConnectionError, asyncio.CancelledError):
-            # Cancelled by __aexit__: a handler task must not end cancelled (asyncio's streams report
-            # that as an unhandled error).
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
-
-    async def read_request(self, reader: Reader) -> tuple[bytes, bytes] | None:
-        """The next request (head, body), or None when the client hung up."""
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            match = re.search(rb"(?i)\r\ncontent-length: *(\d+)\r\n", head)
-            body = await reader.readexactly(int(match.group(1)) if match else 0)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            self.hangups += 1
-            return None
-        self.requests.append((head, body))
-        return head, body
-
-    async def wait_hangup(self, reader: Reader) -> None:
-        """Block until the client drops the connection (EOF or reset)."""
-        try:
-            while await reader.read(65536):
-                pass
-        except ConnectionError:
-            pass
-        self.hangups += 1
-
-    async def until(self, condition: Callable[[], bool]) -> None:
-        """Poll, bounded: the conditions mix what the server saw with the client's state."""
-        async with asyncio.timeout(WAIT_S):
-            while not condition():  # noqa: ASYNC110
-                await asyncio.sleep(0.005)
-
-
-def reply(body: bytes, extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (
-        len(body), extra, body,
-    )
-
-
-CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-async def echo(server: Server, n: int, reader: Reader, writer: Writer) -> None:
-    """A well-behaved keep-alive worker: answers every request with `conn <n>: <body>`."""
-    while (request := await server.read_request(reader)) is not None:
-        writer.write(reply(b"conn %d: %s" % (n, request[1])))
-        await writer.drain()
-
-
-@asynccontextmanager
-async def open_pool() -> AsyncIterator[UpstreamPool]:
-    pool = UpstreamPool(connect_timeout=1.0)
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-async def post(pool: UpstreamPool, server: Server, body: bytes = b'{"n":1}', head_s: float = WAIT_S
-               ) -> UpstreamResponse:
-    head = build_head(b"POST", PATH, b"%s:%d" % (HOST.encode(), server.port), len(body))
-    return await pool.request(HOST, server.port, head, body, first_byte_timeout=head_s)
 
 
 async def read_until_error(response: UpstreamResponse) -> tuple[bytes, Exception | None]:
@@ -611,6 +470,71 @@ async def test_a_slow_reader_pauses_the_worker_instead_of_buffering() -> None:
         assert response.complete
 
 
+class Collect:
+    """A stream() sink that keeps what it gets; with `pause`, pauses the response on the first flush."""
+
+    def __init__(self, response: UpstreamResponse, *, pause: bool = False) -> None:
+        self.response = response
+        self.pause = pause
+        self.data = bytearray()
+
+    def __call__(self, chunk: bytes) -> None:
+        self.data += chunk
+
+    def flush(self) -> None:
+        if self.pause:
+            self.pause = False
+            self.response.pause()
+
+
+def in_order(data: bytes) -> bool:
+    pattern = bytes(range(256)) * (len(data) // 256 + 1)
+    return data == pattern[: len(data)]
+
+
+@on_both_loops
+async def test_a_sink_that_pauses_the_stream_stops_the_reads_until_it_resumes() -> None:
+    async with Server(firehose) as server, open_pool() as pool:
+        response = await post(pool, server)
+        sink = Collect(response, pause=True)
+        streaming = asyncio.ensure_future(response.stream(sink))
+        try:
+            await server.until(lambda: bool(sink.data))
+            conn = response._conn
+            assert conn is not None and conn.transport is not None and not conn.transport.is_reading()
+            got = len(sink.data)
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+                assert len(sink.data) == got
+            # So the kernel's buffers fill and the worker cannot send the rest.
+            assert server.sent < BIG
+            response.resume()
+            async with asyncio.timeout(WAIT_S):
+                await streaming
+        finally:
+            # On failure, a connection left paused and open would outlive the loop.
+            response.close()
+        assert len(sink.data) == BIG and in_order(bytes(sink.data))
+        assert response.complete
+
+
+@on_both_loops
+async def test_stream_resumes_a_connection_paused_while_nobody_read() -> None:
+    async with Server(firehose) as server, open_pool() as pool:
+        response = await post(pool, server)
+        await server.until(lambda: response.buffered > 256 * 1024)
+        conn = response._conn
+        assert conn is not None and conn.transport is not None and not conn.transport.is_reading()
+        sink = Collect(response)
+        try:
+            async with asyncio.timeout(WAIT_S):
+                await response.stream(sink)
+        finally:
+            response.close()
+        assert len(sink.data) == BIG and in_order(bytes(sink.data))
+        assert response.complete
+
+
 # -- forgetting a worker, closing the pool ---------------------------------------------------------
 
 
@@ -638,6 +562,39 @@ async def test_close_drops_every_idle_connection_and_keeps_none_after() -> None:
         # A request finishing after close() does not park its connection in the closed pool.
         assert await (await post(pool, one)).read_all() == b'conn 2: {"n":1}'
         await one.until(lambda: one.hangups == 2)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.transport = _Transport()
+        self.response: UpstreamResponse | None = None
+
+
+@pytest.mark.parametrize(
+    ("size", "writes"),
+    [(0, 1), (upstream.COPY_BODY_BELOW - 1, 1), (upstream.COPY_BODY_BELOW, 2), (100_000, 2)],
+)
+def test_a_body_below_the_copy_limit_goes_with_the_head_and_a_larger_one_on_its_own(size: int, writes: int) -> None:
+    head, body = build_head(b"POST", PATH, b"worker", size), b"x" * size
+    conn = _Conn()
+
+    async def send() -> None:
+        upstream.UpstreamPool(connect_timeout=1.0)._send(conn, asyncio.get_running_loop(), head, body)  # type: ignore[arg-type]
+
+    asyncio.run(send())
+    assert b"".join(conn.transport.writes) == head + body
+    assert len(conn.transport.writes) == writes
+    if writes == 2:
+        # The large body itself, not a copy of it.
+        assert conn.transport.writes[1] is body
 
 
 def test_build_head() -> None:
