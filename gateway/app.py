@@ -10,8 +10,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway import loop_lag, state, tracing
 from gateway import metrics as metrics_module
-from gateway import state, tracing
 from gateway.affinity import Affinity
 from gateway.auth import KeyTable
 from gateway.background import stop_tasks
@@ -95,6 +95,7 @@ async def _data_plane(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(plane.listen_forever(redis), name="routing-notifications"),
         asyncio.create_task(writer.run_forever(), name="usage-writer"),
         asyncio.create_task(plane.hot.fold_forever(lambda: plane.workers.in_flight), name="metrics-fold"),
+        asyncio.create_task(loop_lag.probe_forever(), name="loop-lag-probe"),
     ]
     app[state.LIFECYCLE].loaded = True
     yield

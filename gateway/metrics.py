@@ -43,6 +43,13 @@ PHASE = Histogram(
     "inventiv_gateway_phase_seconds", "Time spent in each phase of an inference request (gateway/tracing.py)",
     ["phase"], buckets=_PHASE_BUCKETS,
 )
+# From a fifth of a millisecond (a loop that keeps up) to a second (one that does not).
+_LAG_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+LOOP_LAG = Histogram(
+    "inventiv_gateway_event_loop_lag_seconds",
+    "How late the event loop woke a task that was due (gateway/loop_lag.py): what any request may have waited",
+    buckets=_LAG_BUCKETS,
+)
 TOKENS = Counter("inventiv_gateway_tokens", "Tokens by model and kind (prompt, completion)", ["model", "kind"])
 IN_FLIGHT = Gauge(
     "inventiv_gateway_in_flight", "Requests in flight per worker instance", ["instance"], multiprocess_mode="livesum"
