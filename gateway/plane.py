@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiopg
@@ -39,6 +40,17 @@ log = logging.getLogger(__name__)
 _RESUBSCRIBE_S = 2.0
 
 
+# Routing table groups with a version in routing_versions (migration 0014).
+KEYS = "keys"
+CATALOG = "catalog"
+
+
+def stale(built: Mapping[str, int], current: Mapping[str, int], group: str) -> bool:
+    """Whether a table group must be refetched: its version moved since it was built, or is unknown (a
+    database without the row refetches every time, as before versions existed)."""
+    return group not in current or built.get(group) != current[group]
+
+
 @dataclass
 class DataPlane:
     settings: Settings
@@ -56,15 +68,30 @@ class DataPlane:
     # The per-request metrics, folded into prometheus_client every second and at each scrape.
     hot: HotMetrics = field(default_factory=HotMetrics)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # The routing_versions the key table and catalog were built from (empty: not built yet).
+    _versions: dict[str, int] = field(default_factory=dict)
 
     async def reload(self, pool: aiopg.Pool) -> None:
+        """Refetch the worker view, and the key table and catalog when their version moved (or is unknown).
+
+        The versions are read first: a change committed after that read moves the version again, so the
+        next refresh refetches; none is missed.
+        """
         async with pool.acquire() as conn:
-            keys = await fetch_all(queries.api_keys.list_active_api_keys(conn))
-            models = await fetch_all(queries.models.list_models_for_routing(conn))
-            offerings = await fetch_all(queries.offerings.list_offerings_for_routing(conn))
+            rows = await fetch_all(queries.routing.routing_versions(conn))
+            versions = {str(r["name"]): int(r["version"]) for r in rows}
+            keys = models = offerings = None
+            if stale(self._versions, versions, KEYS):
+                keys = await fetch_all(queries.api_keys.list_active_api_keys(conn))
+            if stale(self._versions, versions, CATALOG):
+                models = await fetch_all(queries.models.list_models_for_routing(conn))
+                offerings = await fetch_all(queries.offerings.list_offerings_for_routing(conn))
             workers = await fetch_all(queries.instances.list_routable_workers(conn))
-        self.keys.replace(keys)
-        self.catalog = Catalog.from_rows(models, offerings)
+        if keys is not None:
+            self.keys.replace(keys)
+        if models is not None and offerings is not None:
+            self.catalog = Catalog.from_rows(models, offerings)
+        self._versions = versions
         previous = self.workers.by_id
         for instance_id in self.workers.replace(worker_from_row(row, self.secrets) for row in workers):
             log.info("worker left the routing table", extra={"instance_id": instance_id})
