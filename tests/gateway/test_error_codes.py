@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
-from pathlib import Path
+
+from source_scan import members_named, parsed
 
 from gateway.error_codes import ErrorCode
 
-ROOT = Path(__file__).parents[2]
 # Where each function takes its code when it is given by position.
 _CODE_POSITION = {"ApiError": 2, "bad_request": 2, "not_found": 1, "error_event": 1}
 
 
-def _trees() -> Iterator[tuple[str, ast.AST]]:
-    for path in sorted((ROOT / "gateway").rglob("*.py")):
-        yield str(path.relative_to(ROOT)), ast.parse(path.read_text(), str(path))
 
 
 def _callee(call: ast.Call, in_api_error: bool) -> str | None:
@@ -58,21 +55,14 @@ def literal_codes(trees: Iterator[tuple[str, ast.AST]]) -> list[tuple[str, int, 
     ]
 
 
-def members_named(trees: Iterator[tuple[str, ast.AST]]) -> set[str]:
-    return {
-        node.attr
-        for _, tree in trees
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ErrorCode"
-    }
 
 
 def test_no_error_code_is_a_bare_string() -> None:
-    assert literal_codes(_trees()) == []
+    assert literal_codes(parsed(("gateway",))) == []
 
 
 def test_every_member_is_raised_somewhere_and_every_name_used_is_a_member() -> None:
-    assert members_named(_trees()) == set(ErrorCode.__members__)
+    assert members_named(parsed(("gateway",)), "ErrorCode") == set(ErrorCode.__members__)
 
 
 def test_the_scan_finds_every_way_a_code_is_given() -> None:

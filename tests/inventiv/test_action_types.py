@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
-from pathlib import Path
+
+from source_scan import members_named, parsed
 
 from inventiv.action_types import ActionType
 
-ROOT = Path(__file__).parents[2]
-PACKAGES = ("gateway", "scheduler", "inventiv", "sql", "providers", "worker")
 # scheduler/action_log.py's functions take the action type as their third argument.
 _LOGGING = {"start", "logged", "open_span", "close_span", "record"}
 
 
-def _trees() -> Iterator[tuple[str, ast.AST]]:
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            yield str(path.relative_to(ROOT)), ast.parse(path.read_text(), str(path))
 
 
 def _action_type_arguments(tree: ast.AST) -> Iterator[ast.expr]:
@@ -47,22 +42,14 @@ def literal_action_types(trees: Iterator[tuple[str, ast.AST]]) -> list[tuple[str
     ]
 
 
-def members_named(trees: Iterator[tuple[str, ast.AST]]) -> set[str]:
-    """The names of `ActionType.NAME` the code uses."""
-    return {
-        node.attr
-        for _, tree in trees
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ActionType"
-    }
 
 
 def test_no_action_type_is_written_as_a_bare_string() -> None:
-    assert literal_action_types(_trees()) == []
+    assert literal_action_types(parsed()) == []
 
 
 def test_every_member_is_written_somewhere_and_every_name_used_is_a_member() -> None:
-    assert members_named(_trees()) == set(ActionType.__members__)
+    assert members_named(parsed(), "ActionType") == set(ActionType.__members__)
 
 
 def test_the_scan_finds_literals_and_members() -> None:
@@ -74,4 +61,4 @@ async with action_log.logged(pool, iid, ActionType.PROVIDER_START):
 """
     tree = ast.parse(source)
     assert literal_action_types(iter([("x.py", tree)])) == [("x.py", 2, "NEW_STEP"), ("x.py", 3, "OTHER")]
-    assert members_named(iter([("x.py", tree)])) == {"PROVIDER_START"}
+    assert members_named(iter([("x.py", tree)]), "ActionType") == {"PROVIDER_START"}
