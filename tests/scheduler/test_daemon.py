@@ -39,6 +39,36 @@ async def test_one_leader_and_a_standby_that_takes_over(database_url: str) -> No
         await second.release()
 
 
+async def test_a_leader_whose_connection_was_cut_takes_the_lock_again(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The leader's session killed by the database (a failover, an admin): it notices, lets go and,
+    the lock being free again, becomes the leader once more."""
+    import aiopg
+
+    lock = LeaderLock(database_url)
+    try:
+        assert await lock.try_acquire() is True
+        async with aiopg.connect(database_url) as admin, admin.cursor() as cur:
+            await cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+            )
+        assert await lock.try_acquire() is True
+        assert "lost the leader connection" in caplog.text
+        assert lock.held
+    finally:
+        await lock.release()
+    assert not lock.held
+    await lock.release()  # twice: nothing held, nothing to do
+
+
+async def test_an_unreachable_database_elects_no_leader(caplog: pytest.LogCaptureFixture) -> None:
+    lock = LeaderLock("postgresql://postgres@127.0.0.1:1/postgres")
+    assert await lock.try_acquire() is False
+    assert "database unreachable" in caplog.text
+    assert not lock.held
+
+
 async def test_jobs_run_only_while_leader_and_their_errors_do_not_escape(
     settings: Settings, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
