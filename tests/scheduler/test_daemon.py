@@ -44,15 +44,24 @@ async def test_a_leader_whose_connection_was_cut_takes_the_lock_again(
 ) -> None:
     """The leader's session killed by the database (a failover, an admin): it notices, lets go and,
     the lock being free again, becomes the leader once more."""
+    import logging
+
     import aiopg
 
+    from scheduler.leader import LEADER_LOCK_KEY
+
+    caplog.set_level(logging.WARNING, logger="scheduler.leader")
     lock = LeaderLock(database_url)
     try:
         assert await lock.try_acquire() is True
+        # The session holding this database's leader lock (a bigint key: its high and low 32 bits).
+        holder = (
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+            " AND objid = %s AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
         async with aiopg.connect(database_url) as admin, admin.cursor() as cur:
-            await cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
-            )
+            await cur.execute(holder, (LEADER_LOCK_KEY >> 32, LEADER_LOCK_KEY & 0xFFFFFFFF))
+            assert await cur.fetchall() == [(True,)]
         assert await lock.try_acquire() is True
         assert "lost the leader connection" in caplog.text
         assert lock.held
