@@ -54,6 +54,11 @@ system-tools:
 bench: $(STAMP) bench-deps
 	$(BIN)/python -m benchmarks.gateway_bench $(BENCH_ARGS)
 
+# The cost curve under the gateway: aiohttp alone, a bare proxy on the gateway's upstream pool, the
+# gateway (benchmarks/proxy_floor.py; ~2 minutes).
+bench-floor: $(STAMP)
+	$(BIN)/python -m benchmarks.proxy_floor $(BENCH_ARGS)
+
 # nginx (Debian's), the static upstream of the benchmark's (a-static); without it that scenario is skipped.
 bench-deps:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
