@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck pytest test-deps llama-server system-tools bench bench-deps clean
+.PHONY: up test lint typecheck pytest test-deps llama-server system-tools bench bench-deps bench-floor clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
