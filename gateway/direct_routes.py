@@ -8,9 +8,10 @@ about a tenth of it.
 
 `DirectRoutes` is the server's request handler: a POST whose raw path is exactly an inference route
 goes straight to that route's handler, through `error_middleware` as the application would call it;
-anything else (the control API, the console, `/metrics`, those routes with a query string) goes to
-the application's own handler unchanged. The inference routes stay registered on the application as
-well, so the application alone (aiohttp's TestClient) serves the same answers.
+anything else (the control API, the console, `/metrics`, those routes with a query string or an
+`Expect` header) goes to the application's own handler unchanged. The inference routes stay
+registered on the application as well, so the application alone (aiohttp's TestClient) serves the
+same answers.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class DirectRoutes:
         self._fallback = fallback
 
     async def __call__(self, request: BaseRequest) -> web.StreamResponse:
-        if request.method == "POST":
+        # A request with `Expect: 100-continue` (curl's, for large bodies) is the application's: its
+        # router answers the expectation before the body is read.
+        if request.method == "POST" and "Expect" not in request.headers:
             handler = self._routes.get(request.raw_path)
             if handler is not None:
                 # The application's request factory (AppRunner's server) makes every request a web.Request.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from unittest import mock
 
@@ -43,6 +44,28 @@ async def test_only_an_exact_inference_post_is_dispatched_directly(method: str, 
     response = await _routes(seen)(make_mocked_request(method, path))
     assert seen == [taken]
     assert isinstance(response, web.Response) and response.text == ("direct" if taken == "chat" else "app")
+
+
+async def test_an_expectation_is_left_to_the_application_which_answers_it() -> None:
+    seen: list[str] = []
+    await _routes(seen)(make_mocked_request("POST", CHAT, headers={"Expect": "100-continue"}))
+    assert seen == ["app"]
+
+
+async def test_a_client_expecting_100_continue_is_answered_at_once(serve_one: ServeOne) -> None:
+    """curl sends `Expect: 100-continue` before a large body and waits up to a second for the 100."""
+    _, client, key, _ = await serve_one(tokens=3)
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    body = b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}]}' % SMALL.encode()
+    writer.write(b"POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (CHAT.encode(), key.encode(), len(body)))
+    async with asyncio.timeout(0.5):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 Continue")
+    writer.write(body)
+    async with asyncio.timeout(5):
+        assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200")
+    writer.close()
 
 
 async def test_a_direct_route_answers_errors_as_the_application_does() -> None:
