@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.loadgen import Endpoint
-from benchmarks.static_upstream import http_head
+from benchmarks.static_upstream import argv, http_head
 
 # Idle upstream connections kept per worker process: more than the benchmark's widest load (200
 # concurrent streams in (d)), so nginx never opens a connection per request once warm.
@@ -41,3 +41,10 @@ def config(run_dir: Path, port: int, upstream: Endpoint) -> str:
   }}
 }}
 """
+
+
+def prepare(nginx: Path, nginx_dir: Path, port: int, upstream: Endpoint) -> list[str]:
+    """A prefix folder of its own with the config in it; the command that runs nginx from there."""
+    nginx_dir.mkdir()
+    (nginx_dir / "nginx.conf").write_text(config(nginx_dir, port, upstream))
+    return argv(nginx, nginx_dir)

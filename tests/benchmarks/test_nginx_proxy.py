@@ -46,6 +46,13 @@ def test_everything_goes_to_the_one_worker_over_kept_alive_http_1_1() -> None:
         assert directive in location
 
 
+def test_prepare_writes_the_config_in_a_prefix_folder_of_its_own(tmp_path: Path) -> None:
+    argv = nginx_proxy.prepare(Path("/usr/sbin/nginx"), tmp_path / "nginx-fast", 18002, Endpoint("127.0.0.1", 18000))
+    assert argv == static_upstream.argv(Path("/usr/sbin/nginx"), tmp_path / "nginx-fast")
+    written = (tmp_path / "nginx-fast" / "nginx.conf").read_text()
+    assert written == nginx_proxy.config(tmp_path / "nginx-fast", 18002, Endpoint("127.0.0.1", 18000))
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -57,11 +64,8 @@ def _get(url: str, body: bytes | None = None) -> bytes:
         return bytes(response.read())
 
 
-def _start(nginx: Path, run_dir: Path, config: str, health: str) -> subprocess.Popen[bytes]:
-    run_dir.mkdir()
-    (run_dir / "nginx.conf").write_text(config)
-    process = subprocess.Popen(static_upstream.argv(nginx, run_dir), start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+def _start(argv: list[str], run_dir: Path, health: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         try:
             _get(health)
@@ -84,13 +88,15 @@ def proxied(tmp_path: Path) -> Iterator[tuple[str, str, int]]:
     if binary is None:
         pytest.skip(static_upstream.NGINX_MISSING)
     upstream_port, proxy_port = _free_port(), _free_port()
-    upstream_config = static_upstream.config(tmp_path / "upstream", upstream_port, _BODY)
+    upstream_dir, proxy_dir = tmp_path / "upstream", tmp_path / "proxy"
+    upstream_dir.mkdir()
+    (upstream_dir / "nginx.conf").write_text(static_upstream.config(upstream_dir, upstream_port, _BODY))
     upstream = f"http://127.0.0.1:{upstream_port}"
-    behind = _start(binary, tmp_path / "upstream", upstream_config, f"{upstream}/health")
+    behind = _start(static_upstream.argv(binary, upstream_dir), upstream_dir, f"{upstream}/health")
     try:
-        proxy_config = nginx_proxy.config(tmp_path / "proxy", proxy_port, Endpoint("127.0.0.1", upstream_port))
+        argv = nginx_proxy.prepare(binary, proxy_dir, proxy_port, Endpoint("127.0.0.1", upstream_port))
         proxy = f"http://127.0.0.1:{proxy_port}"
-        front = _start(binary, tmp_path / "proxy", proxy_config, f"{proxy}/health")
+        front = _start(argv, proxy_dir, f"{proxy}/health")
         try:
             yield proxy, upstream, front.pid
         finally:
