@@ -1,14 +1,15 @@
-"""Benchmark of the gateway against direct-to-worker, sglang-router and vllm-router, side by side in one run.
+"""Benchmark of the gateway against direct-to-worker, sglang-router, vllm-router and nginx, side by side in one run.
 
-    python -m benchmarks.gateway_bench [--quick] [--peers sglang-router,vllm-router | --no-peer] [--reps N]
+    python -m benchmarks.gateway_bench [--quick] [--peers sglang-router,vllm-router,nginx | --no-peer] [--reps N]
                                        [--json PATH]
 
 Starts its own Postgres database, Redis prefix, mock workers, nginx as a static upstream (on CPU 0),
-the gateway (one process, `taskset -c 1`) and the peer routers (also on CPU 1), then runs (a)
-non-streaming max RPS, (a-static) the same against nginx's `return 200` of the same bytes, (b) latency
-at a fixed rate, (c) streaming throughput, (d) TTFT with paced streams, (e) memory with 1,000 open
-streams; every answer is compared byte for byte with the worker's. Prints a markdown table and the
-issue's targets, each met or not. A peer that cannot be installed, or nginx when missing, is skipped
+the gateway (one process, `taskset -c 1`) and the peers, the routers and nginx as a reverse proxy
+(also on CPU 1), then runs (a) non-streaming max RPS, (a-static) the same against nginx's `return
+200` of the same bytes, (b) latency at a fixed rate, (c) streaming throughput, (d) TTFT with paced
+streams, (e) memory with 1,000 open streams; every answer is compared byte for byte with the
+worker's. Prints a markdown table, the issue's targets, each met or not, and the issue's table of
+the gateway beside each peer. A peer that cannot be installed, or nginx when missing, is skipped
 with the reason. See benchmarks/RESULTS.md for a recorded run and how to read it.
 """
 
@@ -64,7 +65,8 @@ def _peer_binaries(names: str, no_peer: bool) -> dict[peer.Peer, Path]:
         try:
             binaries[each] = peer.ensure_installed(each)
         except peer.PeerUnavailable as exc:
-            print(f"{each.name}: skipped, it could not be installed: {exc}", file=sys.stderr)
+            reason = str(exc) if each.system else f"it could not be installed: {exc}"
+            print(f"{each.name}: skipped, {reason}", file=sys.stderr)
     return binaries
 
 
@@ -125,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.render(figures, checks))
     for name, problem in report.first_problems(results).items():
         print(f"\nfirst problem through {name}: {problem}")
+    print(f"\n{report.issue_table(figures, plan)}")
     if args.json is not None:
         payload = {
             "date": stamp,

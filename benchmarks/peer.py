@@ -1,4 +1,5 @@
-"""The peers the gateway is measured against: Rust routers, each from a venv of its own outside the repo.
+"""The peers the gateway is measured against: Rust routers, each from a venv of its own outside the repo,
+and nginx as a plain reverse proxy (benchmarks/nginx_proxy.py), the system's own, the floor of proxy cost.
 
 Run as the peer harness the issue cites (bench-peers) runs them: round robin over one worker, Prometheus
 on loopback, and each at a log level that writes nothing per request, as nginx runs with `access_log
@@ -16,11 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import static_upstream
+
 _INSTALL_TIMEOUT_S = 600
 
 
 class PeerUnavailable(RuntimeError):
-    """A peer could not be installed; the benchmark runs without it and says why."""
+    """A peer could not be installed, or is missing from the system; the benchmark runs without it and says why."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class Peer:
     subcommand: tuple[str, ...] = ()
     # After the shared flags.
     extra: tuple[str, ...] = ()
+    # A Debian package found on the system (nginx), never pip-installed; it runs from a config file,
+    # not from launch_argv.
+    system: bool = False
 
     @property
     def venv(self) -> Path:
@@ -54,7 +60,8 @@ class Peer:
 SGLANG_ROUTER = Peer("sglang-router", "sglang-router", subcommand=("launch",), extra=("--log-level", "warn"))
 # Its default policy is cache_aware; round_robin is what every peer runs.
 VLLM_ROUTER = Peer("vllm-router", "vllm-router")
-PEERS = {peer.name: peer for peer in (SGLANG_ROUTER, VLLM_ROUTER)}
+NGINX_PROXY = Peer("nginx", "nginx", system=True)
+PEERS = {peer.name: peer for peer in (SGLANG_ROUTER, VLLM_ROUTER, NGINX_PROXY)}
 
 
 def chosen(names: str) -> list[Peer]:
@@ -75,6 +82,11 @@ def install_steps(peer: Peer, python: str = sys.executable) -> list[list[str]]:
 
 def ensure_installed(peer: Peer) -> Path:
     """The peer's executable, installing it into its venv first when missing."""
+    if peer.system:
+        found = static_upstream.find_nginx()
+        if found is None:
+            raise PeerUnavailable(static_upstream.NGINX_MISSING)
+        return found
     binary = peer.executable()
     if binary.exists():
         return binary

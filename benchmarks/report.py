@@ -4,7 +4,8 @@ Each figure is the median over the repetitions of one run's value. The targets a
 router or differences to direct measured in the same run, as the issue states them; a target whose
 inputs were not measured (no peer, no nginx) reads "not measured", never "met". The CPU target is
 judged on the gateway with every feature on as a plain client uses it: access log written, no session
-header; in (a) against the mock worker and in (a-static) against nginx.
+header; in (a) against the mock worker and in (a-static) against nginx. The issue table at the end puts
+the gateway so run beside each peer in the issue's own columns, nginx as a proxy the floor among them.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from benchmarks.loadgen import LoadResult
-from benchmarks.peer import SGLANG_ROUTER, VLLM_ROUTER
-from benchmarks.scenarios import Measured, Results
+from benchmarks.peer import NGINX_PROXY, SGLANG_ROUTER, VLLM_ROUTER
+from benchmarks.scenarios import Measured, Plan, Results
 from benchmarks.stack import DIRECT, GATEWAY
 from benchmarks.stats import median, percentile
 
-SGLANG, VLLM = SGLANG_ROUTER.name, VLLM_ROUTER.name
-TARGETS = (DIRECT, GATEWAY, SGLANG, VLLM)
+SGLANG, VLLM, NGINX = SGLANG_ROUTER.name, VLLM_ROUTER.name, NGINX_PROXY.name
+TARGETS = (DIRECT, GATEWAY, SGLANG, VLLM, NGINX)
 # The peers of the ratio columns, gateway / peer, in this order.
 RATIO_PEERS = (VLLM, SGLANG)
 # What the issue's targets allow.
@@ -258,4 +259,48 @@ def render(figure_list: list[Figure], check_list: list[Check]) -> str:
     for check in check_list:
         result = {True: "met", False: "**not met**", None: "not measured"}[check.met]
         lines.append(f"| {check.target} | {check.measured} | {result} |")
+    return "\n".join(lines)
+
+
+# The issue table's rows: (label, target, the gateway variant whose (a) and (a-static) CPU it shows).
+_ISSUE_ROWS = (
+    ("Inventiv gateway (access log on, no session header)", GATEWAY, "_access_log_no_session"),
+    (VLLM, VLLM, ""),
+    (SGLANG, SGLANG, ""),
+    (NGINX, NGINX, ""),
+)
+
+
+def _added(table: dict[str, Figure], key: str, target: str) -> float | None:
+    mine, direct = _value(table, key, target), _value(table, key, DIRECT)
+    return None if mine is None or direct is None else mine - direct
+
+
+def _signed(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.2f}"
+
+
+def issue_table(figure_list: list[Figure], plan: Plan) -> str:
+    """The issue's table: per proxy, CPU per non-streaming request ((a), and (a-static)), latency added
+    over direct at the fixed rate ((b)), CPU per 1,000 streamed chunks and streams/s ((c))."""
+    table = {f.key: f for f in figure_list}
+    lines = [
+        f"| | CPU ms per non-streaming request (a) | the same, static upstream (a-static) | added latency p50 / "
+        f"p99 ms at {plan.rate:.0f} req/s (b) | CPU ms per 1,000 streamed chunks (c) | streams/s of {plan.chunks} "
+        "chunks (c) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, target, variant in _ISSUE_ROWS:
+        chunks_s = _value(table, "c_chunks_s", target)
+        cells = [
+            _cell(_value(table, f"a_cpu_ms{variant}", target), 3),
+            _cell(_value(table, f"a_static_cpu_ms{variant}", target), 3),
+            f"{_signed(_added(table, 'b_p50', target))} / {_signed(_added(table, 'b_p99', target))}",
+            _cell(_value(table, "c_cpu_ms_1k", target), 2),
+            _cell(None if chunks_s is None else chunks_s / plan.chunks, 0),
+        ]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    lines.append("")
+    lines.append("The gateway's latency and streaming cells are the plain gateway's of (b) and (c): session "
+                 "header sent, access log off.")
     return "\n".join(lines)

@@ -1,12 +1,12 @@
 """Everything a run measures, started and stopped together.
 
 CPU 0: the mock workers, the static upstream, the load driver and this orchestrator. CPU 1: the
-gateway (one process) and the peer routers, idle but for the one under load, so every proxy gets the
-same core. Three mock workers, each serving one model of the demo catalog: `fast` (no delay: max
+gateway (one process) and the peers (routers, nginx as a proxy), idle but for the one under load, so
+every proxy gets the same core. Three mock workers, each serving one model of the demo catalog: `fast` (no delay: max
 throughput), `paced` (20 ms per token: TTFT) and `slow` (streams that stay open while memory is
 sampled); and, when nginx is installed, the `static` upstream (benchmarks/static_upstream.py), a
-worker of a model of its own in the benchmark's database. A peer router routes to one worker per
-process, so each peer runs once per worker.
+worker of a model of its own in the benchmark's database. A peer routes to one worker per process,
+so each peer runs once per worker.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from benchmarks import static_upstream
+from benchmarks import nginx_proxy, static_upstream
 from benchmarks.loadgen import Endpoint, build_request, fetch
 from benchmarks.peer import Peer
 from benchmarks.processes import LOOPBACK, ProcessFailed, Started, free_port, get_request, start, stop, wait_ready
@@ -182,10 +182,10 @@ async def start_static_upstream(exits: AsyncExitStack, nginx: Path, fast: Endpoi
     if answer.status != 200:
         raise ProcessFailed(f"the fast worker answered {answer.status} to the static upstream's request")
     endpoint = Endpoint(LOOPBACK, free_port())
-    nginx_dir = run_dir / "nginx-static"
+    nginx_dir = run_dir / "static-upstream"
     nginx_dir.mkdir()
     (nginx_dir / "nginx.conf").write_text(static_upstream.config(nginx_dir, endpoint.port, answer.body))
-    started = await start("nginx-static", static_upstream.argv(nginx, nginx_dir), cpu=LOAD_CPU, log_dir=run_dir,
+    started = await start("static-upstream", static_upstream.argv(nginx, nginx_dir), cpu=LOAD_CPU, log_dir=run_dir,
                           cwd=run_dir)  # fmt: skip
     exits.push_async_callback(stop, started)
     await wait_ready(started, endpoint, get_request(endpoint, "/health"))
@@ -207,7 +207,10 @@ async def start_worker(exits: AsyncExitStack, spec: WorkerSpec, run_dir: Path) -
 async def _start_peer(exits: AsyncExitStack, peer: Peer, binary: Path, role: str, model: str, worker: Endpoint,
                       run_dir: Path) -> tuple[Started, Endpoint]:  # fmt: skip
     endpoint = Endpoint(LOOPBACK, free_port())
-    argv = peer.launch_argv(binary, endpoint.port, f"http://{worker.host}:{worker.port}", free_port())
+    if peer.system:
+        argv = nginx_proxy.prepare(binary, run_dir / f"{peer.name}-{role}", endpoint.port, worker)
+    else:
+        argv = peer.launch_argv(binary, endpoint.port, f"http://{worker.host}:{worker.port}", free_port())
     # Offline: it would otherwise try to fetch a tokenizer named after the model at start.
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     started = await start(f"{peer.name}-{role}", argv, cpu=PROXY_CPU, log_dir=run_dir, env=env, cwd=run_dir)

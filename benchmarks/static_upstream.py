@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-NGINX_MISSING = "nginx is not installed: `apt-get install nginx` (or `make bench-deps`) to run (a-static)"
+NGINX_MISSING = "nginx is not installed: `apt-get install nginx` (or `make bench-deps`)"
 CHAT = "/v1/chat/completions"
 STUB_STATUS = "/nginx_status"
 # A run reads the counter before and after its load; the second read counts itself.
@@ -36,8 +36,10 @@ def quoted(body: bytes) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def config(run_dir: Path, port: int, body: bytes) -> str:
-    """nginx.conf for one worker process answering `body` to every chat completion."""
+def http_head(run_dir: Path) -> str:
+    """The start of an nginx.conf, up to inside its `http` block, for one worker process in the
+    foreground whose files all stay under `run_dir`; the static upstream and the nginx peer
+    (benchmarks/nginx_proxy.py) both start so."""
     return f"""worker_processes 1;
 daemon off;
 pid {run_dir}/nginx.pid;
@@ -52,7 +54,12 @@ http {{
   scgi_temp_path {run_dir}/scgi_temp;
   keepalive_requests 1000000;
   keepalive_timeout 120s;
-  default_type application/json;
+"""
+
+
+def config(run_dir: Path, port: int, body: bytes) -> str:
+    """nginx.conf for one worker process answering `body` to every chat completion."""
+    return http_head(run_dir) + f"""  default_type application/json;
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     location = {CHAT} {{ return 200 {quoted(body)}; }}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import peer
-from benchmarks.peer import SGLANG_ROUTER, VLLM_ROUTER, PeerUnavailable
+from benchmarks import peer, static_upstream
+from benchmarks.peer import NGINX_PROXY, SGLANG_ROUTER, VLLM_ROUTER, PeerUnavailable
 
 
 def test_sglang_router_runs_as_the_peer_harness_runs_it() -> None:
@@ -28,9 +28,10 @@ def test_vllm_router_runs_round_robin_at_its_default_log_level() -> None:
     ]  # fmt: skip
 
 
-def test_each_peer_has_a_venv_of_its_own_in_the_temp_folder() -> None:
-    venvs = {p.venv for p in peer.PEERS.values()}
-    assert len(venvs) == len(peer.PEERS)
+def test_each_router_has_a_venv_of_its_own_in_the_temp_folder() -> None:
+    routers = [p for p in peer.PEERS.values() if not p.system]
+    venvs = {p.venv for p in routers}
+    assert len(venvs) == len(routers) == 2
     assert all(v.parent == Path(tempfile.gettempdir()) for v in venvs)
     assert VLLM_ROUTER.executable() == VLLM_ROUTER.venv / "bin" / "vllm-router"
     assert peer.install_steps(VLLM_ROUTER, "python3")[1][-1] == "vllm-router"
@@ -39,7 +40,9 @@ def test_each_peer_has_a_venv_of_its_own_in_the_temp_folder() -> None:
 @pytest.mark.parametrize(
     ("names", "expected"),
     [("sglang-router,vllm-router", ["sglang-router", "vllm-router"]), ("vllm-router", ["vllm-router"]),
-     (" vllm-router , sglang-router ", ["sglang-router", "vllm-router"]), ("", [])],
+     (" vllm-router , sglang-router ", ["sglang-router", "vllm-router"]), ("", []),
+     ("nginx,sglang-router", ["sglang-router", "nginx"]),
+     (",".join(peer.PEERS), ["sglang-router", "vllm-router", "nginx"])],
 )  # fmt: skip
 def test_peers_chosen_by_name(names: str, expected: list[str]) -> None:
     assert [p.name for p in peer.chosen(names)] == expected
@@ -65,3 +68,17 @@ def test_a_failed_install_step_says_which_and_why(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(peer, "install_steps", lambda *_: [failing])
     with pytest.raises(PeerUnavailable, match="exited with 3: no matching distribution"):
         peer.ensure_installed(VLLM_ROUTER)
+
+
+def test_nginx_is_the_system_s_never_pip_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(static_upstream, "find_nginx", lambda: Path("/usr/sbin/nginx"))
+    monkeypatch.setattr(peer, "install_steps", lambda *_: pytest.fail("pip-installed"))
+    assert peer.ensure_installed(NGINX_PROXY) == Path("/usr/sbin/nginx")
+
+
+def test_a_missing_nginx_is_skipped_with_the_static_upstream_s_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(static_upstream, "find_nginx", lambda: None)
+    monkeypatch.setattr(peer, "install_steps", lambda *_: pytest.fail("pip-installed"))
+    with pytest.raises(PeerUnavailable) as raised:
+        peer.ensure_installed(NGINX_PROXY)
+    assert str(raised.value) == static_upstream.NGINX_MISSING

@@ -4,7 +4,7 @@ import pytest
 
 from benchmarks import report
 from benchmarks.loadgen import LoadResult
-from benchmarks.report import SGLANG, VLLM
+from benchmarks.report import NGINX, SGLANG, VLLM
 from benchmarks.scenarios import QUICK, Held, Measured, Results
 from benchmarks.stack import DIRECT, GATEWAY
 
@@ -36,12 +36,12 @@ def test_cpu_ms_per_1k_chunks(cpu_s: float | None, streams: int, chunks: int, ex
     assert got == (None if expected is None else pytest.approx(expected))
 
 
-def _results(gateway_cpu_s: float, peers: tuple[str, ...] = (SGLANG, VLLM), static: bool = True,
+def _results(gateway_cpu_s: float, peers: tuple[str, ...] = (SGLANG, VLLM, NGINX), static: bool = True,
              gateway_p50_s: float = 0.001) -> Results:  # fmt: skip
-    """1,000 requests per run: CPU seconds read as ms per request. sglang-router 0.25, vllm-router 0.2;
-    the logged gateway without a session header costs 0.05 more than `gateway_cpu_s`."""
+    """1,000 requests per run: CPU seconds read as ms per request. sglang-router 0.25, vllm-router 0.2,
+    nginx 0.05; the logged gateway without a session header costs 0.05 more than `gateway_cpu_s`."""
     results = Results(QUICK)
-    peer_cpu = {SGLANG: 0.25, VLLM: 0.2}
+    peer_cpu = {SGLANG: 0.25, VLLM: 0.2, NGINX: 0.05}
     scenarios = ("a", "a_static") if static else ("a",)
     for name, cpu_s in ((DIRECT, None), (GATEWAY, gateway_cpu_s), *((p, peer_cpu[p]) for p in peers)):
         for scenario in scenarios:
@@ -110,17 +110,45 @@ def test_errors_and_differences_fail_their_targets() -> None:
     assert report.first_problems(results)[GATEWAY] == "byte 3"
 
 
-def test_render_shows_both_peers_and_their_ratio_columns() -> None:
+def test_render_shows_every_peer_and_the_routers_ratio_columns() -> None:
     results = _results(gateway_cpu_s=0.2)
     figures = report.figures(results)
     table = report.render(figures, report.checks({f.key: f for f in figures}, 1000))
     assert table.splitlines()[0] == (
-        "| figure | direct | gateway | sglang-router | vllm-router | gateway / vllm-router | gateway / sglang-router |"
+        "| figure | direct | gateway | sglang-router | vllm-router | nginx | gateway / vllm-router "
+        "| gateway / sglang-router |"
     )
-    assert "| (a) proxy CPU ms per request | — | 0.200 | 0.250 | 0.200 | 1.00x | 0.80x |" in table
-    assert "| (a-static) proxy CPU ms per request | — | 0.200 | 0.250 | 0.200 | 1.00x | 0.80x |" in table
+    assert "| (a) proxy CPU ms per request | — | 0.200 | 0.250 | 0.200 | 0.050 | 1.00x | 0.80x |" in table
+    assert "| (a-static) proxy CPU ms per request | — | 0.200 | 0.250 | 0.200 | 0.050 | 1.00x | 0.80x |" in table
     # The gateway's variants run alone; their ratios divide by the peers' figures of the same scenario.
-    row = "| (a) proxy CPU ms per request, access log on, no session header | — | 0.250 | — | — | 1.25x | 1.00x |"
+    row = "| (a) proxy CPU ms per request, access log on, no session header | — | 0.250 | — | — | — | 1.25x | 1.00x |"
     assert row in table
     assert f"| {_STATIC_TARGET} <= 1.3x vllm-router's | 0.250 vs 0.200 ms = 1.25x | met |" in table
     assert "not measured" in table
+
+
+def _issue_rows(results: Results) -> dict[str, list[str]]:
+    table = report.issue_table(report.figures(results), results.plan)
+    rows = [line.strip("|").split(" | ") for line in table.splitlines()[2:] if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows}
+
+
+def test_the_issue_table_puts_the_every_feature_gateway_beside_each_peer() -> None:
+    results = _results(gateway_cpu_s=0.2, gateway_p50_s=0.0012)
+    # (c): 100 streams of 100 chunks in 2 s: 5,000 chunks/s, 50 streams/s; CPU s -> ms per 1,000 chunks x 100.
+    for name, cpu_s in ((DIRECT, None), (GATEWAY, 0.1), (SGLANG, 0.08), (VLLM, 0.09), (NGINX, 0.05)):
+        results.add("c", name, _run(cpu_s, streams=100, ok=100))
+    rows = _issue_rows(results)
+    assert list(rows) == ["Inventiv gateway (access log on, no session header)", VLLM, SGLANG, NGINX]
+    # (a) and (a-static): the logged gateway without a session header (0.25), not the plain one (0.2).
+    assert rows["Inventiv gateway (access log on, no session header)"] == ["0.250", "0.250", "+0.20 / +0.00", "10.00",
+                                                                           "50"]  # fmt: skip
+    assert rows[NGINX] == ["0.050", "0.050", "+0.00 / +0.00", "5.00", "50"]
+    assert rows[VLLM][0] == "0.200" and rows[SGLANG][3] == "8.00"
+
+
+def test_the_issue_table_leaves_unmeasured_cells_empty() -> None:
+    rows = _issue_rows(_results(gateway_cpu_s=0.2, peers=(SGLANG, VLLM), static=False))
+    assert rows[NGINX] == ["—", "—", "— / —", "—", "—"]
+    gateway = rows["Inventiv gateway (access log on, no session header)"]
+    assert gateway[1] == "—" and gateway[3] == "—" and gateway[0] == "0.250"
