@@ -325,6 +325,8 @@ class UsageRecorder:
                 extra = {"error": str(exc), "buffered": self.buffered, "buffered_bytes": self.buffered_bytes}
                 log.warning("usage flush to Redis failed; retrying", extra=extra)
                 await asyncio.sleep(delay)
+                # What failed is back in the buffer: retried now, not only once another request ends.
+                self._wake.set()
 
     async def flush(self) -> None:
         """Send everything buffered; on failure what was not confirmed stays buffered, in order."""

@@ -161,6 +161,23 @@ async def test_recorder_keeps_records_while_redis_is_down(redis: aioredis.Redis,
     await down.aclose()
 
 
+async def test_a_failed_flush_is_retried_without_waiting_for_another_record(
+    redis: aioredis.Redis, settings: Settings
+) -> None:
+    """The last records before traffic stops, whose flush failed, still reach Redis once it is back."""
+    down = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
+    recorder = UsageRecorder(down, stream)
+    recorder.start()
+    recorder.record(_record("r-last", None))
+    await wait_until(lambda: recorder._failing, timeout_s=5, what="a failed flush")
+    recorder._redis = redis  # Redis is back; no other request comes
+    entries = await wait_until(lambda: redis.xrange(stream), timeout_s=5, what="the record in the stream")
+    assert [r["request_id"] for i, fields in entries for r in entry_records(i, fields)] == ["r-last"]
+    await recorder.close()
+    await down.aclose()
+
+
 async def test_a_flush_sends_its_records_as_one_entry(redis: aioredis.Redis, settings: Settings) -> None:
     stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
     recorder = UsageRecorder(redis, stream)
