@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,6 +12,7 @@ import pytest
 
 from benchmarks import nginx_proxy, procfs, static_upstream
 from benchmarks.loadgen import Endpoint
+from benchmarks.processes import free_port
 
 _BODY = b'{"id":"chatcmpl-1","object":"chat.completion","usage":{"total_tokens":16}}'
 
@@ -53,11 +53,6 @@ def test_prepare_writes_the_config_in_a_prefix_folder_of_its_own(tmp_path: Path)
     assert written == nginx_proxy.config(tmp_path / "nginx-fast", 18002, Endpoint("127.0.0.1", 18000))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 def _get(url: str, body: bytes | None = None) -> bytes:
     with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=5) as response:
@@ -87,7 +82,7 @@ def proxied(tmp_path: Path) -> Iterator[tuple[str, str, int]]:
     binary = static_upstream.find_nginx()
     if binary is None:
         pytest.skip(static_upstream.NGINX_MISSING)
-    upstream_port, proxy_port = _free_port(), _free_port()
+    upstream_port, proxy_port = free_port(), free_port()
     upstream_dir, proxy_dir = tmp_path / "upstream", tmp_path / "proxy"
     upstream_dir.mkdir()
     (upstream_dir / "nginx.conf").write_text(static_upstream.config(upstream_dir, upstream_port, _BODY))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import aiohttp
 from aiohttp import web
 from waiting import wait_until
 
+from benchmarks.processes import free_port
 from benchmarks.proxy_floor import STATIC_KINDS, table
 
 ANSWER = b'{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
@@ -27,11 +27,6 @@ def test_the_table_gives_each_target_in_floors() -> None:
     assert "| — |" in table({"gateway": [0.2]}), "no floor measured, no ratio"
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 async def test_each_floor_server_answers_the_workers_bytes(aiohttp_server: Any, tmp_path: Path) -> None:
     async def worker(request: web.Request) -> web.Response:
@@ -44,7 +39,7 @@ async def test_each_floor_server_answers_the_workers_bytes(aiohttp_server: Any, 
     body_file = tmp_path / "answer.json"
     body_file.write_bytes(ANSWER)
     for kind in (*STATIC_KINDS, "proxy"):
-        port = _port()
+        port = free_port()
         argv = [sys.executable, "-m", "benchmarks.proxy_floor", "serve", kind, str(port), str(upstream.port),
                 str(body_file)]  # fmt: skip
         proc = subprocess.Popen(argv, cwd=Path(__file__).parents[2])

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import static_upstream
+from benchmarks.processes import free_port
 
 # Quotes and a backslash, as a JSON answer may hold: nginx must give them back unchanged.
 _BODY = b'{"id":"chatcmpl-1","content":"it\'s \\"quoted\\" \\\\ here","usage":{"total_tokens":16}}'
@@ -37,11 +37,6 @@ def test_requests_served_is_the_third_number_of_the_third_line() -> None:
         static_upstream.requests_served("<html>404</html>")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 def _get(url: str, body: bytes | None = None) -> bytes:
     with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=5) as response:
@@ -53,7 +48,7 @@ def nginx(tmp_path: Path) -> Iterator[str]:
     binary = static_upstream.find_nginx()
     if binary is None:
         pytest.skip(static_upstream.NGINX_MISSING)
-    port = _free_port()
+    port = free_port()
     (tmp_path / "nginx.conf").write_text(static_upstream.config(tmp_path, port, _BODY))
     process = subprocess.Popen(static_upstream.argv(binary, tmp_path), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

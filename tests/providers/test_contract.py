@@ -307,12 +307,16 @@ async def test_power_on_then_terminate_a_running_server(cloud: Cloud) -> None:
     await p.terminate_server(zone, server.id)  # already on its way out: done, not an error
     assert await settled_server(cloud, server.id) is None
 
-    # Data volumes stay, detached; the boot volume stays detached where the cloud keeps it.
-    await assert_detached(cloud, data.id)
+    await assert_left_after_terminate(cloud, root.id, data.id)
+
+
+async def assert_left_after_terminate(cloud: Cloud, root_id: str, data_id: str) -> None:
+    """Data volumes stay, detached; the boot volume stays detached where the cloud keeps it, else is gone."""
+    await assert_detached(cloud, data_id)
     if cloud.keeps_root:
-        await assert_detached(cloud, root.id)
+        await assert_detached(cloud, root_id)
     else:
-        assert await p.get_volume(zone, root.id) is None
+        assert await cloud.provider.get_volume(cloud.zone, root_id) is None
 
 
 @clouds()
@@ -326,11 +330,7 @@ async def test_terminate_of_a_stopped_server_leaves_its_data_volumes_detached(cl
     await p.terminate_server(zone, server.id)
 
     assert await settled_server(cloud, server.id) is None
-    await assert_detached(cloud, data.id)
-    if cloud.keeps_root:
-        await assert_detached(cloud, root.id)
-    else:
-        assert await p.get_volume(zone, root.id) is None
+    await assert_left_after_terminate(cloud, root.id, data.id)
 
 
 # -- volumes -----------------------------------------------------------------------------------------------
