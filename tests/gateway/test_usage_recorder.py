@@ -21,9 +21,11 @@ from redis.exceptions import RedisError
 from tcp_proxy import TcpProxy, via_proxy
 from waiting import wait_until
 
+from gateway import usage_recorder
 from gateway.usage_recorder import RecordBuffer, UsageRecord, UsageRecorder, UsageWriter, entry_records
 from inventiv import redis_keys
 from inventiv.settings import Settings
+from sql.api_key_store import SHOWN_PREFIX_LEN
 
 Gateway = Callable[..., Awaitable[TestClient]]
 CHAT = "/v1/chat/completions"
@@ -205,6 +207,52 @@ async def test_a_batch_entry_and_a_single_record_entry_are_both_written(
     assert await scalar(db_pool, "SELECT count(*) FROM finops.inference_usage") == 4
     assert "malformed usage entry skipped" in caplog.text
     assert await redis.xlen(stream) == 0
+
+
+async def test_a_readable_batch_goes_to_postgres_unparsed(
+    db_pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records' JSON goes to Postgres as the recorders wrote it: the writer parses a batch only
+    when Postgres refuses it (a stall of milliseconds per batch for the requests behind it)."""
+    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
+    group = redis_keys.key(settings, redis_keys.USAGE_GROUP)
+    batch = b"".join(orjson.dumps(_record(f"u-{i}", None)) + b"\n" for i in range(5))
+    await redis.xadd(stream, {b"rs": batch})
+    await redis.xadd(stream, {b"r": orjson.dumps(_record("old-1", None))})
+
+    def parsed(*_: object) -> None:
+        raise AssertionError("a readable batch was parsed")
+
+    monkeypatch.setattr(usage_recorder, "entry_records", parsed)
+    writer = UsageWriter(redis, db_pool, stream, group, consumer="c1", block_ms=10)
+    await writer.ensure_group()
+    assert await writer.step(block=False) == 2
+    assert await scalar(db_pool, "SELECT count(*) FROM finops.inference_usage") == 6
+    assert await redis.xlen(stream) == 0
+
+
+async def test_the_writer_touches_the_keys_of_its_records_and_no_key_named_in_their_text(
+    db_pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings
+) -> None:
+    """Key ids are read off the records' JSON without parsing it: a client's model name spelling out
+    another key's id (`"api_key_id":"<uuid>"`) is a string there, escaped, and touches nothing."""
+    used, other = await new_key(db_pool), await new_key(db_pool, "other-org")
+    ids = {}
+    for key in (used, other):
+        ids[key] = str(await scalar(db_pool, "SELECT id FROM api_keys WHERE key_prefix = %s", key[:SHOWN_PREFIX_LEN]))
+    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
+    group = redis_keys.key(settings, redis_keys.USAGE_GROUP)
+    tricky = _record("u-1", None, api_key_id=ids[used])
+    tricky.model = f'"api_key_id":"{ids[other]}"'
+    await redis.xadd(stream, {b"rs": orjson.dumps(tricky) + b"\n"})
+    writer = UsageWriter(redis, db_pool, stream, group, consumer="c1", block_ms=10)
+    await writer.ensure_group()
+    assert await writer.step(block=False) == 1
+    touched = "SELECT id::text FROM api_keys WHERE last_used_at IS NOT NULL"
+    async with db_pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(touched)
+        assert [row[0] for row in await cur.fetchall()] == [ids[used]]
+    assert await scalar(db_pool, "SELECT model FROM finops.inference_usage") == tricky.model
 
 
 async def test_postgres_outage_mid_run_loses_and_duplicates_nothing(
