@@ -13,7 +13,7 @@ from aiohttp import web
 from waiting import wait_until
 
 from benchmarks.processes import free_port
-from benchmarks.proxy_floor import STATIC_KINDS, table
+from benchmarks.proxy_floor import SERVER_KINDS, RateRun, rate_table, table
 
 ANSWER = b'{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
 
@@ -27,6 +27,19 @@ def test_the_table_gives_each_target_in_floors() -> None:
     assert "| — |" in table({"gateway": [0.2]}), "no floor measured, no ratio"
 
 
+def test_the_rate_table_gives_the_latency_each_target_adds_over_direct_run_by_run() -> None:
+    text = rate_table({
+        "direct": [RateRun(None, 0.8, 2.0), RateRun(None, 0.6, 1.5), RateRun(None, 0.9, 1.9)],
+        "proxy": [RateRun(0.35, 0.9, 2.2), RateRun(0.30, 0.7, 1.4), RateRun(0.40, 1.2, 2.1)],
+        "gateway": [RateRun(0.7, 1.3, 4.0)],
+    }, 200.0)  # fmt: skip
+    lines = text.splitlines()
+    assert "at 200 req/s" in lines[0]
+    assert lines[2] == "| direct | — | — | — | 0.80 2.00 / 0.60 1.50 / 0.90 1.90 |"
+    # Added p50 of each run: +0.1, +0.1, +0.3; p99: +0.2, -0.1, +0.2.
+    assert lines[3] == "| proxy | 0.350 | +0.10 | +0.20 | 0.90 2.20 / 0.70 1.40 / 1.20 2.10 |"
+    assert lines[4] == "| gateway | 0.700 | — | — | 1.30 4.00 |", "runs not side by side with direct: no difference"
+
 
 async def test_each_floor_server_answers_the_workers_bytes(aiohttp_server: Any, tmp_path: Path) -> None:
     async def worker(request: web.Request) -> web.Response:
@@ -38,7 +51,7 @@ async def test_each_floor_server_answers_the_workers_bytes(aiohttp_server: Any, 
     upstream = await aiohttp_server(app)
     body_file = tmp_path / "answer.json"
     body_file.write_bytes(ANSWER)
-    for kind in (*STATIC_KINDS, "proxy"):
+    for kind in SERVER_KINDS:
         port = free_port()
         argv = [sys.executable, "-m", "benchmarks.proxy_floor", "serve", kind, str(port), str(upstream.port),
                 str(body_file)]  # fmt: skip
