@@ -4,7 +4,8 @@ Path of a record:
 1. `UsageRecorder.record()` (hot path, synchronous): encode it and append to a local buffer
    (`RecordBuffer`: chunks of memory bounded in bytes, INVENTIV_USAGE_BUFFER_MAX_BYTES).
 2. The recorder's flusher sends the buffer to the Redis stream `usage:records` a few milliseconds
-   later, one `XADD` per chunk of records (one entry, one round trip for many requests). Redis down:
+   later, one `XADD` per chunk of records (one entry, one round trip for many requests), on a
+   connection of its own (gateway/stream_append.py). Redis down:
    the records stay in the buffer and are retried, the oldest dropped (counted, logged) once it is
    full; on shutdown the buffer is flushed before the process exits. In durable mode
    (INVENTIV_USAGE_DURABILITY=durable) a request's answer ends only once its record is in the stream
@@ -38,6 +39,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from gateway import metrics
 from gateway.background import stop_tasks
+from gateway.stream_append import StreamAppender
 from inventiv.cancellation import being_cancelled
 from sql.queries import queries
 
@@ -238,8 +240,7 @@ class UsageRecorder:
     def __init__(
         self, redis: aioredis.Redis, stream: str, *, max_bytes: int = 64 * 1024 * 1024, durable: bool = False
     ) -> None:
-        self._redis = redis
-        self._stream = stream
+        self._appender = StreamAppender(redis, stream)
         self._buffer = RecordBuffer(max_bytes)
         self._durable = durable
         self._wake = asyncio.Event()
@@ -339,7 +340,7 @@ class UsageRecorder:
         self._report()
         while (chunk := self._buffer.take()) is not None:
             try:
-                await self._redis.xadd(self._stream, {_RECORDS_FIELD: chunk.payload()})
+                await self._appender.xadd(_RECORDS_FIELD, chunk.payload())
             except BaseException:
                 # The entry may have been added before the reply was lost: its records are then written
                 # once anyway, the writer being idempotent on request_id.
@@ -360,6 +361,7 @@ class UsageRecorder:
                 await self.flush()
         except (RedisError, OSError, TimeoutError):
             log.error("usage records could not be flushed at shutdown", extra={"lost": self.buffered})
+        await self._appender.close()
 
 
 class UsageWriter:

@@ -22,6 +22,7 @@ from tcp_proxy import TcpProxy, via_proxy
 from waiting import wait_until
 
 from gateway import usage_recorder
+from gateway.stream_append import StreamAppender
 from gateway.usage_recorder import RecordBuffer, UsageRecord, UsageRecorder, UsageWriter, entry_records
 from inventiv import redis_keys
 from inventiv.settings import Settings
@@ -156,10 +157,11 @@ async def test_recorder_keeps_records_while_redis_is_down(redis: aioredis.Redis,
         await recorder.flush()
     assert recorder.buffered == 2
     # Redis is back (the same buffer, a client that reaches it): everything goes, in order.
-    recorder._redis = redis
+    recorder._appender = StreamAppender(redis, stream)
     await recorder.flush()
     entries = await redis.xrange(stream)
     assert [r["request_id"] for entry_id, fields in entries for r in entry_records(entry_id, fields)] == ["r-1", "r-2"]
+    await recorder.close()
     await down.aclose()
 
 
@@ -173,7 +175,7 @@ async def test_a_failed_flush_is_retried_without_waiting_for_another_record(
     recorder.start()
     recorder.record(_record("r-last", None))
     await wait_until(lambda: recorder._failing, timeout_s=5, what="a failed flush")
-    recorder._redis = redis  # Redis is back; no other request comes
+    recorder._appender = StreamAppender(redis, stream)  # Redis is back; no other request comes
     entries = await wait_until(lambda: redis.xrange(stream), timeout_s=5, what="the record in the stream")
     assert [r["request_id"] for i, fields in entries for r in entry_records(i, fields)] == ["r-last"]
     await recorder.close()
@@ -189,6 +191,7 @@ async def test_a_flush_sends_its_records_as_one_entry(redis: aioredis.Redis, set
     [(entry_id, fields)] = await redis.xrange(stream)
     assert [r["request_id"] for r in entry_records(entry_id, fields)] == [f"r-{i}" for i in range(50)]
     assert recorder.buffered == 0
+    await recorder.close()
 
 
 async def test_a_batch_entry_and_a_single_record_entry_are_both_written(
@@ -362,7 +365,7 @@ async def test_a_buffered_record_costs_its_size_and_is_given_back(redis: aioredi
     # The gauges are set by each flush attempt: this one failed and everything is still buffered.
     assert _sample("inventiv_gateway_usage_buffered") == count
     assert _sample("inventiv_gateway_usage_buffered_bytes") == size
-    recorder._redis = redis
+    recorder._appender = StreamAppender(redis, stream)
     await recorder.flush()
     gc.collect()
     assert _rss() < during - size // 2
@@ -371,6 +374,7 @@ async def test_a_buffered_record_costs_its_size_and_is_given_back(redis: aioredi
     entries = await redis.xrange(stream)
     assert sum(len(entry_records(i, fields)) for i, fields in entries) == count
     assert len(entries) < count / 50
+    await recorder.close()
     await down.aclose()
 
 
