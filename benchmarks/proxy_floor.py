@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from benchmarks import procfs, scenarios, stats
 from benchmarks.integrity import ExpectedBody
@@ -44,6 +44,9 @@ from benchmarks.loadgen import Endpoint, LoadResult, build_request, closed_loop,
 from benchmarks.processes import LOOPBACK, Started, free_port, start, stop, wait_ready
 from benchmarks.services import bench_services, prepare_database
 from benchmarks.stack import LOAD_CPU, PROXY_CPU, gateway_env, start_gateway, start_worker, worker_specs
+
+if TYPE_CHECKING:
+    from gateway.upstream import UpstreamPool
 
 RAW_KINDS = ("raw-static", "raw-proxy")
 STATIC_KINDS = ("app-static", "server-static")
@@ -109,7 +112,7 @@ class RawServer(asyncio.Protocol):
     """One keep-alive connection of the `raw-` servers: httptools parses, each whole request is answered
     with `answer`, or relayed to the upstream through `pool` and answered with the upstream's body."""
 
-    def __init__(self, answer: bytes, pool: Any, address: bytes, upstream_port: int) -> None:
+    def __init__(self, answer: bytes, pool: UpstreamPool | None, address: bytes, upstream_port: int) -> None:
         import httptools
 
         self._parser = httptools.HttpRequestParser(self)
@@ -140,15 +143,15 @@ class RawServer(asyncio.Protocol):
         if self._pool is None:
             self._reply(200, self._answer)
         else:
-            self._last = asyncio.ensure_future(self._relay(url, body, self._last))
+            self._last = asyncio.ensure_future(self._relay(self._pool, url, body, self._last))
 
-    async def _relay(self, url: bytes, body: bytes, before: asyncio.Future[None] | None) -> None:
+    async def _relay(self, pool: UpstreamPool, url: bytes, body: bytes, before: asyncio.Future[None] | None) -> None:
         from gateway.upstream import build_head
 
         if before is not None:
             await before
         head = build_head(b"POST", url, self._address, len(body))
-        up = await self._pool.request(LOOPBACK, self._upstream_port, head, body, first_byte_timeout=30.0)
+        up = await pool.request(LOOPBACK, self._upstream_port, head, body, first_byte_timeout=30.0)
         try:
             data = await up.read_all()
         finally:

@@ -500,7 +500,7 @@ def entry_records(entry_id: bytes, fields: dict[bytes, bytes]) -> list[dict[str,
     What cannot be read is kept out of the batch (it would fail every retry) and logged in full; the
     entry is acked with the rest."""
     records = []
-    for line in entry_lines(fields) or [b""]:
+    for line in entry_lines(fields):
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
