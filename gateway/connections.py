@@ -14,15 +14,13 @@ and a DEBUG line.
 
 A body is read by the handler, so its deadline is there: `read_body`.
 
-The handler class is chosen by `web.Server.__call__`, which builds `RequestHandler(self,
-loop=self._loop, **self._kwargs)` (aiohttp/web_server.py); `GatewayRunner` makes its server build ours.
+The server builds these through `GatewayRunner` (gateway/runner.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -30,9 +28,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from gateway.direct_routes import DirectRoutes
 from gateway.error_codes import ErrorCode
-from gateway.errors import ApiError, Handler
+from gateway.errors import ApiError, body_too_large, body_too_slow
 
 log = logging.getLogger(__name__)
 
@@ -102,45 +99,9 @@ async def read_body(request: web.Request, timeout_s: float) -> bytes:
         async with asyncio.timeout(timeout_s):
             return await request.read()
     except TimeoutError:
-        # The rest of the body may still trickle in: the connection is not reused after the answer
-        # (aiohttp reads what is left for its `lingering_time`, 10 s, then closes it).
-        message = f"The request body did not arrive within {timeout_s:g} s."
-        raise ApiError(408, message, ErrorCode.REQUEST_TIMEOUT, close_connection=True) from None
+        # aiohttp reads what is left of the body for its `lingering_time`, 10 s, then closes the connection.
+        raise body_too_slow(timeout_s) from None
     except web.HTTPRequestEntityTooLarge:
-        limit = request.client_max_size
-        raise ApiError(413, f"The request body is larger than {limit} bytes.", ErrorCode.REQUEST_TOO_LARGE) from None
+        raise body_too_large(request.client_max_size) from None
     except HttpProcessingError as exc:
         raise ApiError(400, f"Malformed request body: {exc.message}", ErrorCode.MALFORMED_REQUEST) from None
-
-
-class _GatewayServer(web.Server):
-    head_timeout_s: float
-
-    def __call__(self) -> RequestHandler:
-        return HeadTimeoutHandler(self, self.head_timeout_s, loop=self._loop, **self._kwargs)
-
-
-class GatewayRunner(web.AppRunner):
-    """`web.AppRunner` whose connections are `HeadTimeoutHandler`s; `direct` maps exact POST paths to
-    handlers that skip the application's router (gateway/direct_routes.py)."""
-
-    __slots__ = ("_direct", "_head_timeout_s")
-
-    def __init__(
-        self, app: web.Application, *, head_timeout_s: float, direct: Mapping[str, Handler] | None = None,
-        **kwargs: Any,
-    ) -> None:  # fmt: skip
-        super().__init__(app, **kwargs)
-        self._head_timeout_s = head_timeout_s
-        self._direct = direct or {}
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        # The same server, building our handler: web.Server has no __slots__ and _GatewayServer adds none.
-        server.__class__ = _GatewayServer
-        assert isinstance(server, _GatewayServer)
-        server.head_timeout_s = self._head_timeout_s
-        if self._direct:
-            # Read by each connection when it is made (RequestHandler.__init__): set before any is.
-            server.request_handler = DirectRoutes(self._direct, server.request_handler)
-        return server

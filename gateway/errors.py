@@ -47,6 +47,8 @@ class ApiError(Exception):
         self.param = param
         # The client's connection is not reused after this answer (`Connection: close`).
         self.close_connection = close_connection
+        # Headers of the error's own, added to the answer's (a 429's Retry-After).
+        self.headers: dict[str, str] = {}
 
     def body(self) -> bytes:
         error: dict[str, str | None] = {
@@ -58,8 +60,14 @@ class ApiError(Exception):
             error["param"] = self.param
         return orjson.dumps({"error": error})
 
+    def answer_headers(self, headers: dict[str, str] | None) -> dict[str, str] | None:
+        """`headers` with the error's own added."""
+        return {**(headers or {}), **self.headers} if self.headers else headers
+
     def response(self, headers: dict[str, str] | None = None) -> web.Response:
-        response = web.Response(status=self.status, body=self.body(), content_type="application/json", headers=headers)
+        response = web.Response(
+            status=self.status, body=self.body(), content_type="application/json", headers=self.answer_headers(headers)
+        )
         if self.close_connection:
             response.force_close()
         return response
@@ -67,6 +75,16 @@ class ApiError(Exception):
 
 def bad_request(message: str, param: str | None = None, code: ErrorCode = ErrorCode.INVALID_REQUEST) -> ApiError:
     return ApiError(400, message, code, param)
+
+
+def body_too_large(limit: int) -> ApiError:
+    return ApiError(413, f"The request body is larger than {limit} bytes.", ErrorCode.REQUEST_TOO_LARGE)
+
+
+def body_too_slow(timeout_s: float) -> ApiError:
+    """The rest of the body may still trickle in: the connection is not reused after the answer."""
+    message = f"The request body did not arrive within {timeout_s:g} s."
+    return ApiError(408, message, ErrorCode.REQUEST_TIMEOUT, close_connection=True)
 
 
 def not_found(message: str, code: ErrorCode = ErrorCode.NOT_FOUND, param: str | None = None) -> ApiError:

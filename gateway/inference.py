@@ -11,9 +11,10 @@ import asyncio
 import dataclasses
 import os
 import time
-from collections.abc import Awaitable, Callable
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
@@ -26,7 +27,7 @@ from gateway.errors import ApiError, bad_request
 from gateway.limits import Admission
 from gateway.model_resolution import Resolved
 from gateway.plane import DataPlane
-from gateway.relay import Outcome, content_type, is_json, json_usage, relay_stream
+from gateway.relay import Outcome, StreamSink, content_type, is_json, json_usage, relay_to
 from gateway.request_body import InferenceRequest, forward_body, parse_request
 from gateway.state import PLANE
 from gateway.tracing import client_request_id
@@ -44,6 +45,9 @@ from gateway.workers import Worker, shows_instance
 _REFUSED_SECRET = frozenset((401, 403))
 # Worker answers that mean "not me, not now": retried once on another worker, as a connect error is.
 _RETRY_STATUSES = frozenset((502, 503, 504)) | _REFUSED_SECRET
+# What a call's hooks make of an answer: aiohttp's response object, or the inference connection's own.
+Answer = TypeVar("Answer")
+
 # Rough tokens per byte of prompt JSON, for the estimate recorded when a stream is cut before the
 # worker reported usage (English text averages about 4 bytes per token).
 _BYTES_PER_TOKEN = 4
@@ -64,44 +68,45 @@ COMPLETIONS = Route("/v1/completions", streamable=True)
 EMBEDDINGS = Route("/v1/embeddings", streamable=False)
 
 
-ROUTES = (CHAT, COMPLETIONS, EMBEDDINGS)
+ROUTES: tuple[Route, ...] = (CHAT, COMPLETIONS, EMBEDDINGS)
 
 
 def setup_inference_routes(app: web.Application) -> None:
-    for route, handler in direct_handlers(app).items():
-        app.router.add_post(route, handler)
+    """The routes on the application: what aiohttp serves (gateway/inference_connection.py serves most)."""
+    for route in ROUTES:
+        app.router.add_post(route.path, _handler(route))
     app.router.add_get("/v1/models", list_models)
 
 
-def direct_handlers(app: web.Application) -> dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]:
-    """The POST inference routes' handlers by path; they take the data plane from `app`, not from the
-    request, so that they also serve requests that skipped the router (gateway/direct_routes.py)."""
-    return {route.path: _handler(app, route) for route in ROUTES}
-
-
-def _handler(app: web.Application, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        return await InferenceCall(request, route, app[PLANE]).run()
+        return await AppCall(request, route, request.app[PLANE]).run()
 
     return handle
 
 
-class InferenceCall:
-    """The state of one inference request, from authentication to its usage record."""
+class InferenceCall(ABC, Generic[Answer]):
+    """The state of one inference request, from authentication to its usage record.
+
+    What it reads and writes on the client's side are its hooks (`_read_body`, `_answer`, `_refusal`,
+    `_open_stream`, `_sent`): `AppCall` below serves a request of aiohttp's application, and
+    gateway/inference_connection.py one that its own connection parsed.
+    """
 
     __slots__ = (
-        "admission", "authed", "connect_s", "first_byte_s", "own_id", "plane", "principal", "record", "recorded",
-        "request", "request_id", "resolved", "route", "selected", "session", "session_moved", "started", "worker",
+        "admission", "authed", "connect_s", "first_byte_s", "headers", "own_id", "plane", "principal", "record",
+        "recorded", "request_id", "resolved", "route", "selected", "session", "session_moved", "started", "worker",
     )  # fmt: skip
 
-    def __init__(self, request: web.Request, route: Route, plane: DataPlane) -> None:
-        self.request = request
+    def __init__(self, headers: Mapping[str, str], route: Route, plane: DataPlane) -> None:
+        # The request's headers, looked up case-insensitively (the first of a repeated header).
+        self.headers = headers
         self.route = route
         self.plane = plane
         # Our own id keys the usage row, so a client reusing an X-Request-Id cannot collide with another
         # record; the correlation id shown everywhere is the client's X-Request-Id when sane, else ours.
         self.own_id = os.urandom(16).hex()
-        self.request_id = client_request_id(request.headers.get("X-Request-Id")) or self.own_id
+        self.request_id = client_request_id(headers.get("X-Request-Id")) or self.own_id
         self.started = time.perf_counter()
         # perf_counter() at the end of each phase (0.0: not reached), and the upstream's own two.
         self.authed = self.resolved = self.selected = 0.0
@@ -113,11 +118,35 @@ class InferenceCall:
         # The usage record went out before the answer ended (durable mode), not from _finish.
         self.recorded = False
 
-    async def run(self) -> web.StreamResponse:
+    # -- the client's side --------------------------------------------------------------------------
+
+    @abstractmethod
+    async def _read_body(self) -> bytes:
+        """The whole request body; an ApiError (408, 413, 400) when it cannot be read."""
+
+    @abstractmethod
+    def _answer(self, status: int, headers: dict[str, str], body: bytes) -> Answer:
+        """A whole answer, sent once `run()` returns it."""
+
+    @abstractmethod
+    def _refusal(self, error: ApiError, headers: dict[str, str]) -> Answer:
+        """The JSON error answer for `error`, sent once `run()` returns it."""
+
+    @abstractmethod
+    async def _open_stream(self, status: int, headers: dict[str, str], content_type: str) -> tuple[StreamSink, Answer]:
+        """Send a streamed answer's head; its chunks then go to the sink."""
+
+    @abstractmethod
+    def _sent(self, answer: Answer) -> bool:
+        """Whether any of `answer` went out already (a stream), rather than once `run()` returns."""
+
+    # -- the request ----------------------------------------------------------------------------------
+
+    async def run(self) -> Answer:
         lifecycle = self.plane.lifecycle
         if lifecycle.draining:
             raise ApiError(503, "The gateway is shutting down; retry on another instance.", ErrorCode.DRAINING)
-        self.principal: Principal = authenticate(self.plane.keys, self.request.headers.get("Authorization"))
+        self.principal: Principal = authenticate(self.plane.keys, self.headers.get("Authorization"))
         self.authed = time.perf_counter()
         self.record = UsageRecord(
             request_id=self.own_id, created_at=time.time(), route=self.route.path, model="-", stream=False,
@@ -134,8 +163,8 @@ class InferenceCall:
                 response = await self._serve()
             except ApiError as exc:
                 self.record.http_status = exc.status
-                response = exc.response(headers=self._headers())
-            if self.plane.usage.durable and not response.prepared:
+                response = self._refusal(exc, self._headers())
+            if self.plane.usage.durable and not self._sent(response):
                 # A JSON answer is sent once this returns: its record is in Redis first.
                 await self._record_durably()
             return response
@@ -150,7 +179,7 @@ class InferenceCall:
             self._finish()
             lifecycle.leave()
 
-    async def _serve(self) -> web.StreamResponse:
+    async def _serve(self) -> Answer:
         req = parse_request(await self._read_body(), streamable=self.route.streamable)
         self.record.model, self.record.stream = req.model, req.stream
         resolved = self.plane.catalog.resolve(req.model, self.principal)
@@ -167,15 +196,12 @@ class InferenceCall:
         finally:
             up.close()
 
-    async def _read_body(self) -> bytes:
-        return await read_body(self.request, self.plane.settings.body_timeout_s)
-
     # -- choosing the worker --------------------------------------------------------------------------
 
     async def _select(self, resolved: Resolved) -> Worker:
         workers = self.plane.workers
         now = time.time()
-        session = session_of(self.request.headers)
+        session = session_of(self.headers)
         if session is not None:
             if len(session) > MAX_SESSION_LEN:
                 raise bad_request(f"The session id is longer than {MAX_SESSION_LEN} characters.", "X-Inventiv-Session")
@@ -278,7 +304,7 @@ class InferenceCall:
 
     # -- relaying -------------------------------------------------------------------------------------
 
-    async def _relay_json(self, up: UpstreamResponse, req: InferenceRequest) -> web.StreamResponse:
+    async def _relay_json(self, up: UpstreamResponse, req: InferenceRequest) -> Answer:
         try:
             body = await up.read_all()
         except UpstreamError as exc:
@@ -301,9 +327,9 @@ class InferenceCall:
             self.record.status = "upstream_error" if up.status >= 500 else "error"
         headers = self._headers()
         headers["Content-Type"] = content_type(up, "application/json")
-        return web.Response(status=up.status, body=body, headers=headers)
+        return self._answer(up.status, headers, body)
 
-    async def _relay_stream(self, up: UpstreamResponse, req: InferenceRequest, strip_usage: bool) -> web.StreamResponse:
+    async def _relay_stream(self, up: UpstreamResponse, req: InferenceRequest, strip_usage: bool) -> Answer:
         outcome = Outcome()
         self.record.http_status = 200
         up.watch_idle(self.plane.settings.upstream_first_byte_timeout_s)
@@ -321,10 +347,8 @@ class InferenceCall:
         else:
             self.plane.usage.record(opened)
         try:
-            response = await relay_stream(
-                self.request, up, headers, outcome, strip_usage=strip_usage, clock=time.perf_counter,
-                before_end=before_end,
-            )  # fmt: skip
+            sink, response = await self._open_stream(up.status, headers, content_type(up, "text/event-stream"))
+            await relay_to(sink, up, outcome, strip_usage=strip_usage, clock=time.perf_counter, before_end=before_end)
         finally:
             if not self.recorded:
                 self._account_stream(outcome, req)
@@ -432,12 +456,42 @@ class InferenceCall:
     def _access_fields(self, model: str, elapsed: float) -> dict[str, Any]:
         record = self.record
         return {
-            "request_id": self.request_id, "method": self.request.method, "route": self.route.path,
+            "request_id": self.request_id, "method": "POST", "route": self.route.path,
             "model": model if model != "-" else record.model, "instance_id": record.instance_id,
             "status": record.http_status, "outcome": record.status, "stream": record.stream,
             "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
             "ttft_ms": record.ttft_ms, "duration_ms": round(elapsed * 1000, 1), "key_id": record.api_key_id,
         }  # fmt: skip
+
+
+class AppCall(InferenceCall[web.StreamResponse]):
+    """An inference request served by aiohttp's application (aiohttp's request and response objects)."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: web.Request, route: Route, plane: DataPlane) -> None:
+        super().__init__(request.headers, route, plane)
+        self.request = request
+
+    async def _read_body(self) -> bytes:
+        return await read_body(self.request, self.plane.settings.body_timeout_s)
+
+    def _answer(self, status: int, headers: dict[str, str], body: bytes) -> web.StreamResponse:
+        return web.Response(status=status, body=body, headers=headers)
+
+    def _refusal(self, error: ApiError, headers: dict[str, str]) -> web.StreamResponse:
+        return error.response(headers=headers)
+
+    async def _open_stream(
+        self, status: int, headers: dict[str, str], content_type: str
+    ) -> tuple[StreamSink, web.StreamResponse]:
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_type = content_type
+        await response.prepare(self.request)
+        return response, response
+
+    def _sent(self, answer: web.StreamResponse) -> bool:
+        return answer.prepared
 
 
 def _prompt_estimate(req: InferenceRequest) -> int:

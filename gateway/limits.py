@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway import metrics
@@ -196,9 +195,6 @@ class RateLimited(ApiError):
         self.headers = headers
         self.scope = scope
         self.limit = limit
-
-    def response(self, headers: dict[str, str] | None = None) -> web.Response:
-        return super().response({**(headers or {}), **self.headers})
 
 
 # Counting: locally, synchronised with Redis in batches ------------------------------------------------

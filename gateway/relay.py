@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -75,7 +75,7 @@ class StreamRelay:
     )  # fmt: skip
 
     def __init__(
-        self, response: web.StreamResponse, up: UpstreamResponse, outcome: Outcome, strip: bool, clock: Any
+        self, response: StreamSink, up: UpstreamResponse, outcome: Outcome, strip: bool, clock: Any
     ) -> None:
         self.write = response.write
         self.up = up
@@ -174,6 +174,15 @@ class StreamRelay:
         self.backlog.clear()
 
 
+class StreamSink(Protocol):
+    """Where a stream's bytes go once its head is sent: aiohttp's prepared `StreamResponse`, or the
+    inference connection's chunked answer (gateway/inference_connection.py)."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_eof(self, data: bytes = b"") -> None: ...
+
+
 async def relay_stream(
     request: web.Request,
     up: UpstreamResponse,
@@ -184,9 +193,24 @@ async def relay_stream(
     clock: Any,
     before_end: Callable[[], Awaitable[None]] | None = None,
 ) -> web.StreamResponse:
+    """`relay_to` through aiohttp: the stream's head goes out as a `StreamResponse`, then its chunks."""
     response = web.StreamResponse(status=up.status, headers=headers)
     response.content_type = content_type(up, "text/event-stream")
     await response.prepare(request)
+    await relay_to(response, up, outcome, strip_usage=strip_usage, clock=clock, before_end=before_end)
+    return response
+
+
+async def relay_to(
+    response: StreamSink,
+    up: UpstreamResponse,
+    outcome: Outcome,
+    *,
+    strip_usage: bool,
+    clock: Any,
+    before_end: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Relay the worker's stream into `response`, whose head was sent, to its end (or the client's)."""
     relay = StreamRelay(response, up, outcome, strip_usage, clock)
     try:
         try:
@@ -205,7 +229,7 @@ async def relay_stream(
         outcome.complete = False
         outcome.upstream_error = None
         outcome.client_gone = True
-        return response
+        return
     if before_end is not None:
         # The caller's last word before the end of the answer goes out (the durable usage record).
         await before_end()
@@ -216,7 +240,6 @@ async def relay_stream(
     except ConnectionResetError:
         # The client left after the last event (it had the answer): nothing to report, nothing to log.
         outcome.client_gone = not outcome.complete
-    return response
 
 
 def _take_usage(relay: StreamRelay, outcome: Outcome) -> bytes:
@@ -232,7 +255,7 @@ def _take_usage(relay: StreamRelay, outcome: Outcome) -> bytes:
     return pending
 
 
-async def _finish(response: web.StreamResponse, pending: bytes, outcome: Outcome, last: bytes) -> None:
+async def _finish(response: StreamSink, pending: bytes, outcome: Outcome, last: bytes) -> None:
     """The end of a stream: held-back bytes, or the error event if it was cut."""
     if outcome.upstream_error is None:
         if pending:

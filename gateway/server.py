@@ -23,9 +23,8 @@ from aiohttp import web
 
 from gateway import state
 from gateway.app import create_app
-from gateway.connections import GatewayRunner
-from gateway.inference import direct_handlers
 from gateway.redis_persistence import check_persistence
+from gateway.runner import GatewayRunner
 from inventiv.logs import setup_logging
 from inventiv.process_group import supervise
 from inventiv.services import ensure_services
@@ -149,7 +148,7 @@ async def run_app(settings: Settings, stop: asyncio.Event | None = None, parent:
     runner = GatewayRunner(
         app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_S,
         head_timeout_s=settings.header_timeout_s, keepalive_timeout=settings.keepalive_timeout_s,
-        direct=direct_handlers(app),
+        serve_inference=True,
     )
     await runner.setup()
     site = web.TCPSite(

@@ -14,8 +14,7 @@ from fleet import SMALL, ServeOne, WorkerFactory, insert_ready_instance, new_key
 
 from gateway import state
 from gateway.app import create_app
-from gateway.connections import GatewayRunner
-from gateway.inference import direct_handlers
+from gateway.runner import GatewayRunner
 from inventiv.settings import Settings
 from inventiv.worker_secrets import worker_secrets
 from providers.mock.worker import WorkerConfig
@@ -46,7 +45,7 @@ class GatewayTestServer(TestServer):
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
         settings = self.app[state.SETTINGS]
-        return GatewayRunner(self.app, head_timeout_s=settings.header_timeout_s, direct=direct_handlers(self.app),
+        return GatewayRunner(self.app, head_timeout_s=settings.header_timeout_s, serve_inference=True,
                              **kwargs)  # fmt: skip
 
 
