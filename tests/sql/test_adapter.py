@@ -4,10 +4,13 @@ through aiosql, against the real Postgres."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import aiopg
 import aiosql
 
-from sql.adapter import AiopgAdapter
+from sql.adapter import AiopgAdapter, cursor
 
 _SQL = """
 -- name: create-scratch()#
@@ -34,3 +37,20 @@ async def test_a_script_runs_whole_and_a_many_statement_counts_every_row(db_pool
         finally:
             async with conn.cursor() as cur:
                 await cur.execute("drop table if exists adapter_scratch")
+
+
+async def test_a_cursor_is_freed_as_its_block_ends_with_the_text_of_its_query(db_pool: aiopg.Pool) -> None:
+    """aiopg's cursor and its transaction refer to each other; psycopg2 keeps the last query's text (a
+    usage batch is megabytes of it): reference counting alone must free them, not a later collection."""
+    async with db_pool.acquire() as conn:
+        gc.disable()
+        try:
+            async with cursor(conn) as cur:
+                await cur.execute("select length(%s)", ("x" * 100_000,))
+                assert (await cur.fetchone()) == (100_000,)
+            assert cur.closed and len(cur._impl.query) > 100_000
+            freed = weakref.ref(cur._impl)
+            del cur
+            assert freed() is None
+        finally:
+            gc.enable()
