@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 import orjson
@@ -269,6 +270,49 @@ async def test_a_bug_is_a_json_500_and_the_connection_goes_on(
     writer.close()
 
 
+async def _slow_stream(serve_one: ServeOne) -> tuple[Any, Any, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A stream of megabytes to a client with a small receive buffer that does not read yet: until the
+    connection's writes are paused. Returns the server, its connection, and the client's streams."""
+    _, client, key, _ = await serve_one(tokens=20_000)
+    server = _server(client)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", client.server.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 24)
+    stream = orjson.dumps({"model": SMALL, "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    writer.write(_post(key, stream))
+    async with asyncio.timeout(10):
+        # Polled: the connection has no event for it, and a test-only one would be code in the hot path.
+        while not server.inference_connections or not next(iter(server.inference_connections))._write_paused:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    return server, next(iter(server.inference_connections)), reader, writer
+
+
+async def test_a_slow_client_holds_the_stream_back_and_then_gets_all_of_it(serve_one: ServeOne) -> None:
+    _, connection, reader, writer = await _slow_stream(serve_one)
+    plane = connection._plane
+    # The worker's connection is paused behind the parked write: its in-flight request is still open.
+    assert sum(plane.workers.in_flight.values()) == 1
+    answer = await _read_answer(reader)
+    assert answer.status == 200 and len(answer.body) > 1_000_000
+    assert answer.body.count(b'"finish_reason":"stop"') == 1 and answer.body.endswith(b"data: [DONE]\n\n")
+    assert not connection._write_paused and sum(plane.workers.in_flight.values()) == 0
+    writer.close()
+
+
+async def test_a_slow_client_gone_while_its_write_is_parked_ends_the_request(serve_one: ServeOne) -> None:
+    server, connection, _, writer = await _slow_stream(serve_one)
+    task = connection._task
+    assert task is not None
+    writer.transport.abort()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):
+            await task
+    assert not server.inference_connections
+    assert sum(connection._plane.workers.in_flight.values()) == 0
+
+
 async def test_a_client_gone_mid_request_cancels_it(serve_one: ServeOne) -> None:
     _, client, key, _ = await serve_one(tokens=50, token_delay_ms=20)
     server = _server(client)
@@ -359,6 +403,85 @@ async def test_on_uvloop_as_the_gateway_runs(serve_one: ServeOne, gateway_settin
             await runner.cleanup()
 
     assert await asyncio.to_thread(uvloop.run, scenario()) == [200, 200, 200, 200]
+
+
+async def test_pipelined_requests_past_the_bound_pause_reading_until_they_are_taken(serve_one: ServeOne) -> None:
+    _, client, key, _ = await serve_one(tokens=5, token_delay_ms=20)
+    reader, writer = await _open(client)
+    big = orjson.dumps({"model": SMALL, "messages": [{"role": "user", "content": "hi"}], "padding": "x" * 100_000})
+    writer.write(b"".join(_post(key, big, extra=b"X-Request-Id: r%d\r\n" % i) for i in range(4)))
+    connection = None
+    async with asyncio.timeout(5):
+        while connection is None or not connection._read_paused:
+            await asyncio.sleep(0.005)
+            connection = next(iter(_server(client).inference_connections), None)
+    answers = [await _read_answer(reader) for _ in range(4)]
+    assert [(a.status, a.headers["x-request-id"]) for a in answers] == [(200, f"r{i}") for i in range(4)]
+    assert not connection._read_paused
+    writer.close()
+
+
+async def test_a_body_still_coming_after_the_answer_is_cut_at_its_deadline(
+    serve_one: ServeOne, start_gateway: Any
+) -> None:
+    await serve_one()
+    client = await start_gateway(body_timeout_s=0.3)
+    reader, writer = await _open(client)
+    request = _post("not-a-key")
+    writer.write(request[:-5])
+    # Refused before the body is read; the rest of the body never comes: the connection is closed.
+    assert (await _read_answer(reader)).status == 401
+    assert await _closed(reader)
+    writer.close()
+
+
+async def test_a_stream_asked_with_connection_close_ends_the_connection(serve_one: ServeOne) -> None:
+    _, client, key, _ = await serve_one(tokens=3)
+    reader, writer = await _open(client)
+    stream = orjson.dumps({"model": SMALL, "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    writer.write(_post(key, stream, extra=b"Connection: close\r\n"))
+    answer = await _read_answer(reader)
+    assert answer.headers["connection"] == "close" and answer.body.endswith(b"data: [DONE]\n\n")
+    assert await _closed(reader)
+    writer.close()
+
+
+async def test_a_bug_after_a_stream_started_closes_the_connection(
+    serve_one: ServeOne, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, client, key, _ = await serve_one(tokens=3)
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a relay bug")
+
+    monkeypatch.setattr(inference, "relay_to", broken)
+    reader, writer = await _open(client)
+    stream = orjson.dumps({"model": SMALL, "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    with caplog.at_level(logging.ERROR, logger="gateway.inference_connection"):
+        writer.write(_post(key, stream))
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"Transfer-Encoding: chunked" in head
+        # No last chunk can say the stream ended: the connection is closed instead.
+        assert await _closed(reader)
+    assert any("a relay bug" in (r.exc_text or "") for r in caplog.records)
+    writer.close()
+
+
+async def test_shutdown_lets_the_request_in_flight_finish_then_closes(serve_one: ServeOne) -> None:
+    _, client, key, _ = await serve_one(tokens=10, token_delay_ms=20)
+    server = _server(client)
+    reader, writer = await _open(client)
+    writer.write(_post(key))
+    async with asyncio.timeout(5):
+        while not server.inference_connections or next(iter(server.inference_connections))._task is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    server.pre_shutdown()
+    shutdown = asyncio.create_task(server.shutdown(5.0))
+    assert (await _read_answer(reader)).status == 200
+    await shutdown
+    assert await _closed(reader)
+    writer.close()
 
 
 def test_headers_are_read_in_any_case_and_the_first_of_a_repeated_one_wins() -> None:
