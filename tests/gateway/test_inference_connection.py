@@ -251,17 +251,17 @@ async def test_a_bug_is_a_json_500_and_the_connection_goes_on(
     serve_one: ServeOne, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     _, client, key, _ = await serve_one()
-    original = inference.InferenceCall._serve
+    original = inference.parse_request
 
-    async def broken(self: Any) -> Any:
-        if self.headers.get("X-Break"):
+    def broken(raw: bytes, *, streamable: bool) -> Any:
+        if b'"break"' in raw:
             raise RuntimeError("a handler bug")
-        return await original(self)
+        return original(raw, streamable=streamable)
 
-    monkeypatch.setattr(inference.InferenceCall, "_serve", broken)
+    monkeypatch.setattr(inference, "parse_request", broken)
     reader, writer = await _open(client)
     with caplog.at_level(logging.ERROR, logger="gateway.inference_connection"):
-        writer.write(_post(key, extra=b"X-Break: 1\r\n"))
+        writer.write(_post(key, orjson.dumps({"model": SMALL, "messages": [], "break": True})))
         answer = await _read_answer(reader)
     assert answer.status == 500 and orjson.loads(answer.body)["error"]["code"] == "internal_error"
     assert any("a handler bug" in (r.exc_text or "") for r in caplog.records)
