@@ -47,7 +47,7 @@ from gateway.relay import StreamSink
 
 log = logging.getLogger(__name__)
 
-# A head longer than this goes to aiohttp, which refuses it (its limit on a request line and on a header).
+# A head not ended within this many bytes goes to aiohttp, which applies its own limits (8190 bytes a line).
 MAX_HEAD = 8190 * 2
 # Bytes of later (pipelined) requests held while one is served, before reading from the client pauses.
 _PIPELINE_HIGH = 256 * 1024
