@@ -38,6 +38,7 @@ from typing import cast
 import httptools
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
+from multidict import CIMultiDict
 
 from gateway.error_codes import ErrorCode
 from gateway.errors import ApiError, body_too_large, body_too_slow
@@ -57,30 +58,15 @@ _SERVER = f"Server: {SERVER_SOFTWARE}\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
-def request_lines(routes: tuple[Route, ...] = ROUTES) -> dict[bytes, Route]:
-    """The request lines served here, each with its route: `POST /v1/chat/completions HTTP/1.1`."""
-    return {b"POST %s HTTP/1.1" % route.path_bytes: route for route in routes}
-
-
-class Headers(dict[str, str]):
-    """A request's headers by lowercased name, looked up in any case; the first of a repeated one."""
-
-    __slots__ = ()
-
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        return dict.get(self, key.lower(), default)
-
-    def __getitem__(self, key: str) -> str:
-        return dict.__getitem__(self, key.lower())
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and dict.__contains__(self, key.lower())
+# The request lines served here, each with its route: `POST /v1/chat/completions HTTP/1.1`.
+REQUEST_LINES = {b"POST %s HTTP/1.1" % route.path_bytes: route for route in ROUTES}
 
 
 @dataclass(slots=True)
 class Request:
     route: Route
-    headers: Headers
+    # Looked up in any case; `get` gives the first of a repeated header, as aiohttp's request does.
+    headers: CIMultiDict[str]
     length: int
     # The body when it came with the head; None while it is still arriving.
     body: bytes | None
@@ -118,18 +104,16 @@ class InferenceConnection(asyncio.Protocol):
 
     __slots__ = (
         "_body_late", "_body_left", "_body_parts", "_body_timer", "_body_waiter", "_buffer", "_closing", "_connections",
-        "_drain", "_fallback", "_fields", "_head_done", "_idle_since", "_idle_timer", "_lines", "_loop", "_plane",
+        "_drain", "_fallback", "_fields", "_head_done", "_idle_since", "_idle_timer", "_loop", "_plane",
         "_read_paused", "_request", "_task", "_transport", "_write_paused",
     )  # fmt: skip
 
     def __init__(
         self,
-        lines: Mapping[bytes, Route],
         plane: DataPlane,
         fallback: Callable[[], asyncio.Protocol],
         connections: set[InferenceConnection],
     ) -> None:
-        self._lines = lines
         self._plane = plane
         # aiohttp's protocol for this server: where the connection goes for anything not served here.
         self._fallback = fallback
@@ -178,10 +162,6 @@ class InferenceConnection(asyncio.Protocol):
             self._read_paused = True
             self._transport.pause_reading()
 
-    def eof_received(self) -> bool | None:
-        # A client that shuts its side down is gone: the transport closes, and connection_lost follows.
-        return None
-
     def pause_writing(self) -> None:
         self._write_paused = True
 
@@ -226,7 +206,7 @@ class InferenceConnection(asyncio.Protocol):
             self._read_paused = False
             self._transport.resume_reading()
         end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
-        route = self._lines.get(buffer[: buffer.find(b"\r\n")]) if end > 0 else None
+        route = REQUEST_LINES.get(buffer[: buffer.find(b"\r\n")]) if end > 0 else None
         request = self._parse(buffer, end + 4, route) if route is not None else None
         if request is None:
             self._hand_over()
@@ -246,21 +226,18 @@ class InferenceConnection(asyncio.Protocol):
             return None
         if not self._head_done:
             return None
-        headers = Headers()
         length = 0
-        seen_length = False
+        pairs = []
         for raw_name, raw_value in self._fields:
             name = raw_name.lower()
             if name == b"content-length":
-                if seen_length or not raw_value.isdigit():
-                    return None
-                seen_length = True
+                # Digits, once: llhttp refuses a repeated or a malformed Content-Length (and one beside
+                # Transfer-Encoding) before this.
                 length = int(raw_value)
             elif name in _HANDED_OVER:
                 return None
-            key = name.decode("latin-1")
-            if key not in headers:
-                headers[key] = raw_value.decode("utf-8", "surrogateescape")
+            pairs.append((raw_name.decode("latin-1"), raw_value.decode("utf-8", "surrogateescape")))
+        headers = CIMultiDict(pairs)
         total = head_end + length
         if len(buffer) >= total:
             body: bytes | None = buffer[head_end:total]
@@ -488,9 +465,7 @@ class ChunkedAnswer:
         if connection._write_paused:
             await connection.drained()
 
-    async def write_eof(self, data: bytes = b"") -> None:
-        if data:
-            await self.write(data)
+    async def write_eof(self) -> None:
         connection = self._connection
         connection.write(_LAST_CHUNK)
         if connection._write_paused:

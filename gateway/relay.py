@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from aiohttp import web
 
 from gateway import sse
 from gateway.coro_step import step_coroutine
@@ -180,25 +179,7 @@ class StreamSink(Protocol):
 
     async def write(self, data: bytes) -> None: ...
 
-    async def write_eof(self, data: bytes = b"") -> None: ...
-
-
-async def relay_stream(
-    request: web.Request,
-    up: UpstreamResponse,
-    headers: dict[str, str],
-    outcome: Outcome,
-    *,
-    strip_usage: bool,
-    clock: Any,
-    before_end: Callable[[], Awaitable[None]] | None = None,
-) -> web.StreamResponse:
-    """`relay_to` through aiohttp: the stream's head goes out as a `StreamResponse`, then its chunks."""
-    response = web.StreamResponse(status=up.status, headers=headers)
-    response.content_type = content_type(up, "text/event-stream")
-    await response.prepare(request)
-    await relay_to(response, up, outcome, strip_usage=strip_usage, clock=clock, before_end=before_end)
-    return response
+    async def write_eof(self) -> None: ...
 
 
 async def relay_to(

@@ -4,7 +4,7 @@ aiohttp's `web.Server` is the listening socket's protocol factory: `web.Server._
 `RequestHandler(self, loop=self._loop, **self._kwargs)` (aiohttp/web_server.py) for each connection.
 `GatewayRunner` makes its server build an `InferenceConnection` (gateway/inference_connection.py),
 which serves the inference routes itself and hands anything else to aiohttp's protocol, a
-`HeadTimeoutHandler` (gateway/connections.py); without `serve_inference`, every connection is aiohttp's.
+`HeadTimeoutHandler` (gateway/connections.py).
 At shutdown, the server closes both kinds: idle ones at once, busy ones once their answer is out.
 """
 
@@ -17,23 +17,20 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.connections import HeadTimeoutHandler
-from gateway.inference_connection import InferenceConnection, request_lines
+from gateway.inference_connection import InferenceConnection
 from gateway.plane import DataPlane
 from gateway.state import PLANE
 
 
 class _GatewayServer(web.Server):
     head_timeout_s: float
-    # Set when the inference routes are served on connections of our own (gateway/inference_connection.py).
-    plane: DataPlane | None
+    plane: DataPlane
     inference_connections: set[InferenceConnection]
 
     # The listening socket's protocol factory: an InferenceConnection, which hands itself over to
     # aiohttp's protocol (`aiohttp_protocol`) for anything it does not serve.
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
-        if self.plane is None:
-            return self.aiohttp_protocol()
-        return InferenceConnection(_LINES, self.plane, self.aiohttp_protocol, self.inference_connections)
+        return InferenceConnection(self.plane, self.aiohttp_protocol, self.inference_connections)
 
     def aiohttp_protocol(self) -> RequestHandler:
         return HeadTimeoutHandler(self, self.head_timeout_s, loop=self._loop, **self._kwargs)
@@ -48,29 +45,22 @@ class _GatewayServer(web.Server):
         await asyncio.gather(super().shutdown(timeout), *ours)
 
 
-_LINES = request_lines()
-
-
 class GatewayRunner(web.AppRunner):
-    """`web.AppRunner` whose connections are `HeadTimeoutHandler`s; with `serve_inference`, connections
-    of our own serve the inference routes and hand anything else to those (gateway/inference_connection.py)."""
+    """`web.AppRunner` whose server makes each connection an `InferenceConnection` (see above)."""
 
-    __slots__ = ("_head_timeout_s", "_serve_inference")
+    __slots__ = ("_head_timeout_s",)
 
-    def __init__(
-        self, app: web.Application, *, head_timeout_s: float, serve_inference: bool = False, **kwargs: Any
-    ) -> None:
+    def __init__(self, app: web.Application, *, head_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._head_timeout_s = head_timeout_s
-        self._serve_inference = serve_inference
 
     async def _make_server(self) -> web.Server:
         # The application has started here (its cleanup contexts built the data plane).
         server = await super()._make_server()
-        # The same server, building our handler: web.Server has no __slots__ and _GatewayServer adds none.
+        # The same server, building our protocol: web.Server has no __slots__ and _GatewayServer adds none.
         server.__class__ = _GatewayServer
         assert isinstance(server, _GatewayServer)
         server.head_timeout_s = self._head_timeout_s
-        server.plane = self._app[PLANE] if self._serve_inference else None
+        server.plane = self._app[PLANE]
         server.inference_connections = set()
         return server

@@ -148,7 +148,6 @@ async def run_app(settings: Settings, stop: asyncio.Event | None = None, parent:
     runner = GatewayRunner(
         app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_S,
         head_timeout_s=settings.header_timeout_s, keepalive_timeout=settings.keepalive_timeout_s,
-        serve_inference=True,
     )
     await runner.setup()
     site = web.TCPSite(

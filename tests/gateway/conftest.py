@@ -45,8 +45,7 @@ class GatewayTestServer(TestServer):
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
         settings = self.app[state.SETTINGS]
-        return GatewayRunner(self.app, head_timeout_s=settings.header_timeout_s, serve_inference=True,
-                             **kwargs)  # fmt: skip
+        return GatewayRunner(self.app, head_timeout_s=settings.header_timeout_s, **kwargs)
 
 
 @pytest.fixture

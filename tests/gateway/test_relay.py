@@ -1,7 +1,7 @@
 """gateway.relay: with usage stripping on, the client gets the worker's stream byte for byte minus the
 usage-only event, and the usage is found, however the worker's bytes are cut into reads.
 
-`relay_stream` is driven as the upstream connection drives it (one call per read, then a flush, until
+`relay_to` is driven as the upstream connection drives it (one call per read, then a flush, until
 the response ends); the client is a recorder whose writes complete at once, so the worker's
 connection is never paused. Pausing under backpressure is tested in test_relay_backpressure.py.
 """
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from unittest import mock
 
-from aiohttp.test_utils import make_mocked_request
 from hypothesis import given
 from hypothesis import strategies as st
 from sse_streams import Stream, cuts, streams
@@ -22,7 +20,7 @@ from gateway.upstream import Sink
 
 
 class _Worker:
-    """The upstream side of `relay_stream`: pushes each read into the sink, then flushes, as a connection does."""
+    """The upstream side of `relay_to`: pushes each read into the sink, then flushes, as a connection does."""
 
     status = 200
 
@@ -50,14 +48,17 @@ class _Worker:
 async def _relayed(reads: list[bytes], strip: bool) -> tuple[bytes, relay.Outcome]:
     received = bytearray()
 
-    async def write(data: bytes) -> None:
-        received.extend(data)
+    class Client:
+        """The client's side: every write completes at once, so the worker's connection is never paused."""
 
-    # The client's connection: every write completes at once, so the worker's is never paused.
-    writer = mock.Mock(write=write, write_eof=write, write_headers=mock.AsyncMock(), drain=mock.AsyncMock())
-    request = make_mocked_request("POST", "/v1/chat/completions", writer=writer)
+        async def write(self, data: bytes) -> None:
+            received.extend(data)
+
+        async def write_eof(self) -> None:
+            return None
+
     outcome = relay.Outcome()
-    await relay.relay_stream(request, _Worker(reads), {}, outcome, strip_usage=strip, clock=time.monotonic)  # type: ignore[arg-type]
+    await relay.relay_to(Client(), _Worker(reads), outcome, strip_usage=strip, clock=time.monotonic)  # type: ignore[arg-type]
     return bytes(received), outcome
 
 

@@ -56,6 +56,14 @@ class WorkerConnection:
         self.calls.append("close")
 
 
+async def _relay(request: web.Request, up: UpstreamResponse, outcome: relay.Outcome) -> web.StreamResponse:
+    """The worker's stream relayed into a prepared aiohttp response, as the application's route does."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await relay.relay_to(response, up, outcome, strip_usage=False, clock=time.monotonic)
+    return response
+
+
 def push(sink: relay.StreamRelay, data: bytes) -> None:
     """One read from the worker, as the upstream connection delivers it."""
     sink(data)
@@ -132,7 +140,7 @@ async def test_the_response_ends_only_after_the_reads_held_behind_a_parked_write
     worker, outcome = HeldReads(), relay.Outcome()
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await relay.relay_stream(request, worker, {}, outcome, strip_usage=False, clock=time.monotonic)  # type: ignore[arg-type]
+        return await _relay(request, worker, outcome)  # type: ignore[arg-type]
 
     async with slow_client(handler) as (client, done):
         body = await client.read_body()
@@ -200,7 +208,7 @@ async def relayed(script: Script) -> AsyncIterator[Stream]:
     async def handler(request: web.Request) -> web.StreamResponse:
         up = await post(pool, worker)
         ups.append(up)
-        return await relay.relay_stream(request, up, {}, outcome, strip_usage=False, clock=time.monotonic)
+        return await _relay(request, up, outcome)
 
     async with Server(script) as worker, open_pool() as pool, slow_client(handler) as (client, done):
         try:
