@@ -73,6 +73,15 @@ def _server(client: TestClient) -> Any:
     return runner.server
 
 
+async def _open_configured(
+    serve_one: ServeOne, start_gateway: Any, **settings: Any
+) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A worker and a key (`serve_one`), then a gateway with `settings` changed, and a connection to it."""
+    _, _, key, _ = await serve_one()
+    reader, writer = await _open(await start_gateway(**settings))
+    return key, reader, writer
+
+
 async def _closed(reader: asyncio.StreamReader, timeout_s: float = 5.0) -> bool:
     async with asyncio.timeout(timeout_s):
         return await reader.read() == b""
@@ -129,9 +138,7 @@ async def test_a_body_in_later_reads_is_waited_for(serve_one: ServeOne) -> None:
 async def test_a_body_that_does_not_come_in_time_is_a_408_and_the_connection_closes(
     serve_one: ServeOne, start_gateway: Any
 ) -> None:
-    _, _, key, _ = await serve_one()
-    client = await start_gateway(body_timeout_s=0.2)
-    reader, writer = await _open(client)
+    key, reader, writer = await _open_configured(serve_one, start_gateway, body_timeout_s=0.2)
     request = _post(key)
     writer.write(request[:-3])
     answer = await _read_answer(reader)
@@ -144,9 +151,7 @@ async def test_a_body_that_does_not_come_in_time_is_a_408_and_the_connection_clo
 async def test_a_body_over_the_limit_is_refused_before_it_is_read_and_the_connection_goes_on(
     serve_one: ServeOne, start_gateway: Any
 ) -> None:
-    _, _, key, _ = await serve_one()
-    client = await start_gateway(max_body_bytes=1024)
-    reader, writer = await _open(client)
+    key, reader, writer = await _open_configured(serve_one, start_gateway, max_body_bytes=1024)
     big = b'{"model": "%s", "padding": "%s"}' % (SMALL.encode(), b"x" * 5000)
     request = _post(key, big)
     writer.write(request[: request.index(b"\r\n\r\n") + 4])
@@ -239,9 +244,7 @@ async def test_a_client_expecting_100_continue_is_answered_at_once(serve_one: Se
 async def test_an_idle_connection_is_closed_after_the_keepalive_timeout(
     serve_one: ServeOne, start_gateway: Any
 ) -> None:
-    _, _, key, _ = await serve_one()
-    client = await start_gateway(keepalive_timeout_s=0.3)
-    reader, writer = await _open(client)
+    key, reader, writer = await _open_configured(serve_one, start_gateway, keepalive_timeout_s=0.3)
     writer.write(_post(key))
     assert (await _read_answer(reader)).status == 200
     assert await _closed(reader, timeout_s=3)
@@ -425,9 +428,7 @@ async def test_pipelined_requests_past_the_bound_pause_reading_until_they_are_ta
 async def test_a_body_still_coming_after_the_answer_is_cut_at_its_deadline(
     serve_one: ServeOne, start_gateway: Any
 ) -> None:
-    await serve_one()
-    client = await start_gateway(body_timeout_s=0.3)
-    reader, writer = await _open(client)
+    _, reader, writer = await _open_configured(serve_one, start_gateway, body_timeout_s=0.3)
     request = _post("not-a-key")
     writer.write(request[:-5])
     # Refused before the body is read; the rest of the body never comes: the connection is closed.
