@@ -54,9 +54,11 @@ async def test_a_leader_whose_connection_was_cut_takes_the_lock_again(
     lock = LeaderLock(database_url)
     try:
         assert await lock.try_acquire() is True
-        # The session holding this database's leader lock (a bigint key: its high and low 32 bits).
+        # The session holding this database's leader lock (a bigint key: its high and low 32 bits). With a
+        # timeout, pg_terminate_backend waits until that session is gone (PostgreSQL 14+); without, it only
+        # signals it, and the leader's next check could still find its session alive.
         holder = (
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
             " AND objid = %s AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )
         async with aiopg.connect(database_url) as admin, admin.cursor() as cur:
