@@ -28,7 +28,7 @@ class LeaderLock:
 
     async def try_acquire(self) -> bool:
         """True if this process is (still) the leader."""
-        if self.held:
+        if self._conn is not None:
             if await self._alive():
                 return True
             await self.release()
@@ -48,14 +48,18 @@ class LeaderLock:
         return False
 
     async def _alive(self) -> bool:
+        """Whether the session holding the lock is still there; a lost one is logged, whether aiopg saw
+        its connection close or the check's query fails."""
         assert self._conn is not None
-        try:
-            async with self._conn.cursor() as cur:
-                await cur.execute("SELECT 1")
-            return True
-        except psycopg2.Error:
-            log.warning("lost the leader connection")
-            return False
+        if not self._conn.closed:
+            try:
+                async with self._conn.cursor() as cur:
+                    await cur.execute("SELECT 1")
+                return True
+            except psycopg2.Error:
+                pass
+        log.warning("lost the leader connection")
+        return False
 
     async def release(self) -> None:
         if self._conn is not None:
