@@ -55,8 +55,9 @@ bench: $(STAMP) bench-deps
 	$(BIN)/python -m benchmarks.gateway_bench $(BENCH_ARGS)
 
 # The cost curve under the gateway, at full load and at 200 req/s: a raw uvloop protocol, aiohttp alone,
-# a bare proxy on the gateway's upstream pool, the gateway (benchmarks/proxy_floor.py; ~7 minutes).
-bench-floor: $(STAMP)
+# a bare proxy on the gateway's upstream pool, the gateway, then the peers of `make bench` in front of the
+# same worker (benchmarks/proxy_floor.py; ~11 minutes).
+bench-floor: $(STAMP) bench-deps
 	$(BIN)/python -m benchmarks.proxy_floor $(BENCH_ARGS)
 
 # nginx (Debian's), the static upstream of the benchmark's (a-static); without it that scenario is skipped.

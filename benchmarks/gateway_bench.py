@@ -56,18 +56,7 @@ def _peer_binaries(names: str, no_peer: bool) -> dict[peer.Peer, Path]:
     if no_peer:
         print("peers: skipped (--no-peer); no ratios will be computed", file=sys.stderr)
         return {}
-    try:
-        wanted = peer.chosen(names)
-    except ValueError as exc:
-        raise SystemExit(f"--peers: {exc}") from None
-    binaries = {}
-    for each in wanted:
-        try:
-            binaries[each] = peer.ensure_installed(each)
-        except peer.PeerUnavailable as exc:
-            reason = str(exc) if each.system else f"it could not be installed: {exc}"
-            print(f"{each.name}: skipped, {reason}", file=sys.stderr)
-    return binaries
+    return peer.available(names)
 
 
 def _nginx() -> Path | None:

@@ -98,6 +98,23 @@ def ensure_installed(peer: Peer) -> Path:
     return binary
 
 
+def available(names: str) -> dict[Peer, Path]:
+    """The executables of the peers named in a `--peers` value, installing them when missing; a peer that
+    cannot be had is left out, saying why on stderr. An unknown name exits with the list of known ones."""
+    try:
+        wanted = chosen(names)
+    except ValueError as exc:
+        raise SystemExit(f"--peers: {exc}") from None
+    binaries = {}
+    for each in wanted:
+        try:
+            binaries[each] = ensure_installed(each)
+        except PeerUnavailable as exc:
+            reason = str(exc) if each.system else f"it could not be installed: {exc}"
+            print(f"{each.name}: skipped, {reason}", file=sys.stderr)
+    return binaries
+
+
 def _run_step(step: Sequence[str]) -> None:
     try:
         done = subprocess.run(step, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT_S, check=False)

@@ -2,6 +2,7 @@
 feature, measured side by side with the gateway, one process on one core each.
 
     python -m benchmarks.proxy_floor [--duration S] [--reps N] [--rate R] [--rate-duration S]
+                                     [--peers sglang-router,vllm-router,nginx | --no-peer]
 
 Targets, each alone on CPU 1 (the mock worker, the load driver and this orchestrator on CPU 0), under
 the same closed loop of 64 connections sending the benchmark's non-streaming chat request, then at a
@@ -15,7 +16,10 @@ fixed offered rate (`--rate`, 200 req/s: the benchmark's (b)) beside the worker 
 - `server-static`: aiohttp's low-level `web.Server` doing the same;
 - `proxy`: the low-level server relaying to the mock worker through the gateway's `UpstreamPool`,
   nothing else (no key, no model, no metering, no metrics, no log): the floor of a proxy here;
-- `gateway`: the gateway with every feature on (access log on, no session header).
+- `gateway`: the gateway with every feature on (access log on, no session header);
+- the peers of `make bench` (`--peers`, by default all of them: sglang-router, vllm-router, and nginx as
+  a reverse proxy), run as it runs them, in front of the same worker: the curve places the targets the
+  gateway is judged against among the floors, measured in the same run.
 Each CPU figure is the target's CPU time (its /proc utime + stime) over the load and the drain, divided
 by the answers that came back whole and byte-identical to the worker's; at the fixed rate, also the
 latency it adds over `direct` (p50 and p99 of each run less those of the `direct` run beside it).
@@ -38,12 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks import procfs, scenarios, stats
+from benchmarks import peer, procfs, scenarios, stats
 from benchmarks.integrity import ExpectedBody
 from benchmarks.loadgen import Endpoint, LoadResult, build_request, closed_loop, fetch, open_loop
 from benchmarks.processes import LOOPBACK, Started, free_port, start, stop, wait_ready
 from benchmarks.services import bench_services, prepare_database
-from benchmarks.stack import LOAD_CPU, PROXY_CPU, gateway_env, start_gateway, start_worker, worker_specs
+from benchmarks.stack import LOAD_CPU, PROXY_CPU, gateway_env, start_gateway, start_peer, start_worker, worker_specs
 
 if TYPE_CHECKING:
     from gateway.upstream import UpstreamPool
@@ -54,7 +58,6 @@ PROXY = "proxy"
 GATEWAY = "gateway"
 DIRECT = "direct"
 SERVER_KINDS = (*RAW_KINDS, *STATIC_KINDS, PROXY)
-TARGETS = (*SERVER_KINDS, GATEWAY)
 CONCURRENCY = 64
 RATE = 200.0
 
@@ -243,17 +246,22 @@ async def measure_at_rate(target: Running, request: bytes, expected: ExpectedBod
 
 
 def table(figures: dict[str, list[float]]) -> str:
-    """The cost curve: each target's median CPU per request, and how many floors (`proxy`) it is."""
+    """The cost curve: each target's median CPU per request, and how many floors (`proxy`) and how many
+    vllm-routers (the issue's yardstick) it is, in the order measured."""
     medians = {name: statistics.median(values) for name, values in figures.items() if values}
-    floor = medians.get(PROXY)
-    lines = ["| target | CPU ms per request (median) | runs | x proxy floor |", "|---|---:|---:|---:|"]
-    for name in TARGETS:
-        if name not in medians:
-            continue
-        ratio = f"{medians[name] / floor:.2f}x" if floor else "—"
+    lines = [
+        "| target | CPU ms per request (median) | runs | x proxy floor | x vllm-router |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, median in medians.items():
         runs = " / ".join(f"{v:.3f}" for v in figures[name])
-        lines.append(f"| {name} | {medians[name]:.3f} | {runs} | {ratio} |")
+        lines.append(f"| {name} | {median:.3f} | {runs} | {_times(median, medians.get(PROXY))} | "
+                     f"{_times(median, medians.get(peer.VLLM_ROUTER.name))} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _times(value: float, unit: float | None) -> str:
+    return f"{value / unit:.2f}x" if unit else "—"
 
 
 def rate_table(at_rate: dict[str, list[RateRun]], rate: float) -> str:
@@ -264,8 +272,7 @@ def rate_table(at_rate: dict[str, list[RateRun]], rate: float) -> str:
         f"| target | CPU ms per request at {rate:.0f} req/s | added p50 ms | added p99 ms | p50 / p99 ms of each run |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name in (DIRECT, *TARGETS):
-        runs = at_rate.get(name)
+    for name, runs in at_rate.items():
         if not runs:
             continue
         cpus = [r.cpu_ms for r in runs if r.cpu_ms is not None]
@@ -286,7 +293,8 @@ def _added(values: list[float], direct: list[float]) -> str:
     return f"{statistics.median(v - d for v, d in zip(values, direct, strict=True)):+.2f}"
 
 
-async def run(duration_s: float, reps: int, rate: float, rate_duration_s: float) -> Figures:
+async def run(duration_s: float, reps: int, rate: float, rate_duration_s: float,
+              peers: dict[peer.Peer, Path]) -> Figures:  # fmt: skip
     run_dir = Path(tempfile.mkdtemp(prefix="inventiv-proxy-floor-"))
     specs = worker_specs(20.0, 100.0)
     fast = specs[0]
@@ -304,6 +312,9 @@ async def run(duration_s: float, reps: int, rate: float, rate_duration_s: float)
         env = {**gateway_env(services, run_dir), "INVENTIV_LOG_LEVEL": "INFO", "INVENTIV_LOG_FORMAT": "json"}
         gateway, endpoint = await start_gateway(exits, GATEWAY, env, run_dir, api_key, [fast.model])
         targets.append(Running(GATEWAY, gateway, endpoint))
+        for each, binary in peers.items():
+            started, endpoint = await start_peer(exits, each, binary, fast.role, fast.model, worker, run_dir)
+            targets.append(Running(each.name, started, endpoint))
         paced = [Running(DIRECT, None, worker), *targets]
         figures = Figures({t.name: [] for t in targets}, {t.name: [] for t in paced})
         requests = {t.name: build_request("POST", t.endpoint, scenarios.CHAT, body, headers) for t in paced}
@@ -343,14 +354,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rate-duration", type=float, default=8.0, help="seconds of each fixed-rate run (default %(default)s)"
     )
+    parser.add_argument("--peers", default=",".join(peer.PEERS),
+                        help="comma-separated peers to place on the curve (default and choices: %(default)s)")
+    parser.add_argument("--no-peer", action="store_true", help="the floors and the gateway only")
     options = parser.parse_args(args)
     cpus = os.sched_getaffinity(0)
     if not {LOAD_CPU, PROXY_CPU} <= cpus:
         raise SystemExit(f"the benchmark needs CPUs {LOAD_CPU} and {PROXY_CPU}; this process may use {sorted(cpus)}")
     os.sched_setaffinity(0, {LOAD_CPU})
+    peers = {} if options.no_peer else peer.available(options.peers)
     import uvloop
 
-    figures = uvloop.run(run(options.duration, options.reps, options.rate, options.rate_duration))
+    figures = uvloop.run(run(options.duration, options.reps, options.rate, options.rate_duration, peers))
     print(table(figures.cpu))
     if options.rate > 0:
         print()

@@ -154,8 +154,8 @@ async def running_stack(run_dir: Path, specs: tuple[WorkerSpec, ...], peers: dic
         for peer, binary in peers.items():
             routers[peer.name] = {}
             for role, worker in workers.items():
-                routers[peer.name][role] = await _start_peer(exits, peer, binary, role, role_models[role], worker,
-                                                             run_dir)  # fmt: skip
+                routers[peer.name][role] = await start_peer(exits, peer, binary, role, role_models[role], worker,
+                                                            run_dir)  # fmt: skip
         yield Stack({s.role: s for s in specs}, workers, gateway, endpoint, logged, logged_endpoint, routers, api_key,
                     run_dir)  # fmt: skip
 
@@ -204,8 +204,8 @@ async def start_worker(exits: AsyncExitStack, spec: WorkerSpec, run_dir: Path) -
     return endpoint
 
 
-async def _start_peer(exits: AsyncExitStack, peer: Peer, binary: Path, role: str, model: str, worker: Endpoint,
-                      run_dir: Path) -> tuple[Started, Endpoint]:  # fmt: skip
+async def start_peer(exits: AsyncExitStack, peer: Peer, binary: Path, role: str, model: str, worker: Endpoint,
+                     run_dir: Path) -> tuple[Started, Endpoint]:  # fmt: skip
     endpoint = Endpoint(LOOPBACK, free_port())
     if peer.system:
         argv = nginx_proxy.prepare(binary, run_dir / f"{peer.name}-{role}", endpoint.port, worker)

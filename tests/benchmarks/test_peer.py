@@ -82,3 +82,25 @@ def test_a_missing_nginx_is_skipped_with_the_static_upstream_s_message(monkeypat
     with pytest.raises(PeerUnavailable) as raised:
         peer.ensure_installed(NGINX_PROXY)
     assert str(raised.value) == static_upstream.NGINX_MISSING
+
+
+def test_the_peers_to_run_leave_out_one_that_cannot_be_had_and_say_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    installed = VLLM_ROUTER.executable()
+    installed.parent.mkdir(parents=True)
+    installed.touch()
+    failing = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    monkeypatch.setattr(peer, "install_steps", lambda *_: [failing])
+    monkeypatch.setattr(static_upstream, "find_nginx", lambda: None)
+    assert peer.available("vllm-router,sglang-router,nginx") == {VLLM_ROUTER: installed}
+    err = capsys.readouterr().err
+    assert "sglang-router: skipped, it could not be installed: " in err
+    assert f"nginx: skipped, {static_upstream.NGINX_MISSING}" in err
+
+
+def test_an_unknown_peer_to_run_stops_the_benchmark_with_the_known_ones() -> None:
+    known = r"known: sglang-router, vllm-router, nginx"
+    with pytest.raises(SystemExit, match=rf"--peers: unknown peer\(s\) litellm; {known}"):
+        peer.available("litellm")
