@@ -323,7 +323,7 @@ def test_buffer_is_bounded_in_bytes_dropping_the_oldest(
     sent = []
     while (chunk := buffer.take()) is not None:
         sent += chunk.records()
-        chunk.free(True)
+        buffer.release(chunk, True)
     assert len(sent) == kept and buffer.size == 0 and buffer.records == 0
     assert sent[-1] == str((len(sizes) - 1) % 10).encode() * sizes[-1]
 
@@ -339,6 +339,44 @@ def test_a_chunk_that_failed_goes_back_in_front() -> None:
     while (taken := buffer.take()) is not None:
         order += taken.records()
     assert order == [b"a", b"b"]
+
+
+def test_a_sent_chunk_s_memory_holds_the_next_chunks_and_no_more_than_two_are_kept() -> None:
+    buffer = RecordBuffer(1 << 30)
+    chunks = []
+    for _ in range(3):
+        chunk, _ = buffer.append(b"x" * 40_000)
+        assert buffer.take() is chunk
+        chunks.append(chunk)
+    maps = [chunk.mem for chunk in chunks]
+    for chunk in chunks:
+        buffer.release(chunk, True)
+    assert [m.closed for m in maps] == [False, False, True], "two mappings kept, the third unmapped"
+    first, _ = buffer.append(b"new")
+    assert first.mem is maps[1] and first.records() == [b"new"], "the last kept is used first, from its start"
+    assert buffer.take() is first
+    second, _ = buffer.append(b"y" * 100)
+    assert second.mem is maps[0] and second.records() == [b"y" * 100]
+    assert buffer.take() is second
+    huge, _ = buffer.append(b"h" * 100_000)
+    assert len(huge.mem) == 100_000 + 1 and huge.mem not in maps
+    assert buffer.take() is huge
+    buffer.release(huge, True)
+    assert huge.mem.closed, "a mapping of another size is not kept"
+
+
+def test_a_dropped_chunk_settles_its_waiters_as_lost_and_gives_its_memory_back() -> None:
+    buffer = RecordBuffer(100_000)
+    oldest, _ = buffer.append(b"a" * 60_000)
+    loop = asyncio.new_event_loop()
+    try:
+        waiter = loop.create_future()
+        oldest.waiters = [waiter]
+        newer, dropped = buffer.append(b"b" * 60_000)
+        assert dropped == 1 and waiter.result() is False
+        assert newer.mem is oldest.mem, "the dropped chunk's mapping holds the next one"
+    finally:
+        loop.close()
 
 
 def _big_record(request_id: str) -> UsageRecord:
