@@ -176,56 +176,62 @@ async def test_a_failed_flush_is_retried_without_waiting_for_another_record(
     recorder.record(_record("r-last", None))
     await wait_until(lambda: recorder._failing, timeout_s=5, what="a failed flush")
     recorder._appender = StreamAppender(redis, stream)  # Redis is back; no other request comes
-    entries = await wait_until(lambda: redis.xrange(stream), timeout_s=5, what="the record in the stream")
-    assert [r["request_id"] for i, fields in entries for r in entry_records(i, fields)] == ["r-last"]
+    assert await _streamed(redis, stream) == ["r-last"]
     await recorder.close()
     await down.aclose()
+
+
+def _flushing(
+    redis: aioredis.Redis, settings: Settings, *, delay_s: float, slack_s: float
+) -> tuple[UsageRecorder, str]:
+    """A recorder whose flusher runs, with these delays; and its stream."""
+    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
+    recorder = UsageRecorder(redis, stream, flush_delay_s=delay_s, flush_slack_s=slack_s)
+    recorder.start()
+    return recorder, stream
+
+
+async def _streamed(redis: aioredis.Redis, stream: str) -> list[str]:
+    """The request ids in the stream, once there are any."""
+    entries = await wait_until(lambda: redis.xrange(stream), timeout_s=5, what="records in the stream")
+    return [r["request_id"] for entry_id, fields in entries for r in entry_records(entry_id, fields)]
 
 
 async def test_the_first_record_after_the_delay_starts_the_flush_without_waiting_for_the_timer(
     redis: aioredis.Redis, settings: Settings
 ) -> None:
-    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
-    recorder = UsageRecorder(redis, stream, flush_delay_s=0.02, flush_slack_s=30.0)
-    recorder.start()
+    recorder, stream = _flushing(redis, settings, delay_s=0.02, slack_s=30.0)
     recorder.record(_record("r-1", None))
     await asyncio.sleep(0.05)
     assert await redis.xlen(stream) == 0, "nothing goes before a record comes past the delay (or the timer)"
     recorder.record(_record("r-2", None))
-    entries = await wait_until(lambda: redis.xrange(stream), timeout_s=5, what="the window's entry")
-    assert [r["request_id"] for i, fields in entries for r in entry_records(i, fields)] == ["r-1", "r-2"]
+    assert await _streamed(redis, stream) == ["r-1", "r-2"]
     await recorder.close()
 
 
 async def test_a_record_between_the_timer_and_the_flush_joins_the_flush(
     redis: aioredis.Redis, settings: Settings
 ) -> None:
-    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
-    recorder = UsageRecorder(redis, stream, flush_delay_s=0.0, flush_slack_s=30.0)
-    recorder.start()
+    recorder, stream = _flushing(redis, settings, delay_s=0.0, slack_s=30.0)
     recorder.record(_record("r-1", None))
     await wait_until(lambda: recorder._due is not None, timeout_s=5, what="the flusher waiting out the window")
     assert recorder._due is not None
     recorder._due.set_result(None)  # the timer's turn: the window is over, the flusher not yet resumed
     recorder.record(_record("r-2", None))
-    entries = await wait_until(lambda: redis.xrange(stream), timeout_s=5, what="the window's entry")
-    assert [r["request_id"] for i, fields in entries for r in entry_records(i, fields)] == ["r-1", "r-2"]
+    assert await _streamed(redis, stream) == ["r-1", "r-2"]
     await recorder.close()
 
 
 async def test_the_timer_flushes_a_window_no_later_record_came_to_end(
     redis: aioredis.Redis, settings: Settings
 ) -> None:
-    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
-    recorder = UsageRecorder(redis, stream, flush_delay_s=0.02, flush_slack_s=0.05)
-    recorder.start()
+    recorder, stream = _flushing(redis, settings, delay_s=0.02, slack_s=0.05)
     started = time.monotonic()
     recorder.record(_record("r-last", None))
     await asyncio.sleep(0.01)
     assert await redis.xlen(stream) == 0
-    entries = await wait_until(lambda: redis.xrange(stream), timeout_s=5, what="the record in the stream")
+    assert await _streamed(redis, stream) == ["r-last"]
     assert time.monotonic() - started >= 0.07, "not before the delay and the slack"
-    assert [r["request_id"] for i, fields in entries for r in entry_records(i, fields)] == ["r-last"]
     await recorder.close()
 
 
