@@ -172,7 +172,6 @@ class _Chunk:
                 waiter.set_result(confirmed)
 
 
-
 class RecordBuffer:
     """Encoded records waiting for Redis, bounded in bytes: past the bound the oldest chunk is dropped.
 
