@@ -247,7 +247,7 @@ async def measure_at_rate(target: Running, request: bytes, expected: ExpectedBod
 
 def table(figures: dict[str, list[float]]) -> str:
     """The cost curve: each target's median CPU per request, and how many floors (`proxy`) and how many
-    vllm-routers (the issue's yardstick) it is, in the order measured."""
+    vllm-routers (the yardstick of make bench's CPU target) it is, in the order measured."""
     medians = {name: statistics.median(values) for name, values in figures.items() if values}
     lines = [
         "| target | CPU ms per request (median) | runs | x proxy floor | x vllm-router |",
