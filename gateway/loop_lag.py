@@ -1,24 +1,36 @@
 """How late the event loop runs what is due: the measure of every stall a request can wait behind.
 
-A task sleeps `PROBE_S` over and over and records by how much each wake-up came late
+A task sleeps about `PROBE_S` over and over and records by how much each wake-up came late
 (`inventiv_gateway_event_loop_lag_seconds`). Whatever holds the loop (a routing-table reload, a usage
 batch, a garbage collection, a slow callback) shows up there as the lag of the probe waiting behind
-it, with no instrumenting of each task. Twenty wake-ups a second, a few microseconds each.
+it, with no instrumenting of each task.
+
+The probe samples: each wake-up is due at a moment chosen independently of what the loop does, so the
+histogram estimates the lag of any task due at any moment, and its sampling rate only sets how many
+samples a window of the histogram holds (four a second: 1,200 in five minutes). The sleeps vary
+around `PROBE_S` so that the samples never fall in step with a periodic task (the usage writer's
+half-second batches, the routing refresh each second). A wake-up of an otherwise idle process is what
+the probe costs, not its few microseconds of Python: measured at 0.26 ms of CPU each on an idle
+gateway (2026-12-03, 25 wake-ups a second with the probe at 20 a second), and as many wake-ups as
+requests at 200 req/s. At four a second it costs a fifth of that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 
 from gateway import metrics
 
-PROBE_S = 0.05
+PROBE_S = 0.25
 
 
 async def probe_forever(record: Callable[[float], None] = metrics.LOOP_LAG.observe, every_s: float = PROBE_S) -> None:
     loop = asyncio.get_running_loop()
     while True:
-        due = loop.time() + every_s
-        await asyncio.sleep(every_s)
+        # Uniform over [every_s / 2, every_s * 3 / 2]: the mean sampling period is every_s.
+        sleep_s = every_s * (0.5 + random.random())
+        due = loop.time() + sleep_s
+        await asyncio.sleep(sleep_s)
         record(max(0.0, loop.time() - due))
