@@ -161,6 +161,31 @@ async def test_buffered_json_lines_match_the_json_log_format_and_go_out_in_batch
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", lines[0]["ts"])
 
 
+async def test_a_line_written_past_the_batch_window_sends_the_batch_with_it_not_at_a_timer() -> None:
+    stream = io.BytesIO()
+    sink = BufferedJsonLines(stream)
+    sink.FLUSH_S, sink.SLACK_S = 0.05, 30.0  # the fallback timer far away
+    sink.write({"request_id": "a"})
+    await asyncio.sleep(0.1)
+    assert stream.getvalue() == b"", "no timer at the window's end: a line is written then"
+    sink.write({"request_id": "b"})
+    assert [orjson.loads(line)["request_id"] for line in stream.getvalue().splitlines()] == ["a", "b"]
+    sink.write({"request_id": "c"})
+    assert len(stream.getvalue().splitlines()) == 2, "a new batch, held for its own window"
+    sink.flush()
+
+
+async def test_a_batch_no_line_follows_goes_out_at_the_timer() -> None:
+    stream = io.BytesIO()
+    sink = BufferedJsonLines(stream)
+    sink.FLUSH_S, sink.SLACK_S = 0.03, 0.1
+    sink.write({"request_id": "a"})
+    await asyncio.sleep(0.05)
+    assert stream.getvalue() == b"", "the timer waits the slack past the window"
+    await asyncio.sleep(0.15)
+    assert orjson.loads(stream.getvalue())["request_id"] == "a"
+
+
 async def test_a_buffered_line_is_the_head_then_every_field_in_order() -> None:
     stream = io.BytesIO()
     sink = BufferedJsonLines(stream)
