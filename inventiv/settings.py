@@ -74,7 +74,7 @@ class Settings:
     # Usage records each gateway process keeps while Redis is unreachable, in bytes (about 570 a record):
     # 64 MiB holds some 115,000, minutes of a heavy load; past it the oldest are dropped and counted.
     usage_buffer_max_bytes: int = 64 * 1024 * 1024
-    # "buffered": a record reaches Redis within 30 ms of its answer (a gateway killed outright loses
+    # "buffered": a record reaches Redis within 50 ms of its answer (a gateway killed outright loses
     # that window's). "durable": an answer ends only once its record is in Redis (gateway/usage_recorder.py).
     usage_durability: str = "buffered"
     # A console session ends after this long without a request (sliding): a working day, so an operator

@@ -186,6 +186,16 @@ async def test_a_batch_no_line_follows_goes_out_at_the_timer() -> None:
     assert orjson.loads(stream.getvalue())["request_id"] == "a"
 
 
+async def test_at_the_default_window_lines_130_ms_apart_go_out_with_the_second_not_at_a_timer() -> None:
+    stream = io.BytesIO()
+    sink = BufferedJsonLines(stream)
+    sink.write({"request_id": "a"})
+    await asyncio.sleep(0.13)
+    assert stream.getvalue() == b"", "the timer waits past 130 ms"
+    sink.write({"request_id": "b"})
+    assert len(stream.getvalue().splitlines()) == 2
+
+
 async def test_a_buffered_line_is_the_head_then_every_field_in_order() -> None:
     stream = io.BytesIO()
     sink = BufferedJsonLines(stream)

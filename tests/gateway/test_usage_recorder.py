@@ -580,3 +580,18 @@ async def test_durable_mode_answers_without_redis_and_counts_the_fallback(
             assert resp.status == 200
     # Two JSON answers, a stream's opened and final records.
     assert _sample("inventiv_gateway_usage_durable_total", {"result": "fallback"}) - fallback == 4
+
+
+async def test_at_the_default_delays_a_record_35_ms_into_the_window_still_ends_it_before_the_timer(
+    redis: aioredis.Redis, settings: Settings
+) -> None:
+    """Records 20-40 ms apart (25-50 req/s) flush the window themselves: no wake-up for a timer."""
+    stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
+    recorder = UsageRecorder(redis, stream)
+    recorder.start()
+    recorder.record(_record("r-1", None))
+    await asyncio.sleep(0.035)
+    assert await redis.xlen(stream) == 0, "the timer waits past 35 ms"
+    recorder.record(_record("r-2", None))
+    assert await _streamed(redis, stream) == ["r-1", "r-2"]
+    await recorder.close()
