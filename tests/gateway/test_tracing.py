@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import re
+import time
 from typing import Any
 
 import aiopg
@@ -186,12 +187,15 @@ async def test_a_batch_no_line_follows_goes_out_at_the_timer() -> None:
     assert orjson.loads(stream.getvalue())["request_id"] == "a"
 
 
-async def test_at_the_default_window_lines_130_ms_apart_go_out_with_the_second_not_at_a_timer() -> None:
+async def test_at_the_default_window_lines_140_ms_apart_go_out_with_the_second_not_at_a_timer() -> None:
     stream = io.BytesIO()
     sink = BufferedJsonLines(stream)
+    started = time.monotonic()
     sink.write({"request_id": "a"})
-    await asyncio.sleep(0.13)
-    assert stream.getvalue() == b"", "the timer waits past 130 ms"
+    await asyncio.sleep(0.14)
+    assert stream.getvalue() == b"", "the timer waits past 140 ms"
+    if time.monotonic() - started >= 0.19:
+        pytest.skip("the loop ran too late to tell the line from the 200 ms timer")
     sink.write({"request_id": "b"})
     assert len(stream.getvalue().splitlines()) == 2
 

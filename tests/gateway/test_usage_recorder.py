@@ -589,9 +589,12 @@ async def test_at_the_default_delays_a_record_35_ms_into_the_window_still_ends_i
     stream = redis_keys.key(settings, redis_keys.USAGE_STREAM)
     recorder = UsageRecorder(redis, stream)
     recorder.start()
+    started = time.monotonic()
     recorder.record(_record("r-1", None))
     await asyncio.sleep(0.035)
     assert await redis.xlen(stream) == 0, "the timer waits past 35 ms"
+    if time.monotonic() - started >= 0.045:
+        pytest.skip("the loop ran too late to tell the record from the 50 ms timer")
     recorder.record(_record("r-2", None))
     assert await _streamed(redis, stream) == ["r-1", "r-2"]
     await recorder.close()
