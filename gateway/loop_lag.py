@@ -23,13 +23,16 @@ from collections.abc import Callable
 from gateway import metrics
 
 PROBE_S = 0.25
+# A generator of the probe's own: the process-wide `random` is not this module's to advance (a test
+# driving hypothesis, which seeds and watches it, would see its draws change under it).
+_jitter = random.Random()
 
 
 async def probe_forever(record: Callable[[float], None] = metrics.LOOP_LAG.observe, every_s: float = PROBE_S) -> None:
     loop = asyncio.get_running_loop()
     while True:
         # Uniform over [every_s / 2, every_s * 3 / 2]: the mean sampling period is every_s.
-        sleep_s = every_s * (0.5 + random.random())
+        sleep_s = every_s * (0.5 + _jitter.random())
         due = loop.time() + sleep_s
         await asyncio.sleep(sleep_s)
         record(max(0.0, loop.time() - due))
