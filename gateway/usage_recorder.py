@@ -12,10 +12,10 @@ Path of a record:
    (INVENTIV_USAGE_DURABILITY=durable) a request's answer ends only once its record is in the stream
    (`record_durably`).
 3. `UsageWriter` (one consumer per gateway process, in the group `usage-writers`) reads batches and
-   writes them to `finops.inference_usage` and `instance_request_metrics` in one statement that is
-   idempotent on request_id, then `XACK`s and `XDEL`s them. Postgres down: nothing is acked, the
-   records wait in the stream and are written when it returns. A writer that dies leaves its entries
-   pending; another claims them after `claim_idle_ms`.
+   writes them to `finops.inference_usage` and `instance_request_metrics`, and the keys' `last_used_at`,
+   in one statement that is idempotent on request_id, then `XACK`s and `XDEL`s them. Postgres down:
+   nothing is acked, the records wait in the stream and are written when it returns. A writer that
+   dies leaves its entries pending; another claims them after `claim_idle_ms`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import collections
 import logging
 import mmap
 import os
-import re
 import socket
 import time
 from collections.abc import Sequence
@@ -92,9 +91,6 @@ _RETRY_MAX_S = 1.0
 # at low rates it writes a few batches a second instead of one per request (each batch costs a few
 # Redis and Postgres round trips). Records reach Postgres within about this delay.
 _WRITE_INTERVAL_S = 0.5
-# A record's key id, found in its JSON without parsing it (orjson writes `"api_key_id":"<uuid>"` with
-# no spaces; a `"` inside any string value is escaped, so no client-chosen text can look like it).
-_KEY_ID = re.compile(rb'"api_key_id":"([0-9a-f-]{36})"')
 # How often the writer reports the stream's length as the usage backlog metric.
 _BACKLOG_EVERY_S = 5.0
 
@@ -525,10 +521,6 @@ class UsageWriter:
                 except psycopg2.DataError:
                     records = [r for entry_id, fields in entries for r in entry_records(entry_id, fields)]
                     await queries.usage.insert_usage_batch(conn, records=orjson.dumps(records).decode())
-                # Sorted: writers touching the same keys lock their rows in one order.
-                key_ids = sorted({m.decode() for line in lines for m in _KEY_ID.findall(line)})
-                if key_ids:
-                    await queries.api_keys.touch_api_keys(conn, key_ids=key_ids)
         ids = [entry_id for entry_id, _ in entries]
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xack(self._stream, self._group, *ids)

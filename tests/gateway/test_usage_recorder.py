@@ -290,8 +290,8 @@ async def test_a_readable_batch_goes_to_postgres_unparsed(
 async def test_the_writer_touches_the_keys_of_its_records_and_no_key_named_in_their_text(
     db_pool: aiopg.Pool, redis: aioredis.Redis, settings: Settings
 ) -> None:
-    """Key ids are read off the records' JSON without parsing it: a client's model name spelling out
-    another key's id (`"api_key_id":"<uuid>"`) is a string there, escaped, and touches nothing."""
+    """The keys touched are the records' `api_key_id`s: a client's model name spelling out another
+    key's id (`"api_key_id":"<uuid>"`) is a string there, and touches nothing."""
     used, other = await new_key(db_pool), await new_key(db_pool, "other-org")
     ids = {}
     for key in (used, other):

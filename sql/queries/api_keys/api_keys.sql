@@ -35,10 +35,6 @@ WHERE id = :key_id
 RETURNING id, organization_id, name, key_prefix, scopes, created_at, last_used_at, revoked_at,
        requests_per_minute, tokens_per_minute, concurrent_requests, limits_fail_mode;
 
--- name: touch-api-keys(key_ids)!
--- last_used_at is written in batches from the usage writer, never per request.
-UPDATE api_keys SET last_used_at = now() WHERE id = ANY(:key_ids::uuid[]);
-
 -- name: count-admin-keys(organization_id)$
 SELECT count(*) FROM api_keys
 WHERE organization_id = :organization_id AND 'admin' = ANY(scopes) AND revoked_at IS NULL;

@@ -3,7 +3,9 @@
 -- delivered twice (the writer died between COMMIT and XACK) changes nothing the second time, and only
 -- final records actually written are added to instance_request_metrics, so nothing is counted twice.
 -- A stream's opened record (status 'incomplete') is replaced by its final one, never the other way
--- round, whichever arrives first.
+-- round, whichever arrives first. The keys of the records written get their last_used_at in the same
+-- statement: no second round trip, and no scan of the records' JSON for key ids in the gateway. Keys are
+-- locked before instance_request_metrics rows, in every writer.
 WITH batch AS (
     -- One row per request: an opened and a final record in one batch keep the final one (one statement
     -- cannot update a row twice).
@@ -32,7 +34,14 @@ WITH batch AS (
         completion_tokens = EXCLUDED.completion_tokens, total_tokens = EXCLUDED.total_tokens,
         usage_estimated = EXCLUDED.usage_estimated, latency_ms = EXCLUDED.latency_ms, ttft_ms = EXCLUDED.ttft_ms
     WHERE u.status = 'incomplete' AND EXCLUDED.status <> 'incomplete'
-    RETURNING instance_id, status, prompt_tokens, completion_tokens, latency_ms, created_at
+    RETURNING api_key_id, instance_id, status, prompt_tokens, completion_tokens, latency_ms, created_at
+), used_keys AS (
+    -- Locked in one order (id) whatever the plan, so that writers touching the same keys never wait
+    -- on each other in a cycle.
+    SELECT id FROM api_keys WHERE id IN (SELECT api_key_id FROM written) ORDER BY id FOR UPDATE
+), touched AS (
+    UPDATE api_keys SET last_used_at = now() WHERE id IN (SELECT id FROM used_keys)
+    RETURNING 1
 ), metrics AS (
     INSERT INTO instance_request_metrics AS m (
         instance_id, total_requests, successful_requests, failed_requests, cancelled_requests,
