@@ -4,8 +4,8 @@
 -- final records actually written are added to instance_request_metrics, so nothing is counted twice.
 -- A stream's opened record (status 'incomplete') is replaced by its final one, never the other way
 -- round, whichever arrives first. The keys of the records written get their last_used_at in the same
--- statement: no second round trip, and no scan of the records' JSON for key ids in the gateway. Keys are
--- locked before instance_request_metrics rows, in every writer.
+-- statement: no second round trip, and no scan of the records' JSON for key ids in the gateway. Every
+-- writer runs this one statement, so all take their row locks in the same plan's order.
 WITH batch AS (
     -- One row per request: an opened and a final record in one batch keep the final one (one statement
     -- cannot update a row twice).
