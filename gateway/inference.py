@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,7 +29,7 @@ from gateway.plane import DataPlane
 from gateway.relay import Outcome, StreamSink, content_type, is_json, json_usage, relay_to
 from gateway.request_body import InferenceRequest, forward_body, parse_request
 from gateway.state import PLANE
-from gateway.tracing import client_request_id
+from gateway.tracing import client_request_id, own_request_id
 from gateway.upstream import (
     UpstreamConnectError,
     UpstreamError,
@@ -105,7 +104,7 @@ class InferenceCall(ABC, Generic[Answer]):
         self.plane = plane
         # Our own id keys the usage row, so a client reusing an X-Request-Id cannot collide with another
         # record; the correlation id shown everywhere is the client's X-Request-Id when sane, else ours.
-        self.own_id = os.urandom(16).hex()
+        self.own_id = own_request_id()
         self.request_id = client_request_id(headers.get("X-Request-Id")) or self.own_id
         self.started = time.perf_counter()
         # perf_counter() at the end of each phase (0.0: not reached), and the upstream's own two.

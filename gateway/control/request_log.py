@@ -13,7 +13,6 @@ timeout) the answer is an OpenAI-shaped 503 naming it, with one warning line, ne
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import psycopg2
@@ -35,7 +34,7 @@ _DATABASE_DOWN = (psycopg2.OperationalError, psycopg2.InterfaceError, DatabaseUn
 
 def logged(handler: Handler) -> Handler:
     async def run(request: web.Request) -> web.StreamResponse:
-        request_id = tracing.client_request_id(request.headers.get("X-Request-Id")) or os.urandom(16).hex()
+        request_id = tracing.client_request_id(request.headers.get("X-Request-Id")) or tracing.own_request_id()
         token = correlation_id.set(request_id)
         started = time.perf_counter()
         status = 500

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
+import random
 import re
 import time
 from typing import Any
@@ -17,7 +19,7 @@ from fleet import SMALL, ServeOne, usage_rows
 from prometheus_client import REGISTRY
 
 from gateway.app import access_sink
-from gateway.tracing import PHASES, BufferedJsonLines, LoggedLines, client_request_id
+from gateway.tracing import PHASES, BufferedJsonLines, LoggedLines, client_request_id, own_request_id
 from inventiv.logs import JsonFormatter
 from inventiv.settings import Settings
 
@@ -35,6 +37,41 @@ USAGE = "request_id, correlation_id, input_tokens, output_tokens, total_tokens"
 )  # fmt: skip
 def test_only_a_sane_client_request_id_is_kept(value: str | None, kept: bool) -> None:
     assert client_request_id(value) == (value if kept else None)
+
+
+def test_own_request_ids_are_in_time_order_and_unique() -> None:
+    before_ms = time.time_ns() // 1_000_000
+    ids = []
+    for _ in range(3):
+        ids += [own_request_id() for _ in range(20_000)]
+        time.sleep(0.002)
+    after_ms = time.time_ns() // 1_000_000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+    # The first 12 digits are the milliseconds when it was made: ids of later milliseconds sort after.
+    stamps = [int(i[:12], 16) for i in ids]
+    assert before_ms <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= after_ms
+    assert ids[20_000] > ids[19_999] and ids[40_000] > ids[39_999]
+    # Within one millisecond the rest is random: 80 bits, not a counter.
+    assert len({i[12:] for i in ids}) == len(ids) and len({i[12] for i in ids}) == 16
+
+
+def test_own_request_ids_do_not_follow_the_random_module_or_repeat_in_a_forked_child() -> None:
+    random.seed(7)
+    first = own_request_id()[12:]
+    random.seed(7)
+    assert own_request_id()[12:] != first, "seeding the random module does not replay the ids"
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out without running anything of the parent's
+        os.write(write, own_request_id()[12:].encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode()
+    assert len(child) == 20 and child != own_request_id()[12:], "a forked child draws other bits"
 
 
 async def _phase_count(client: TestClient, phase: str) -> float:
@@ -70,11 +107,13 @@ async def test_the_clients_request_id_goes_to_the_worker_the_usage_row_and_back(
 
 async def test_an_insane_request_id_is_replaced(serve_one: ServeOne, db_pool: aiopg.Pool) -> None:
     _, client, key, _ = await serve_one()
+    before_ms = time.time_ns() // 1_000_000
     async with client.post(CHAT, json=BODY, headers={"Authorization": f"Bearer {key}",
                                                      "X-Request-Id": "x" * 200}) as resp:  # fmt: skip
         assert resp.status == 200
         given = resp.headers["X-Request-Id"]
     assert given != "x" * 200 and len(given) == 32
+    assert before_ms <= int(given[:12], 16) <= time.time_ns() // 1_000_000, "ours, in time order"
     [row] = await usage_rows(db_pool, USAGE, 1)
     assert row[0] == row[1] == given, "without a client id, ours is the correlation id"
 
