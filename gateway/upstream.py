@@ -22,6 +22,14 @@ from typing import Protocol, cast
 
 import httptools
 
+# Re-exported: the hop's failures are known by this module's name (gateway/upstream_errors.py says why apart).
+from gateway.upstream_errors import UpstreamClosed as UpstreamClosed
+from gateway.upstream_errors import UpstreamConnectError as UpstreamConnectError
+from gateway.upstream_errors import UpstreamConnectTimeout as UpstreamConnectTimeout
+from gateway.upstream_errors import UpstreamError as UpstreamError
+from gateway.upstream_errors import UpstreamProtocolError as UpstreamProtocolError
+from gateway.upstream_errors import UpstreamTimeout as UpstreamTimeout
+
 # A worker's idle keep-alive connection is dropped by the server after its own timeout (uvicorn, which
 # serves vLLM, uses 5 s). Reusing one just as the server closes it fails the request, so we retire
 # idle connections a second earlier.
@@ -43,30 +51,6 @@ class Sink(Protocol):
     def __call__(self, chunk: bytes) -> None: ...
 
     def flush(self) -> None: ...
-
-
-class UpstreamError(Exception):
-    """A failure talking to a worker."""
-
-
-class UpstreamConnectError(UpstreamError, ConnectionError):
-    pass
-
-
-class UpstreamConnectTimeout(UpstreamConnectError, asyncio.TimeoutError):
-    pass
-
-
-class UpstreamTimeout(UpstreamError, asyncio.TimeoutError):
-    pass
-
-
-class UpstreamClosed(UpstreamError, ConnectionResetError):
-    pass
-
-
-class UpstreamProtocolError(UpstreamError, ValueError):
-    pass
 
 
 class _StaleConnection(Exception):
