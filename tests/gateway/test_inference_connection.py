@@ -251,6 +251,7 @@ async def test_an_idle_connection_is_closed_after_the_keepalive_timeout(
     writer.close()
 
 
+@pytest.mark.interpreted_only
 async def test_a_bug_is_a_json_500_and_the_connection_goes_on(
     serve_one: ServeOne, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -448,6 +449,7 @@ async def test_a_stream_asked_with_connection_close_ends_the_connection(serve_on
     writer.close()
 
 
+@pytest.mark.interpreted_only
 async def test_a_bug_after_a_stream_started_closes_the_connection(
     serve_one: ServeOne, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

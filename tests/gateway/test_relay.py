@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sse_streams import Stream, cuts, streams
@@ -62,6 +63,7 @@ async def _relayed(reads: list[bytes], strip: bool) -> tuple[bytes, relay.Outcom
     return bytes(received), outcome
 
 
+@pytest.mark.interpreted_only
 @given(stream=streams(), data=st.data())
 def test_stripping_removes_exactly_the_usage_only_events(stream: Stream, data: st.DataObject) -> None:
     reads = data.draw(cuts(stream.raw))
@@ -70,6 +72,7 @@ def test_stripping_removes_exactly_the_usage_only_events(stream: Stream, data: s
     assert outcome.usage == stream.usage
 
 
+@pytest.mark.interpreted_only
 @given(stream=streams(), data=st.data())
 def test_without_stripping_the_client_gets_every_byte(stream: Stream, data: st.DataObject) -> None:
     received, _ = asyncio.run(_relayed(data.draw(cuts(stream.raw)), strip=False))

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import pytest
 from aiohttp import web
 from event_loops import on_both_loops
 from raw_worker import CHUNKED_HEAD, HOST, LAST_CHUNK, Reader, Script, Server, Writer, chunk, open_pool, post
@@ -80,6 +81,7 @@ def push_until_parked(sink: relay.StreamRelay) -> list[bytes]:
     return sent
 
 
+@pytest.mark.interpreted_only
 @on_both_loops
 async def test_reads_held_behind_a_parked_write_go_out_in_order_once_the_client_drains() -> None:
     async with prepared_response() as (client, response):
@@ -100,6 +102,7 @@ async def test_reads_held_behind_a_parked_write_go_out_in_order_once_the_client_
         assert outcome.events == len(sent) + len(HELD)
 
 
+@pytest.mark.interpreted_only
 @on_both_loops
 async def test_a_client_gone_while_reads_are_held_drops_them_and_closes_the_worker() -> None:
     async with prepared_response() as (client, response):
@@ -135,6 +138,7 @@ class HeldReads(WorkerConnection):
             push(sink, data)
 
 
+@pytest.mark.interpreted_only
 @on_both_loops
 async def test_the_response_ends_only_after_the_reads_held_behind_a_parked_write() -> None:
     worker, outcome = HeldReads(), relay.Outcome()

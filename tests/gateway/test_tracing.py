@@ -192,7 +192,7 @@ async def test_buffered_json_lines_match_the_json_log_format_and_go_out_in_batch
     sink.write({"request_id": "a", "status": 200})
     sink.write({"request_id": "b", "status": 404})
     assert stream.getvalue() == b"", "held until the batch goes out"
-    await asyncio.sleep(BufferedJsonLines.FLUSH_S * 2)
+    await asyncio.sleep(sink.FLUSH_S + sink.SLACK_S + 0.05)
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     assert [(ln["request_id"], ln["status"]) for ln in lines] == [("a", 200), ("b", 404)]
     record = logging.makeLogRecord({"name": "gateway.access", "levelname": "INFO", "msg": "request"})

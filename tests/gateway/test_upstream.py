@@ -579,6 +579,7 @@ class _Conn:
         self.response: UpstreamResponse | None = None
 
 
+@pytest.mark.interpreted_only
 @pytest.mark.parametrize(
     ("size", "writes"),
     [(0, 1), (upstream.COPY_BODY_BELOW - 1, 1), (upstream.COPY_BODY_BELOW, 2), (100_000, 2)],
