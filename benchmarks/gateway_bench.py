@@ -1,10 +1,11 @@
 """Benchmark of the gateway against direct-to-worker, sglang-router, vllm-router and nginx, side by side in one run.
 
     python -m benchmarks.gateway_bench [--quick] [--peers sglang-router,vllm-router,nginx | --no-peer] [--reps N]
-                                       [--json PATH]
+                                       [--interpreted] [--json PATH]
 
 Starts its own Postgres database, Redis prefix, mock workers, nginx as a static upstream (on CPU 0),
-the gateway (one process, `taskset -c 1`) and the peers, the routers and nginx as a reverse proxy
+the gateway (one process, `taskset -c 1`; compiled with mypyc as a production install builds it,
+benchmarks/compiled.py, unless `--interpreted`) and the peers, the routers and nginx as a reverse proxy
 (also on CPU 1), then runs (a) non-streaming max RPS, (a-static) the same against nginx's `return
 200` of the same bytes, (b) latency at a fixed rate, (c) streaming throughput, (d) TTFT with paced
 streams, (e) memory with 1,000 open streams; every answer is compared byte for byte with the
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import uvloop
 
-from benchmarks import peer, report, scenarios, static_upstream
+from benchmarks import compiled, peer, report, scenarios, static_upstream
 from benchmarks.processes import ProcessFailed
 from benchmarks.stack import LOAD_CPU, PROXY_CPU, running_stack, worker_specs
 
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="comma-separated peers to run beside the gateway (default and choices: %(default)s)")
     parser.add_argument("--no-peer", action="store_true", help="skip every peer (no ratios then)")
     parser.add_argument("--reps", type=int, help="repetitions of (a)-(d) (default 3, or 1 with --quick)")
+    parser.add_argument("--interpreted", action="store_true",
+                        help="run the gateway as plain Python, not compiled with mypyc (setup.py's INVENTIV_MYPYC=1)")
     parser.add_argument("--json", type=Path, help="also write the figures and checks as JSON to this file")
     return parser
 
@@ -67,11 +70,11 @@ def _nginx() -> Path | None:
 
 
 async def _run(plan: scenarios.Plan, peers: dict[peer.Peer, Path], nginx: Path | None,
-               run_dir: Path) -> scenarios.Results:  # fmt: skip
+               run_dir: Path, compiled_dir: Path | None) -> scenarios.Results:  # fmt: skip
     results = scenarios.Results(plan)
     specs = worker_specs(plan.d_delay_ms, plan.e_delay_ms)
     started = time.monotonic()
-    async with running_stack(run_dir, specs, peers, nginx) as stack:
+    async with running_stack(run_dir, specs, peers, nginx, compiled_dir) as stack:
         print(f"stack up in {time.monotonic() - started:.0f} s; logs in {run_dir}", file=sys.stderr, flush=True)
         steps = [
             ("warm-up", scenarios.warm_up), ("integrity checks", scenarios.check_bodies),
@@ -98,11 +101,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     peers = _peer_binaries(args.peers, args.no_peer)
     nginx = _nginx()
     run_dir = Path(tempfile.mkdtemp(prefix="inventiv-bench-"))
+    compiled_dir = None
+    if not args.interpreted:
+        print("building the compiled gateway (benchmarks/compiled.py; cached)", file=sys.stderr, flush=True)
+        try:
+            compiled_dir = compiled.build()
+        except compiled.BuildFailed as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return 1
     began = time.monotonic()
     # Other work on this machine shows here first: compare it between runs before their figures.
     load_before = os.getloadavg()
     try:
-        results = uvloop.run(_run(plan, peers, nginx, run_dir))
+        results = uvloop.run(_run(plan, peers, nginx, run_dir, compiled_dir))
     except ProcessFailed as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
@@ -112,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load_after = os.getloadavg()
     print(f"\n{stamp}, {elapsed:.0f} s, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
-    print(f"plan {plan}\n")
+    print(f"plan {plan}")
+    kind = "compiled with mypyc (setup.py)" if compiled_dir is not None else "interpreted (--interpreted)"
+    print(f"gateway: {kind}\n")
     print(report.render(figures, checks))
     for name, problem in report.first_problems(results).items():
         print(f"\nfirst problem through {name}: {problem}")
@@ -123,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "elapsed_s": round(elapsed),
             "load_average": [load_before[0], load_after[0]],
             "plan": dataclasses.asdict(plan),
+            "gateway_compiled": compiled_dir is not None,
             "figures": [dataclasses.asdict(f) for f in figures],
             "checks": [dataclasses.asdict(c) for c in checks],
         }

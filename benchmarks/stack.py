@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from benchmarks import nginx_proxy, static_upstream
+from benchmarks import compiled, nginx_proxy, static_upstream
 from benchmarks.loadgen import Endpoint, build_request, fetch
 from benchmarks.peer import Peer
 from benchmarks.processes import LOOPBACK, ProcessFailed, Started, free_port, get_request, start, stop, wait_ready
@@ -116,10 +116,12 @@ def chat_body(model: str, *, stream: bool, max_tokens: int | None = None, includ
     return orjson.dumps(body)
 
 
-def gateway_env(services: BenchServices, run_dir: Path) -> dict[str, str]:
-    """The environment of a benchmarked gateway: the run's database and Redis prefix, warnings only."""
+def gateway_env(services: BenchServices, run_dir: Path, compiled_dir: Path | None = None) -> dict[str, str]:
+    """The environment of a benchmarked gateway: the run's database and Redis prefix, warnings only; with
+    `compiled_dir`, the compiled gateway built there (benchmarks/compiled.py)."""
     return {
         **os.environ,
+        **(compiled.env(compiled_dir) if compiled_dir is not None else {}),
         **services.gateway_env(),
         "INVENTIV_LOG_LEVEL": "WARNING",
         "INVENTIV_DATA_DIR": str(run_dir / "gateway-data"),
@@ -130,8 +132,9 @@ def gateway_env(services: BenchServices, run_dir: Path) -> dict[str, str]:
 
 @asynccontextmanager
 async def running_stack(run_dir: Path, specs: tuple[WorkerSpec, ...], peers: dict[Peer, Path],
-                        nginx: Path | None) -> AsyncIterator[Stack]:  # fmt: skip
-    """Everything up; `peers` maps each peer to run to its executable; without `nginx`, no static upstream."""
+                        nginx: Path | None, compiled_dir: Path | None = None) -> AsyncIterator[Stack]:  # fmt: skip
+    """Everything up; `peers` maps each peer to run to its executable; without `nginx`, no static upstream;
+    the gateways compiled from `compiled_dir` (benchmarks/compiled.py) when given."""
     async with AsyncExitStack() as exits:
         services = await exits.enter_async_context(bench_services(run_dir))
         workers: dict[str, Endpoint] = {}
@@ -146,7 +149,7 @@ async def running_stack(run_dir: Path, specs: tuple[WorkerSpec, ...], peers: dic
             services.database_url, {role_models[role]: (LOOPBACK, w.port) for role, w in workers.items()},
             extra_models=[static_upstream.MODEL] if nginx is not None else [],
         )
-        env = gateway_env(services, run_dir)
+        env = gateway_env(services, run_dir, compiled_dir)
         gateway, endpoint = await start_gateway(exits, "gateway", env, run_dir, api_key, models)
         logged_env = {**env, "INVENTIV_LOG_LEVEL": "INFO", "INVENTIV_LOG_FORMAT": "json"}
         logged, logged_endpoint = await start_gateway(exits, "gateway-logged", logged_env, run_dir, api_key, models)
