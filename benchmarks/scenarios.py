@@ -63,8 +63,10 @@ class Plan:
 
 
 # (a-static) runs are shorter than (a)'s, as the peer harness's (5 s): the static upstream makes every
-# proxy run flat out from the first second, and there are seven runs per repetition.
-FULL = Plan(reps=3, a_duration_s=10, a_static_duration_s=5, b_duration_s=10, c_duration_s=10, d_duration_s=8,
+# proxy run flat out from the first second, and there are seven runs per repetition. (b) runs 30 s, not
+# the peer harness's 10: at 200 req/s a 10 s run's p99 is its 20th slowest request, and between two
+# quiet runs of that length vllm-router's added p99 moved from +0.65 to +1.19 ms (benchmarks/RESULTS.md).
+FULL = Plan(reps=3, a_duration_s=10, a_static_duration_s=5, b_duration_s=30, c_duration_s=10, d_duration_s=8,
             e_tokens=80, checks_per_kind=50)  # fmt: skip
 QUICK = Plan(reps=1, a_duration_s=2, a_static_duration_s=1.5, b_duration_s=3, c_duration_s=2, d_duration_s=3,
              e_tokens=40, checks_per_kind=10)  # fmt: skip
