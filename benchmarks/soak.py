@@ -1,9 +1,10 @@
 """Soak: the gateway at a steady 70 % of its measured maximum for N minutes, watched for leaks.
 
-    python -m benchmarks.soak [--minutes N] [--rate R]     (`make soak`, SOAK_MINUTES=1 by default)
+    python -m benchmarks.soak [--minutes N] [--rate R] [--interpreted]   (`make soak`, SOAK_MINUTES=1 by default)
 
 Starts, as the gateway benchmark does, its own Postgres database and Redis prefix, two mock workers
-(CPU 0) and the gateway (one process, CPU 1) with authentication, routing, usage recording to Redis
+(CPU 0) and the gateway (one process, CPU 1; compiled with mypyc as a production install builds it,
+benchmarks/compiled.py, unless `--interpreted`) with authentication, routing, usage recording to Redis
 and Postgres and, on half the requests, session affinity. Then:
 
 1. opens 200 long paced streams (100 chunks 100 ms apart, each with a session of its own) and keeps
@@ -43,7 +44,7 @@ from urllib.parse import urlsplit
 
 import uvloop
 
-from benchmarks import procfs
+from benchmarks import compiled, procfs
 from benchmarks.gateway_bench import pin_to_load_cpu
 from benchmarks.integrity import ExpectedBody
 from benchmarks.loadgen import (
@@ -408,7 +409,7 @@ async def _create_key(database_url: str) -> tuple[str, str]:
     return created.key, str(created.row["id"])
 
 
-async def _start(exits: AsyncExitStack, run_dir: Path) -> Soak:
+async def _start(exits: AsyncExitStack, run_dir: Path, compiled_dir: Path | None) -> Soak:
     specs: tuple[WorkerSpec, ...] = tuple(s for s in worker_specs(0.0, _STREAM_DELAY_MS) if s.role != "paced")
     services = await exits.enter_async_context(bench_services(run_dir))
     workers = {spec.role: await start_worker(exits, spec, run_dir) for spec in specs}
@@ -416,8 +417,8 @@ async def _start(exits: AsyncExitStack, run_dir: Path) -> Soak:
     bench_key, _ = await prepare_database(
         services.database_url, {spec.model: (LOOPBACK, workers[spec.role].port) for spec in specs}
     )
-    gateway, endpoint = await start_gateway(exits, "gateway", gateway_env(services, run_dir), run_dir, bench_key,
-                                            [spec.model for spec in specs])
+    env = gateway_env(services, run_dir, compiled_dir)
+    gateway, endpoint = await start_gateway(exits, "gateway", env, run_dir, bench_key, [spec.model for spec in specs])
     key, key_id = await _create_key(services.database_url)
     auth = {"Authorization": f"Bearer {key}"}
     body = chat_body(models["fast"], stream=False)
@@ -544,14 +545,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=1.0, help="length of the loaded run (default 1)")
     parser.add_argument("--rate", type=float, help="offer this many req/s instead of 70 %% of the measured maximum")
+    parser.add_argument("--interpreted", action="store_true",
+                        help="run the gateway as plain Python, not compiled with mypyc (setup.py's INVENTIV_MYPYC=1)")
     return parser
 
 
-async def _run(minutes: float, rate: float | None, run_dir: Path) -> tuple[list[Sample], Totals, float, float]:
+async def _run(minutes: float, rate: float | None, run_dir: Path,
+               compiled_dir: Path | None) -> tuple[list[Sample], Totals, float, float]:  # fmt: skip
     totals = Totals()
     async with AsyncExitStack() as exits:
         began = time.monotonic()
-        soak = await _start(exits, run_dir)
+        soak = await _start(exits, run_dir, compiled_dir)
         _progress(f"stack up in {time.monotonic() - began:.0f} s; logs in {run_dir}")
         samples, max_rate, rate = await _soak(soak, minutes, rate, totals)
         totals.usage_rows = await _count_usage(soak.database_url, soak.key_id, totals.completed)
@@ -564,17 +568,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--minutes and --rate must be positive")
     pin_to_load_cpu()
     run_dir = Path(tempfile.mkdtemp(prefix="inventiv-soak-"))
+    compiled_dir = None
+    if not args.interpreted:
+        try:
+            compiled_dir = compiled.build()
+        except compiled.BuildFailed as exc:
+            print(f"soak failed: {exc}", file=sys.stderr)
+            return 1
     # Other work on this machine moves latency and RSS: compare it between runs before their figures.
     load_before = os.getloadavg()
     began = time.monotonic()
     try:
-        samples, totals, max_rate, rate = uvloop.run(_run(args.minutes, args.rate, run_dir))
+        samples, totals, max_rate, rate = uvloop.run(_run(args.minutes, args.rate, run_dir, compiled_dir))
     except ProcessFailed as exc:
         print(f"soak failed: {exc}", file=sys.stderr)
         return 1
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"\n{stamp}, {time.monotonic() - began:.0f} s, load average {load_before[0]:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after")  # fmt: skip
+    print(f"gateway: {'compiled with mypyc (setup.py)' if compiled_dir is not None else 'interpreted'}")
     print(
         f"maximum {max_rate:,.0f} req/s with {STREAMS} streams open; offered {rate:,.0f} req/s "
         f"({rate / max_rate:.0%}), {totals.requests.ok:,} requests and {totals.streams.ok:,} streams completed\n"
