@@ -55,7 +55,7 @@ bench: $(STAMP) bench-deps
 	$(BIN)/python -m benchmarks.gateway_bench $(BENCH_ARGS)
 
 # The cost curve under the gateway, at full load and at 200 req/s: a raw uvloop protocol, aiohttp alone,
-# a bare proxy on the gateway's upstream pool, the gateway, then the peers of `make bench` in front of the
+# a bare proxy on the gateway's upstream pool, the gateway (plain and compiled), then the peers of `make bench` in front of the
 # same worker (benchmarks/proxy_floor.py; ~11 minutes).
 bench-floor: $(STAMP) bench-deps
 	$(BIN)/python -m benchmarks.proxy_floor $(BENCH_ARGS)

@@ -16,7 +16,9 @@ fixed offered rate (`--rate`, 200 req/s: the benchmark's (b)) beside the worker 
 - `server-static`: aiohttp's low-level `web.Server` doing the same;
 - `proxy`: the low-level server relaying to the mock worker through the gateway's `UpstreamPool`,
   nothing else (no key, no model, no metering, no metrics, no log): the floor of a proxy here;
-- `gateway`: the gateway with every feature on (access log on, no session header);
+- `gateway`: the gateway with every feature on (access log on, no session header), as plain Python;
+- `gateway-compiled`: the same, its request path compiled with mypyc as a production install builds it
+  (setup.py's `INVENTIV_MYPYC=1`, benchmarks/compiled.py);
 - the peers of `make bench` (`--peers`, by default all of them: sglang-router, vllm-router, and nginx as
   a reverse proxy), run as it runs them, in front of the same worker: the curve places the targets the
   gateway is judged against among the floors, measured in the same run.
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks import peer, procfs, scenarios, stats
+from benchmarks import compiled, peer, procfs, scenarios, stats
 from benchmarks.integrity import ExpectedBody
 from benchmarks.loadgen import Endpoint, LoadResult, build_request, closed_loop, fetch, open_loop
 from benchmarks.processes import LOOPBACK, Started, free_port, start, stop, wait_ready
@@ -56,6 +58,7 @@ RAW_KINDS = ("raw-static", "raw-proxy")
 STATIC_KINDS = ("app-static", "server-static")
 PROXY = "proxy"
 GATEWAY = "gateway"
+GATEWAY_COMPILED = "gateway-compiled"
 DIRECT = "direct"
 SERVER_KINDS = (*RAW_KINDS, *STATIC_KINDS, PROXY)
 CONCURRENCY = 64
@@ -312,6 +315,9 @@ async def run(duration_s: float, reps: int, rate: float, rate_duration_s: float,
         env = {**gateway_env(services, run_dir), "INVENTIV_LOG_LEVEL": "INFO", "INVENTIV_LOG_FORMAT": "json"}
         gateway, endpoint = await start_gateway(exits, GATEWAY, env, run_dir, api_key, [fast.model])
         targets.append(Running(GATEWAY, gateway, endpoint))
+        compiled_env = {**env, **compiled.env(compiled.build())}
+        gateway, endpoint = await start_gateway(exits, GATEWAY_COMPILED, compiled_env, run_dir, api_key, [fast.model])
+        targets.append(Running(GATEWAY_COMPILED, gateway, endpoint))
         for each, binary in peers.items():
             started, endpoint = await start_peer(exits, each, binary, fast.role, fast.model, worker, run_dir)
             targets.append(Running(each.name, started, endpoint))
