@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import redis.asyncio as aioredis
 
 from benchmarks import compiled, nginx_proxy, static_upstream
 from benchmarks.loadgen import Endpoint, build_request, fetch
 from benchmarks.peer import Peer
 from benchmarks.processes import LOOPBACK, ProcessFailed, Started, free_port, get_request, start, stop, wait_ready
 from benchmarks.services import BenchServices, bench_services, prepare_database
+from inventiv import redis_keys
 
 LOAD_CPU = 0
 PROXY_CPU = 1
@@ -80,6 +82,16 @@ class Stack:
     peers: dict[str, dict[str, tuple[Started, Endpoint]]]
     api_key: str
     run_dir: Path
+    services: BenchServices
+
+    async def usage_backlog(self) -> int:
+        """Usage records in the gateways' Redis stream, not yet written to Postgres (the writer deletes
+        each entry once its row is in)."""
+        client = aioredis.from_url(self.services.redis_url)
+        try:
+            return int(await client.xlen(self.services.redis_prefix + redis_keys.USAGE_STREAM))
+        finally:
+            await client.aclose()
 
     def targets(self, role: str) -> list[Target]:
         worker = self.workers[role]
@@ -160,7 +172,7 @@ async def running_stack(run_dir: Path, specs: tuple[WorkerSpec, ...], peers: dic
                 routers[peer.name][role] = await start_peer(exits, peer, binary, role, role_models[role], worker,
                                                             run_dir)  # fmt: skip
         yield Stack({s.role: s for s in specs}, workers, gateway, endpoint, logged, logged_endpoint, routers, api_key,
-                    run_dir)  # fmt: skip
+                    run_dir, services)  # fmt: skip
 
 
 async def start_gateway(
