@@ -28,8 +28,11 @@ DOCS = [README, ROOT / "deploy" / "README.md"]
 # (the agent's names that are settings too, like INVENTIV_AGENT_GATEWAY_URL, are still checked as settings).
 TEST_ONLY_ENV = {"INVENTIV_TEST_DATABASE_URL", "INVENTIV_TEST_REDIS_URL", "INVENTIV_REQUIRE_LLAMA",
                  "INVENTIV_REQUIRE_SYSTEM_TOOLS", "INVENTIV_LLAMA_CACHE", "INVENTIV_CONSOLE_SCREENSHOTS"}  # fmt: skip
-NOT_SETTINGS = TEST_ONLY_ENV | set(CONTAINER_ENV_NAMES) | (set(AGENT_ENV_NAMES) - {"INVENTIV_AGENT_GATEWAY_URL",
-                                                                                   "INVENTIV_AGENT_INTERVAL_S"})
+# Read when the package is built (setup.py) or a compiled build is made for tests and benchmarks
+# (benchmarks/compiled.py), not by a running Inventiv.
+BUILD_ENV = {"INVENTIV_MYPYC", "INVENTIV_MYPYC_BUILD", "INVENTIV_MYPYC_CACHE"}
+AGENT_ONLY_ENV = set(AGENT_ENV_NAMES) - {"INVENTIV_AGENT_GATEWAY_URL", "INVENTIV_AGENT_INTERVAL_S"}
+NOT_SETTINGS = TEST_ONLY_ENV | BUILD_ENV | set(CONTAINER_ENV_NAMES) | AGENT_ONLY_ENV
 ENV_NAME = re.compile(r"\b(?:INVENTIV_[A-Z0-9_]+|SCW_[A-Z0-9_]+|WORKER_DATA_VOLUME_GB)\b")
 TABLE_ROW = re.compile(r"^\| `([A-Z0-9_]+)` \| (.+?) \|", re.MULTILINE)
 
