@@ -52,7 +52,8 @@ def digest(repo: Path = REPO) -> str:
 def build(repo: Path = REPO) -> Path:
     """The folder of this checkout's compiled gateway, built first if there is none."""
     parent = cache_parent()
-    dest = parent / f"{_PREFIX}{digest(repo)}"
+    built_from = digest(repo)
+    dest = parent / f"{_PREFIX}{built_from}"
     if (dest / _DONE).exists():
         return dest
     parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,7 @@ def build(repo: Path = REPO) -> Path:
         done = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise BuildFailed(f"mypyc build failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-        (tree / _DONE).write_text(digest(repo) + "\n")
+        (tree / _DONE).write_text(built_from + "\n")
         try:
             tree.rename(dest)
         except OSError:
@@ -74,6 +75,22 @@ def build(repo: Path = REPO) -> Path:
         if stale != dest:
             shutil.rmtree(stale, ignore_errors=True)
     return dest
+
+
+def for_run(interpreted: bool) -> Path | None:
+    """What a benchmark runs: None with `--interpreted`, else the compiled build (built if need be);
+    exits naming the failure when the build fails."""
+    if interpreted:
+        return None
+    print("building the compiled gateway (benchmarks/compiled.py; cached)", file=sys.stderr, flush=True)
+    try:
+        return build()
+    except BuildFailed as exc:
+        raise SystemExit(f"the compiled gateway could not be built: {exc}") from None
+
+
+def describe(folder: Path | None) -> str:
+    return "compiled with mypyc (setup.py)" if folder is not None else "interpreted (--interpreted)"
 
 
 def env(folder: Path) -> dict[str, str]:

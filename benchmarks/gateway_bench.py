@@ -101,14 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     peers = _peer_binaries(args.peers, args.no_peer)
     nginx = _nginx()
     run_dir = Path(tempfile.mkdtemp(prefix="inventiv-bench-"))
-    compiled_dir = None
-    if not args.interpreted:
-        print("building the compiled gateway (benchmarks/compiled.py; cached)", file=sys.stderr, flush=True)
-        try:
-            compiled_dir = compiled.build()
-        except compiled.BuildFailed as exc:
-            print(f"benchmark failed: {exc}", file=sys.stderr)
-            return 1
+    compiled_dir = compiled.for_run(args.interpreted)
     began = time.monotonic()
     # Other work on this machine shows here first: compare it between runs before their figures.
     load_before = os.getloadavg()
@@ -124,8 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_after = os.getloadavg()
     print(f"\n{stamp}, {elapsed:.0f} s, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     print(f"plan {plan}")
-    kind = "compiled with mypyc (setup.py)" if compiled_dir is not None else "interpreted (--interpreted)"
-    print(f"gateway: {kind}\n")
+    print(f"gateway: {compiled.describe(compiled_dir)}\n")
     print(report.render(figures, checks))
     for name, problem in report.first_problems(results).items():
         print(f"\nfirst problem through {name}: {problem}")

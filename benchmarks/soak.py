@@ -568,13 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--minutes and --rate must be positive")
     pin_to_load_cpu()
     run_dir = Path(tempfile.mkdtemp(prefix="inventiv-soak-"))
-    compiled_dir = None
-    if not args.interpreted:
-        try:
-            compiled_dir = compiled.build()
-        except compiled.BuildFailed as exc:
-            print(f"soak failed: {exc}", file=sys.stderr)
-            return 1
+    compiled_dir = compiled.for_run(args.interpreted)
     # Other work on this machine moves latency and RSS: compare it between runs before their figures.
     load_before = os.getloadavg()
     began = time.monotonic()
@@ -586,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"\n{stamp}, {time.monotonic() - began:.0f} s, load average {load_before[0]:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after")  # fmt: skip
-    print(f"gateway: {'compiled with mypyc (setup.py)' if compiled_dir is not None else 'interpreted'}")
+    print(f"gateway: {compiled.describe(compiled_dir)}")
     print(
         f"maximum {max_rate:,.0f} req/s with {STREAMS} streams open; offered {rate:,.0f} req/s "
         f"({rate / max_rate:.0%}), {totals.requests.ok:,} requests and {totals.streams.ok:,} streams completed\n"
