@@ -41,6 +41,7 @@ from gateway import metrics
 from gateway.background import stop_tasks
 from gateway.stream_append import StreamAppender
 from inventiv.cancellation import being_cancelled
+from sql.prepared import PreparedQuery
 from sql.queries import queries
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ _RETRY_MAX_S = 1.0
 # at low rates it writes a few batches a second instead of one per request (each batch costs a few
 # Redis and Postgres round trips). Records reach Postgres within about this delay.
 _WRITE_INTERVAL_S = 0.5
+# The batch INSERT, planned once per connection: planning its five CTEs was 0.6 ms of Postgres's CPU per
+# batch, a third of a 100-record batch's (0.85 -> 0.35 ms for 5 records, 2.55 -> 1.85 ms for 100).
+_INSERT_BATCH = PreparedQuery("inventiv_usage_batch", queries.usage.insert_usage_batch)
 # How often the writer reports the stream's length as the usage backlog metric.
 _BACKLOG_EVERY_S = 5.0
 
@@ -517,10 +521,10 @@ class UsageWriter:
                 # is not JSON, or not of the record's types) sends the batch the slow way, record by
                 # record, so that what cannot be read is logged and skipped, not retried forever.
                 try:
-                    await queries.usage.insert_usage_batch(conn, records=(b"[%s]" % b",".join(lines)).decode())
+                    await _INSERT_BATCH.value(conn, records=(b"[%s]" % b",".join(lines)).decode())
                 except psycopg2.DataError:
                     records = [r for entry_id, fields in entries for r in entry_records(entry_id, fields)]
-                    await queries.usage.insert_usage_batch(conn, records=orjson.dumps(records).decode())
+                    await _INSERT_BATCH.value(conn, records=orjson.dumps(records).decode())
         ids = [entry_id for entry_id, _ in entries]
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xack(self._stream, self._group, *ids)

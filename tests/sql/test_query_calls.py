@@ -5,7 +5,8 @@ reads the source with `ast` instead. A call is `queries.<group>.<name>(conn, k=v
 local alias (`catalog = queries.catalog`, `mark = queries.g.a if x else queries.g.b`). A `**` argument is
 read where it is a literal dict, `patch_params(body, SPEC)` or a helper that returns one (the keys come from
 the spec, not the body); a query handed to `fetch_page` gets the parameters `fetch_page` passes, found by
-running it on an empty query string. Anything else must be listed in UNRESOLVED with the reason.
+running it on an empty query string; one handed to `PreparedQuery` is checked at each `<name>.value(conn, ...)`
+call of the name it is assigned to. Anything else must be listed in UNRESOLVED with the reason.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import sql.queries
 from gateway import state
 from gateway.control.input_validation import FieldSpec, patch_params
 from gateway.control.pagination import PAGE_PARAMS, Keyset, fetch_page
+from sql.prepared import PreparedQuery
 from sql.queries import queries
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +123,7 @@ def find_uses(source: str, path: str, evaluate: Evaluate) -> list[Use]:
     tree = ast.parse(source)
     if not _imports_queries(tree):
         return []
-    scanner = _Scanner(path, evaluate)
+    scanner = _Scanner(path, evaluate, tree=tree)
     scanner.visit(tree)
     return scanner.uses
 
@@ -181,8 +183,11 @@ def _own_nodes(scope: ast.AST) -> Iterator[ast.AST]:
 
 
 class _Scanner(ast.NodeVisitor):
-    def __init__(self, path: str, evaluate: Evaluate, scopes: list[dict[str, Binding]] | None = None) -> None:
+    def __init__(self, path: str, evaluate: Evaluate, scopes: list[dict[str, Binding]] | None = None,
+                 tree: ast.AST | None = None) -> None:  # fmt: skip
         self.path = path
+        # The whole module, where a prepared query's runs are looked for (`prepared`).
+        self.tree = tree or ast.Module(body=[], type_ignores=[])
         self.evaluate = evaluate
         self.scopes = scopes or []
         self.uses: list[Use] = []
@@ -295,6 +300,8 @@ class _Scanner(ast.NodeVisitor):
         args = call.args
         if callee is not _NOT_FOUND and f"{callee.__module__}.{callee.__qualname__}" in FETCH_PAGE_FORWARDERS:
             callee, args = fetch_page, args[:4]
+        if callee is PreparedQuery and len(args) == 2 and args[1] is query:
+            return self.prepared(call, query)
         if callee is not fetch_page or len(args) != 4 or args[3] is not query:
             return None, 0, f"a query handed to {ast.unparse(call.func)}, which this check does not follow"
         spec, keyset = self.value(args[1]), self.value(args[2])
@@ -302,6 +309,26 @@ class _Scanner(ast.NodeVisitor):
             return None, 0, f"fetch_page's spec or keyset ({ast.unparse(args[1])}, {ast.unparse(args[2])})"
         fixed, unresolved = self.keywords(call.keywords)
         return fetch_page_params(spec, keyset, fixed), 0, unresolved
+
+
+    def prepared(self, call: ast.Call, query: ast.expr) -> tuple[frozenset[str] | None, int, str | None]:
+        """A query handed to `PreparedQuery` is only named there: each `<name>.value(conn, ...)` call of the
+        module name it is assigned to is a use of its own, checked as a call of the query."""
+        assigned = [
+            node.targets[0].id for node in ast.walk(self.tree)
+            if isinstance(node, ast.Assign) and node.value is call and isinstance(node.targets[0], ast.Name)
+        ]  # fmt: skip
+        if len(assigned) != 1:
+            return None, 0, "a PreparedQuery not assigned to one module name"
+        runs = [
+            node for node in ast.walk(self.tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "value"
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == assigned[0]
+        ]  # fmt: skip
+        for run in runs:
+            passed, unresolved = self.keywords(run.keywords)
+            self._use(run, self.queries_of(query), passed, max(len(run.args) - 1, 0), unresolved)
+        return (None, 0, None) if runs else (None, 0, f"{assigned[0]}, a PreparedQuery never run")
 
 
 def _returned_keys(fn: Any, depth: int) -> frozenset[str] | None:
