@@ -93,7 +93,7 @@ _RETRY_MAX_S = 1.0
 # Redis and Postgres round trips). Records reach Postgres within about this delay.
 _WRITE_INTERVAL_S = 0.5
 # The batch INSERT, planned once per connection: planning its five CTEs was 0.6 ms of Postgres's CPU per
-# batch, a third of a 100-record batch's (0.85 -> 0.35 ms for 5 records, 2.55 -> 1.85 ms for 100).
+# batch, a quarter of a 100-record batch's (0.85 -> 0.35 ms for 5 records, 2.55 -> 1.85 ms for 100).
 _INSERT_BATCH = PreparedQuery("inventiv_usage_batch", queries.usage.insert_usage_batch)
 # How often the writer reports the stream's length as the usage backlog metric.
 _BACKLOG_EVERY_S = 5.0

@@ -2,7 +2,7 @@
 
 For a query run often on the same connections whose planning is a large share of its cost: the usage
 writer's batch INSERT, a statement of five CTEs, which Postgres planned in 0.6 ms on every batch
-(EXPLAIN ANALYZE), about a third of a 100-record batch's CPU and most of a small one's. The query stays
+(EXPLAIN ANALYZE), about a quarter of a 100-record batch's CPU and most of a small one's. The query stays
 in its .sql file; `PREPARE` is sent the first time a connection runs it, `EXECUTE` from then on.
 
 A connection that lost the statement (a pooler such as PgBouncer in transaction mode hands each
