@@ -310,7 +310,6 @@ class _Scanner(ast.NodeVisitor):
         fixed, unresolved = self.keywords(call.keywords)
         return fetch_page_params(spec, keyset, fixed), 0, unresolved
 
-
     def prepared(self, call: ast.Call, query: ast.expr) -> tuple[frozenset[str] | None, int, str | None]:
         """A query handed to `PreparedQuery` is only named there: each `<name>.value(conn, ...)` call of the
         module name it is assigned to is a use of its own, checked as a call of the query."""
