@@ -2,6 +2,8 @@
 
 A proxy's CPU time is utime + stime of every live process in its tree (plus what its reaped children
 used), read from /proc/PID/stat, so threads (tokio's, the usage writer's) and helper processes count.
+The time it waited for a CPU, runnable while another task ran there, is the second field of each of
+its threads' /proc/PID/task/TID/schedstat (the kernel's `run_delay`, in ns; sched-stats.rst).
 The parsers take the file's text and are tested on fixed samples; the readers around them are thin.
 """
 
@@ -140,6 +142,30 @@ def tree_cpu_seconds(root: int) -> float:
         if text is not None:
             ticks += cpu_ticks(text)
     return ticks / CLOCK_TICKS
+
+
+def run_delay_ns(schedstat_text: str) -> int:
+    """Nanoseconds a thread has spent runnable but waiting for a CPU, from /proc/PID/task/TID/schedstat
+    (three fields: time on CPU, time waiting on a run queue, timeslices run)."""
+    return int(schedstat_text.split()[1])
+
+
+def tree_wait_seconds(root: int) -> float | None:
+    """Time every live thread of the process tree has waited for a CPU while runnable, in seconds; None
+    where the kernel keeps no such count (built without CONFIG_SCHED_INFO) or the process is gone."""
+    waited, read = 0, False
+    for pid in process_tree(root):
+        tasks = _PROC / str(pid) / "task"
+        try:
+            threads = list(tasks.iterdir())
+        except OSError:
+            continue
+        for thread in threads:
+            text = _read(thread / "schedstat")
+            if text:
+                waited += run_delay_ns(text)
+                read = True
+    return waited / 1e9 if read else None
 
 
 def tree_memory_kb(root: int) -> tuple[int, int]:

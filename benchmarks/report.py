@@ -38,6 +38,13 @@ def cpu_ms_per_request(run: Measured) -> float | None:
     return 1000.0 * run.proxy_cpu_s / run.reached_worker
 
 
+def wait_ms_per_1k_requests(run: Measured) -> float | None:
+    """How long the proxy waited for a CPU while runnable, per 1,000 requests that reached the worker."""
+    if run.proxy_wait_s is None or run.reached_worker <= 0:
+        return None
+    return 1e6 * run.proxy_wait_s / run.reached_worker
+
+
 def cpu_ms_per_1k_chunks(run: Measured, chunks_per_stream: int) -> float | None:
     chunks = run.streams * chunks_per_stream
     if run.proxy_cpu_s is None or chunks <= 0:
@@ -146,6 +153,8 @@ def figures(results: Results) -> list[Figure]:
                  lambda r: _ms(percentile(r.load.latencies_s, 99))),
         _per_run(results, "b", f"(b) proxy CPU ms per request at {plan.rate:.0f} req/s", "b_cpu_ms",
                  cpu_ms_per_request, 3, ratio=True),
+        _per_run(results, "b", "(b) ms the proxy waited for a CPU, per 1,000 requests", "b_wait_ms_1k",
+                 wait_ms_per_1k_requests, 1),
         _per_run(results, "c", f"(c) streamed chunks/s ({chunks} per stream)", "c_chunks_s",
                  lambda r: _rate(r.load.ok * chunks, r.load.wall_s), 0),
         _per_run(results, "c", "(c) proxy CPU ms per 1,000 chunks", "c_cpu_ms_1k",

@@ -88,6 +88,9 @@ class Measured:
     steal_pct: dict[str, float]
     # CPU 1 busy time that was not the proxy under test (other engineers' work, the idle proxies).
     cpu1_other_pct: float
+    # Load window plus drain: how long the proxy's threads were runnable but waited for a CPU (another
+    # task ran on theirs); None for `direct`. At a fixed rate, what a request can wait before being read.
+    proxy_wait_s: float | None = None
 
 
 @dataclass
@@ -159,6 +162,10 @@ def _cpu_seconds(pid: int | None) -> float | None:
     return procfs.tree_cpu_seconds(pid) if pid is not None else None
 
 
+def _wait_seconds(pid: int | None) -> float | None:
+    return procfs.tree_wait_seconds(pid) if pid is not None else None
+
+
 async def settle(pid: int | None) -> None:
     """Wait until the proxy is idle, so one run's leftovers are not charged to the next."""
     if pid is None:
@@ -176,6 +183,7 @@ async def measure(target: Target, run: Callable[[], Awaitable[LoadResult]]) -> M
     reached_before, streams_before = await _upstream_counts(target)
     cpus_before = procfs.read_cpu_times()
     proxy_before = _cpu_seconds(target.pid)
+    wait_before = _wait_seconds(target.pid)
     began = time.perf_counter()
     load = await run()
     wall_s = time.perf_counter() - began
@@ -183,6 +191,7 @@ async def measure(target: Target, run: Callable[[], Awaitable[LoadResult]]) -> M
     proxy_loaded = _cpu_seconds(target.pid)
     await settle(target.pid)
     proxy_after = _cpu_seconds(target.pid)
+    wait_after = _wait_seconds(target.pid)
     reached_after, streams_after = await _upstream_counts(target)
     own_reads = static_upstream.OWN_READS_PER_RUN if target.counted_by == NGINX else 0
     proxy_pct = None
@@ -199,6 +208,7 @@ async def measure(target: Target, run: Callable[[], Awaitable[LoadResult]]) -> M
         streams=streams_after - streams_before,
         steal_pct=procfs.percent_of_wall(cpus_before.steal, cpus_after.steal, wall_s),
         cpu1_other_pct=max(0.0, cpu1_busy - (proxy_pct or 0.0)),
+        proxy_wait_s=None if wait_before is None or wait_after is None else wait_after - wait_before,
     )
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -108,3 +110,26 @@ def test_tcp_ports_of_this_machine_include_a_listener_of_ours() -> None:
         port = listener.getsockname()[1]
         inode = os.fstat(listener.fileno()).st_ino
         assert procfs.read_tcp_ports()[inode] == (port, 0)
+
+
+def test_run_delay_is_the_second_schedstat_field() -> None:
+    # /proc/PID/task/TID/schedstat: ns on CPU, ns runnable but waiting for one, timeslices run.
+    assert procfs.run_delay_ns("2541318791 180453202 9017\n") == 180453202
+
+
+def test_wait_counts_every_process_of_the_tree() -> None:
+    """Two busy children pinned to one CPU wait for each other, and the reader, given their parent, sees it."""
+    cpu = str(min(os.sched_getaffinity(0)))
+    spin = "import time\nuntil = time.monotonic() + 0.6\nwhile time.monotonic() < until: pass"
+    children = [subprocess.Popen(["taskset", "-c", cpu, sys.executable, "-c", spin]) for _ in range(2)]
+    try:
+        before = procfs.tree_wait_seconds(os.getpid())
+        # Read while they run: a process that has ended is no longer in the tree.
+        time.sleep(0.4)
+        during = procfs.tree_wait_seconds(os.getpid())
+    finally:
+        for child in children:
+            child.wait()
+    assert before is not None and during is not None
+    # Each waits about half of the 0.4 s; a loaded machine only adds to it.
+    assert during - before > 0.1

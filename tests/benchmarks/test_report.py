@@ -152,3 +152,28 @@ def test_the_issue_table_leaves_unmeasured_cells_empty() -> None:
     assert rows[NGINX] == ["—", "—", "— / —", "—", "—"]
     gateway = rows["Inventiv gateway (access log on, no session header)"]
     assert gateway[1] == "—" and gateway[3] == "—" and gateway[0] == "0.250"
+
+
+@pytest.mark.parametrize(
+    ("wait_s", "reached", "expected"),
+    # 0.2 s of waiting over 4,000 requests: 50 ms per 1,000
+    [(0.2, 4000, 50.0), (0.0, 1000, 0.0), (None, 1000, None), (0.2, 0, None)],
+)
+def test_wait_ms_per_1k_requests(wait_s: float | None, reached: int, expected: float | None) -> None:
+    run = _run(1.0, reached=reached)
+    run.proxy_wait_s = wait_s
+    got = report.wait_ms_per_1k_requests(run)
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+def test_b_reports_how_long_each_proxy_waited_for_a_cpu() -> None:
+    results = Results(QUICK)
+    for name, wait_s in ((DIRECT, None), (GATEWAY, 0.004), (VLLM, 0.001)):
+        run = _run(None if wait_s is None else 0.1, reached=100, ok=100, latencies=[0.001] * 100)
+        run.proxy_wait_s = wait_s
+        results.add("b", name, run)
+    wait = {f.key: f for f in report.figures(results)}["b_wait_ms_1k"]
+    assert wait.values[GATEWAY] == pytest.approx(40.0)
+    assert wait.values[VLLM] == pytest.approx(10.0)
+    assert wait.values[DIRECT] is None
+    assert "(b) ms the proxy waited for a CPU, per 1,000 requests" in report.render(report.figures(results), [])
