@@ -152,7 +152,8 @@ def run_delay_ns(schedstat_text: str) -> int:
 
 def tree_wait_seconds(root: int) -> float | None:
     """Time every live thread of the process tree has waited for a CPU while runnable, in seconds; None
-    where the kernel keeps no such count (built without CONFIG_SCHED_INFO) or the process is gone."""
+    where the kernel keeps no such count (built without CONFIG_SCHED_INFO) or the process is gone. A
+    thread that ends between two readings takes its count with it: a difference can read low, not high."""
     waited, read = 0, False
     for pid in process_tree(root):
         tasks = _PROC / str(pid) / "task"
