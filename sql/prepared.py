@@ -22,10 +22,12 @@ from typing import Any
 import aiopg
 import psycopg2.errors
 
-from sql.adapter import cursor
+from sql.adapter import AiopgAdapter
 
 log = logging.getLogger(__name__)
 
+# The project's aiosql adapter runs the statements, as it runs every loaded query.
+_ADAPTER = AiopgAdapter()
 # psycopg2's placeholders in a query aiosql has loaded (sql/adapter.py turns `:name` into these).
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
@@ -45,9 +47,9 @@ class PreparedQuery:
                 self._parameters.append(match[1])
             return f"${self._parameters.index(match[1]) + 1}"
 
-        # Postgres infers each parameter's type from its use (`$1::json`). Without parameters psycopg2
-        # sends the text as it is: an escaped `%%` is a plain `%` there.
-        body = _PLACEHOLDER.sub(numbered, self._sql).replace("%%", "%")
+        # Postgres infers each parameter's type from its use (`$1::json`). The adapter sends PREPARE with
+        # an empty set of parameters, so psycopg2 still turns an escaped `%%` into `%`.
+        body = _PLACEHOLDER.sub(numbered, self._sql)
         self._prepare = f"PREPARE {self.name} AS {body}"
         self._execute = f"EXECUTE {self.name} ({', '.join(f'%({p})s' for p in self._parameters)})"
         # Connections this query is prepared on; a closed one is forgotten with its object.
@@ -62,35 +64,28 @@ class PreparedQuery:
     async def value(self, conn: aiopg.Connection, **parameters: Any) -> Any:
         """The first column of the first row the query returns (None for no row)."""
         if self._plain:
-            return await _value(conn, self._sql, parameters)
+            return await _ADAPTER.select_value(conn, self.name, self._sql, parameters)
         if conn not in self._prepared:
             await self._prepare_on(conn)
         try:
-            return await _value(conn, self._execute, parameters)
+            return await _ADAPTER.select_value(conn, self.name, self._execute, parameters)
         except psycopg2.errors.InvalidSqlStatementName:
             pass
         await self._prepare_on(conn)
         try:
-            return await _value(conn, self._execute, parameters)
+            return await _ADAPTER.select_value(conn, self.name, self._execute, parameters)
         except psycopg2.errors.InvalidSqlStatementName:
             self._plain = True
             log.warning("prepared statements do not last on these connections (a pooler in transaction mode?); "
                         "running the query as plain SQL", extra={"query": self.name})  # fmt: skip
-            return await _value(conn, self._sql, parameters)
+            return await _ADAPTER.select_value(conn, self.name, self._sql, parameters)
 
     async def _prepare_on(self, conn: aiopg.Connection) -> None:
         try:
-            await _value(conn, self._prepare, None)
+            # PREPARE returns no row: run as a statement, not a query.
+            await _ADAPTER.insert_update_delete(conn, self.name, self._prepare, ())
         except psycopg2.errors.DuplicatePreparedStatement:
             # Already there (a pooled server connection that another client object prepared it on).
             pass
         self._prepared.add(conn)
 
-
-async def _value(conn: aiopg.Connection, sql: str, parameters: dict[str, Any] | None) -> Any:
-    async with cursor(conn) as cur:
-        await cur.execute(sql, parameters)
-        if cur.description is None:
-            return None
-        row = await cur.fetchone()
-    return row[0] if row else None

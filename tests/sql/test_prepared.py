@@ -73,13 +73,12 @@ class _ForgetfulCursor:
     def __init__(self, log: list[str]) -> None:
         self._log = log
         self._transaction = None
-        self.description: Any = None
+        self.rowcount = -1
 
     async def execute(self, sql: str, parameters: Any = None) -> None:
         self._log.append(sql.split(" ", 1)[0])
         if sql.startswith("EXECUTE"):
             raise psycopg2.errors.InvalidSqlStatementName("prepared statement does not exist")
-        self.description = None if sql.startswith("PREPARE") else [("format",)]
 
     async def fetchone(self) -> tuple[str]:
         return ("plain",)
